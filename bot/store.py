@@ -1,0 +1,507 @@
+"""The bot's memory: songs it wrote, members' votes and their saved favourites, in one SQLite file.
+
+One long-lived aiosqlite connection per process. Every write is one explicit transaction
+(BEGIN IMMEDIATE ... COMMIT), so a method either happens completely or not at all, and an
+awaited write that returned is in the WAL file (see _configure for what that survives).
+
+    store = await Store.open("data/bot.db")      # creates the folder, migrates the schema
+    song_id = await store.add_song(NewSong(...))
+    result = await store.toggle_vote(song_id, user_id)
+    await store.close()                          # or: async with await Store.open(p) as store
+
+This module knows nothing about Discord: ids are plain ints (snowflakes fit SQLite's signed
+64-bit INTEGER), times are aware UTC datetimes, records are frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from os import PathLike
+from pathlib import Path
+from typing import Self
+
+import aiosqlite
+
+# -----------------------------------------------------------------------------
+# errors
+
+
+class StoreError(Exception):
+    """Base class of everything this module raises on purpose."""
+
+
+class SchemaTooNewError(StoreError):
+    """The file was written by a newer version of the bot; we refuse to touch it."""
+
+
+class CorruptDatabaseError(StoreError):
+    """The file is not a SQLite database, or fails SQLite's quick_check; left untouched."""
+
+
+class SongNotFoundError(StoreError):
+    """No song has this id (it never existed, or it was deleted)."""
+
+
+class SelfVoteError(StoreError):
+    """Members cannot vote for a song they asked for."""
+
+
+# -----------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True)
+class NewSong:
+    """What the bot knows about a song when it has just written it."""
+
+    guild_id: int
+    channel_id: int
+    author_id: int  # the member who asked for it
+    seed: str  # the prompt the member typed
+    temperature: float
+    length: int
+    random_seed: int  # with bundle_hash and the settings above, replays the exact song
+    bundle_hash: str  # which trained model bundle wrote it
+    text: str
+
+
+@dataclass(frozen=True)
+class Song:
+    """A stored song, with its current number of votes."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    author_id: int | None  # None once the author used forget-me
+    seed: str
+    temperature: float
+    length: int
+    random_seed: int
+    bundle_hash: str | None  # None for songs stored before schema v2
+    text: str
+    message_id: int | None  # None until the bot's reply has been sent
+    created_at: datetime  # aware, UTC
+    votes: int
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    voted: bool  # True: the click added a vote; False: it withdrew one
+    count: int  # the song's votes right after this click, counted in the same transaction
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    votes_removed: int
+    favourites_removed: int
+    songs_anonymised: int  # songs kept, author_id set to NULL
+
+
+# -----------------------------------------------------------------------------
+# schema: migration N (MIGRATIONS[N-1]) takes PRAGMA user_version from N-1 to N.
+# Append only; never edit a migration that has shipped, files in the wild already ran it.
+# Statements are kept apart (not one script) because sqlite3's executescript() commits
+# first, which would break the one-transaction-per-migration rule.
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    # v1: the three tables.
+    (
+        # AUTOINCREMENT so an id is never reused: old messages' vote buttons carry the song
+        # id, and a click on a deleted song's button must not land on a newer song.
+        # Deleted songs are deleted rows (votes/favourites cascade), not a flag: the bot has
+        # no use for a song it may not show, and a forgotten text should really be gone.
+        """CREATE TABLE songs (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            guild_id    INTEGER NOT NULL,
+            channel_id  INTEGER NOT NULL,
+            author_id   INTEGER,
+            seed        TEXT    NOT NULL,
+            temperature REAL    NOT NULL,
+            length      INTEGER NOT NULL,
+            random_seed INTEGER NOT NULL,
+            text        TEXT    NOT NULL,
+            message_id  INTEGER,
+            created_at  TEXT    NOT NULL
+        )""",
+        """CREATE TABLE votes (
+            song_id    INTEGER NOT NULL REFERENCES songs(id) ON DELETE CASCADE,
+            user_id    INTEGER NOT NULL,
+            created_at TEXT    NOT NULL,
+            PRIMARY KEY (song_id, user_id)
+        )""",
+        """CREATE TABLE favourites (
+            user_id    INTEGER NOT NULL,
+            song_id    INTEGER NOT NULL REFERENCES songs(id) ON DELETE CASCADE,
+            created_at TEXT    NOT NULL,
+            PRIMARY KEY (user_id, song_id)
+        )""",
+    ),
+    # v2: record which model bundle wrote each song (NULL for v1 songs), and index the
+    # lookups that were full scans: leaderboard by guild and period, forget-me by user,
+    # favourites newest first, and the cascade from songs to favourites.
+    (
+        "ALTER TABLE songs ADD COLUMN bundle_hash TEXT",
+        "CREATE INDEX songs_by_guild_time ON songs(guild_id, created_at)",
+        "CREATE INDEX songs_by_author ON songs(author_id)",
+        "CREATE INDEX votes_by_user ON votes(user_id)",
+        "CREATE INDEX favourites_by_user_time ON favourites(user_id, created_at)",
+        "CREATE INDEX favourites_by_song ON favourites(song_id)",
+    ),
+]
+LATEST_VERSION = len(MIGRATIONS)
+
+_SONG_COLUMNS = (
+    "s.id, s.guild_id, s.channel_id, s.author_id, s.seed, s.temperature, s.length,"
+    " s.random_seed, s.bundle_hash, s.text, s.message_id, s.created_at"
+)
+_VOTE_COUNT = "(SELECT COUNT(*) FROM votes v WHERE v.song_id = s.id)"
+
+
+# -----------------------------------------------------------------------------
+# time: stored as fixed-width ISO 8601 UTC text ('2024-05-01T12:00:00.000000+00:00'), so
+# string order is time order (the period filter compares strings) and the file stays
+# readable in the sqlite3 shell.
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(moment: datetime) -> str:
+    if moment.tzinfo is None:  # a naive local time would silently shift the period filter
+        raise ValueError(f"naive datetime {moment!r}: pass an aware one (e.g. datetime.now(UTC))")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _song(row: sqlite3.Row) -> Song:
+    return Song(**{**dict(row), "created_at": datetime.fromisoformat(row["created_at"])})
+
+
+# -----------------------------------------------------------------------------
+# opening a file safely
+
+
+def _inspect(path: Path) -> None:
+    """Refuse a corrupt or too-new file before anything opens it for writing.
+
+    Reads only: with a -wal beside it the file is opened mode=ro (which may add a -shm);
+    without one the main file is complete, and immutable=1 reads it without creating the
+    -wal/-shm files that a read-only open of a WAL-mode file would otherwise leave behind.
+    quick_check reads every page once (well under a second for a bot-sized file) and catches
+    damage at start-up rather than in the middle of a vote.
+    """
+    wal_exists = Path(f"{path}-wal").exists()
+    uri = path.resolve().as_uri() + ("?mode=ro" if wal_exists else "?immutable=1")
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            _check_not_too_new(version, path)
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        raise  # locked, unreadable, no permission...: not a verdict on the contents
+    except sqlite3.DatabaseError as e:  # "file is not a database", "malformed"
+        raise CorruptDatabaseError(f"{path} is not a usable SQLite database ({e}); left untouched") from e
+    if problems != ["ok"]:
+        raise CorruptDatabaseError(f"{path} failed quick_check ({'; '.join(problems[:3])}); left untouched")
+
+
+def _check_not_too_new(version: int, path: Path | str) -> None:
+    if version > LATEST_VERSION:
+        raise SchemaTooNewError(
+            f"{path} has schema version {version} but this bot only knows up to version"
+            f" {LATEST_VERSION}; upgrade the bot (the file was left untouched)"
+        )
+
+
+async def _user_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cur:
+        return (await cur.fetchone())[0]
+
+
+@asynccontextmanager
+async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error (cancellation included).
+
+    IMMEDIATE takes the write lock up front, so read-then-write (count after toggle, version
+    check before migrating) cannot interleave with another connection's writer; a second
+    process waits on busy_timeout instead of failing with SQLITE_BUSY half-way through.
+    """
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        try:
+            await db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass  # no transaction left to roll back (e.g. cancelled while COMMIT ran)
+        raise
+    await db.execute("COMMIT")
+
+
+async def _configure(db: aiosqlite.Connection, path: str) -> None:
+    await db.execute("PRAGMA busy_timeout = 5000")  # another process (a backup, the shell) may hold the lock
+    await db.execute("PRAGMA foreign_keys = ON")  # per connection; the cascades need it
+    # Check again read-write before the first write below (the WAL switch rewrites the
+    # header): the file may have changed since _inspect. A DatabaseError here means it is
+    # no database at all.
+    try:
+        _check_not_too_new(await _user_version(db), path)
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as e:
+        raise CorruptDatabaseError(f"{path} is not a usable SQLite database ({e})") from e
+    # WAL: readers don't block the writer, and a commit is one append to the -wal file.
+    # synchronous=NORMAL with WAL fsyncs only at checkpoints, not at every commit. A COMMIT
+    # that returned has been written to the OS, so it survives the bot crashing or being
+    # killed with SIGKILL (an acknowledged vote is never lost that way; the kill -9 test
+    # checks it). A power cut or OS crash may lose the last few commits, but never corrupts
+    # the file. FULL would close that window at an fsync per vote, too slow for button spam.
+    await db.execute("PRAGMA journal_mode = WAL")
+    await db.execute("PRAGMA synchronous = NORMAL")
+
+
+async def _migrate(db: aiosqlite.Connection, path: str) -> None:
+    """Apply the missing migrations, each in its own transaction with its version bump."""
+    while True:
+        async with _transaction(db):
+            version = await _user_version(db)  # under the write lock: another process may have migrated
+            _check_not_too_new(version, path)
+            if version == LATEST_VERSION:
+                return
+            try:
+                for statement in MIGRATIONS[version]:
+                    await db.execute(statement)
+            except sqlite3.Error as e:
+                e.add_note(f"while migrating {path} from schema version {version} to {version + 1}")
+                raise
+            await db.execute(f"PRAGMA user_version = {version + 1}")
+
+
+# -----------------------------------------------------------------------------
+# the store
+
+
+class Store:
+    """All the bot's persistent state. Create with `await Store.open(path)`.
+
+    Every method takes an asyncio lock: one connection sees its own uncommitted writes, so
+    without it a read could observe another coroutine's half-done transaction, and two
+    coroutines' BEGINs would collide. The lock is FIFO, so clicks are served in order.
+    """
+
+    def __init__(self, db: aiosqlite.Connection, path: str, clock: Callable[[], datetime]) -> None:
+        self._db = db
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self.path = path
+        self.clock = clock  # tests swap it to write songs and votes "in the past"
+
+    @classmethod
+    async def open(cls, path: str | PathLike[str], *, clock: Callable[[], datetime] = utcnow) -> Self:
+        """Open (or create) the database at `path` and bring its schema up to date.
+
+        Raises CorruptDatabaseError or SchemaTooNewError, having written nothing to the file.
+        ":memory:" gives a throwaway database (handy in other modules' tests).
+        """
+        name = str(path)
+        if name != ":memory:":
+            file = Path(path)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            if file.exists():
+                await asyncio.to_thread(_inspect, file)
+        # isolation_level=None: sqlite3 starts no transactions behind our back; we do.
+        db = await aiosqlite.connect(name, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            await _configure(db, name)
+            await _migrate(db, name)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, name, clock)
+
+    async def close(self) -> None:
+        """Wait for the running operation, then close (twice is fine).
+
+        `PRAGMA optimize` before closing is SQLite's advice: it refreshes the planner's statistics.
+        """
+        async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                await self._db.execute("PRAGMA optimize")
+            finally:
+                await self._db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield self._db
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock, _transaction(self._db) as db:
+            yield db
+
+    # ---- songs
+
+    async def add_song(self, song: NewSong) -> int:
+        """Store a freshly written song; returns its id (message_id is set later)."""
+        async with self._write() as db:
+            cur = await db.execute(
+                "INSERT INTO songs (guild_id, channel_id, author_id, seed, temperature, length,"
+                " random_seed, bundle_hash, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (song.guild_id, song.channel_id, song.author_id, song.seed, song.temperature, song.length,
+                 song.random_seed, song.bundle_hash, song.text, _ts(self.clock())),
+            )
+            return cur.lastrowid
+
+    async def set_message_id(self, song_id: int, message_id: int) -> None:
+        """Remember which Discord message shows the song. Raises SongNotFoundError."""
+        async with self._write() as db:
+            cur = await db.execute("UPDATE songs SET message_id = ? WHERE id = ?", (message_id, song_id))
+            if cur.rowcount == 0:
+                raise SongNotFoundError(song_id)
+
+    async def get_song(self, song_id: int, *, guild_id: int | None = None) -> Song | None:
+        """The song with its vote count, or None if there is none.
+
+        With `guild_id`, a song from another guild is also None: callers can't tell it apart
+        from a missing one, so nothing leaks across servers.
+        """
+        async with self._read() as db:
+            async with db.execute(
+                f"SELECT {_SONG_COLUMNS}, {_VOTE_COUNT} AS votes FROM songs s WHERE s.id = ?", (song_id,)
+            ) as cur:
+                row = await cur.fetchone()
+        if row is None or (guild_id is not None and row["guild_id"] != guild_id):
+            return None
+        return _song(row)
+
+    async def delete_song(self, song_id: int) -> bool:
+        """Delete the song and (by cascade) its votes and favourites. False if it wasn't there."""
+        async with self._write() as db:
+            cur = await db.execute("DELETE FROM songs WHERE id = ?", (song_id,))
+            return cur.rowcount > 0
+
+    # ---- votes
+
+    async def toggle_vote(self, song_id: int, user_id: int) -> VoteResult:
+        """A first click votes, the next click withdraws; returns the new state and exact count.
+
+        Raises SongNotFoundError, or SelfVoteError for the song's author (a forgotten author
+        is no longer known, so they can vote like anyone else).
+        """
+        async with self._write() as db:
+            async with db.execute("SELECT author_id FROM songs WHERE id = ?", (song_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise SongNotFoundError(song_id)
+            if row["author_id"] == user_id:
+                raise SelfVoteError(f"user {user_id} asked for song {song_id}")
+            cur = await db.execute("DELETE FROM votes WHERE song_id = ? AND user_id = ?", (song_id, user_id))
+            voted = cur.rowcount == 0
+            if voted:
+                await db.execute(
+                    "INSERT INTO votes (song_id, user_id, created_at) VALUES (?, ?, ?)",
+                    (song_id, user_id, _ts(self.clock())),
+                )
+            async with db.execute("SELECT COUNT(*) FROM votes WHERE song_id = ?", (song_id,)) as cur:
+                (count,) = await cur.fetchone()
+        return VoteResult(voted=voted, count=count)
+
+    async def top_songs(self, guild_id: int, *, since: datetime | None = None, limit: int = 10) -> list[Song]:
+        """The guild's most-voted songs, ties broken newest first.
+
+        `since` keeps songs *written* at or after that moment (a week's leaderboard shows
+        that week's songs, counting all their votes); None means all time. Songs without a
+        vote are left out: a leaderboard of zeros is noise.
+        """
+        since_text = _ts(since) if since is not None else ""  # every timestamp sorts after ""
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_SONG_COLUMNS}, COUNT(*) AS votes FROM songs s JOIN votes v ON v.song_id = s.id"
+                " WHERE s.guild_id = ? AND s.created_at >= ?"
+                " GROUP BY s.id ORDER BY votes DESC, s.created_at DESC, s.id DESC LIMIT ?",
+                (guild_id, since_text, limit),
+            )
+        return [_song(row) for row in rows]
+
+    # ---- favourites
+
+    async def add_favourite(self, user_id: int, song_id: int) -> bool:
+        """Save a song for the user; False if it was already saved. Raises SongNotFoundError."""
+        async with self._write() as db:
+            async with db.execute("SELECT 1 FROM songs WHERE id = ?", (song_id,)) as cur:
+                if await cur.fetchone() is None:
+                    raise SongNotFoundError(song_id)
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO favourites (user_id, song_id, created_at) VALUES (?, ?, ?)",
+                (user_id, song_id, _ts(self.clock())),
+            )
+            return cur.rowcount > 0
+
+    async def remove_favourite(self, user_id: int, song_id: int) -> bool:
+        """Unsave a song; False if it wasn't saved."""
+        async with self._write() as db:
+            cur = await db.execute(
+                "DELETE FROM favourites WHERE user_id = ? AND song_id = ?", (user_id, song_id)
+            )
+            return cur.rowcount > 0
+
+    async def list_favourites(self, user_id: int, *, limit: int = 10, offset: int = 0) -> list[Song]:
+        """One page of the user's saved songs, most recently saved first."""
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_SONG_COLUMNS}, {_VOTE_COUNT} AS votes"
+                " FROM favourites f JOIN songs s ON s.id = f.song_id"
+                " WHERE f.user_id = ? ORDER BY f.created_at DESC, f.rowid DESC LIMIT ? OFFSET ?",
+                (user_id, limit, offset),
+            )
+        return [_song(row) for row in rows]
+
+    async def count_favourites(self, user_id: int) -> int:
+        """How many songs the user has saved (for "page 2 of 5")."""
+        async with self._read() as db:
+            async with db.execute("SELECT COUNT(*) FROM favourites WHERE user_id = ?", (user_id,)) as cur:
+                return (await cur.fetchone())[0]
+
+    # ---- privacy and maintenance
+
+    async def forget_user(self, user_id: int) -> ForgetReport:
+        """Delete the user's votes and favourites and drop their name from songs they asked for.
+
+        The songs stay (other members voted for and saved them) but no longer say who asked.
+        One transaction: a crash leaves the user either fully remembered or fully forgotten.
+        """
+        async with self._write() as db:
+            votes = await db.execute("DELETE FROM votes WHERE user_id = ?", (user_id,))
+            favourites = await db.execute("DELETE FROM favourites WHERE user_id = ?", (user_id,))
+            songs = await db.execute("UPDATE songs SET author_id = NULL WHERE author_id = ?", (user_id,))
+            return ForgetReport(votes.rowcount, favourites.rowcount, songs.rowcount)
+
+    async def integrity_check(self) -> str:
+        """SQLite's full integrity check: "ok", or its list of problems one per line."""
+        async with self._read() as db:
+            rows = await db.execute_fetchall("PRAGMA integrity_check")
+        return "\n".join(row[0] for row in rows)
+
+    async def schema_version(self) -> int:
+        """The file's PRAGMA user_version (LATEST_VERSION once open)."""
+        async with self._read() as db:
+            return await _user_version(db)

@@ -1,0 +1,202 @@
+"""Resumable checkpoints and serving bundles: plain tensors and values, written atomically.
+
+Both files hold only tensors, numbers, strings, lists and dicts, so they load with
+``torch.load(..., weights_only=True)``: a file carrying a pickled object is refused, never run.
+A bundle is self-describing: network config, vocabulary, weights, the mixture with its count
+models' training stream, metrics, training history and the corpus hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .network import LyricsNet, NetConfig
+
+if TYPE_CHECKING:
+    from .mixture import Mixture
+    from .train import LoopState
+
+BUNDLE_FORMAT = "lyrics-bundle"
+CHECKPOINT_FORMAT = "lyrics-checkpoint"
+VERSION = 1
+
+
+class BundleError(ValueError):
+    """A bundle or checkpoint is missing, corrupt, foreign or of an unknown version."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """Write with torch.save to a temp file in the same folder, fsync, then os.replace.
+
+    Readers see the old file or the new one, never half of one, even if we are killed mid-write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def safe_load(path: str | Path, expected_format: str) -> dict[str, Any]:
+    """Load a file written by ``atomic_save`` with weights_only=True and check its format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise BundleError(f"{path}: refused, it holds objects that are not plain data ({_first_line(exc)})") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError) as exc:
+        raise BundleError(f"{path}: not a readable model file, truncated or corrupt ({_first_line(exc)})") from exc
+    if not isinstance(obj, dict) or obj.get("format") != expected_format:
+        raise BundleError(f"{path}: not a {expected_format} file")
+    if obj.get("version") != VERSION:
+        raise BundleError(f"{path}: format version {obj.get('version')!r} is not supported (this program reads {VERSION})")
+    return obj
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- checkpoints (resume training)
+
+def _rng_state() -> dict[str, Any]:
+    # Training draws only from torch's generators (dropout, <unk> masking) and Python's.
+    py_state = random.getstate()
+    state = {"torch": torch.get_rng_state(), "python": [py_state[0], list(py_state[1]), py_state[2]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, loop: "LoopState", vocab: list[str], train_config: dict) -> None:
+    """Save everything the next epoch needs to continue exactly as if never interrupted."""
+    atomic_save({
+        "format": CHECKPOINT_FORMAT, "version": VERSION,
+        "net_config": vars(net.config).copy(), "vocab": vocab, "train_config": train_config,
+        "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "epoch": loop.epoch, "best_bpc": loop.best_bpc, "bad_epochs": loop.bad_epochs,
+        "history": loop.history, "best_state": loop.best_state, "rng": _rng_state(),
+    }, path)
+
+
+def load_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, vocab: list[str]) -> "LoopState":
+    """Restore a checkpoint into the given objects; refuse one from another corpus or network shape."""
+    from .train import LoopState
+
+    ckpt = safe_load(path, CHECKPOINT_FORMAT)
+    if ckpt["vocab"] != vocab:
+        raise BundleError(f"{path}: was trained on another corpus or vocabulary; train afresh without --resume")
+    if ckpt["net_config"] != vars(net.config):
+        raise BundleError(f"{path}: was trained with another network shape {ckpt['net_config']}; "
+                          "pass the same --cell/--layers/--hidden/--embed or train afresh")
+    net.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    _set_rng_state(ckpt["rng"])
+    return LoopState(epoch=ckpt["epoch"], best_bpc=ckpt["best_bpc"], bad_epochs=ckpt["bad_epochs"],
+                     history=ckpt["history"], best_state=ckpt["best_state"])
+
+
+# ---------------------------------------------------------------- bundles (serving)
+
+@dataclass
+class Bundle:
+    """A loaded serving bundle."""
+
+    net: LyricsNet
+    vocab: list[str]
+    train_ids: list[int]
+    mixture: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+    train_config: dict[str, Any]
+    corpus_sha256: str
+    created_at: str
+    sha256: str
+
+
+def save_bundle(path: str | Path, net: LyricsNet, vocab: list[str], train_ids: list[int],
+                mixture: "Mixture", metrics: dict, history: list[dict], train_config: dict,
+                corpus_sha256: str) -> None:
+    """Write the serving bundle atomically (weights on CPU, so any device can load it)."""
+    from datetime import datetime, timezone
+
+    atomic_save({
+        "format": BUNDLE_FORMAT, "version": VERSION,
+        "net_config": vars(net.config).copy(),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "vocab": vocab,
+        "train_ids": torch.tensor(train_ids, dtype=torch.int32),
+        "mixture": mixture.to_dict(),
+        "metrics": metrics, "history": history, "train_config": train_config,
+        "corpus_sha256": corpus_sha256,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }, path)
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+    """Load and validate a bundle; any inconsistency raises BundleError, nothing is half-loaded."""
+    obj = safe_load(path, BUNDLE_FORMAT)
+    try:
+        config = NetConfig(**obj["net_config"])
+        vocab = list(obj["vocab"])
+        if len(vocab) != config.vocab_size or not all(isinstance(t, str) for t in vocab):
+            raise BundleError(f"{path}: the vocabulary does not match the network")
+        net = LyricsNet(config)
+        net.load_state_dict(obj["state_dict"])
+        train_ids = obj["train_ids"].tolist()
+        if train_ids and not 0 <= min(train_ids) <= max(train_ids) < len(vocab):
+            raise BundleError(f"{path}: the training stream refers to tokens outside the vocabulary")
+        bundle = Bundle(
+            net=net.to(device).eval(), vocab=vocab, train_ids=train_ids, mixture=dict(obj["mixture"]),
+            metrics=dict(obj["metrics"]), history=list(obj["history"]), train_config=dict(obj["train_config"]),
+            corpus_sha256=str(obj["corpus_sha256"]), created_at=str(obj["created_at"]),
+            sha256=file_sha256(path),
+        )
+    except BundleError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise BundleError(f"{path}: the bundle is incomplete or inconsistent ({_first_line(exc)})") from exc
+    return bundle

@@ -1,0 +1,104 @@
+"""The served model: the network mixed with two count models, weights fit by EM.
+
+p(token) = w_net · p_net + w_ngram · p_ngram + w_cache · p_cache
+
+- ``p_ngram`` is a token n-gram counted on the training stream: it remembers rare phrases the
+  network smooths away.
+- ``p_cache`` is the same kind of n-gram counted on the text so far (the song being scored or
+  written). Songs repeat their own lines (choruses), and a count of this song's n-grams predicts a
+  repeat far better than any model of the whole corpus (Kuhn & De Mori's cache language model).
+
+Each component is a proper distribution, so the mixture is one too; the weights are the
+maximum-likelihood mixture on held-out text (three numbers, found by EM). A weight can be 0,
+which turns that component off; a bundle with ``{"net": 1}`` is the network alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .evaluate import HeldoutSet, bits_per_char, token_log2probs
+from .network import LyricsNet
+from .ngram import NgramModel, em_weights
+
+COMPONENTS = ("net", "ngram", "cache")
+
+
+@dataclass
+class Mixture:
+    """Mixture weights and the count models' settings, as stored in a bundle."""
+
+    weights: dict[str, float] = field(default_factory=lambda: {"net": 1.0})
+    ngram_order: int = 3
+    cache_order: int = 4
+    ngram_discount: float = 0.75
+    cache_discount: float = 0.5
+    bpc: float = math.nan
+    parts: dict[str, float] = field(default_factory=dict)  # bpc of components alone and in pairs
+
+    def to_dict(self) -> dict:
+        return {"weights": dict(self.weights), "ngram_order": self.ngram_order, "cache_order": self.cache_order,
+                "ngram_discount": self.ngram_discount, "cache_discount": self.cache_discount,
+                "bpc": self.bpc, "parts": dict(self.parts)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Mixture":
+        weights = {k: float(v) for k, v in values.get("weights", {"net": 1.0}).items() if k in COMPONENTS}
+        if not weights or any(w < 0 for w in weights.values()) or not math.isclose(sum(weights.values()), 1, abs_tol=1e-6):
+            raise ValueError(f"mixture weights must be non-negative and sum to 1, not {weights}")
+        return cls(weights=weights, ngram_order=int(values.get("ngram_order", 3)),
+                   cache_order=int(values.get("cache_order", 4)),
+                   ngram_discount=float(values.get("ngram_discount", 0.75)),
+                   cache_discount=float(values.get("cache_discount", 0.5)),
+                   bpc=float(values.get("bpc", math.nan)), parts=dict(values.get("parts", {})))
+
+    def static_model(self, train_ids: Sequence[int], vocab_size: int) -> NgramModel:
+        return NgramModel.fit(train_ids, self.ngram_order, vocab_size, self.ngram_discount)
+
+    def new_cache(self, vocab_size: int) -> NgramModel:
+        return NgramModel(self.cache_order, vocab_size, self.cache_discount)
+
+
+def count_model_probs(model: NgramModel, history: list[int], ids: list[int], grow: bool) -> np.ndarray:
+    """p(token | history) for each held-out token; with ``grow`` the model counts each token after scoring it."""
+    out = np.empty(len(ids))
+    seq = list(history)
+    if grow:
+        for i in range(len(seq)):
+            model.add(seq, i)
+    for j, token in enumerate(ids):
+        out[j] = model.prob(seq, token)
+        seq.append(token)
+        if grow:
+            model.add(seq, len(seq) - 1)
+    return out
+
+
+def fit_mixture(net: LyricsNet, vocab_size: int, train_ids: list[int], heldout: HeldoutSet,
+                device: torch.device, ngram_order: int = 3, cache_order: int = 4) -> Mixture:
+    """Score each component on the held-out text, fit the weights by EM, and record what each buys."""
+    mixture = Mixture(ngram_order=ngram_order, cache_order=cache_order)
+    p = {
+        "net": np.exp2(token_log2probs(net, heldout, device).numpy()),
+        "ngram": count_model_probs(mixture.static_model(train_ids, vocab_size), heldout.context_ids,
+                                   heldout.ids, grow=False),
+        "cache": count_model_probs(mixture.new_cache(vocab_size), heldout.context_ids, heldout.ids, grow=True),
+    }
+
+    def score(names: tuple[str, ...]) -> tuple[np.ndarray, float]:
+        probs = np.stack([p[n] for n in names])
+        weights = em_weights(probs)
+        mixed = (weights[:, None] * probs).sum(0)
+        return weights, bits_per_char(torch.from_numpy(np.log2(mixed)), heldout)
+
+    for names in [("net",), ("ngram",), ("cache",), ("net", "ngram"), ("net", "cache")]:
+        mixture.parts["+".join(names)] = score(names)[1]
+    weights, mixture.bpc = score(COMPONENTS)
+    mixture.weights = {n: float(w) for n, w in zip(COMPONENTS, weights)}
+    mixture.parts["net+ngram+cache"] = mixture.bpc
+    return mixture

@@ -1,0 +1,264 @@
+"""Training: truncated BPTT over contiguous token streams, scored on the held-out tail every epoch.
+
+Read top to bottom: ``TrainConfig`` → ``prepare`` (corpus → vocabulary → token streams) →
+``train`` (the loop, with early stopping, checkpoints and resume) → a serving bundle.
+The same loop serves the CLI and the bot: it reports through ``on_event`` and stops when
+``should_stop`` says so.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import checkpoint, corpus, distributed
+from .evaluate import HeldoutSet, bits_per_char, make_heldout, token_log2probs
+from .mixture import Mixture, fit_mixture
+from .network import LyricsNet, NetConfig, detach, pick_device
+from .ngram import char_ngram_bpc
+from .vocab import Vocab, segment
+
+Event = dict[str, Any]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN or exploding loss, bad settings); the message says what to change."""
+
+
+class TrainingCancelled(RuntimeError):
+    """``should_stop`` asked the loop to stop; the last checkpoint is kept for ``--resume``."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; defaults are the tuned configuration for 2 CPU cores."""
+
+    corpus: str
+    out: str = "models/lyrics.pt"
+    cell: str = "lstm"
+    layers: int = 1
+    hidden: int = 512
+    embed: int = 256
+    dropout: float = 0.5
+    embed_dropout: float = 0.1
+    tie_weights: bool = True
+    min_count: int = 3
+    unk_rate: float = 0.5
+    seq_len: int = 32
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    clip: float = 0.5
+    epochs: int = 40
+    patience: int = 4
+    lr_patience: int = 1
+    lr_factor: float = 0.3
+    heldout_fraction: float = 0.1
+    ngram_order: int = 3
+    device: str = "auto"
+    seed: int = 0
+    threads: int = 0
+    resume: bool = False
+    max_minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.layers >= 1, "--layers must be at least 1"),
+            (self.hidden >= 1 and self.embed >= 1, "--hidden and --embed must be positive"),
+            (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+            (self.seq_len >= 2, "--seq-len must be at least 2"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.patience >= 1, "--patience must be at least 1"),
+            (0 < self.heldout_fraction < 0.5, "the held-out fraction must be in (0, 0.5)"),
+            (self.min_count >= 1, "--min-count must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(message)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.out).with_suffix(".ckpt")
+
+    def net_config(self, vocab_size: int) -> NetConfig:
+        return NetConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
+                         embed=self.embed, dropout=self.dropout, embed_dropout=self.embed_dropout,
+                         tie_weights=self.tie_weights)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class Prepared:
+    """The corpus turned into what the loop consumes."""
+
+    vocab: Vocab
+    train_ids: list[int]
+    heldout: HeldoutSet
+    rare: torch.Tensor  # bool per vocabulary id: seen once in training, sometimes shown as <unk>
+    corpus_sha256: str
+    trigram_bpc: float
+
+
+def prepare(config: TrainConfig) -> Prepared:
+    """Read and split the corpus, build the vocabulary and encode both parts."""
+    data = corpus.load_corpus(config.corpus, config.heldout_fraction)
+    train_words = segment(data.train)
+    vocab = Vocab.build(train_words, config.min_count)
+    train_ids = vocab.words_to_ids(train_words).ids
+    heldout = make_heldout(vocab, train_ids, segment(data.heldout), data.heldout)
+    counts = Counter(train_ids)
+    rare = torch.tensor([counts[i] == 1 for i in range(len(vocab))])
+    return Prepared(vocab, train_ids, heldout, rare, data.sha256, char_ngram_bpc(data.train, data.heldout))
+
+
+def batchify(ids: list[int], batch_size: int) -> torch.Tensor:
+    """Cut the token stream into ``batch_size`` contiguous streams, one row each."""
+    per_row = len(ids) // batch_size
+    if per_row < 2:
+        raise TrainingError(f"the training text has {len(ids)} tokens: too few for --batch-size {batch_size}")
+    return torch.tensor(ids[: per_row * batch_size], dtype=torch.long).view(batch_size, per_row)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class LoopState:
+    """What a resumable checkpoint must restore for the next epoch to be identical."""
+
+    epoch: int = 0
+    best_bpc: float = math.inf
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def evaluate_net(net: LyricsNet, heldout: HeldoutSet, device: torch.device) -> tuple[float, float]:
+    """Held-out (loss in nats per token, bits per character)."""
+    log2p = token_log2probs(net, heldout, device)
+    loss = -float(log2p.mean()) * math.log(2)
+    return loss, bits_per_char(log2p, heldout)
+
+
+def train(config: TrainConfig,
+          on_event: Callable[[Event], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> Path:
+    """Train, early-stop on held-out bpc, and write the best model as a bundle; return its path."""
+    emit = on_event or (lambda event: None)
+    dist = distributed.context()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device) if not dist.enabled else dist.device(config.device)
+    seed_everything(config.seed)
+    data = prepare(config)
+    net = LyricsNet(config.net_config(len(data.vocab))).to(device)
+    model = dist.wrap(net)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience)
+    loop = LoopState()
+    ckpt_path = config.checkpoint_path
+    if config.resume:
+        loop = checkpoint.load_checkpoint(ckpt_path, net, optimizer, scheduler, data.vocab.itos)
+        emit({"event": "resume", "epoch": loop.epoch, "path": str(ckpt_path)})
+
+    # Each process trains on its own contiguous shard of the streams (one shard when not distributed).
+    streams = batchify(data.train_ids, config.batch_size * dist.world_size)
+    streams = streams[dist.rank * config.batch_size:(dist.rank + 1) * config.batch_size].to(device)
+    rare = data.rare.to(device)
+    steps_per_epoch = math.ceil((streams.size(1) - 1) / config.seq_len)
+    emit({"event": "start", "vocab": len(data.vocab), "train_tokens": len(data.train_ids),
+          "heldout_tokens": len(data.heldout.ids), "heldout_chars": data.heldout.chars,
+          "steps_per_epoch": steps_per_epoch, "epochs": config.epochs, "device": str(device),
+          "trigram_bpc": data.trigram_bpc, "world_size": dist.world_size})
+    started = time.monotonic()
+    loss_fn = nn.CrossEntropyLoss()
+
+    while loop.epoch < config.epochs:
+        epoch_start = time.monotonic()
+        net.train()
+        state = None
+        total, count = 0.0, 0
+        for step, i in enumerate(range(0, streams.size(1) - 1, config.seq_len)):
+            if should_stop and should_stop():
+                raise TrainingCancelled(f"cancelled in epoch {loop.epoch + 1}; resume from {ckpt_path}")
+            x = streams[:, i:i + config.seq_len]
+            y = streams[:, i + 1:i + 1 + config.seq_len]
+            x = x[:, : y.size(1)]
+            # Show rare tokens as <unk> part of the time, so <unk> gets a learned probability.
+            x = x.masked_fill(rare[x] & (torch.rand(x.shape, device=device) < config.unk_rate), 0)
+            y = y.masked_fill(rare[y] & (torch.rand(y.shape, device=device) < config.unk_rate), 0)
+            state = detach(state)
+            logits, state = model(x, state)
+            loss = loss_fn(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+            value = float(loss)
+            if not math.isfinite(value) or value > 50:
+                raise TrainingError(
+                    f"the loss became {value:.3g} in epoch {loop.epoch + 1}: lower --lr or --clip and retry")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), config.clip)
+            optimizer.step()
+            total += value
+            count += 1
+            emit({"event": "step", "epoch": loop.epoch + 1, "step": step + 1, "steps": steps_per_epoch,
+                  "loss": value})
+
+        loop.epoch += 1
+        train_loss = dist.mean(total / max(count, 1))
+        heldout_loss, bpc = evaluate_net(net, data.heldout, device)
+        scheduler.step(bpc)
+        improved = bpc < loop.best_bpc - 1e-4
+        if improved:
+            loop.best_bpc, loop.bad_epochs = bpc, 0
+            loop.best_state = {k: v.detach().clone().cpu() for k, v in net.state_dict().items()}
+        else:
+            loop.bad_epochs += 1
+        record = {"epoch": loop.epoch, "train_loss": train_loss, "heldout_loss": heldout_loss,
+                  "bpc": bpc, "lr": optimizer.param_groups[0]["lr"],
+                  "seconds": time.monotonic() - epoch_start}
+        loop.history.append(record)
+        emit({"event": "epoch", **record, "epochs": config.epochs, "best_bpc": loop.best_bpc,
+              "improved": improved, "elapsed": time.monotonic() - started})
+        if dist.is_main:
+            checkpoint.save_checkpoint(ckpt_path, net, optimizer, scheduler, loop, data.vocab.itos,
+                                       asdict(config))
+            emit({"event": "checkpoint", "epoch": loop.epoch, "path": str(ckpt_path)})
+        if loop.bad_epochs >= config.patience:
+            emit({"event": "early_stop", "epoch": loop.epoch, "best_bpc": loop.best_bpc})
+            break
+        if config.max_minutes and time.monotonic() - started > config.max_minutes * 60:
+            emit({"event": "time_limit", "epoch": loop.epoch})
+            break
+
+    if loop.best_state is None:
+        raise TrainingError("no epoch finished, so there is no model to save")
+    net.load_state_dict(loop.best_state)
+    mixture = fit_mixture(net, len(data.vocab), data.train_ids, data.heldout, device, config.ngram_order)
+    metrics = {
+        "bpc": mixture.bpc, "net_bpc": loop.best_bpc, "trigram_bpc": data.trigram_bpc,
+        "heldout_chars": data.heldout.chars, "unk_chars": data.heldout.unk_chars,
+        "epochs": loop.epoch, "seconds": time.monotonic() - started,
+    }
+    out = Path(config.out)
+    if dist.is_main:
+        checkpoint.save_bundle(out, net, data.vocab.itos, data.train_ids, mixture, metrics, loop.history,
+                               asdict(config), data.corpus_sha256)
+    emit({"event": "done", "path": str(out), **metrics})
+    return out
