@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
-from .evaluate import HeldoutSet, bits_per_char, token_log2probs
+from .evaluate import HeldoutSet, bits_per_char, make_heldout, token_log2probs
 from .network import LyricsNet
 from .ngram import NgramModel, em_weights
+
+if TYPE_CHECKING:
+    from .checkpoint import Bundle
 
 COMPONENTS = ("net", "ngram", "cache")
 
@@ -79,26 +82,61 @@ def count_model_probs(model: NgramModel, history: list[int], ids: list[int], gro
     return out
 
 
-def fit_mixture(net: LyricsNet, vocab_size: int, train_ids: list[int], heldout: HeldoutSet,
-                device: torch.device, ngram_order: int = 3, cache_order: int = 4) -> Mixture:
-    """Score each component on the held-out text, fit the weights by EM, and record what each buys."""
-    mixture = Mixture(ngram_order=ngram_order, cache_order=cache_order)
-    p = {
+def component_probs(mixture: Mixture, net: LyricsNet, vocab_size: int, train_ids: list[int],
+                    heldout: HeldoutSet, device: torch.device) -> dict[str, np.ndarray]:
+    """Each component's probability for every held-out token."""
+    return {
         "net": np.exp2(token_log2probs(net, heldout, device).numpy()),
         "ngram": count_model_probs(mixture.static_model(train_ids, vocab_size), heldout.context_ids,
                                    heldout.ids, grow=False),
         "cache": count_model_probs(mixture.new_cache(vocab_size), heldout.context_ids, heldout.ids, grow=True),
     }
 
-    def score(names: tuple[str, ...]) -> tuple[np.ndarray, float]:
-        probs = np.stack([p[n] for n in names])
-        weights = em_weights(probs)
-        mixed = (weights[:, None] * probs).sum(0)
-        return weights, bits_per_char(torch.from_numpy(np.log2(mixed)), heldout)
 
-    for names in [("net",), ("ngram",), ("cache",), ("net", "ngram"), ("net", "cache")]:
-        mixture.parts["+".join(names)] = score(names)[1]
-    weights, mixture.bpc = score(COMPONENTS)
-    mixture.weights = {n: float(w) for n, w in zip(COMPONENTS, weights)}
-    mixture.parts["net+ngram+cache"] = mixture.bpc
+def mixed_bpc(probs: dict[str, np.ndarray], weights: dict[str, float], heldout: HeldoutSet) -> float:
+    """Held-out bits per character of the mixture with the given weights."""
+    mixed = sum(w * probs[name] for name, w in weights.items())
+    return bits_per_char(torch.from_numpy(np.log2(mixed)), heldout)
+
+
+def fit_mixture(net: LyricsNet, vocab_size: int, train_ids: list[int], heldout: HeldoutSet,
+                device: torch.device, ngram_order: int = 3, cache_order: int = 4) -> Mixture:
+    """Score each component on the held-out text, fit the weights by EM, and record what each buys."""
+    mixture = Mixture(ngram_order=ngram_order, cache_order=cache_order)
+    probs = component_probs(mixture, net, vocab_size, train_ids, heldout, device)
+
+    def fit(names: tuple[str, ...]) -> dict[str, float]:
+        weights = em_weights(np.stack([probs[n] for n in names]))
+        return {n: float(w) for n, w in zip(names, weights)}
+
+    for names in [("net",), ("ngram",), ("cache",), ("net", "ngram"), ("net", "cache"), COMPONENTS]:
+        weights = fit(names)
+        mixture.parts["+".join(names)] = mixed_bpc(probs, weights, heldout)
+    mixture.weights = weights
+    mixture.bpc = mixture.parts["+".join(COMPONENTS)]
     return mixture
+
+
+def evaluate_bundle(bundle: "Bundle", corpus_path: str, device: torch.device) -> dict[str, float]:
+    """Score a bundle on a corpus' held-out tail, split as in training, with the bundle's own weights."""
+    from .corpus import load_corpus
+    from .ngram import char_ngram_bpc
+    from .vocab import Vocab, segment
+
+    fraction = float(bundle.train_config.get("heldout_fraction", 0.1))
+    data = load_corpus(corpus_path, fraction)
+    vocab = Vocab(bundle.vocab)
+    train_ids = vocab.words_to_ids(segment(data.train)).ids
+    heldout = make_heldout(vocab, train_ids, segment(data.heldout), data.heldout)
+    mixture = Mixture.from_dict(bundle.mixture)
+    probs = component_probs(mixture, bundle.net, len(vocab), bundle.train_ids, heldout, device)
+    return {
+        "bpc": mixed_bpc(probs, mixture.weights, heldout),
+        "net_bpc": mixed_bpc(probs, {"net": 1.0}, heldout),
+        "trigram_bpc": char_ngram_bpc(data.train, data.heldout),
+        "chars": heldout.chars,
+        "unk_chars": heldout.unk_chars,
+        "tokens": len(heldout.ids),
+        "weights": mixture.weights,
+        "same_corpus": data.sha256 == bundle.corpus_sha256,
+    }

@@ -95,6 +95,10 @@ def detach(state: State | None) -> State | None:
     return state.detach()
 
 
+class DeviceError(ValueError):
+    """The requested device is unknown or not present on this machine."""
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     """Resolve ``auto`` to cuda, then mps, then cpu; refuse a device this machine lacks."""
     if requested == "auto":
@@ -104,9 +108,9 @@ def pick_device(requested: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
+        raise DeviceError("--device cuda was asked for, but no CUDA GPU is available")
     if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("--device mps was asked for, but MPS is not available")
+        raise DeviceError("--device mps was asked for, but MPS is not available")
     if requested not in ("cpu", "cuda", "mps") and not requested.startswith("cuda:"):
-        raise ValueError(f"unknown device {requested!r}: use auto, cpu, cuda or mps")
+        raise DeviceError(f"unknown device {requested!r}: use auto, cpu, cuda or mps")
     return torch.device(requested)

@@ -207,7 +207,7 @@ def train(config: TrainConfig,
             state = detach(state)
             logits, state = model(x, state)
             loss = loss_fn(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-            value = float(loss)
+            value = loss.item()
             if not math.isfinite(value) or value > 50:
                 raise TrainingError(
                     f"the loss became {value:.3g} in epoch {loop.epoch + 1}: lower --lr or --clip and retry")

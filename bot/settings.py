@@ -1,0 +1,209 @@
+"""The bot's configuration: one frozen `Settings` read from environment variables (and `.env`).
+
+    settings = Settings.from_env()   # raises SettingsError with a one-line, user-facing message
+
+Real environment variables win over `.env`, so a deployment can override a checked-in default
+without editing the file. Nothing here touches Discord or torch: parsing is cheap and testable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(Exception):
+    """The configuration is unusable; the message names the variable and what to change."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much work the bot accepts at once, so one member (or a burst) cannot starve the rest."""
+
+    cooldown_s: float = 5.0  # per member, between two accepted /lyrics
+    per_user: int = 1  # songs one member may have in flight
+    overall: int = 32  # songs in flight in the whole bot (= one full batch by default)
+    batching: bool = True  # gather concurrent requests into one forward pass (off only to benchmark)
+    max_batch: int = 32  # requests per batched forward pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `python -m bot` needs, validated once at start-up."""
+
+    token: str = field(repr=False)  # never printed in logs or reprs
+    model_path: Path = Path("models/lyrics.pt")
+    db_path: Path = Path("data/lyrics.db")
+    corpus_path: Path = Path("data/sample_lyrics.txt")
+    admin_ids: frozenset[int] = frozenset()
+    guild_ids: tuple[int, ...] = ()
+    device: str = "auto"
+    torch_threads: int = 0  # 0: leave one core for the event loop (see Engine)
+    limits: Limits = Limits()
+    # Development and tests only: point discord.py at a local Discord stand-in instead of discord.com.
+    discord_api: str | None = None
+    discord_gateway: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env") -> Settings:
+        """Read settings from `environ` (default `os.environ`) over the values in `env_file`, if it exists.
+
+        Raises SettingsError naming the first problem found.
+        """
+        values: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            # dotenv_values leaves os.environ alone; a key without "=value" parses as None.
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        return cls._parse(values)
+
+    @classmethod
+    def _parse(cls, env: Mapping[str, str]) -> Settings:
+        def get(name: str) -> str:
+            return env.get(name, "").strip()
+
+        token = get("DISCORD_TOKEN")
+        if not token:
+            raise SettingsError(
+                "DISCORD_TOKEN is not set: copy the bot token from https://discord.com/developers/applications"
+                " (your application > Bot > Reset Token) into the environment or a .env file"
+            )
+        if any(ch.isspace() for ch in token):
+            raise SettingsError("DISCORD_TOKEN contains spaces: paste only the token itself")
+
+        device = get("LYRICS_DEVICE").lower() or "auto"
+        if device not in DEVICES and not device.startswith("cuda:"):
+            raise SettingsError(f"LYRICS_DEVICE={device!r} is not one of {', '.join(DEVICES)}")
+
+        defaults = Limits()
+        limits = Limits(
+            cooldown_s=_float(env, "LYRICS_COOLDOWN", defaults.cooldown_s, minimum=0.0),
+            per_user=_int(env, "LYRICS_USER_IN_FLIGHT", defaults.per_user, minimum=1),
+            overall=_int(env, "LYRICS_MAX_IN_FLIGHT", defaults.overall, minimum=1),
+            batching=_bool(env, "LYRICS_BATCHING", defaults.batching),
+            max_batch=_int(env, "LYRICS_MAX_BATCH", defaults.max_batch, minimum=1),
+        )
+
+        return cls(
+            token=token,
+            model_path=_readable_file(env, "LYRICS_MODEL", cls.model_path),
+            db_path=_writable_file(env, "LYRICS_DB", cls.db_path),
+            corpus_path=_readable_file(env, "LYRICS_CORPUS", cls.corpus_path),
+            admin_ids=frozenset(_ids(env, "LYRICS_ADMIN_IDS")),
+            guild_ids=tuple(dict.fromkeys(_ids(env, "LYRICS_GUILD_IDS"))),  # dedupe, keep order
+            device=device,
+            torch_threads=_int(env, "LYRICS_TORCH_THREADS", 0, minimum=0),
+            limits=limits,
+            discord_api=_url(env, "LYRICS_DISCORD_API", ("http://", "https://")),
+            discord_gateway=_url(env, "LYRICS_DISCORD_GATEWAY", ("ws://", "wss://")),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# one parser per kind of value; each names the variable in its error
+
+
+def _ids(env: Mapping[str, str], name: str) -> list[int]:
+    """A comma-separated list of Discord ids (snowflakes); blanks between commas are ignored."""
+    ids = []
+    for part in env.get(name, "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        # Snowflakes are positive and fit in 64 bits; anything else is a typo (a name, a mention, ...).
+        if not part.isascii() or not part.isdigit() or not 0 < int(part) < 2**64:
+            raise SettingsError(
+                f"{name} must be Discord ids separated by commas (e.g. 123456789012345678,234567890123456789);"
+                f" {part!r} is not an id"
+            )
+        ids.append(int(part))
+    return ids
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < minimum:
+        raise SettingsError(f"{name}={raw} must be a finite number of at least {minimum:g}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r} must be on or off (1/0, true/false, yes/no)")
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(schemes):
+        raise SettingsError(f"{name}={raw!r} must start with {' or '.join(schemes)}")
+    return raw
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = env.get(name, "").strip()
+    return Path(raw).expanduser() if raw else default
+
+
+def _readable_file(env: Mapping[str, str], name: str, default: Path) -> Path:
+    """A file the bot reads. It may not exist yet (no model trained, no corpus uploaded), but if
+    something is there it must be a readable file: better to say so now than on the first request."""
+    path = _path(env, name, default)
+    if path.exists():
+        if not path.is_file():
+            raise SettingsError(f"{name}={str(path)!r} is not a file")
+        if not os.access(path, os.R_OK):
+            raise SettingsError(f"{name}={str(path)!r} is not readable by this user")
+    return path
+
+
+def _writable_file(env: Mapping[str, str], name: str, default: Path) -> Path:
+    """A file the bot writes (the database): it or the first folder above it that exists must be writable."""
+    path = _path(env, name, default)
+    if path.exists():
+        if not path.is_file():
+            raise SettingsError(f"{name}={str(path)!r} is not a file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise SettingsError(f"{name}={str(path)!r} is not readable and writable by this user")
+        return path
+    folder = path.absolute().parent
+    while not folder.exists():  # the store creates missing folders, so the nearest existing one decides
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise SettingsError(f"{name}={str(path)!r} cannot be created: {str(folder)!r} is not a writable folder")
+    return path
