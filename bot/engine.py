@@ -86,6 +86,15 @@ class Generation:
 
 
 @dataclass
+class EngineStats:
+    """Counters for logs, tests and the benchmark."""
+
+    requests: int = 0  # samples written
+    batches: int = 0  # forward-pass loops run (a batch of one counts too)
+    largest_batch: int = 0
+
+
+@dataclass
 class _Job:
     request: SampleRequest
     future: asyncio.Future[Generation] = field(repr=False)
@@ -126,6 +135,7 @@ class Engine:
         self._worker: asyncio.Task[None] | None = None
         self._running: list[_Job] = []  # the batch in the worker thread right now
         self._closed = False
+        self.stats = EngineStats()
         self._seconds_per_batch = 2.0  # running estimate, for "try again in N s"; refined by every batch
 
     # ---- state
@@ -256,6 +266,9 @@ class Engine:
         elapsed = time.monotonic() - started
         self._seconds_per_batch = 0.8 * self._seconds_per_batch + 0.2 * elapsed
         log.debug("batch of %d in %.2fs", len(jobs), elapsed)
+        self.stats.requests += len(jobs)
+        self.stats.batches += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
         for job, sample in zip(jobs, samples, strict=True):
             if not job.future.done():
                 job.future.set_result(Generation(sample, info))

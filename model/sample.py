@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ MAX_TEMPERATURE = 5.0
 MAX_LENGTH = 2000
 MAX_SEED_CHARS = 1000
 MAX_REPETITION_PENALTY = 10.0
+REPETITION_WINDOW = 32  # tokens, about three lines: the span over which repeats are penalised
 COPY_BLOCK_CHARS = 6  # no_copy forbids training lines at least this long
 COPY_COUNT_CHARS = 4  # lines at least this long count towards a song's copy rate
 
@@ -248,10 +250,14 @@ class Sampler:
         for row, song in enumerate(active):
             request = song.request
             if request.repetition_penalty > 1 and song.generated:
-                seen = torch.tensor(sorted(set(song.generated) - {self.newline_id}), dtype=torch.long)
-                if len(seen):
-                    # CTRL's penalty on log-probabilities (all negative): scaling them up makes repeats rarer.
-                    logp[row, seen] *= request.repetition_penalty
+                # CTRL's penalty on probabilities, once per recent use: a word used twice in the last few
+                # lines is divided by penalty². Line breaks are exempt, or lines would run on.
+                recent = Counter(song.generated[-REPETITION_WINDOW:])
+                recent.pop(self.newline_id, None)
+                if recent:
+                    ids = torch.tensor(list(recent.keys()), dtype=torch.long)
+                    uses = torch.tensor(list(recent.values()), dtype=logp.dtype)
+                    logp[row, ids] -= uses * math.log(request.repetition_penalty)
             if request.no_copy:
                 blocked = self.guard.forbidden(song.line, self.newline_id)
                 if blocked:
@@ -300,10 +306,11 @@ class Sampler:
             song.done = True
 
     def _finish(self, song: _Song) -> Sample:
-        ids = song.history[1:]
+        ids = song.generated
         if song.request.no_copy and song.line in self.guard.blocked:
             ids = ids[:-1]  # the song ended on a copied line with no room to diverge: drop its last word
-        text = clean(self.vocab.decode(ids)).strip(NEWLINE)
+        # The seed is shown as typed, unknown characters included; only the continuation is decoded.
+        text = clean(song.request.seed.strip() + self.vocab.decode(ids)).strip(NEWLINE)
         return Sample(text=text, request=song.request, unknown=song.unknown,
                       copied_lines=self.guard.copied(text), lines=text.count(NEWLINE) + 1 if text else 0,
                       tokens=len(song.generated))

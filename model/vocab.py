@@ -78,6 +78,10 @@ class Vocab:
             else:
                 for ch in word:
                     kept[ch] += n
+        # Characters of kept words get ids too, so any text made of seen characters stays expressible.
+        for word in counts:
+            for ch in word:
+                kept.setdefault(ch, 0)
         ordered = sorted(kept, key=lambda t: (-kept[t], t))
         return cls([UNK] + [t for t in ordered if t != UNK])
 

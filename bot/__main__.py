@@ -1,0 +1,114 @@
+"""`python -m bot` runs the bot; `python -m bot sync` publishes its slash commands globally, once.
+
+Configuration comes from the environment and `.env` (see bot/settings.py). Problems a person must
+fix (no token, a bad id list, a rejected token, a damaged database) end with one line on stderr and
+a non-zero exit, never a traceback. SIGTERM and SIGINT shut the bot down cleanly: replies in progress
+finish or say the bot is restarting, the database is closed, and the exit status is 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import aiohttp
+import discord
+
+from bot.client import LyricsBot, create_bot, use_discord_endpoints
+from bot.settings import Settings, SettingsError
+from bot.store import StoreError
+
+log = logging.getLogger("bot")
+
+EXIT_CONFIG = 2  # the configuration or the environment needs fixing
+EXIT_FAILED = 1  # the bot could not start or stopped on an error
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="The lyrics Discord bot.")
+    parser.add_argument("command", nargs="?", choices=("run", "sync"), default="run",
+                        help="run the bot (default), or sync its slash commands globally and exit")
+    return parser.parse_args(argv)
+
+
+async def run(settings: Settings) -> None:
+    """Run until Discord disconnects us for good or a SIGTERM/SIGINT arrives."""
+    bot = create_bot(settings)
+    stop = asyncio.Event()
+    _on_signals(stop)
+    async with bot:
+        serving = asyncio.create_task(bot.start(settings.token), name="lyrics-bot")
+        stopping = asyncio.create_task(stop.wait(), name="lyrics-bot-signals")
+        done, _ = await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if serving in done:  # an error (bad token, unreachable Discord): raise it
+            stopping.cancel()
+            serving.result()
+            return
+        await bot.close()
+        await serving  # returns once the gateway connection is closed
+
+
+async def sync(settings: Settings) -> None:
+    """Log in over HTTP only (no gateway) and publish the command tree globally."""
+    bot: LyricsBot = create_bot(settings, serve=False)
+    async with bot:
+        await bot.login(settings.token)  # runs setup_hook, which loads the extensions
+        synced = await bot.tree.sync()
+    names = ", ".join(f"/{command.name}" for command in synced)
+    print(f"synced {len(synced)} global commands: {names} (Discord may take up to an hour to show them everywhere)")
+
+
+def _on_signals(stop: asyncio.Event) -> None:
+    """discord.py leaves signals alone; without this, SIGTERM would kill the process mid-reply."""
+    loop = asyncio.get_running_loop()
+
+    def handle(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.info("received %s again; already shutting down", sig.name)
+            return
+        log.info("received %s; shutting down", sig.name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, handle, sig)
+        except NotImplementedError:  # Windows: Ctrl+C still raises KeyboardInterrupt
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    discord.utils.setup_logging(level=logging.INFO)
+    use_discord_endpoints(settings.discord_api, settings.discord_gateway)
+    try:
+        asyncio.run(sync(settings) if args.command == "sync" else run(settings))
+    except discord.LoginFailure:
+        return _fail("Discord rejected DISCORD_TOKEN: copy a fresh token from the developer portal", EXIT_CONFIG)
+    except discord.PrivilegedIntentsRequired as exc:
+        return _fail(f"Discord refused the gateway intents: {exc}", EXIT_CONFIG)
+    except StoreError as exc:
+        return _fail(f"cannot open the database: {exc}", EXIT_CONFIG)
+    except (aiohttp.ClientError, discord.GatewayNotFound, OSError) as exc:
+        return _fail(f"cannot reach Discord: {exc}", EXIT_FAILED)
+    except discord.HTTPException as exc:
+        return _fail(f"Discord answered with an error: {exc}", EXIT_FAILED)
+    except KeyboardInterrupt:  # only where signal handlers are unavailable
+        pass
+    return 0
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The bot itself: a `commands.Bot` that owns the engine and the store for its whole life.
+
+    bot = create_bot(settings)      # what `python -m bot` and the tests both use
+    async with bot:
+        await bot.start(settings.token)
+
+Resources open in `setup_hook` (which discord.py runs after login, before the gateway connects,
+so no command can arrive before the model is loaded) and close in `close()`, in the reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import discord
+import yarl
+from discord.ext import commands
+
+from bot.engine import Engine, ModelMissingError
+from bot.settings import Settings
+from bot.store import Store
+from model.checkpoint import BundleError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.exts.lyrics",)
+DRAIN_SECONDS = 8.0  # on shutdown, how long replies in progress may take to finish (docker stop gives 10 s)
+FAREWELL_SECONDS = 2.0  # then how long the ones that could not finish get to say so
+
+
+def use_discord_endpoints(api: str | None, gateway: str | None) -> None:
+    """Point discord.py at another Discord (a local stand-in) instead of discord.com. Tests and development only.
+
+    discord.py builds every REST URL (webhooks and interaction callbacks included) from `Route.BASE`,
+    and connects its first gateway session to `DiscordWebSocket.DEFAULT_GATEWAY`.
+    """
+    if api:
+        discord.http.Route.BASE = api.rstrip("/")
+        log.warning("using Discord REST API at %s (LYRICS_DISCORD_API; for tests only)", api)
+    if gateway:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+        log.warning("using Discord gateway at %s (LYRICS_DISCORD_GATEWAY; for tests only)", gateway)
+
+
+class LyricsBot(commands.Bot):
+    """The lyrics bot. Pass `engine` or `store` to use ready-made ones; the bot closes them either way.
+
+    `serve=False` builds the bot only far enough to know its commands (for `python -m bot sync`):
+    no store, no model, no guild sync.
+    """
+
+    def __init__(self, settings: Settings, *, engine: Engine | None = None, store: Store | None = None,
+                 serve: bool = True, **options: Any) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,  # no prefix commands; slash commands only
+            intents=discord.Intents.default(),  # no privileged intents: nothing here reads messages
+            allowed_mentions=discord.AllowedMentions.none(),
+            help_command=None,
+            **options,
+        )
+        self.settings = settings
+        self.serve = serve
+        self.engine = engine or Engine(device=settings.device, batching=settings.limits.batching,
+                                       max_batch=settings.limits.max_batch, torch_threads=settings.torch_threads)
+        self._store = store
+        # Extensions push their own clean-ups here (e.g. stopping training child processes); see close().
+        self.cleanups = contextlib.AsyncExitStack()
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._shutdown: asyncio.Task[None] | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the store is not open: setup_hook has not run (or serve=False)")
+        return self._store
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown is not None
+
+    # ---- start-up
+
+    async def setup_hook(self) -> None:
+        if self.serve:
+            if self._store is None:
+                self._store = await Store.open(self.settings.db_path)
+            await self.load_model()
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        if self.serve and self.settings.guild_ids:
+            await self.sync_to_guilds(self.settings.guild_ids)
+
+    async def load_model(self) -> bool:
+        """Load the configured bundle. Without one the bot still runs and /lyrics explains how to train one."""
+        path = self.settings.model_path
+        try:
+            await self.engine.load(path)
+        except ModelMissingError:
+            log.warning("no model at %s: /lyrics will say how to train one "
+                        "(python -m model train --corpus %s --out %s)", path, self.settings.corpus_path, path)
+            return False
+        except BundleError as exc:
+            log.error("cannot load the model: %s. /lyrics is unavailable until a good bundle is trained "
+                      "or restored at %s", exc, path)
+            return False
+        return True
+
+    async def sync_to_guilds(self, guild_ids: tuple[int, ...]) -> None:
+        """Copy the commands to each guild and sync there (guild commands update at once; global ones lag)."""
+        for guild_id in guild_ids:
+            guild = discord.Object(guild_id)
+            self.tree.copy_global_to(guild=guild)
+            try:
+                synced = await self.tree.sync(guild=guild)
+            except discord.Forbidden:
+                log.error("cannot sync commands to guild %d: invite the bot there with the "
+                          "applications.commands scope, or remove it from LYRICS_GUILD_IDS", guild_id)
+            else:
+                log.info("synced %d commands to guild %d", len(synced), guild_id)
+
+    async def on_ready(self) -> None:
+        assert self.user is not None
+        log.info("logged in as %s (id %d) in %d guilds", self.user, self.user.id, len(self.guilds))
+
+    # ---- work in progress
+
+    @contextlib.asynccontextmanager
+    async def busy(self) -> AsyncIterator[None]:
+        """Mark a reply in progress, so that a shutdown lets it finish first."""
+        self._busy += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.set()
+
+    async def _wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # ---- shutting down
+
+    def add_cleanup(self, callback: Callable[[], Awaitable[object]]) -> None:
+        """Run `callback` on shutdown, after replies in progress and before the engine and the store close."""
+        self.cleanups.push_async_callback(callback)
+
+    async def close(self) -> None:
+        """Finish or fail the replies in progress, release everything, then disconnect. Safe to call twice."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.create_task(self._shut_down(), name="lyrics-bot-shutdown")
+        await asyncio.shield(self._shutdown)  # a second caller (or a cancelled one) must not cut it short
+
+    async def _shut_down(self) -> None:
+        log.info("shutting down: %d replies in progress", self._busy)
+        if not await self._wait_idle(DRAIN_SECONDS):
+            log.warning("%d replies still in progress after %.0fs; failing them", self._busy, DRAIN_SECONDS)
+        for step, action in (("clean-ups", self.cleanups.aclose), ("engine", self.engine.close)):
+            try:
+                await action()
+            except Exception:
+                log.exception("while closing the %s", step)
+        # Replies waiting on the engine got EngineClosedError; let them say so while HTTP still works.
+        await self._wait_idle(FAREWELL_SECONDS)
+        if self._store is not None:
+            try:
+                await self._store.close()
+            except Exception:
+                log.exception("while closing the store")
+        await super().close()
+        log.info("shut down cleanly")
+
+
+def create_bot(settings: Settings, **options: Any) -> LyricsBot:
+    """The bot as `python -m bot` runs it. `options` go to discord.py (tests shorten guild_ready_timeout)."""
+    return LyricsBot(settings, **options)

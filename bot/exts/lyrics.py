@@ -1,0 +1,242 @@
+"""/lyrics: write a song from a seed, in Jay Chou's style.
+
+The flow of one command, each step cheaper than the next:
+  1. check the options on our side (Discord shows the bounds, but discord.py does not re-check them);
+  2. refuse politely when no model is loaded or the bot is shutting down;
+  3. the gate: a per-member cooldown and bounds on songs in flight (per member and overall);
+  4. defer at once (Discord wants an answer within 3 s), generate in the engine, store the song, reply.
+Every refusal is an ephemeral message that says what to change or when to come back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import sqlite3
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import messages
+from bot.engine import EngineClosedError, ModelNotLoadedError
+from bot.settings import Limits
+from bot.store import NewSong, StoreError
+from model.sample import SampleRequest, SamplingError
+
+if TYPE_CHECKING:
+    from bot.client import LyricsBot
+
+log = logging.getLogger(__name__)
+
+SEED_MAX = 200
+TEMPERATURE_MIN, TEMPERATURE_MAX, TEMPERATURE_DEFAULT = 0.1, 2.0, 0.8
+LENGTH_MIN, LENGTH_MAX, LENGTH_DEFAULT = 1, 500, 150
+RANDOM_SEEDS = 2**32  # a random seed fits in 10 digits: short enough to read out of the footer
+DM_GUILD_ID = 0  # songs written in direct messages; no guild has id 0
+# Bidirectional overrides and isolates (category Cf) can make a seed display reversed or hide text.
+_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+# ---------------------------------------------------------------------------------------------
+# step 1: the options
+
+
+def check_options(seed: str, temperature: float, length: float) -> list[str]:
+    """What is wrong with the options, one sentence per problem, each saying what to change."""
+    problems = []
+    if not seed.strip():
+        problems.append("The seed is empty (only spaces): type the words the song should start with, e.g. 窗外的麻雀.")
+    elif len(seed) > SEED_MAX:
+        problems.append(f"The seed is {len(seed)} characters long: keep it to {SEED_MAX} or fewer.")
+    bad = next((ch for ch in seed if unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS), None)
+    if bad is not None:
+        problems.append(f"The seed contains a control character (U+{ord(bad):04X}): remove it and type plain text.")
+    if not math.isfinite(temperature):
+        problems.append(f"The temperature must be a number from {TEMPERATURE_MIN} to {TEMPERATURE_MAX}, not {temperature}.")
+    elif not TEMPERATURE_MIN <= temperature <= TEMPERATURE_MAX:
+        problems.append(
+            f"The temperature {temperature:g} is out of range: choose from {TEMPERATURE_MIN} (safe) "
+            f"to {TEMPERATURE_MAX} (wild).")
+    if not (math.isfinite(length) and length == int(length) and LENGTH_MIN <= length <= LENGTH_MAX):
+        problems.append(f"The length {length:g} is out of range: choose a whole number of words from "
+                        f"{LENGTH_MIN} to {LENGTH_MAX}.")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# step 3: the gate
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the gate said no, and when the member may try again (None: depends on the queue)."""
+
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass
+class Gate:
+    """A per-member cooldown and bounds on songs in flight, per member and overall.
+
+    `admit` and `release` run on the event loop without awaiting, so no lock is needed.
+    """
+
+    limits: Limits
+    clock: Callable[[], float] = time.monotonic
+    _last_admitted: dict[int, float] = field(default_factory=dict)
+    _in_flight: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight.total()
+
+    def admit(self, user_id: int) -> Refusal | None:
+        """Let the member's request in (and count it) or say why not."""
+        now = self.clock()
+        if self._in_flight[user_id] >= self.limits.per_user:
+            return Refusal("You already have a song being written (你的歌还在写)")
+        last = self._last_admitted.get(user_id)
+        if last is not None and now - last < self.limits.cooldown_s:
+            return Refusal("You just asked for a song (请稍等)", self.limits.cooldown_s - (now - last))
+        if self.in_flight >= self.limits.overall:
+            return Refusal(f"I'm busy writing {self.in_flight} songs (太忙了)")
+        self._in_flight[user_id] += 1
+        self._last_admitted[user_id] = now
+        if len(self._last_admitted) > 1024:  # forget members whose cooldown is long over
+            self._last_admitted = {u: t for u, t in self._last_admitted.items() if now - t < self.limits.cooldown_s}
+        return None
+
+    def release(self, user_id: int) -> None:
+        """The member's song is done (written, failed or abandoned)."""
+        self._in_flight[user_id] -= 1
+        if self._in_flight[user_id] <= 0:
+            del self._in_flight[user_id]
+
+
+# ---------------------------------------------------------------------------------------------
+# the cog
+
+
+class Lyrics(commands.Cog):
+    """The /lyrics command."""
+
+    def __init__(self, bot: LyricsBot) -> None:
+        self.bot = bot
+        self.gate = Gate(bot.settings.limits)
+
+    @app_commands.command(name="lyrics", description="写一首周杰伦风格的歌词 · Write lyrics in the style of Jay Chou")
+    @app_commands.describe(
+        seed="歌词的开头，例如「窗外的麻雀」· The words the song starts with (up to 200 characters)",
+        temperature="创意程度：低＝稳，高＝野 (0.1–2.0，默认 0.8) · Low is safe, high is wild",
+        length="写多少个词 (1–500，默认 150) · How many words to write",
+    )
+    async def lyrics(
+        self,
+        interaction: discord.Interaction,
+        seed: app_commands.Range[str, 1, SEED_MAX],
+        temperature: app_commands.Range[float, TEMPERATURE_MIN, TEMPERATURE_MAX] = TEMPERATURE_DEFAULT,
+        length: app_commands.Range[int, LENGTH_MIN, LENGTH_MAX] = LENGTH_DEFAULT,
+    ) -> None:
+        if problems := check_options(seed, float(temperature), float(length)):
+            await _refuse(interaction, "\n".join(problems))
+            return
+        if self.bot.shutting_down:
+            await _refuse(interaction, messages.SHUTTING_DOWN)
+            return
+        if not self.bot.engine.loaded:
+            await _refuse(interaction, self._no_model_text())
+            return
+        user_id = interaction.user.id
+        refusal = self.gate.admit(user_id)
+        if refusal is not None:
+            wait = refusal.retry_after
+            if wait is None:  # waiting on songs in flight: estimate from how long batches take
+                wait = self.bot.engine.estimated_wait(self.gate.in_flight)
+            await _refuse(interaction, messages.retry_after(refusal.reason, wait))
+            return
+        try:
+            async with self.bot.busy():
+                await self._write(interaction, seed.strip(), float(temperature), int(length))
+        finally:
+            self.gate.release(user_id)
+
+    async def _write(self, interaction: discord.Interaction, seed: str, temperature: float, length: int) -> None:
+        """Defer, generate, store, reply."""
+        await interaction.response.defer()  # the "is thinking..." placeholder; generation may take seconds
+        request = SampleRequest(seed=seed, temperature=temperature, length=length,
+                                random_seed=secrets.randbelow(RANDOM_SEEDS), no_copy=True)
+        try:
+            generation = await self.bot.engine.generate_with_model(request)
+        except SamplingError as exc:  # the model's own checks (e.g. a seed it cannot encode at all)
+            await _edit(interaction, f"I couldn't write that: {exc}")
+            return
+        except ModelNotLoadedError:
+            await _edit(interaction, self._no_model_text())
+            return
+        except EngineClosedError:
+            await _edit(interaction, messages.SHUTTING_DOWN)
+            return
+        sample = generation.sample
+        song_id = await self._store(interaction, request, sample.text, generation.model.bundle_hash)
+        view = messages.SongView(text=sample.text, temperature=temperature, length=length,
+                                 random_seed=request.random_seed, unknown=tuple(sample.unknown), song_id=song_id)
+        message = await interaction.edit_original_response(embed=messages.song_embed(view),
+                                                            allowed_mentions=messages.NO_MENTIONS)
+        if song_id is not None:
+            try:
+                await self.bot.store.set_message_id(song_id, message.id)
+            except StoreError:
+                log.exception("could not record the message of song %d", song_id)
+
+    async def _store(self, interaction: discord.Interaction, request: SampleRequest, text: str,
+                     bundle_hash: str) -> int | None:
+        """Keep the song (later buttons vote on it by id). A failure costs the buttons, not the song."""
+        song = NewSong(
+            guild_id=interaction.guild_id or DM_GUILD_ID, channel_id=interaction.channel_id or 0,
+            author_id=interaction.user.id, seed=request.seed, temperature=request.temperature,
+            length=request.length, random_seed=request.random_seed, bundle_hash=bundle_hash, text=text)
+        try:
+            return await self.bot.store.add_song(song)
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("could not store a song for user %d: %s", interaction.user.id, exc)
+            return None
+
+    def _no_model_text(self) -> str:
+        settings = self.bot.settings
+        return messages.no_model(settings.corpus_path, settings.model_path,
+                                 train_command=self.bot.tree.get_command("train") is not None)
+
+    async def cog_app_command_error(self, interaction: discord.Interaction,
+                                    error: app_commands.AppCommandError) -> None:
+        """Anything unexpected: log it with the traceback, tell the member something short."""
+        log.error("/%s failed", interaction.command.name if interaction.command else "?", exc_info=error)
+        try:
+            if interaction.response.is_done():
+                await _edit(interaction, messages.INTERNAL_ERROR)
+            else:
+                await _refuse(interaction, messages.INTERNAL_ERROR)
+        except discord.HTTPException:
+            log.warning("could not tell the member about the error either")
+
+
+async def _refuse(interaction: discord.Interaction, text: str) -> None:
+    """An ephemeral answer: only the member who asked sees it."""
+    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=messages.NO_MENTIONS)
+
+
+async def _edit(interaction: discord.Interaction, text: str) -> None:
+    """Replace the "thinking..." placeholder with `text`."""
+    await interaction.edit_original_response(content=text, allowed_mentions=messages.NO_MENTIONS)
+
+
+async def setup(bot: LyricsBot) -> None:
+    await bot.add_cog(Lyrics(bot))

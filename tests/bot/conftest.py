@@ -1,0 +1,79 @@
+"""Fixtures for the bot's tests: settings parsed from an environment, and the real bot on the fake Discord.
+
+The bot is built by `bot.client.create_bot`, exactly as `python -m bot` builds it, from settings parsed
+by `Settings.from_env` (the same path as production), with the tiny bundle that tests/conftest.py
+trains once per session. After each test the fake Discord must have seen no rule violations, no
+unknown routes, and no message that could ping anyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.client import LyricsBot, create_bot
+from bot.settings import Settings
+from tests.conftest import SAMPLE_CORPUS
+from tests.fakediscord import FakeDiscord, running_bot
+
+NO_MENTIONS = {"parse": []}  # discord.AllowedMentions.none() as it goes over the wire
+
+
+def test_env(tmp_path: Path, **overrides: Any) -> dict[str, str]:
+    """Environment variables for a bot whose files live in `tmp_path`; `overrides` add or replace (None removes)."""
+    env = {
+        "DISCORD_TOKEN": "fake-bot-token",
+        "LYRICS_MODEL": str(tmp_path / "missing.pt"),
+        "LYRICS_DB": str(tmp_path / "lyrics.db"),
+        "LYRICS_CORPUS": str(SAMPLE_CORPUS),
+        "LYRICS_DEVICE": "cpu",
+        "LYRICS_TORCH_THREADS": "1",  # two shared cores: one for torch, one for the event loop and the fake
+    }
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env
+
+
+test_env.__test__ = False  # a helper, not a test, despite its name
+
+
+def assert_well_behaved(fake: FakeDiscord) -> None:
+    """What every test expects of the bot, whatever it tested."""
+    assert fake.violations == []
+    assert fake.unknown_routes == []
+    assert fake.allowed_mentions, "the bot sent no message"
+    assert all(mentions == NO_MENTIONS for mentions in fake.allowed_mentions), fake.allowed_mentions
+
+
+@pytest.fixture
+def start_bot(fake_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path):
+    """`async with start_bot(**env_overrides) as bot:` runs the real bot, with the tiny model, on the fake Discord.
+
+    Commands are synced to the fake's guild (LYRICS_GUILD_IDS) so the fake knows their option types.
+    """
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[LyricsBot]:
+        overrides = {"LYRICS_MODEL": tiny_bundle, "LYRICS_GUILD_IDS": fake_discord.guild["id"], **overrides}
+        env = test_env(tmp_path, **overrides)
+        settings = Settings.from_env(env, env_file=None)
+        bot = create_bot(settings, guild_ready_timeout=0.1)
+        async with running_bot(bot, fake_discord) as running:
+            yield running
+        assert_well_behaved(fake_discord)
+
+    return start
+
+
+@pytest.fixture
+async def lyrics_bot(start_bot) -> AsyncIterator[LyricsBot]:
+    """The bot with default settings (cooldown off, so tests can ask twice)."""
+    async with start_bot(LYRICS_COOLDOWN=0) as bot:
+        yield bot

@@ -1,0 +1,177 @@
+"""The engine's batching, swapping and shutting down, with stand-in samplers whose timing the test controls.
+
+The end-to-end tests (test_lyrics.py) run the real sampler; here `Engine(loader=...)`, the engine's
+own seam, hands it samplers that record their batches and can be held mid-batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.engine import Engine, EngineClosedError, ModelMissingError, ModelNotLoadedError
+from model.checkpoint import BundleError
+from model.sample import Sample, SampleRequest, SamplingError
+
+
+class StandInSampler:
+    """Writes "<name>:<seed>"; refuses the seed "bad"; can be held inside a batch with `gate`."""
+
+    def __init__(self, name: str, *, hold: bool = False, delay: float = 0.0) -> None:
+        self.bundle_hash = name
+        self.metrics = {"bpc": 1.0}
+        self.batches: list[list[str]] = []
+        self.started = threading.Event()
+        self.gate = threading.Event()
+        if not hold:
+            self.gate.set()
+        self.delay = delay
+
+    def generate(self, request: SampleRequest) -> Sample:
+        return self.generate_many([request])[0]
+
+    def generate_many(self, requests: list[SampleRequest]) -> list[Sample]:
+        self.batches.append([r.seed for r in requests])
+        self.started.set()
+        self.gate.wait(10)
+        time.sleep(self.delay)
+        if any(r.seed == "bad" for r in requests):
+            raise SamplingError("the seed 'bad' is not allowed")
+        return [Sample(text=f"{self.bundle_hash}:{r.seed}", request=r) for r in requests]
+
+
+@pytest.fixture
+def bundles(tmp_path: Path) -> dict[str, Path]:
+    paths = {}
+    for name in ("a", "b"):
+        paths[name] = tmp_path / f"{name}.pt"
+        paths[name].write_bytes(b"stand-in")  # the engine checks the file exists before loading
+    return paths
+
+
+def make_engine(samplers: dict[str, StandInSampler], **options) -> Engine:
+    return Engine(loader=lambda path, device: samplers[path.stem], torch_threads=1, **options)
+
+
+async def until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def request(seed: str) -> SampleRequest:
+    return SampleRequest(seed=seed, length=5)
+
+
+async def test_requests_arriving_together_share_a_batch(bundles) -> None:
+    sampler = StandInSampler("a", hold=True)
+    engine = make_engine({"a": sampler})
+    await engine.load(bundles["a"])
+    first = asyncio.create_task(engine.generate(request("0")))
+    await until(sampler.started.is_set)  # the first batch is running ...
+    rest = [asyncio.create_task(engine.generate(request(str(i)))) for i in range(1, 6)]
+    await asyncio.sleep(0.02)
+    sampler.gate.set()  # ... and the five that arrived meanwhile run together next
+    results = await asyncio.gather(first, *rest)
+    assert [s.text for s in results] == [f"a:{i}" for i in range(6)]  # each asker gets its own song
+    assert sampler.batches == [["0"], ["1", "2", "3", "4", "5"]]
+    assert (engine.stats.requests, engine.stats.batches, engine.stats.largest_batch) == (6, 2, 5)
+    await engine.close()
+
+
+async def test_batch_size_is_capped_and_batching_can_be_switched_off(bundles) -> None:
+    sampler = StandInSampler("a")
+    engine = make_engine({"a": sampler}, max_batch=3)
+    await engine.load(bundles["a"])
+    await asyncio.gather(*(engine.generate(request(str(i))) for i in range(7)))
+    assert [len(b) for b in sampler.batches] == [3, 3, 1]
+    await engine.close()
+
+    sampler = StandInSampler("a")
+    engine = make_engine({"a": sampler}, batching=False)
+    await engine.load(bundles["a"])
+    await asyncio.gather(*(engine.generate(request(str(i))) for i in range(4)))
+    assert sampler.batches == [["0"], ["1"], ["2"], ["3"]]
+    await engine.close()
+
+
+async def test_a_bad_request_fails_only_itself(bundles) -> None:
+    engine = make_engine({"a": StandInSampler("a")})
+    await engine.load(bundles["a"])
+    results = await asyncio.gather(*(engine.generate(request(s)) for s in ("x", "bad", "y")), return_exceptions=True)
+    assert [r.text if isinstance(r, Sample) else type(r) for r in results] == ["a:x", SamplingError, "a:y"]
+    await engine.close()
+
+
+async def test_swap_lets_running_requests_finish_on_the_old_model(bundles) -> None:
+    old, new = StandInSampler("a", hold=True), StandInSampler("b")
+    engine = make_engine({"a": old, "b": new})
+    await engine.load(bundles["a"])
+    running = asyncio.create_task(engine.generate_with_model(request("x")))
+    await until(old.started.is_set)
+    swapping = asyncio.create_task(engine.swap(bundles["b"]))
+    await asyncio.sleep(0.02)
+    assert engine.info.bundle_hash == "a"  # the new model is not live until it has loaded
+    old.gate.set()
+    finished = await running
+    assert (finished.sample.text, finished.model.bundle_hash) == ("a:x", "a")
+    info = await swapping
+    assert info.bundle_hash == "b" and engine.info == info
+    assert (await engine.generate(request("y"))).text == "b:y"
+    await engine.close()
+
+
+async def test_loading_errors_keep_the_live_model(bundles, tmp_path: Path) -> None:
+    engine = Engine(torch_threads=1)  # the real loader
+    with pytest.raises(ModelNotLoadedError):
+        await engine.generate(request("x"))
+    with pytest.raises(ModelMissingError):
+        await engine.load(tmp_path / "absent.pt")
+    with pytest.raises(BundleError):
+        await engine.load(bundles["a"])  # "stand-in" bytes are no bundle
+    assert not engine.loaded and engine.info is None
+    await engine.close()
+
+
+async def test_close_finishes_the_running_batch_and_fails_the_queue(bundles) -> None:
+    sampler = StandInSampler("a", hold=True)
+    engine = make_engine({"a": sampler})
+    await engine.load(bundles["a"])
+    running = asyncio.create_task(engine.generate(request("x")))
+    await until(sampler.started.is_set)
+    queued = asyncio.create_task(engine.generate(request("y")))
+    await asyncio.sleep(0.02)
+    closing = asyncio.create_task(engine.close())
+    await asyncio.sleep(0.02)
+    sampler.gate.set()
+    await closing
+    assert (await running).text == "a:x"
+    with pytest.raises(EngineClosedError):
+        await queued
+    with pytest.raises(EngineClosedError):
+        await engine.generate(request("z"))
+    with pytest.raises(EngineClosedError):
+        await engine.load(bundles["a"])
+    await engine.close()  # twice is fine
+
+
+async def test_the_event_loop_keeps_running_during_a_batch(bundles) -> None:
+    engine = make_engine({"a": StandInSampler("a", delay=0.5)})
+    await engine.load(bundles["a"])
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    await engine.generate(request("x"))
+    ticker.cancel()
+    assert len(ticks) > 20 and max(b - a for a, b in zip(ticks, ticks[1:])) < 0.2
+    await engine.close()

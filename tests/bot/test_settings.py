@@ -1,0 +1,100 @@
+"""Settings parsing: defaults, every variable, .env handling, and a clear SettingsError for each mistake."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Limits, Settings, SettingsError
+
+
+def parse(**env: str) -> Settings:
+    return Settings.from_env({"DISCORD_TOKEN": "abc.def.ghi", **env}, env_file=None)
+
+
+def test_defaults() -> None:
+    settings = parse()
+    assert settings.token == "abc.def.ghi"
+    assert settings.model_path == Path("models/lyrics.pt")
+    assert settings.db_path == Path("data/lyrics.db")
+    assert settings.corpus_path == Path("data/sample_lyrics.txt")
+    assert settings.admin_ids == frozenset() and settings.guild_ids == ()
+    assert settings.device == "auto" and settings.limits == Limits()
+    assert settings.discord_api is None and settings.discord_gateway is None
+    assert "abc.def.ghi" not in repr(settings)  # the token never ends up in a log line
+
+
+def test_every_variable(tmp_path: Path) -> None:
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"")
+    settings = parse(
+        LYRICS_MODEL=str(model), LYRICS_DB=str(tmp_path / "new" / "dir" / "x.db"), LYRICS_CORPUS=str(tmp_path / "c.zip"),
+        LYRICS_ADMIN_IDS=" 123456789012345678, 234567890123456789 ,", LYRICS_GUILD_IDS="42,42,7",
+        LYRICS_DEVICE="CUDA", LYRICS_TORCH_THREADS="3", LYRICS_COOLDOWN="2.5", LYRICS_USER_IN_FLIGHT="2",
+        LYRICS_MAX_IN_FLIGHT="64", LYRICS_BATCHING="off", LYRICS_MAX_BATCH="8",
+        LYRICS_DISCORD_API="http://127.0.0.1:1234/api/v10", LYRICS_DISCORD_GATEWAY="ws://127.0.0.1:1234/gateway/",
+    )
+    assert settings.model_path == model
+    assert settings.db_path == tmp_path / "new" / "dir" / "x.db"
+    assert settings.admin_ids == {123456789012345678, 234567890123456789}
+    assert settings.guild_ids == (42, 7)
+    assert settings.device == "cuda" and settings.torch_threads == 3
+    assert settings.limits == Limits(cooldown_s=2.5, per_user=2, overall=64, batching=False, max_batch=8)
+    assert settings.discord_api.startswith("http://") and settings.discord_gateway.startswith("ws://")
+
+
+@pytest.mark.parametrize(("env", "phrase"), [
+    ({"DISCORD_TOKEN": ""}, "DISCORD_TOKEN is not set"),
+    ({"DISCORD_TOKEN": "   "}, "DISCORD_TOKEN is not set"),
+    ({"DISCORD_TOKEN": "abc def"}, "DISCORD_TOKEN contains spaces"),
+    ({"LYRICS_ADMIN_IDS": "123,jay"}, "LYRICS_ADMIN_IDS"),
+    ({"LYRICS_ADMIN_IDS": "<@123>"}, "'<@123>' is not an id"),
+    ({"LYRICS_GUILD_IDS": "-5"}, "LYRICS_GUILD_IDS"),
+    ({"LYRICS_GUILD_IDS": "0"}, "LYRICS_GUILD_IDS"),
+    ({"LYRICS_GUILD_IDS": str(2**64)}, "LYRICS_GUILD_IDS"),
+    ({"LYRICS_GUILD_IDS": "１２３"}, "LYRICS_GUILD_IDS"),  # full-width digits pass str.isdigit()
+    ({"LYRICS_DEVICE": "tpu"}, "LYRICS_DEVICE"),
+    ({"LYRICS_COOLDOWN": "soon"}, "LYRICS_COOLDOWN"),
+    ({"LYRICS_COOLDOWN": "-1"}, "LYRICS_COOLDOWN"),
+    ({"LYRICS_COOLDOWN": "nan"}, "LYRICS_COOLDOWN"),
+    ({"LYRICS_USER_IN_FLIGHT": "0"}, "LYRICS_USER_IN_FLIGHT=0 must be at least 1"),
+    ({"LYRICS_MAX_IN_FLIGHT": "1.5"}, "LYRICS_MAX_IN_FLIGHT"),
+    ({"LYRICS_BATCHING": "maybe"}, "LYRICS_BATCHING"),
+    ({"LYRICS_DISCORD_API": "127.0.0.1:80"}, "LYRICS_DISCORD_API"),
+    ({"LYRICS_DISCORD_GATEWAY": "http://x"}, "LYRICS_DISCORD_GATEWAY"),
+])
+def test_mistakes_are_named(env: dict[str, str], phrase: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse(**env)
+    message = str(caught.value)
+    assert phrase in message and "\n" not in message
+
+
+def test_paths_must_be_usable(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="LYRICS_MODEL.*is not a file"):
+        parse(LYRICS_MODEL=str(tmp_path))
+    with pytest.raises(SettingsError, match="LYRICS_DB.*is not a file"):
+        parse(LYRICS_DB=str(tmp_path))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SettingsError, match="LYRICS_DB.*cannot be created"):
+        parse(LYRICS_DB=str(blocker / "sub" / "x.db"))
+    if os.geteuid() != 0:  # root reads everything, so permissions cannot be tested as root
+        secret = tmp_path / "secret.pt"
+        secret.write_bytes(b"")
+        secret.chmod(0)
+        with pytest.raises(SettingsError, match="not readable"):
+            parse(LYRICS_MODEL=str(secret))
+    # Missing files are fine: the model may not be trained yet, and the store creates the database.
+    assert parse(LYRICS_MODEL=str(tmp_path / "later.pt")).model_path == tmp_path / "later.pt"
+
+
+def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("DISCORD_TOKEN=from-file\nLYRICS_GUILD_IDS=1,2\nLYRICS_DEVICE=cpu\n# a comment\n")
+    settings = Settings.from_env({"LYRICS_DEVICE": "mps"}, env_file=env_file)
+    assert settings.token == "from-file" and settings.guild_ids == (1, 2)
+    assert settings.device == "mps"
+    assert Settings.from_env({"DISCORD_TOKEN": "x"}, env_file=tmp_path / "absent.env").token == "x"

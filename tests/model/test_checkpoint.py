@@ -1,0 +1,94 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, load_bundle
+from model.sample import Sampler
+
+
+class Payload:
+    """Unpickling this would run code; weights_only loading must refuse it."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/lyrics-pwned",))
+
+
+def test_a_good_bundle_loads(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.net.config.vocab_size == len(bundle.vocab)
+
+
+def test_truncated_bundle_is_refused(tiny_bundle, tmp_path):
+    cut = tmp_path / "cut.pt"
+    data = tiny_bundle.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match="truncated or corrupt"):
+        load_bundle(cut)
+
+
+def test_random_bytes_are_refused(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(BundleError):
+        load_bundle(junk)
+
+
+def test_bundle_carrying_a_pickled_object_is_refused(tiny_bundle, tmp_path):
+    obj = torch.load(tiny_bundle, weights_only=True)
+    obj["metrics"] = {"bpc": Payload()}
+    hostile = tmp_path / "hostile.pt"
+    torch.save(obj, hostile)
+    if os.path.exists("/tmp/lyrics-pwned"):
+        os.remove("/tmp/lyrics-pwned")
+    with pytest.raises(BundleError, match="not plain data"):
+        load_bundle(hostile)
+    with pytest.raises(BundleError):
+        Sampler.load(hostile, device="cpu")
+    assert not os.path.exists("/tmp/lyrics-pwned")
+
+
+def test_plain_pickle_is_refused(tmp_path):
+    path = tmp_path / "plain.pt"
+    path.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(BundleError):
+        load_bundle(path)
+    assert not os.path.exists("/tmp/lyrics-pwned")
+
+
+def test_foreign_file_and_unknown_version_are_refused(tiny_bundle, tmp_path):
+    foreign = tmp_path / "weights.pt"
+    torch.save({"layer.weight": torch.zeros(2, 2)}, foreign)
+    with pytest.raises(BundleError, match="not a lyrics-bundle"):
+        load_bundle(foreign)
+    obj = torch.load(tiny_bundle, weights_only=True)
+    obj["version"] = 99
+    future = tmp_path / "future.pt"
+    torch.save(obj, future)
+    with pytest.raises(BundleError, match="version 99"):
+        load_bundle(future)
+
+
+def test_inconsistent_bundle_is_refused_not_half_loaded(tiny_bundle, tmp_path):
+    obj = torch.load(tiny_bundle, weights_only=True)
+    obj["vocab"] = obj["vocab"][:-1]
+    broken = tmp_path / "broken.pt"
+    torch.save(obj, broken)
+    with pytest.raises(BundleError, match="vocabulary does not match"):
+        load_bundle(broken)
+
+
+def test_missing_bundle_is_named(tmp_path):
+    with pytest.raises(BundleError, match="no such file"):
+        load_bundle(tmp_path / "nope.pt")
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "b.pt"
+    atomic_save({"format": BUNDLE_FORMAT, "n": 1}, path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):
+        atomic_save({"format": BUNDLE_FORMAT, "n": 2, "unpicklable": lambda: None}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["b.pt"]  # no temp file left behind

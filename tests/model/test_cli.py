@@ -1,0 +1,95 @@
+"""`python -m model` driven as a user would, in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, SAMPLE_CORPUS
+
+TINY = ["--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "16", "--device", "cpu",
+        "--threads", "1"]
+
+
+def cli(*args, timeout=120):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "model", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "m.pt"
+    result = cli("train", "--corpus", SAMPLE_CORPUS, "--out", out, "--epochs", "2", "--progress", "jsonl", *TINY)
+    assert result.returncode == 0, result.stderr
+    return out, [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_train_reports_jsonl_events(trained):
+    out, events = trained
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds.count("epoch") == 2 and "checkpoint" in kinds and "step" in kinds
+    epoch = next(e for e in events if e["event"] == "epoch")
+    assert {"train_loss", "heldout_loss", "bpc", "lr", "seconds"} <= set(epoch)
+    assert out.exists() and out.with_suffix(".ckpt").exists()
+
+
+def test_train_prints_epoch_lines_for_people(tmp_path):
+    result = cli("train", "--corpus", SAMPLE_CORPUS, "--out", tmp_path / "m.pt", "--epochs", "1", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "held-out bpc" in result.stdout and "wrote" in result.stdout
+
+
+def test_evaluate_json(trained):
+    out, events = trained
+    result = cli("evaluate", out, "--corpus", SAMPLE_CORPUS, "--json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert {"bpc", "trigram_bpc", "chars", "unk_chars", "net_bpc"} <= set(figures)
+    assert figures["bpc"] == pytest.approx(events[-1]["bpc"], rel=1e-6)
+    assert figures["chars"] == events[0]["heldout_chars"]
+
+
+def test_generate_prints_a_song(trained):
+    out, _ = trained
+    result = cli("generate", out, "窗外的麻雀", "--temperature", "0.8", "--length", "40", "--random-seed", "4")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("窗外的麻雀")
+    again = cli("generate", out, "窗外的麻雀", "--temperature", "0.8", "--length", "40", "--random-seed", "4")
+    assert again.stdout == result.stdout
+    assert "random seed 4" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--corpus", "no/such.txt"], "no such file"),
+    (["generate", "no/such.pt", "雨"], "no such file"),
+    (["generate", "BUNDLE", "雨", "--temperature", "1e9"], "temperature"),
+    (["train", "--corpus", "CORPUS", "--device", "tpu"], "unknown device"),
+])
+def test_bad_input_gets_one_clear_line(trained, args, message):
+    out, _ = trained
+    args = [str(out) if a == "BUNDLE" else str(SAMPLE_CORPUS) if a == "CORPUS" else a for a in args]
+    result = cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_gbk_corpus_trains(tmp_path):
+    corpus = tmp_path / "gbk.txt"
+    corpus.write_bytes(SAMPLE_CORPUS.read_text(encoding="utf-8").encode("gbk"))
+    result = cli("train", "--corpus", corpus, "--out", tmp_path / "m.pt", "--epochs", "1", "--progress", "none",
+                 *TINY)
+    assert result.returncode == 0, result.stderr
+
+
+def test_error_event_in_jsonl_mode(tmp_path):
+    corpus = tmp_path / "bad.txt"
+    corpus.write_bytes(b"\xff\xfe\xff\x80\x80")
+    result = cli("train", "--corpus", corpus, "--progress", "jsonl")
+    assert result.returncode == 2
+    event = json.loads(result.stdout.splitlines()[-1])
+    assert event["event"] == "error" and "not UTF-8 or GBK" in event["message"]

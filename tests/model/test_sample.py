@@ -1,0 +1,180 @@
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from model.checkpoint import save_bundle
+from model.mixture import Mixture
+from model.network import LyricsNet, NetConfig
+from model.sample import SampleRequest, Sampler, SamplingError
+from model.train import train
+from tests.conftest import tiny_config
+
+CRAFTED_VOCAB = ["<unk>", "\n", "甲", "乙", "丙", "丁", "戊", "己"]
+
+
+def crafted_sampler(tmp_path, probs, train_text="甲乙\n"):
+    """A bundle whose network ignores its input and always predicts ``probs`` over CRAFTED_VOCAB."""
+    net = LyricsNet(NetConfig(vocab_size=len(CRAFTED_VOCAB), cell="rnn", hidden=4, embed=4, dropout=0.0,
+                              embed_dropout=0.0, tie_weights=False))
+    with torch.no_grad():
+        net.decoder.weight.zero_()
+        net.decoder.bias.copy_(torch.tensor(probs, dtype=torch.float).clamp_min(1e-12).log())
+    stoi = {t: i for i, t in enumerate(CRAFTED_VOCAB)}
+    train_ids = [stoi[ch] for ch in train_text]
+    path = tmp_path / "crafted.pt"
+    save_bundle(path, net, CRAFTED_VOCAB, train_ids, Mixture(weights={"net": 1.0}), {}, [], {}, "0" * 64)
+    return Sampler.load(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sampler(tiny_bundle):
+    return Sampler.load(tiny_bundle, device="cpu")
+
+
+def test_greedy_is_deterministic(sampler):
+    request = SampleRequest(seed="窗外", temperature=0, length=60, random_seed=1)
+    other = SampleRequest(seed="窗外", temperature=0, length=60, random_seed=2)
+    assert sampler.generate(request).text == sampler.generate(other).text
+
+
+def test_same_random_seed_reproduces_the_song(sampler):
+    first = sampler.generate(SampleRequest(seed="窗外的麻雀", temperature=1.0, length=80, random_seed=7))
+    again = sampler.generate(SampleRequest(seed="窗外的麻雀", temperature=1.0, length=80, random_seed=7))
+    other = sampler.generate(SampleRequest(seed="窗外的麻雀", temperature=1.0, length=80, random_seed=8))
+    assert first.text == again.text
+    assert first.text != other.text
+    assert first.text.startswith("窗外的麻雀")
+
+
+def test_songs_in_mixed_batches_match_batch_one(sampler):
+    requests = [SampleRequest(seed=["窗外", "雨", "", "回忆里的你"][i % 4], temperature=[0.5, 0.8, 1.2, 0][i % 4],
+                              length=20 + (i * 7) % 40, random_seed=i, top_k=[0, 5][i % 2],
+                              top_p=[1.0, 0.9, 1.0][i % 3], repetition_penalty=[1.0, 1.3][i % 2])
+                for i in range(100)]
+    alone = [sampler.generate(r).text for r in requests]
+    batched = []
+    for start in range(0, 100, 25):
+        batched += [s.text for s in sampler.generate_many(requests[start:start + 25])]
+    same = sum(a == b for a, b in zip(alone, batched))
+    assert same >= 99, f"only {same} of 100 songs reproduced inside a batch"
+
+
+def test_results_come_back_in_order_and_short_songs_leave_early(sampler):
+    requests = [SampleRequest(seed="雨", length=n, random_seed=n) for n in (50, 1, 20)]
+    samples = sampler.generate_many(requests)
+    assert [s.tokens for s in samples] == [50, 1, 20]
+    assert [s.request.length for s in samples] == [50, 1, 20]
+
+
+def test_top_k_one_equals_greedy(sampler):
+    greedy = sampler.generate(SampleRequest(seed="天空", temperature=0, length=50))
+    top1 = sampler.generate(SampleRequest(seed="天空", temperature=1.5, top_k=1, length=50, random_seed=3))
+    assert top1.text == greedy.text
+
+
+def test_top_p_never_samples_outside_the_nucleus(tmp_path):
+    # 甲 .5, 乙 .3 make the 0.8 nucleus; the other tokens share 0.2 and must never appear.
+    probs = [0.0, 0.0, 0.5, 0.3, 0.1, 0.05, 0.03, 0.02]
+    sampler = crafted_sampler(tmp_path, probs)
+    text = "".join(s.text for s in sampler.generate_many(
+        [SampleRequest(temperature=1.0, top_p=0.8, length=200, random_seed=i) for i in range(10)]))
+    counts = Counter(text)
+    assert set(counts) <= {"甲", "乙"}
+    assert counts["甲"] > counts["乙"] > 0
+    wide = "".join(s.text for s in sampler.generate_many(
+        [SampleRequest(temperature=1.0, top_p=1.0, length=200, random_seed=i) for i in range(10)]))
+    assert set(wide) - {"甲", "乙"}, "without top-p the tail should appear"
+
+
+def test_repetition_penalty_lowers_repeats(tmp_path):
+    probs = [0.0, 0.02, 0.6, 0.1, 0.1, 0.08, 0.05, 0.05]
+    sampler = crafted_sampler(tmp_path, probs)
+
+    def share_of_top_token(penalty):
+        songs = sampler.generate_many([SampleRequest(temperature=1.0, length=100, random_seed=i,
+                                                     repetition_penalty=penalty) for i in range(10)])
+        text = "".join(s.text for s in songs)
+        return text.count("甲") / len(text.replace("\n", ""))
+
+    plain, penalised = share_of_top_token(1.0), share_of_top_token(3.0)
+    assert plain > 0.5
+    assert penalised < plain * 0.6
+
+
+def test_unk_is_never_produced(tmp_path):
+    probs = [0.9, 0.02, 0.02, 0.02, 0.01, 0.01, 0.01, 0.01]
+    sampler = crafted_sampler(tmp_path, probs)
+    for request in [SampleRequest(temperature=0, length=50), SampleRequest(temperature=2.0, length=300)]:
+        assert "<unk>" not in sampler.generate(request).text
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("temperature", -0.1, "temperature"), ("temperature", float("nan"), "temperature"),
+    ("temperature", float("inf"), "temperature"), ("temperature", 1e9, "temperature"),
+    ("length", 0, "length"), ("length", 10**6, "length"), ("length", 2.5, "length"),
+    ("top_k", -1, "top_k"), ("top_p", 0.0, "top_p"), ("top_p", 1.5, "top_p"),
+    ("repetition_penalty", 0.5, "repetition_penalty"), ("random_seed", -1, "random_seed"),
+    ("max_lines", -2, "max_lines"), ("seed", "雨" * 3000, "seed"),
+])
+def test_invalid_parameters_raise_the_specific_error(sampler, field, value, message):
+    request = SampleRequest(**{field: value})
+    with pytest.raises(SamplingError, match=message):
+        sampler.generate(request)
+
+
+def test_unknown_seed_parts_are_reported_not_replaced(sampler):
+    sample = sampler.generate(SampleRequest(seed="窗外的饕餮", length=10, random_seed=1))
+    assert sample.unknown == ["饕", "餮"]
+    assert sample.text.startswith("窗外的")
+    assert "<unk>" not in sample.text
+
+
+def test_empty_seed_starts_a_song(sampler):
+    sample = sampler.generate(SampleRequest(seed="", length=30, random_seed=5))
+    assert sample.text and not sample.text.startswith("\n")
+
+
+def test_max_lines_stops_the_song(sampler):
+    sample = sampler.generate(SampleRequest(seed="雨", length=500, max_lines=3, random_seed=2))
+    assert sample.text.count("\n") <= 3
+    assert sample.tokens < 500
+
+
+def test_output_is_clean_text(sampler):
+    for sample in sampler.generate_many([SampleRequest(seed="回忆", length=120, random_seed=i) for i in range(5)]):
+        assert "  " not in sample.text
+        assert all(line == line.strip() for line in sample.text.split("\n"))
+        assert not any(ord(ch) < 32 and ch != "\n" for ch in sample.text)
+
+
+@pytest.fixture(scope="module")
+def parrot(tmp_path_factory):
+    """A model trained hard on a few repeated lines: left alone it copies them."""
+    folder = tmp_path_factory.mktemp("parrot")
+    lines = ["窗外的雨下个不停", "我在街角等你很久", "回忆像一首老歌", "天空很蓝你的微笑很甜"]
+    corpus = folder / "parrot.txt"
+    corpus.write_text("\n".join(lines * 40) + "\n", encoding="utf-8")
+    out = folder / "parrot.pt"
+    train(tiny_config(corpus, out, epochs=6, patience=6, hidden=64, lr=0.01, dropout=0.0, embed_dropout=0.0))
+    return Sampler.load(out, device="cpu"), set(lines)
+
+
+def test_copied_lines_are_reported(parrot):
+    sampler, lines = parrot
+    samples = sampler.generate_many([SampleRequest(seed="", temperature=0.5, length=60, random_seed=i)
+                                     for i in range(10)])
+    copied = [line for s in samples for line in s.copied_lines]
+    assert copied and set(copied) <= lines
+    assert all(0 < s.copy_rate <= 1 for s in samples if s.copied_lines)
+
+
+def test_no_copy_never_emits_a_training_line(parrot):
+    sampler, lines = parrot
+    samples = sampler.generate_many([SampleRequest(seed=seed, temperature=t, length=80, random_seed=i, no_copy=True)
+                                     for i, (seed, t) in enumerate([("", 0.5), ("窗外", 0.8), ("", 0), ("我", 1.0)] * 5)])
+    for sample in samples:
+        produced = set(sample.text.split("\n"))
+        assert not produced & lines, sample.text
+        assert sample.copied_lines == [] or all(len(line) < 6 for line in sample.copied_lines)

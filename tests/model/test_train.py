@@ -1,0 +1,134 @@
+import math
+import random
+
+import pytest
+import torch
+
+from model.checkpoint import load_bundle, safe_load
+from model.train import TrainConfig, TrainingCancelled, TrainingError, train
+from tests.conftest import tiny_config
+
+WORDS = ["窗外", "的", "雨", "下", "个", "不停", "我", "在", "街角", "等", "你", "回忆", "像", "老歌",
+         "天空", "很", "蓝", "微笑", "甜", "秋天", "琴声", "飘"]
+
+
+def write_corpus(path, lines=400, seed=0):
+    """Lines from a small word list with a learnable pattern (each word tends to follow its predecessor)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(lines):
+        i = rng.randrange(len(WORDS))
+        line = []
+        for _ in range(rng.randint(3, 6)):
+            line.append(WORDS[i])
+            i = (i + rng.choice([1, 1, 1, 2])) % len(WORDS)
+        out.append("".join(line))
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "corpus.txt")
+
+
+def run(config, **kwargs):
+    events = []
+    train(config, on_event=events.append, **kwargs)
+    return events
+
+
+def epochs(events):
+    return [e for e in events if e["event"] == "epoch"]
+
+
+def test_heldout_loss_falls_and_beats_uniform(corpus, tmp_path):
+    events = run(tiny_config(corpus, tmp_path / "m.pt", epochs=4, patience=4))
+    history = epochs(events)
+    assert history[-1]["heldout_loss"] < history[0]["heldout_loss"]
+    start = next(e for e in events if e["event"] == "start")
+    assert history[-1]["heldout_loss"] < math.log(start["vocab"]) - 0.5  # well below a uniform guess
+    done = events[-1]
+    assert done["event"] == "done" and done["bpc"] <= done["net_bpc"] + 1e-9
+
+
+def test_bundle_is_self_describing(corpus, tmp_path):
+    run(tiny_config(corpus, tmp_path / "m.pt", epochs=1))
+    bundle = load_bundle(tmp_path / "m.pt")
+    assert bundle.vocab[0] == "<unk>" and "\n" in bundle.vocab
+    assert bundle.metrics["bpc"] > 0 and bundle.metrics["trigram_bpc"] > 0
+    assert len(bundle.corpus_sha256) == 64 and len(bundle.sha256) == 64
+    assert bundle.history[0]["epoch"] == 1
+    assert math.isclose(sum(bundle.mixture["weights"].values()), 1.0, abs_tol=1e-6)
+
+
+def test_early_stopping_triggers(corpus, tmp_path):
+    # A huge model with no regularisation on a tiny corpus overfits within a few epochs.
+    config = tiny_config(corpus, tmp_path / "m.pt", epochs=40, patience=1, hidden=256, embed=128, dropout=0.0,
+                         embed_dropout=0.0, weight_decay=0.0, lr=0.01, lr_patience=10, min_count=1)
+    events = run(config)
+    stops = [e for e in events if e["event"] == "early_stop"]
+    assert stops, "training never stopped early"
+    history = epochs(events)
+    assert len(history) < 40
+    best = min(e["bpc"] for e in history)
+    assert history[-1]["bpc"] > best
+    assert load_bundle(tmp_path / "m.pt").metrics["net_bpc"] == pytest.approx(best)
+
+
+def test_resume_gives_the_same_next_loss(corpus, tmp_path):
+    straight = epochs(run(tiny_config(corpus, tmp_path / "a.pt", epochs=3, patience=5)))
+    run(tiny_config(corpus, tmp_path / "b.pt", epochs=2, patience=5))
+    resumed = run(tiny_config(corpus, tmp_path / "b.pt", epochs=3, patience=5, resume=True))
+    assert resumed[0]["event"] == "resume" and resumed[0]["epoch"] == 2
+    third = epochs(resumed)
+    assert [e["epoch"] for e in third] == [3]
+    assert third[0]["train_loss"] == pytest.approx(straight[2]["train_loss"], rel=1e-6)
+    assert third[0]["heldout_loss"] == pytest.approx(straight[2]["heldout_loss"], rel=1e-6)
+
+
+def test_resume_refuses_another_network_shape(corpus, tmp_path):
+    run(tiny_config(corpus, tmp_path / "m.pt", epochs=1))
+    with pytest.raises(Exception, match="another network shape"):
+        run(tiny_config(corpus, tmp_path / "m.pt", epochs=2, hidden=64, resume=True))
+
+
+def test_cancel_keeps_a_usable_checkpoint(corpus, tmp_path):
+    config = tiny_config(corpus, tmp_path / "m.pt", epochs=5, patience=5)
+    seen = []
+
+    def on_event(event):
+        seen.append(event)
+
+    def should_stop():
+        return any(e["event"] == "checkpoint" for e in seen)
+
+    with pytest.raises(TrainingCancelled, match="resume"):
+        train(config, on_event=on_event, should_stop=should_stop)
+    ckpt = safe_load(config.checkpoint_path, "lyrics-checkpoint")
+    assert ckpt["epoch"] == 1
+    assert not (tmp_path / "m.pt").exists()
+    events = run(tiny_config(corpus, tmp_path / "m.pt", epochs=2, patience=5, resume=True))
+    assert [e["epoch"] for e in epochs(events)] == [2]
+    assert (tmp_path / "m.pt").exists()
+
+
+def test_exploding_loss_stops_with_a_clear_error(corpus, tmp_path):
+    config = tiny_config(corpus, tmp_path / "m.pt", lr=1e12, clip=1e12)
+    with pytest.raises(TrainingError, match="lower --lr"):
+        train(config)
+
+
+def test_bad_settings_are_refused(tmp_path):
+    with pytest.raises(TrainingError, match="--dropout"):
+        TrainConfig(corpus="x", dropout=1.5)
+    with pytest.raises(TrainingError, match="--lr"):
+        TrainConfig(corpus="x", lr=float("nan"))
+
+
+def test_state_is_carried_between_batches(corpus, tmp_path):
+    # Truncated BPTT: a run with carried state differs from one resetting it, so check the streams are contiguous.
+    from model.train import batchify
+    streams = batchify(list(range(103)), 4)
+    assert streams.shape == (4, 25)
+    assert torch.equal(streams[1], torch.arange(25, 50))
