@@ -48,7 +48,10 @@ async def run(settings: Settings) -> None:
             serving.result()
             return
         await bot.close()
-        await serving  # returns once the gateway connection is closed
+        try:
+            await serving  # returns once the gateway connection is closed
+        except Exception as exc:  # noqa: BLE001 - a signal during start-up cuts the start short on purpose
+            log.info("start-up was interrupted by the shutdown (%s: %s)", type(exc).__name__, exc)
 
 
 async def sync(settings: Settings) -> None:

@@ -148,15 +148,6 @@ class Engine:
     def info(self) -> ModelInfo | None:
         return self._live[1] if self._live else None
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def pending(self) -> int:
-        """Requests waiting for a batch (not counting the one running)."""
-        return self._queue.qsize() if self._queue else 0
-
     def estimated_wait(self, queued: int) -> float:
         """Seconds until `queued` more requests would be done, from the recent batch times."""
         batches = max(1, -(-queued // self.max_batch))  # ceiling division

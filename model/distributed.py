@@ -54,37 +54,39 @@ class Context:
             return nn.parallel.DistributedDataParallel(net, device_ids=[self.local_rank])
         return nn.parallel.DistributedDataParallel(net)
 
-    def mean(self, value: float) -> float:
-        """The mean of a number over all ranks (every rank gets the same answer)."""
+    def sum(self, value: float) -> float:
+        """The sum of a number over all ranks (every rank gets the same answer)."""
         if not self.enabled:
             return value
         tensor = torch.tensor([value], dtype=torch.float64, device=self._collective_device())
-        try:
-            dist.all_reduce(tensor)
-        except RuntimeError as exc:
-            raise DistributedError(f"a peer process stopped ({exc}); resume from the last checkpoint") from exc
-        return float(tensor.item()) / self.world_size
+        self._collective(dist.all_reduce, tensor)
+        return float(tensor.item())
 
-    def broadcast_bool(self, flag: bool) -> bool:
-        """Rank 0's decision, shared with every rank (so all stop at the same step)."""
+    def mean(self, value: float) -> float:
+        """The mean of a number over all ranks."""
+        return self.sum(value) / self.world_size
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's decision, shared with every rank, so that all stop at the same step."""
         if not self.enabled:
             return flag
         tensor = torch.tensor([1.0 if flag else 0.0], device=self._collective_device())
-        try:
-            dist.broadcast(tensor, src=0)
-        except RuntimeError as exc:
-            raise DistributedError(f"a peer process stopped ({exc}); resume from the last checkpoint") from exc
+        self._collective(dist.broadcast, tensor, src=0)
         return bool(tensor.item())
 
-    def barrier(self) -> None:
-        if self.enabled:
-            try:
-                dist.barrier()
-            except RuntimeError as exc:
-                raise DistributedError(f"a peer process stopped ({exc}); resume from the last checkpoint") from exc
+    def _collective(self, op, *args, **kwargs) -> None:
+        try:
+            op(*args, **kwargs)
+        except (RuntimeError, dist.DistBackendError) as exc:
+            raise DistributedError(f"a peer process stopped ({_first_line(exc)}); "
+                                   "resume from the last checkpoint") from exc
 
     def _collective_device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def context(timeout_s: float = 120.0) -> Context:

@@ -41,6 +41,20 @@ def make_heldout(vocab: Vocab, train_ids: list[int], heldout_words: list[str], h
     )
 
 
+def shard(heldout: HeldoutSet, rank: int, world_size: int) -> HeldoutSet:
+    """The rank's contiguous share of the held-out tokens, warmed up on the tokens just before it.
+
+    Ranks score their shares in parallel and sum the bits; ``chars`` stays the whole text's count.
+    """
+    stream = heldout.context_ids + heldout.ids
+    n_ctx = len(heldout.context_ids)
+    start = n_ctx + len(heldout.ids) * rank // world_size
+    stop = n_ctx + len(heldout.ids) * (rank + 1) // world_size
+    ids = stream[start:stop]
+    return HeldoutSet(context_ids=stream[max(0, start - n_ctx):start], ids=ids, chars=heldout.chars,
+                      unk_chars=ids.count(0))
+
+
 @torch.inference_mode()
 def token_log2probs(net: LyricsNet, heldout: HeldoutSet, device: torch.device,
                     chunk: int = 512) -> torch.Tensor:

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from . import checkpoint, corpus, distributed
-from .evaluate import HeldoutSet, bits_per_char, make_heldout, token_log2probs
+from .evaluate import HeldoutSet, make_heldout, shard, token_log2probs
 from .mixture import Mixture, fit_mixture
 from .network import LyricsNet, NetConfig, detach, pick_device
-from .ngram import char_ngram_bpc
+from .ngram import UNK_SPELLING_BITS, char_ngram_bpc
 from .vocab import Vocab, segment
 
 Event = dict[str, Any]
@@ -149,22 +149,61 @@ class LoopState:
     best_state: dict[str, torch.Tensor] | None = None
 
 
-def evaluate_net(net: LyricsNet, heldout: HeldoutSet, device: torch.device) -> tuple[float, float]:
-    """Held-out (loss in nats per token, bits per character)."""
-    log2p = token_log2probs(net, heldout, device)
-    loss = -float(log2p.mean()) * math.log(2)
-    return loss, bits_per_char(log2p, heldout)
+def evaluate_net(net: LyricsNet, heldout: HeldoutSet, device: torch.device,
+                 dist: distributed.Context) -> tuple[float, float]:
+    """Held-out (loss in nats per token, bits per character); each rank scores its share, sums are reduced."""
+    part = shard(heldout, dist.rank, dist.world_size)
+    log2p = token_log2probs(net, part, device)
+    bits = dist.sum(-float(log2p.sum()) + part.unk_chars * UNK_SPELLING_BITS)
+    nats_no_unk = dist.sum(-float(log2p.sum()) * math.log(2))
+    return nats_no_unk / len(heldout.ids), bits / heldout.chars
+
+
+def run_epoch(model: nn.Module, net: LyricsNet, streams: torch.Tensor, rare: torch.Tensor,
+              optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int, dist: distributed.Context,
+              emit: Callable[[Event], None], should_stop: Callable[[], bool] | None) -> float:
+    """One pass over this rank's streams, state carried between batches; returns the mean train loss."""
+    net.train()
+    device = streams.device
+    steps = math.ceil((streams.size(1) - 1) / config.seq_len)
+    state = None
+    total = 0.0
+    for step, i in enumerate(range(0, streams.size(1) - 1, config.seq_len)):
+        if dist.agree(bool(should_stop and should_stop())):
+            raise TrainingCancelled(f"cancelled in epoch {epoch}; resume from {config.checkpoint_path}")
+        x = streams[:, i:i + config.seq_len]
+        y = streams[:, i + 1:i + 1 + config.seq_len]
+        x = x[:, : y.size(1)]
+        # Show rare tokens as <unk> part of the time, so <unk> gets a learned probability.
+        x = x.masked_fill(rare[x] & (torch.rand(x.shape, device=device) < config.unk_rate), 0)
+        y = y.masked_fill(rare[y] & (torch.rand(y.shape, device=device) < config.unk_rate), 0)
+        logits, state = model(x, detach(state))
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        value = loss.item()
+        if not math.isfinite(value) or value > 50:
+            raise TrainingError(f"the loss became {value:.3g} in epoch {epoch}: lower --lr or --clip and retry")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), config.clip)
+        optimizer.step()
+        total += value
+        emit({"event": "step", "epoch": epoch, "step": step + 1, "steps": steps, "loss": value})
+    return dist.mean(total / steps)
 
 
 def train(config: TrainConfig,
           on_event: Callable[[Event], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> Path:
     """Train, early-stop on held-out bpc, and write the best model as a bundle; return its path."""
-    emit = on_event or (lambda event: None)
     dist = distributed.context()
+    # Only rank 0 reports, so a torchrun job's stdout reads like a single process'.
+    emit = on_event if on_event is not None and dist.is_main else (lambda event: None)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = pick_device(config.device) if not dist.enabled else dist.device(config.device)
+    device = dist.device(config.device)
+    if config.batch_size % dist.world_size:
+        raise TrainingError(f"--batch-size {config.batch_size} is the global batch: make it a multiple of the "
+                            f"{dist.world_size} processes")
     seed_everything(config.seed)
     data = prepare(config)
     net = LyricsNet(config.net_config(len(data.vocab))).to(device)
@@ -177,10 +216,15 @@ def train(config: TrainConfig,
     if config.resume:
         loop = checkpoint.load_checkpoint(ckpt_path, net, optimizer, scheduler, data.vocab.itos)
         emit({"event": "resume", "epoch": loop.epoch, "path": str(ckpt_path)})
+    if dist.rank:
+        # Every rank starts from rank 0's weights (DDP broadcasts them); dropout must differ per rank.
+        seed_everything(config.seed + 1_000_003 * dist.rank + loop.epoch)
 
-    # Each process trains on its own contiguous shard of the streams (one shard when not distributed).
-    streams = batchify(data.train_ids, config.batch_size * dist.world_size)
-    streams = streams[dist.rank * config.batch_size:(dist.rank + 1) * config.batch_size].to(device)
+    # --batch-size counts streams over all processes; each rank trains on its own contiguous rows, so the
+    # carried state of truncated BPTT never crosses from one rank's text to another's.
+    streams = batchify(data.train_ids, config.batch_size)
+    rows = config.batch_size // dist.world_size
+    streams = streams[dist.rank * rows:(dist.rank + 1) * rows].to(device)
     rare = data.rare.to(device)
     steps_per_epoch = math.ceil((streams.size(1) - 1) / config.seq_len)
     emit({"event": "start", "vocab": len(data.vocab), "train_tokens": len(data.train_ids),
@@ -188,41 +232,19 @@ def train(config: TrainConfig,
           "steps_per_epoch": steps_per_epoch, "epochs": config.epochs, "device": str(device),
           "trigram_bpc": data.trigram_bpc, "world_size": dist.world_size})
     started = time.monotonic()
-    loss_fn = nn.CrossEntropyLoss()
 
     while loop.epoch < config.epochs:
         epoch_start = time.monotonic()
-        net.train()
-        state = None
-        total, count = 0.0, 0
-        for step, i in enumerate(range(0, streams.size(1) - 1, config.seq_len)):
-            if should_stop and should_stop():
-                raise TrainingCancelled(f"cancelled in epoch {loop.epoch + 1}; resume from {ckpt_path}")
-            x = streams[:, i:i + config.seq_len]
-            y = streams[:, i + 1:i + 1 + config.seq_len]
-            x = x[:, : y.size(1)]
-            # Show rare tokens as <unk> part of the time, so <unk> gets a learned probability.
-            x = x.masked_fill(rare[x] & (torch.rand(x.shape, device=device) < config.unk_rate), 0)
-            y = y.masked_fill(rare[y] & (torch.rand(y.shape, device=device) < config.unk_rate), 0)
-            state = detach(state)
-            logits, state = model(x, state)
-            loss = loss_fn(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
-            value = loss.item()
-            if not math.isfinite(value) or value > 50:
-                raise TrainingError(
-                    f"the loss became {value:.3g} in epoch {loop.epoch + 1}: lower --lr or --clip and retry")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), config.clip)
-            optimizer.step()
-            total += value
-            count += 1
-            emit({"event": "step", "epoch": loop.epoch + 1, "step": step + 1, "steps": steps_per_epoch,
-                  "loss": value})
-
+        try:
+            train_loss = run_epoch(model, net, streams, rare, optimizer, config, loop.epoch + 1, dist, emit,
+                                   should_stop)
+        except RuntimeError as exc:
+            if dist.enabled and not isinstance(exc, (TrainingError, TrainingCancelled)):
+                raise distributed.DistributedError(
+                    f"a peer process stopped in epoch {loop.epoch + 1}; resume from {ckpt_path}") from exc
+            raise
         loop.epoch += 1
-        train_loss = dist.mean(total / max(count, 1))
-        heldout_loss, bpc = evaluate_net(net, data.heldout, device)
+        heldout_loss, bpc = evaluate_net(net, data.heldout, device, dist)
         scheduler.step(bpc)
         improved = bpc < loop.best_bpc - 1e-4
         if improved:
@@ -243,7 +265,7 @@ def train(config: TrainConfig,
         if loop.bad_epochs >= config.patience:
             emit({"event": "early_stop", "epoch": loop.epoch, "best_bpc": loop.best_bpc})
             break
-        if config.max_minutes and time.monotonic() - started > config.max_minutes * 60:
+        if dist.agree(bool(config.max_minutes) and time.monotonic() - started > config.max_minutes * 60):
             emit({"event": "time_limit", "epoch": loop.epoch})
             break
 

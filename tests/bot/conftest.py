@@ -23,7 +23,7 @@ from tests.fakediscord import FakeDiscord, running_bot
 NO_MENTIONS = {"parse": []}  # discord.AllowedMentions.none() as it goes over the wire
 
 
-def test_env(tmp_path: Path, **overrides: Any) -> dict[str, str]:
+def bot_env(tmp_path: Path, **overrides: Any) -> dict[str, str]:
     """Environment variables for a bot whose files live in `tmp_path`; `overrides` add or replace (None removes)."""
     env = {
         "DISCORD_TOKEN": "fake-bot-token",
@@ -39,9 +39,6 @@ def test_env(tmp_path: Path, **overrides: Any) -> dict[str, str]:
         else:
             env[key] = str(value)
     return env
-
-
-test_env.__test__ = False  # a helper, not a test, despite its name
 
 
 def assert_well_behaved(fake: FakeDiscord) -> None:
@@ -62,7 +59,7 @@ def start_bot(fake_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path):
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[LyricsBot]:
         overrides = {"LYRICS_MODEL": tiny_bundle, "LYRICS_GUILD_IDS": fake_discord.guild["id"], **overrides}
-        env = test_env(tmp_path, **overrides)
+        env = bot_env(tmp_path, **overrides)
         settings = Settings.from_env(env, env_file=None)
         bot = create_bot(settings, guild_ready_timeout=0.1)
         async with running_bot(bot, fake_discord) as running:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.conftest import test_env
+from tests.bot.conftest import bot_env
 from tests.conftest import REPO
 from tests.fakediscord import FakeDiscord
 
@@ -24,7 +24,7 @@ START_TIMEOUT = 90  # importing torch and discord.py on two busy cores can take 
 
 
 def process_env(tmp_path: Path, **overrides) -> dict[str, str]:
-    env = test_env(tmp_path, **overrides)
+    env = bot_env(tmp_path, **overrides)
     env.update(PATH=os.environ.get("PATH", ""), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1",
                HOME=str(tmp_path))  # jieba caches in the temp dir; nothing of the developer's is read
     return {key: value for key, value in env.items() if value is not None}

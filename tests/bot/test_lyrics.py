@@ -13,7 +13,7 @@ from bot.client import LyricsBot
 from bot.exts.lyrics import Gate, check_options
 from bot.settings import Limits
 from model.sample import SampleRequest
-from tests.bot.conftest import test_env
+from tests.bot.conftest import bot_env
 from tests.fakediscord import FakeDiscord, make_user
 
 SEED = "窗外的麻雀"
@@ -201,10 +201,10 @@ def test_gate_cooldown_and_bounds() -> None:
     assert gate.admit(1) is None
 
 
-def test_env_helper_builds_valid_settings(tmp_path) -> None:
+def test_bot_env_builds_valid_settings(tmp_path) -> None:
     from bot.settings import Settings
 
-    settings = Settings.from_env(test_env(tmp_path), env_file=None)
+    settings = Settings.from_env(bot_env(tmp_path), env_file=None)
     assert settings.model_path == tmp_path / "missing.pt" and settings.device == "cpu"
 
 
