@@ -27,7 +27,7 @@ from model.checkpoint import BundleError
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.exts.lyrics",)
+EXTENSIONS = ("bot.exts.lyrics", "bot.exts.training", "bot.exts.favourites")
 DRAIN_SECONDS = 8.0  # on shutdown, how long replies in progress may take to finish (docker stop gives 10 s)
 FAREWELL_SECONDS = 2.0  # then how long the ones that could not finish get to say so
 

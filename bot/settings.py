@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,20 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Training:
+    """How /train runs `python -m model train` beside the bot."""
+
+    processes: int = 1  # >1: launch under torchrun with this many processes (the batch size stays global)
+    threads: int = 1  # torch threads per training process: leave the rest of the cores to /lyrics
+    args: tuple[str, ...] = ()  # more `python -m model train` flags, e.g. ("--hidden", "256")
+    update_s: float = 5.0  # least time between two edits of the progress message (Discord rate-limits edits)
+
+
+# Flags the bot sets itself for every run; LYRICS_TRAIN_ARGS may not override them.
+_BOT_TRAIN_FLAGS = ("--corpus", "--out", "--progress", "--resume", "--threads")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything `python -m bot` needs, validated once at start-up."""
 
@@ -49,6 +64,7 @@ class Settings:
     device: str = "auto"
     torch_threads: int = 0  # 0: leave one core for the event loop (see Engine)
     limits: Limits = Limits()
+    train: Training = Training()
     # Development and tests only: point discord.py at a local Discord stand-in instead of discord.com.
     discord_api: str | None = None
     discord_gateway: str | None = None
@@ -103,6 +119,12 @@ class Settings:
             device=device,
             torch_threads=_int(env, "LYRICS_TORCH_THREADS", 0, minimum=0),
             limits=limits,
+            train=Training(
+                processes=_int(env, "LYRICS_TRAIN_PROCESSES", 1, minimum=1),
+                threads=_int(env, "LYRICS_TRAIN_THREADS", 1, minimum=1),
+                args=_train_args(env, "LYRICS_TRAIN_ARGS"),
+                update_s=_float(env, "LYRICS_TRAIN_UPDATE_INTERVAL", Training.update_s, minimum=0.0),
+            ),
             discord_api=_url(env, "LYRICS_DISCORD_API", ("http://", "https://")),
             discord_gateway=_url(env, "LYRICS_DISCORD_GATEWAY", ("ws://", "wss://")),
         )
@@ -173,6 +195,19 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     if not raw.startswith(schemes):
         raise SettingsError(f"{name}={raw!r} must start with {' or '.join(schemes)}")
     return raw
+
+
+def _train_args(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Extra `python -m model train` flags, split like a shell would (quotes allowed)."""
+    raw = env.get(name, "").strip()
+    try:
+        args = tuple(shlex.split(raw))
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} cannot be split into flags: {exc}") from None
+    for arg in args:
+        if arg.split("=", 1)[0] in _BOT_TRAIN_FLAGS:
+            raise SettingsError(f"{name} may not contain {arg.split('=', 1)[0]}: the bot sets it for every run")
+    return args
 
 
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:

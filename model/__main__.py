@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in [("layers", int), ("hidden", int), ("embed", int), ("dropout", float),
                        ("embed-dropout", float), ("weight-decay", float), ("seq-len", int), ("batch-size", int),
                        ("lr", float), ("epochs", int), ("patience", int), ("min-count", int), ("seed", int),
-                       ("threads", int), ("max-minutes", float)]:
+                       ("threads", int), ("max-minutes", float),
+                       ("cache-weight", float)]:
         default = getattr(defaults, name.replace("-", "_"))
         t.add_argument(f"--{name}", type=kind, default=default, help=f"default {default}")
     t.add_argument("--no-tie", dest="tie_weights", action="store_false", help="untie input and output embeddings")
@@ -98,7 +99,8 @@ class Reporter:
                        f"{event['heldout_loss']:.3f}  held-out bpc {event['bpc']:.3f}  lr {event['lr']:.1e}  "
                        f"{event['seconds']:.1f}s{'  *' if event['improved'] else ''}")
         elif kind == "early_stop":
-            tqdm.write(f"stopped early: no better held-out score for {event['epoch']} epochs' patience")
+            tqdm.write(f"stopped early after epoch {event['epoch']}: the held-out score stopped improving "
+                       f"(best {event['best_bpc']:.3f} bpc)")
         elif kind == "done":
             self._close_bar()
             tqdm.write(f"wrote {event['path']}: held-out {event['bpc']:.3f} bpc (network alone "

@@ -21,7 +21,7 @@ from torch import nn
 
 from . import checkpoint, corpus, distributed
 from .evaluate import HeldoutSet, make_heldout, shard, token_log2probs
-from .mixture import Mixture, fit_mixture
+from .mixture import fit_mixture
 from .network import LyricsNet, NetConfig, detach, pick_device
 from .ngram import UNK_SPELLING_BITS, char_ngram_bpc
 from .vocab import Vocab, segment
@@ -63,6 +63,7 @@ class TrainConfig:
     lr_factor: float = 0.3
     heldout_fraction: float = 0.1
     ngram_order: int = 3
+    cache_weight: float = 0.1
     device: str = "auto"
     seed: int = 0
     threads: int = 0
@@ -81,6 +82,7 @@ class TrainConfig:
             (self.patience >= 1, "--patience must be at least 1"),
             (0 < self.heldout_fraction < 0.5, "the held-out fraction must be in (0, 0.5)"),
             (self.min_count >= 1, "--min-count must be at least 1"),
+            (0 <= self.cache_weight < 1, "--cache-weight must be in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -272,7 +274,8 @@ def train(config: TrainConfig,
     if loop.best_state is None:
         raise TrainingError("no epoch finished, so there is no model to save")
     net.load_state_dict(loop.best_state)
-    mixture = fit_mixture(net, len(data.vocab), data.train_ids, data.heldout, device, config.ngram_order)
+    mixture = fit_mixture(net, len(data.vocab), data.train_ids, data.heldout, device, config.ngram_order,
+                          cache_weight=config.cache_weight)
     metrics = {
         "bpc": mixture.bpc, "net_bpc": loop.best_bpc, "trigram_bpc": data.trigram_bpc,
         "heldout_chars": data.heldout.chars, "unk_chars": data.heldout.unk_chars,

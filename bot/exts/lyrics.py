@@ -25,7 +25,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
+from bot import messages, views
 from bot.engine import EngineClosedError, ModelNotLoadedError
 from bot.settings import Limits
 from bot.store import NewSong, StoreError
@@ -149,6 +149,14 @@ class Lyrics(commands.Cog):
         if problems := check_options(seed, float(temperature), float(length)):
             await _refuse(interaction, "\n".join(problems))
             return
+        await self.write(interaction, seed.strip(), float(temperature), int(length))
+
+    async def write(self, interaction: discord.Interaction, seed: str, temperature: float, length: int) -> None:
+        """Write a song for `interaction` and reply with it and its buttons; the options must be valid already.
+
+        Both /lyrics and the 🎲 button (bot/exts/favourites.py) come through here, so a replayed song
+        passes the same gate (cooldown, songs in flight) as a new one.
+        """
         if self.bot.shutting_down:
             await _refuse(interaction, messages.SHUTTING_DOWN)
             return
@@ -165,13 +173,15 @@ class Lyrics(commands.Cog):
             return
         try:
             async with self.bot.busy():
-                await self._write(interaction, seed.strip(), float(temperature), int(length))
+                await self._write(interaction, seed, temperature, length)
         finally:
             self.gate.release(user_id)
 
     async def _write(self, interaction: discord.Interaction, seed: str, temperature: float, length: int) -> None:
         """Defer, generate, store, reply."""
-        await interaction.response.defer()  # the "is thinking..." placeholder; generation may take seconds
+        # The "is thinking..." placeholder; generation may take seconds. thinking=True matters for a button
+        # click, whose plain defer() would only acknowledge the click instead of promising a new message.
+        await interaction.response.defer(thinking=True)
         request = SampleRequest(seed=seed, temperature=temperature, length=length,
                                 random_seed=secrets.randbelow(RANDOM_SEEDS), no_copy=True)
         try:
@@ -189,7 +199,9 @@ class Lyrics(commands.Cog):
         song_id = await self._store(interaction, request, sample.text, generation.model.bundle_hash)
         view = messages.SongView(text=sample.text, temperature=temperature, length=length,
                                  random_seed=request.random_seed, unknown=tuple(sample.unknown), song_id=song_id)
-        message = await interaction.edit_original_response(embed=messages.song_embed(view),
+        # A song that could not be stored gets no buttons: they would point at no row.
+        buttons = views.song_view(song_id, votes=0) if song_id is not None else None
+        message = await interaction.edit_original_response(embed=messages.song_embed(view), view=buttons,
                                                             allowed_mentions=messages.NO_MENTIONS)
         if song_id is not None:
             try:

@@ -146,6 +146,7 @@ def test_output_is_clean_text(sampler):
     for sample in sampler.generate_many([SampleRequest(seed="回忆", length=120, random_seed=i) for i in range(5)]):
         assert "  " not in sample.text
         assert all(line == line.strip() for line in sample.text.split("\n"))
+        assert "\n\n" not in sample.text
         assert not any(ord(ch) < 32 and ch != "\n" for ch in sample.text)
 
 

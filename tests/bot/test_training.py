@@ -1,0 +1,331 @@
+"""/train and /model info end to end: the real bot on the fake Discord, real `python -m model train` children.
+
+Every job trains a tiny model (hidden 32) on the committed sample corpus; a run costs a few seconds, most of
+them the child importing torch and jieba. The live bundle is a copy of the session's tiny bundle in tmp_path
+(a swap replaces it), with its metrics rewritten where a test needs the new model to be better or worse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.client import LyricsBot, create_bot
+from bot.engine import Engine, load_sampler
+from bot.exts.training import Training, decide_swap, duration, failure_text, progress_bar
+from bot.jobs import JobState, JobStatus
+from bot.plots import PNG_SIGNATURE
+from bot.settings import Settings
+from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, file_sha256, load_bundle, safe_load
+from tests.bot.conftest import bot_env
+from tests.fakediscord import FakeDiscord, SentMessage, make_user, running_bot
+
+ADMINISTRATOR = 1 << 3
+TINY = "--hidden 32 --embed 16 --batch-size 8 --seq-len 16 --min-count 2 --seed 0"
+SEED = "窗外的麻雀"
+
+pytestmark = pytest.mark.slow
+
+
+def live_bundle(source: Path, folder: Path, *, bpc: float | None = None) -> Path:
+    """A copy of `source` as the live bundle in `folder`, its held-out bpc rewritten to `bpc` if given."""
+    path = folder / "lyrics.pt"
+    if bpc is None:
+        shutil.copy(source, path)
+    else:
+        bundle = safe_load(source, BUNDLE_FORMAT)
+        bundle["metrics"] = {**bundle["metrics"], "bpc": bpc}
+        atomic_save(bundle, path)
+    return path
+
+
+def training_env(model: Path, **overrides: Any) -> dict[str, Any]:
+    return {"LYRICS_MODEL": model, "LYRICS_COOLDOWN": 0, "LYRICS_TRAIN_ARGS": TINY,
+            "LYRICS_TRAIN_UPDATE_INTERVAL": 0.2, **overrides}
+
+
+def cog(bot: LyricsBot) -> Training:
+    found = bot.get_cog("Training")
+    # load_extension executes the module afresh, so its class is not the one imported here: compare names.
+    assert found is not None and type(found).__name__ == Training.__name__
+    return found
+
+
+async def poll_until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
+    """For conditions the fake Discord does not see (the child's progress between two edits)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+def has(text: str) -> Callable[[Any], bool]:
+    return lambda inter: text in (inter.content or "")
+
+
+async def admin_command(fake: FakeDiscord, name: str, options: dict | None = None, **kw: Any):
+    return await fake.send_slash_command(name, options, permissions=ADMINISTRATOR, **kw)
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def png_of(message: SentMessage) -> bytes:
+    [attachment] = message.attachments
+    assert attachment.filename == "loss-curve.png" and attachment.content_type == "image/png"
+    return attachment.data
+
+
+async def write_song(fake: FakeDiscord, bot: LyricsBot) -> str:
+    """Ask for a song; return the hash of the bundle that wrote it (as stored for the song)."""
+    message = await (await fake.send_slash_command("lyrics", {"seed": SEED, "length": 10})).wait_final(timeout=30)
+    assert not message.ephemeral and message.embeds[0]["description"].startswith(SEED)
+    song_id = int(re.search(r"song #(\d+)", message.embeds[0]["footer"]["text"])[1])
+    return (await bot.store.get_song(song_id)).bundle_hash
+
+
+# ---------------------------------------------------------------------------------------------
+# who may
+
+
+async def test_non_admins_are_refused_and_nothing_starts(fake_discord: FakeDiscord, start_bot, tiny_bundle,
+                                                          tmp_path) -> None:
+    async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
+        command, _ = fake_discord.find_command("train", fake_discord.guild["id"])
+        assert int(command["default_member_permissions"]) == ADMINISTRATOR  # the hint to Discord's client
+        for name in ("train start", "train status", "train cancel"):
+            refusal = await (await fake_discord.send_slash_command(name)).wait_final()
+            assert refusal.ephemeral and "Only admins" in refusal.content, name
+        # In a DM only LYRICS_ADMIN_IDS count, whatever permissions the payload claims.
+        dm = await (await fake_discord.send_slash_command("train start", dm=True, permissions=ADMINISTRATOR)
+                    ).wait_final()
+        assert dm.ephemeral and "Only admins" in dm.content
+        assert cog(bot).run is None and cog(bot).jobs.current is None  # no process was started
+
+
+async def test_admin_ids_work_in_dms(fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path) -> None:
+    env = training_env(live_bundle(tiny_bundle, tmp_path), LYRICS_ADMIN_IDS=fake_discord.user["id"])
+    async with start_bot(**env):
+        mine = await (await fake_discord.send_slash_command("train status", dm=True)).wait_final()
+        assert mine.ephemeral and mine.content.startswith("Idle") and "held-out bpc" in mine.content
+        other = await (await fake_discord.send_slash_command("train status", dm=True, user=fake_discord.owner)
+                       ).wait_final()
+        assert other.ephemeral and "Only admins" in other.content
+        cancel = await (await fake_discord.send_slash_command("train cancel", dm=True)).wait_final()
+        assert cancel.ephemeral and "No training job is running" in cancel.content
+
+
+# ---------------------------------------------------------------------------------------------
+# a run from start to swap
+
+
+async def test_a_better_model_goes_live_without_a_restart(fake_discord: FakeDiscord, start_bot, tiny_bundle,
+                                                          tmp_path) -> None:
+    model = live_bundle(tiny_bundle, tmp_path, bpc=99.0)  # any new model beats this
+    async with start_bot(**training_env(model)) as bot:
+        old_hash = bot.engine.info.bundle_hash
+        assert await write_song(fake_discord, bot) == old_hash
+
+        inter = await admin_command(fake_discord, "train start", {"epochs": 2})
+        reply = await inter.wait_response()
+        assert reply["type"] == 4 and "Training a new model" in reply["data"]["content"]  # at once, not deferred
+        final = await inter.wait_final(timeout=90, until=has("Training finished"))
+
+        progress = [edit["content"] for edit in inter.edits[:-1]]
+        assert any("░" in text and "/2" in text and "ETA" in text for text in progress), progress
+        assert "live model 99.000 → new model" in final.content and "now live" in final.content
+        assert png_of(final).startswith(PNG_SIGNATURE)
+
+        # The new bundle replaced the live file (atomically, the old one kept aside) and the engine serves it.
+        new_hash = file_sha256(model)
+        assert bot.engine.info.bundle_hash == new_hash != old_hash and bot.engine.info.path == model
+        assert not (tmp_path / "lyrics.candidate.pt").exists()
+        assert file_sha256(tmp_path / "lyrics.previous.pt") == old_hash
+        assert await write_song(fake_discord, bot) == new_hash
+
+        status = await (await admin_command(fake_discord, "train status")).wait_final()
+        assert status.ephemeral and status.content.startswith("State: finished")
+
+
+async def test_a_worse_model_stays_out_and_progress_outlives_the_reply_token(
+        fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path) -> None:
+    model = live_bundle(tiny_bundle, tmp_path, bpc=0.5)  # no new model beats this
+    async with start_bot(**training_env(model)) as bot:
+        old_hash = bot.engine.info.bundle_hash
+        # As if 15 minutes had passed: the progress must move to a channel message before the token expires.
+        cog(bot).edit_window = 0.0
+        inter = await admin_command(fake_discord, "train start", {"epochs": 1, "cell": "rnn"})
+        await inter.wait_final(until=has("continues"))
+        [channel_message] = [m for m in fake_discord.messages if m.message_type == 0]
+        assert "continues" in inter.content and channel_message.id in inter.content  # the reply links to it
+        await fake_discord.wait_until(lambda: "Training finished" in channel_message.content, timeout=90,
+                                      what="the outcome in the channel message")
+        assert bot.engine.info.bundle_hash == old_hash == file_sha256(model)
+
+    assert "live model 0.500 → new model" in channel_message.content
+    assert "The live model stays" in channel_message.content and "force:true" in channel_message.content
+    assert png_of(channel_message).startswith(PNG_SIGNATURE)
+    assert load_bundle(tmp_path / "lyrics.candidate.pt").net.config.cell == "rnn"  # kept, for force:true
+
+
+# ---------------------------------------------------------------------------------------------
+# cancel, resume, one job at a time, faults
+
+
+async def test_cancel_resume_and_one_job_at_a_time(fake_discord: FakeDiscord, start_bot, tiny_bundle,
+                                                   tmp_path) -> None:
+    env = training_env(live_bundle(tiny_bundle, tmp_path), LYRICS_TRAIN_ARGS=TINY + " --patience 500")
+    checkpoint = tmp_path / "lyrics.candidate.ckpt"
+    async with start_bot(**env) as bot:
+        training = cog(bot)
+        first = await admin_command(fake_discord, "train start", {"epochs": 500})
+        await first.wait_response()
+        job = training.run.job
+        await poll_until(lambda: job.status.checkpoint, 60, "a first checkpoint")
+
+        second = await (await admin_command(fake_discord, "train start", {"epochs": 1})).wait_final()
+        assert second.ephemeral and "already running" in second.content and "/500" in second.content
+        assert training.run.job is job
+
+        cancel = await admin_command(fake_discord, "train cancel")
+        await cancel.wait_final(until=has("Training cancelled"))
+        assert job.status.state is JobState.CANCELLED and gone(job.status.pid)
+        assert "resume:true" in cancel.content and checkpoint.is_file()
+        await first.wait_final(timeout=10, until=has("Training cancelled"))
+        done = job.status.epoch
+        assert 1 <= done < 500
+
+        # Resuming with another network shape fails in the child; its stderr says why.
+        wrong = await admin_command(fake_discord, "train start", {"resume": True, "cell": "gru"})
+        failed = await wrong.wait_final(timeout=60, until=has("Training failed"))
+        assert "another network shape" in failed.content and "```" in failed.content  # the stderr tail
+
+        resumed = await admin_command(fake_discord, "train start", {"resume": True, "epochs": done + 1})
+        await resumed.wait_final(timeout=60, until=has("Training finished"))
+        status = training.run.job.status
+        assert status.resumed_from == done and status.epoch == done + 1
+        assert [record["epoch"] for record in status.history] == [done + 1]  # one more epoch, not a fresh start
+
+
+async def test_a_killed_child_is_reported_while_lyrics_keep_answering(fake_discord: FakeDiscord, start_bot,
+                                                                      tiny_bundle, tmp_path) -> None:
+    async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
+        old_hash = bot.engine.info.bundle_hash
+        inter = await admin_command(fake_discord, "train start", {"epochs": 500})
+        await inter.wait_response()
+        job = cog(bot).run.job
+        await poll_until(lambda: job.status.training_since, 60, "training to begin")
+        os.kill(job.status.pid, signal.SIGKILL)  # what the kernel's OOM killer does
+
+        final = await inter.wait_final(timeout=30, until=has("Training failed"))
+        assert "SIGKILL" in final.content and "The live model keeps serving" in final.content
+        assert "stderr" in final.content
+        assert await write_song(fake_discord, bot) == old_hash
+        status = await (await admin_command(fake_discord, "train status")).wait_final()
+        assert status.content.startswith("State: failed") and "SIGKILL" in status.content
+
+
+async def test_shutdown_stops_the_child(fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path) -> None:
+    async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
+        inter = await admin_command(fake_discord, "train start", {"epochs": 500})
+        await inter.wait_response()
+        job = cog(bot).run.job
+        await poll_until(lambda: job.status.training_since, 60, "training to begin")
+        # Training yields the CPU to the bot: it runs niced.
+        assert os.getpriority(os.PRIO_PROCESS, job.status.pid) > os.getpriority(os.PRIO_PROCESS, 0)
+        started = time.monotonic()
+        await bot.close()
+        assert time.monotonic() - started < 10
+    assert job.done and job.status.state is JobState.CANCELLED and gone(job.status.pid)
+    assert "Training cancelled" in inter.content
+
+
+# ---------------------------------------------------------------------------------------------
+# /model info
+
+
+async def test_model_info_shows_the_live_model_and_its_loss_curve(fake_discord: FakeDiscord, start_bot,
+                                                                  tiny_bundle, tmp_path) -> None:
+    model = live_bundle(tiny_bundle, tmp_path)
+    bundle = load_bundle(model)
+    async with start_bot(**training_env(model)):
+        message = await (await fake_discord.send_slash_command("model info", user=make_user("fan"))).wait_final()
+    assert not message.ephemeral
+    [embed] = message.embeds
+    fields = {field["name"]: field["value"] for field in embed["fields"]}
+    assert "hidden 48" in fields["Network"] and "LSTM" in fields["Network"]
+    assert bundle.corpus_sha256[:16] in fields["Corpus"] and "sample_lyrics.txt" in fields["Corpus"]
+    held_out = next(value for name, value in fields.items() if name.startswith("Held-out"))
+    for key in ("bpc", "net_bpc", "trigram_bpc"):
+        assert f"{bundle.metrics[key]:.3f}" in held_out
+    assert "<t:" in fields["Training"]  # the training date, in each reader's time zone
+    assert embed["image"]["url"] == "attachment://loss-curve.png"
+    assert png_of(message).startswith(PNG_SIGNATURE)
+
+
+async def test_model_info_without_a_model(fake_discord: FakeDiscord, start_bot, tmp_path) -> None:
+    async with start_bot(LYRICS_MODEL=tmp_path / "none.pt"):
+        message = await (await fake_discord.send_slash_command("model info")).wait_final()
+    assert message.ephemeral and "/train start" in message.content
+
+
+# ---------------------------------------------------------------------------------------------
+# the pure parts
+
+
+def test_decide_swap() -> None:
+    assert decide_swap(None, {"bpc": 9.0}, force=False).swap
+    assert decide_swap({"bpc": 5.0}, {"bpc": 4.0}, force=False).swap
+    worse = decide_swap({"bpc": 4.0}, {"bpc": 5.0}, force=False)
+    assert not worse.swap and "4.000" in worse.reason and "5.000" in worse.reason
+    assert decide_swap({"bpc": 4.0}, {"bpc": 5.0}, force=True).swap
+    assert not decide_swap({"bpc": 4.0}, {"bpc": 4.0}, force=False).swap  # a tie keeps what is known to work
+    assert not decide_swap({"bpc": 4.0}, {"bpc": float("nan")}, force=False).swap
+
+
+def test_texts() -> None:
+    assert progress_bar(0.5, width=4) == "██░░" and progress_bar(2.0, width=2) == "██"
+    assert (duration(42), duration(185), duration(3720), duration(None)) == ("42s", "3m 05s", "1h 02m", "?")
+    status = JobStatus(state=JobState.FAILED, error="boom", stderr_tail=[f"line {i} " + "x" * 100 for i in range(50)])
+    text = failure_text(status, budget=1000)
+    assert len(text) <= 1000 and "line 49" in text and "line 0 " not in text and text.count("```") == 2
+
+
+async def test_a_bundle_the_engine_refuses_is_rolled_back(fake_discord: FakeDiscord, tiny_bundle, tmp_path) -> None:
+    """If the engine cannot load the new bundle, the files go back as they were and the old model keeps serving."""
+    model = live_bundle(tiny_bundle, tmp_path)
+    candidate = tmp_path / "lyrics.candidate.pt"
+    (tmp_path / "other").mkdir()
+    shutil.copy(live_bundle(tiny_bundle, tmp_path / "other", bpc=1.0), candidate)  # another file, another hash
+    loads: list[Path] = []
+
+    def loader(path: Path, device: str):
+        loads.append(path)
+        if len(loads) > 1:
+            raise BundleError(f"{path}: refused by this test's engine")
+        return load_sampler(path, device)
+
+    settings = Settings.from_env(bot_env(tmp_path, **training_env(model)), env_file=None)
+    bot = create_bot(settings, engine=Engine(device="cpu", torch_threads=1, loader=loader), guild_ready_timeout=0.1)
+    old_hash = file_sha256(model)
+    new_hash = file_sha256(candidate)
+    async with running_bot(bot, fake_discord):
+        with pytest.raises(BundleError):
+            await cog(bot)._install(candidate)
+        assert bot.engine.info.bundle_hash == old_hash
+    assert file_sha256(model) == old_hash and file_sha256(candidate) == new_hash
