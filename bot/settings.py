@@ -38,7 +38,7 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Training:
+class TrainSettings:
     """How /train runs `python -m model train` beside the bot."""
 
     processes: int = 1  # >1: launch under torchrun with this many processes (the batch size stays global)
@@ -64,7 +64,7 @@ class Settings:
     device: str = "auto"
     torch_threads: int = 0  # 0: leave one core for the event loop (see Engine)
     limits: Limits = Limits()
-    train: Training = Training()
+    train: TrainSettings = TrainSettings()
     # Development and tests only: point discord.py at a local Discord stand-in instead of discord.com.
     discord_api: str | None = None
     discord_gateway: str | None = None
@@ -119,11 +119,11 @@ class Settings:
             device=device,
             torch_threads=_int(env, "LYRICS_TORCH_THREADS", 0, minimum=0),
             limits=limits,
-            train=Training(
+            train=TrainSettings(
                 processes=_int(env, "LYRICS_TRAIN_PROCESSES", 1, minimum=1),
                 threads=_int(env, "LYRICS_TRAIN_THREADS", 1, minimum=1),
                 args=_train_args(env, "LYRICS_TRAIN_ARGS"),
-                update_s=_float(env, "LYRICS_TRAIN_UPDATE_INTERVAL", Training.update_s, minimum=0.0),
+                update_s=_float(env, "LYRICS_TRAIN_UPDATE_INTERVAL", TrainSettings.update_s, minimum=0.0),
             ),
             discord_api=_url(env, "LYRICS_DISCORD_API", ("http://", "https://")),
             discord_gateway=_url(env, "LYRICS_DISCORD_GATEWAY", ("ws://", "wss://")),

@@ -9,7 +9,6 @@ float rounding, which the benchmark measures).
 
 from __future__ import annotations
 
-import copy
 import math
 import unicodedata
 from collections import Counter
@@ -154,12 +153,10 @@ class _Song:
 class Sampler:
     """Writes songs from a loaded bundle. Not thread-safe: use one sampler per thread."""
 
-    def __init__(self, bundle: Bundle, device: torch.device, quantize: bool = False):
+    def __init__(self, bundle: Bundle, device: torch.device):
         self.bundle = bundle
         self.device = device
         self.net = bundle.net.to(device).eval()
-        if quantize and device.type == "cpu":
-            self.net = quantized(self.net)
         self.vocab = Vocab(bundle.vocab)
         self.newline_id = self.vocab.stoi.get(NEWLINE, self.vocab.unk_id)
         self.mixture = Mixture.from_dict(bundle.mixture)
@@ -169,13 +166,10 @@ class Sampler:
         self.guard = CopyGuard(self.vocab.decode(bundle.train_ids), self.vocab)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", quantize: bool = False) -> "Sampler":
-        """Load a bundle (safely, weights only) onto a device: auto picks cuda, then mps, then cpu.
-
-        ``quantize`` stores the linear and LSTM/GRU weights as int8 on a CPU (see ``quantized``).
-        """
+    def load(cls, path: str | Path, device: str = "auto") -> "Sampler":
+        """Load a bundle (safely, weights only) onto a device: auto picks cuda, then mps, then cpu."""
         resolved = pick_device(device)
-        return cls(load_bundle(path, resolved), resolved, quantize)
+        return cls(load_bundle(path, resolved), resolved)
 
     @property
     def bundle_hash(self) -> str:
@@ -322,22 +316,6 @@ class Sampler:
         return Sample(text=text, request=song.request, unknown=song.unknown,
                       copied_lines=self.guard.copied(text), lines=text.count(NEWLINE) + 1 if text else 0,
                       tokens=len(song.generated))
-
-
-def quantized(net: torch.nn.Module) -> torch.nn.Module:
-    """A copy of the network with int8 weights for its linear and LSTM/GRU layers (PyTorch's dynamic quantization).
-
-    At batch 1 a step is bound by reading the weights from memory: the original tutorial's output layer
-    alone is 12 MB in float32, more than this machine's L3 cache, and 3 MB in int8. Probabilities move
-    by a fraction of a percent (bench/bench_sample.py measures the held-out cost).
-    """
-    import warnings
-
-    with warnings.catch_warnings():
-        # The eager API is deprecated in favour of torchao, which we do not depend on; it still works.
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(net), {torch.nn.Linear, torch.nn.LSTM, torch.nn.GRU}, dtype=torch.qint8)
 
 
 def _cat_states(states: list[State]) -> State:

@@ -47,14 +47,14 @@ class TrainConfig:
     layers: int = 1
     hidden: int = 512
     embed: int = 256
-    dropout: float = 0.5
-    embed_dropout: float = 0.1
+    dropout: float = 0.65
+    embed_dropout: float = 0.2
     tie_weights: bool = True
     min_count: int = 3
     unk_rate: float = 0.5
     seq_len: int = 32
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 2e-3
     weight_decay: float = 0.1
     clip: float = 0.5
     epochs: int = 40

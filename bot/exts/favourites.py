@@ -16,7 +16,6 @@ elsewhere is answered exactly like an id that does not exist, so nothing leaks a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,7 +31,7 @@ from discord.ext import commands
 from bot import messages, views
 from bot.exts.lyrics import DM_GUILD_ID, Lyrics
 from bot.permissions import is_admin
-from bot.store import SelfVoteError, Song, SongNotFoundError, VoteResult
+from bot.store import SelfVoteError, Song, SongNotFoundError
 from bot.views import ForgetChoice, SongAction
 
 if TYPE_CHECKING:
@@ -44,7 +43,6 @@ NO_MENTIONS = messages.NO_MENTIONS
 PAGE_SIZE = 5  # songs per page of /favourites mine
 TOP_LIMIT = 10  # songs on a leaderboard
 PREVIEW_CHARS = 60  # of a song's text in a list line
-ACK_BUDGET_S = 2.0  # a vote click not answered by then is acknowledged first (Discord allows 3 s)
 SONG_ID_MAX = 2**53  # the largest integer option Discord accepts; ids never get near it
 Period = Literal["week", "month", "all"]
 # How far back a leaderboard looks (None: no limit), and how its title says so.
@@ -204,32 +202,21 @@ class Favourites(commands.GroupCog, group_name="favourites",
 
     async def _vote(self, interaction: discord.Interaction, song_id: int) -> None:
         async with self.labels.update(song_id) as burst:
-            toggling = asyncio.ensure_future(self._toggle_vote(interaction, song_id))
-            try:
-                await _acknowledge_if_slow(interaction, toggling)
-            except discord.HTTPException as exc:  # too late even for that: the vote still counts
-                log.warning("could not acknowledge a vote click in time: %s", exc)
-            outcome = await toggling
-            if isinstance(outcome, str):
-                await _tell(interaction, outcome)
+            if await self._visible_song(interaction, song_id) is None:
+                await _tell(interaction, not_found(song_id))
                 return
-            buttons = views.song_view(song_id, votes=outcome.count)
-            if interaction.response.is_done():  # acknowledged already: edit the message through the token
-                await interaction.edit_original_response(view=buttons, allowed_mentions=NO_MENTIONS)
-            else:  # the usual case: one callback that both acknowledges and updates the message
-                await interaction.response.edit_message(view=buttons, allowed_mentions=NO_MENTIONS)
+            try:
+                result = await self.bot.store.toggle_vote(song_id, interaction.user.id)
+            except SelfVoteError:
+                await _tell(interaction, SELF_VOTE)
+                return
+            except SongNotFoundError:  # deleted since the check above
+                await _tell(interaction, not_found(song_id))
+                return
+            # One callback (type 7) both acknowledges the click and shows the new count.
+            await interaction.response.edit_message(view=views.song_view(song_id, votes=result.count),
+                                                    allowed_mentions=NO_MENTIONS)
             burst.last = interaction
-
-    async def _toggle_vote(self, interaction: discord.Interaction, song_id: int) -> VoteResult | str:
-        """The click's vote added or withdrawn, or why not (the ephemeral answer)."""
-        if await self._visible_song(interaction, song_id) is None:
-            return not_found(song_id)
-        try:
-            return await self.bot.store.toggle_vote(song_id, interaction.user.id)
-        except SelfVoteError:
-            return SELF_VOTE
-        except SongNotFoundError:  # deleted since the check above
-            return not_found(song_id)
 
     async def _save(self, interaction: discord.Interaction, song_id: int) -> None:
         """A first click saves the song for the clicker, the next one unsaves it."""
@@ -404,22 +391,6 @@ class Favourites(commands.GroupCog, group_name="favourites",
             await _tell(interaction, messages.INTERNAL_ERROR)
         except discord.HTTPException:
             log.warning("could not tell the member about the error either")
-
-
-async def _acknowledge_if_slow(interaction: discord.Interaction, work: asyncio.Future[object]) -> None:
-    """Acknowledge the click (a deferred update, type 6) if `work` is not done in time for Discord's 3 s.
-
-    Normally the vote is counted in milliseconds and one type 7 callback both acknowledges the click and
-    shows the new count. Under a burst the clicks queue for the database; a click that would miss the
-    deadline would show "This interaction failed" although its vote counts (and the member would click
-    again, withdrawing it). The age comes from the interaction's snowflake, so it includes the time the
-    event waited in our event loop; a skewed clock only makes this defer more often or less often.
-    """
-    age = (discord.utils.utcnow() - interaction.created_at).total_seconds()
-    budget = min(max(ACK_BUDGET_S - age, 0.0), ACK_BUDGET_S)
-    done, _ = await asyncio.wait({work}, timeout=budget)  # asyncio.wait never cancels `work`
-    if not done:
-        await interaction.response.defer()
 
 
 async def _tell(interaction: discord.Interaction, text: str) -> None:

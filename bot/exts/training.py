@@ -334,8 +334,8 @@ class ProgressUpdater:
             with contextlib.suppress(TimeoutError):  # a timeout: time to hand the message over
                 await asyncio.wait_for(self._wake.wait(), self.message.seconds_to_handover())
             self._wake.clear()
-            content = self.render()
-            if content == self._shown:  # e.g. a checkpoint event right after its epoch: nothing new to show
+            handover_due = self.message.seconds_to_handover() == 0.0
+            if not handover_due and self.render() == self._shown:  # e.g. a checkpoint right after its epoch
                 continue
             if not await self.pace():
                 return
@@ -444,7 +444,7 @@ class Training(commands.Cog):
             return
         if self.run is not None and self.run.busy:
             await _ephemeral(interaction, "A training job is already running; one at a time. "
-                                       "`/train cancel` stops it.\n\n" + self._status_text())
+                                          "`/train cancel` stops it.\n\n" + self._status_text())
             return
         if problem := self._cannot_start(resume):
             await _ephemeral(interaction, problem)
@@ -633,7 +633,7 @@ class Training(commands.Cog):
         live = self.bot.engine.info
         if live is None:
             await _ephemeral(interaction, messages.no_model(self.settings.corpus_path, self.settings.model_path,
-                                                         train_command=True))
+                                                            train_command=True))
             return
         await interaction.response.defer()  # reading the bundle and drawing the curve take a moment
         try:

@@ -21,10 +21,10 @@ import pytest
 
 from bot.client import LyricsBot, create_bot
 from bot.engine import Engine, load_sampler
-from bot.exts.training import Training, decide_swap, duration, failure_text, progress_bar
+from bot.exts.training import ProgressUpdater, Training, decide_swap, duration, failure_text, progress_bar
 from bot.jobs import JobState, JobStatus
 from bot.plots import PNG_SIGNATURE
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, file_sha256, load_bundle, safe_load
 from tests.bot.conftest import bot_env
 from tests.fakediscord import FakeDiscord, SentMessage, make_user, running_bot
@@ -329,3 +329,44 @@ async def test_a_bundle_the_engine_refuses_is_rolled_back(fake_discord: FakeDisc
             await cog(bot)._install(candidate)
         assert bot.engine.info.bundle_hash == old_hash
     assert file_sha256(model) == old_hash and file_sha256(candidate) == new_hash
+
+
+def test_training_settings(tmp_path) -> None:
+    env = bot_env(tmp_path, LYRICS_TRAIN_PROCESSES=2, LYRICS_TRAIN_THREADS=1,
+                  LYRICS_TRAIN_ARGS="--hidden 256 --lr=1e-3", LYRICS_TRAIN_UPDATE_INTERVAL=10)
+    train = Settings.from_env(env, env_file=None).train
+    assert (train.processes, train.threads, train.args, train.update_s) == (2, 1, ("--hidden", "256", "--lr=1e-3"), 10)
+    assert Settings.from_env(bot_env(tmp_path), env_file=None).train.processes == 1
+    for bad, problem in [("--out x.pt", "--out"), ("--corpus=a.txt", "--corpus"), ("--hidden '32", "cannot be split")]:
+        with pytest.raises(SettingsError, match=problem):
+            Settings.from_env(bot_env(tmp_path, LYRICS_TRAIN_ARGS=bad), env_file=None)
+
+
+class RecordingMessage:
+    """Stands in for ProgressMessage in the updater's unit test: records when each edit happens."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[float, str]] = []
+
+    def seconds_to_handover(self) -> None:
+        return None
+
+    async def show(self, content: str, png: bytes | None = None) -> None:
+        self.shown.append((time.monotonic(), content))
+
+
+async def test_progress_edits_are_throttled_and_coalesced() -> None:
+    message = RecordingMessage()
+    counter = iter(range(1000))
+    updater = ProgressUpdater(message, lambda: f"epoch {next(counter)}", interval=0.3)  # type: ignore[arg-type]
+    updater.start()
+    for _ in range(20):  # a burst of epochs
+        updater.on_event({"event": "epoch"})
+        await asyncio.sleep(0.02)
+    updater.on_event({"event": "step"})  # batches alone do not edit (within STEP_REFRESH_S)
+    await asyncio.sleep(0.4)
+    await updater.stop()
+    times = [at for at, _ in message.shown]
+    assert 1 <= len(times) <= 3, message.shown  # 20 events over 0.4 s: one edit per interval at most
+    assert all(b - a >= 0.29 for a, b in zip(times, times[1:]))
+    assert time.monotonic() - times[-1] >= 0.29  # stop() waited out the interval before the final edit
