@@ -35,8 +35,7 @@ from model.train import TrainConfig, evaluate_net, prepare, train  # noqa: E402
 from model import distributed  # noqa: E402
 
 
-def run_default(corpus: str, folder: Path) -> tuple[float, dict]:
-    out = folder / "default.pt"
+def run_default(corpus: str, out: Path) -> tuple[float, dict]:
     epochs = []
 
     def on_event(event: dict) -> None:
@@ -94,6 +93,7 @@ def main() -> None:
     parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "data" / "jaychou_lyrics.txt.zip"))
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--skip-original", action="store_true")
+    parser.add_argument("--out", help="keep the default bundle here (e.g. models/lyrics.pt)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,7 +108,7 @@ def main() -> None:
 
     print("\n## Default configuration")
     with tempfile.TemporaryDirectory() as folder:
-        seconds, mixture = run_default(args.corpus, Path(folder))
+        seconds, mixture = run_default(args.corpus, Path(args.out) if args.out else Path(folder) / "default.pt")
     print(f"wall time {seconds:.0f} s")
     for part, bpc in mixture["parts"].items():
         print(f"  {part:22s} {bpc:.3f} bpc")
