@@ -30,7 +30,7 @@ from model.checkpoint import save_bundle  # noqa: E402
 from model.corpus import load_corpus  # noqa: E402
 from model.mixture import Mixture  # noqa: E402
 from model.network import LyricsNet, NetConfig  # noqa: E402
-from model.sample import COPY_BLOCK_CHARS, SampleRequest, Sampler  # noqa: E402
+from model.sample import COPY_BLOCK_CHARS, SampleRequest, Sampler, _native_cpu_kernels  # noqa: E402
 from model.vocab import UNK, Vocab, segment  # noqa: E402
 
 SEEDS = ["窗外的麻雀", "天空", "回忆", "我的爱", "秋天", "雨下", "街角", "你的微笑", "琴声", "夜晚"]
@@ -71,6 +71,20 @@ def quadratic(sampler: Sampler, seed: str, length: int) -> str:
     return sampler.vocab.decode(ids)
 
 
+def network_floor(sampler: Sampler, batch: int, steps: int = 300) -> float:
+    """Seconds for the network's steps alone (no sampling at all): what the hardware allows."""
+    x = torch.full((batch, 1), sampler.newline_id)
+
+    def run() -> None:
+        with torch.inference_mode(), _native_cpu_kernels():
+            state = None
+            for _ in range(steps):
+                _, state = sampler.net(x, state)
+
+    run()
+    return statistics.median(timed(run, repeat=3))
+
+
 def section_speed(sampler: Sampler) -> None:
     print(f"\n## Original-size model: 2x512 RNN, vocabulary {len(sampler.vocab)}, random weights, 300 tokens")
     one = SampleRequest(seed="窗外的麻雀", temperature=0.8, length=300, random_seed=1)
@@ -79,6 +93,8 @@ def section_speed(sampler: Sampler) -> None:
     slow = timed(lambda: quadratic(sampler, "窗外的麻雀", 300), repeat=1)
     print(f"batch 1, carried state : median {statistics.median(fast) * 1000:.0f} ms per 300-token song")
     print(f"original quadratic     : {slow[0] * 1000:.0f} ms per song -> {slow[0] / statistics.median(fast):.0f}x faster")
+    print(f"network steps alone    : {network_floor(sampler, 1) * 1000:.0f} ms per 300 steps at batch 1, "
+          f"{network_floor(sampler, 32):.2f} s at batch 32 (the floor: no sampling at all)")
     batch = [SampleRequest(seed=SEEDS[i % 10], temperature=0.8, length=300, random_seed=i) for i in range(32)]
     together = statistics.median(timed(lambda: sampler.generate_many(batch), repeat=3))
     alone = sum(timed(lambda: [sampler.generate(r) for r in batch], repeat=1))

@@ -10,9 +10,10 @@ is a fraction of torch's, and sampling builds one per song per step.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -36,6 +37,7 @@ class NgramModel:
         self.counts: dict[tuple, Counter] = {}
         self.totals: Counter[tuple] = Counter()
         self._arrays: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._memo: Callable[[tuple], np.ndarray] | None = None
 
     @classmethod
     def fit(cls, sequence: Sequence[Hashable], order: int, vocab_size: int,
@@ -48,6 +50,8 @@ class NgramModel:
 
     def add(self, sequence: Sequence[Hashable], i: int) -> None:
         """Count ``sequence[i]`` after each of its contexts (used to grow a cache as a song is written)."""
+        if self._memo is not None:
+            raise RuntimeError("this n-gram model is frozen: its distributions are memoised")
         sym = sequence[i]
         for n in range(min(self.order, i + 1)):
             context = tuple(sequence[i - n:i])
@@ -80,8 +84,17 @@ class NgramModel:
             cached = self._arrays[context] = (ids, np.maximum(vals - self.discount, 0.0))
         return cached
 
+    def freeze(self, memo: int = 2048) -> "NgramModel":
+        """Stop counting and remember up to ``memo`` recent distributions (songs share many contexts)."""
+        self._memo = functools.lru_cache(maxsize=memo)(self._distribution_of)
+        return self
+
     def distribution(self, history: Sequence[int]) -> np.ndarray:
-        """The whole next-symbol distribution (float64, sums to 1) over integer symbols."""
+        """The whole next-symbol distribution (float64, sums to 1) over integer symbols. Do not modify it."""
+        key = tuple(history[max(0, len(history) - (self.order - 1)):]) if self.order > 1 else ()
+        return (self._memo or self._distribution_of)(key)
+
+    def _distribution_of(self, history: tuple) -> np.ndarray:
         p = np.full(self.vocab_size, 1.0 / self.vocab_size)
         for context in self._contexts(history):
             if context in self.counts:

@@ -27,6 +27,7 @@ from bot.plots import PNG_SIGNATURE
 from bot.settings import Settings, SettingsError
 from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, file_sha256, load_bundle, safe_load
 from tests.bot.conftest import bot_env
+from tests.bot.test_jobs import gone
 from tests.fakediscord import FakeDiscord, SentMessage, make_user, running_bot
 
 ADMINISTRATOR = 1 << 3
@@ -75,14 +76,6 @@ def has(text: str) -> Callable[[Any], bool]:
 
 async def admin_command(fake: FakeDiscord, name: str, options: dict | None = None, **kw: Any):
     return await fake.send_slash_command(name, options, permissions=ADMINISTRATOR, **kw)
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def png_of(message: SentMessage) -> bytes:
