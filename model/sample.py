@@ -190,6 +190,8 @@ class Sampler:
         """Write several songs, one batched forward pass per step; results come back in order."""
         for request in requests:
             request.validate()
+        if not requests:
+            return []
         with torch.inference_mode(), _native_cpu_kernels():
             return self._generate(requests)
 

@@ -66,6 +66,7 @@ def test_results_come_back_in_order_and_short_songs_leave_early(sampler):
     samples = sampler.generate_many(requests)
     assert [s.tokens for s in samples] == [50, 1, 20]
     assert [s.request.length for s in samples] == [50, 1, 20]
+    assert sampler.generate_many([]) == []
 
 
 def test_top_k_one_equals_greedy(sampler):
