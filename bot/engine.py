@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import torch
 
+from model.checkpoint import Bundle
 from model.sample import Sample, SampleRequest, Sampler
 from model.vocab import warm_up
 
@@ -75,6 +76,7 @@ class ModelInfo:
     bundle_hash: str
     metrics: dict[str, Any]
     loaded_at: datetime
+    bundle: Bundle | None = None  # the loaded bundle itself (config, history), so nothing re-reads the file
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         sampler = await loop.run_in_executor(self._executor, self._loader, path, self.device)
         info = ModelInfo(path=path, bundle_hash=sampler.bundle_hash, metrics=dict(sampler.metrics),
-                         loaded_at=datetime.now(UTC))
+                         loaded_at=datetime.now(UTC), bundle=getattr(sampler, "bundle", None))
         previous, self._live = self._live, (sampler, info)  # one assignment: the swap is atomic for the loop
         log.info("loaded model %s (bundle %s, %s) in %.1fs%s", path, info.bundle_hash[:12],
                  _describe_metrics(info.metrics), time.monotonic() - started,

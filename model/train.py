@@ -156,9 +156,10 @@ def evaluate_net(net: LyricsNet, heldout: HeldoutSet, device: torch.device,
     """Held-out (loss in nats per token, bits per character); each rank scores its share, sums are reduced."""
     part = shard(heldout, dist.rank, dist.world_size)
     log2p = token_log2probs(net, part, device)
-    bits = dist.sum(-float(log2p.sum()) + part.unk_chars * UNK_SPELLING_BITS)
-    nats_no_unk = dist.sum(-float(log2p.sum()) * math.log(2))
-    return nats_no_unk / len(heldout.ids), bits / heldout.chars
+    token_bits = dist.sum(-float(log2p.sum()))
+    # The loss is per token in nats, like the training loss; bpc also pays for spelling unseen characters.
+    bits = token_bits + heldout.unk_chars * UNK_SPELLING_BITS
+    return token_bits * math.log(2) / len(heldout.ids), bits / heldout.chars
 
 
 def run_epoch(model: nn.Module, net: LyricsNet, streams: torch.Tensor, rare: torch.Tensor,

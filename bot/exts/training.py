@@ -550,6 +550,8 @@ class Training(commands.Cog):
     async def _live_corpus_hash(self, live: ModelInfo | None) -> str | None:
         if live is None:
             return None
+        if live.bundle is not None:
+            return live.bundle.corpus_sha256
         try:
             return (await asyncio.to_thread(load_bundle, live.path)).corpus_sha256
         except BundleError:
@@ -635,12 +637,15 @@ class Training(commands.Cog):
             await _ephemeral(interaction, messages.no_model(self.settings.corpus_path, self.settings.model_path,
                                                             train_command=True))
             return
-        await interaction.response.defer()  # reading the bundle and drawing the curve take a moment
-        try:
-            bundle = await asyncio.to_thread(load_bundle, live.path)
-        except BundleError as exc:
-            await _edit(interaction, f"The live model's file cannot be read now: {exc}")
-            return
+        await interaction.response.defer()  # drawing the curve takes a moment
+        # The engine holds the live bundle: describe what serves, not whatever the file holds now.
+        bundle = live.bundle
+        if bundle is None:
+            try:
+                bundle = await asyncio.to_thread(load_bundle, live.path)
+            except BundleError as exc:
+                await _edit(interaction, f"The live model's file cannot be read now: {exc}")
+                return
         png = await asyncio.to_thread(_plot, bundle, live.path.name)
         embed = model_embed(bundle, live)
         files = []
