@@ -47,11 +47,18 @@ class Mixture:
     cache_discount: float = 0.5
     bpc: float = math.nan
     parts: dict[str, float] = field(default_factory=dict)  # bpc of components alone and in pairs
+    # What the sampler draws from, when it differs from the weights that score best (see sampling_weights).
+    sampling: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def sampling_weights(self) -> dict[str, float]:
+        """The weights songs are written with: ``sampling`` if set, else the scoring weights."""
+        return self.sampling or self.weights
 
     def to_dict(self) -> dict:
         return {"weights": dict(self.weights), "ngram_order": self.ngram_order, "cache_order": self.cache_order,
                 "ngram_discount": self.ngram_discount, "cache_discount": self.cache_discount,
-                "bpc": self.bpc, "parts": dict(self.parts)}
+                "bpc": self.bpc, "parts": dict(self.parts), "sampling": dict(self.sampling)}
 
     @classmethod
     def from_dict(cls, values: dict) -> "Mixture":
@@ -62,7 +69,8 @@ class Mixture:
                    cache_order=int(values.get("cache_order", 4)),
                    ngram_discount=float(values.get("ngram_discount", 0.75)),
                    cache_discount=float(values.get("cache_discount", 0.5)),
-                   bpc=float(values.get("bpc", math.nan)), parts=dict(values.get("parts", {})))
+                   bpc=float(values.get("bpc", math.nan)), parts=dict(values.get("parts", {})),
+                   sampling={k: float(v) for k, v in values.get("sampling", {}).items() if k in COMPONENTS})
 
     def static_model(self, train_ids: Sequence[int], vocab_size: int) -> NgramModel:
         return NgramModel.fit(train_ids, self.ngram_order, vocab_size, self.ngram_discount)
