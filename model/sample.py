@@ -162,7 +162,7 @@ class Sampler:
         self.net = bundle.net.to(device).eval()
         self.vocab = Vocab(bundle.vocab)
         self.newline_id = self.vocab.stoi.get(NEWLINE, self.vocab.unk_id)
-        self.mixture = Mixture.from_dict(bundle.mixture)
+        self.mixture = bundle.mixture
         self.weights = {k: w for k, w in self.mixture.weights.items() if w > 0}
         self.ngram = (self.mixture.static_model(bundle.train_ids, len(self.vocab)).freeze()
                       if "ngram" in self.weights else None)
