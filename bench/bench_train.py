@@ -31,18 +31,21 @@ sys.path.insert(0, str(REPO))
 from model.checkpoint import load_bundle  # noqa: E402
 from model.network import LyricsNet, NetConfig  # noqa: E402
 from model.ngram import char_ngram_bpc  # noqa: E402
-from model.train import TrainConfig, evaluate_net, prepare, train  # noqa: E402
+from model.config import TrainConfig  # noqa: E402
+from model.events import EpochEvent, Event  # noqa: E402
+from model.mixture import Mixture  # noqa: E402
+from model.train import evaluate_net, prepare, train  # noqa: E402
 from model import distributed  # noqa: E402
 
 
-def run_default(corpus: str, out: Path) -> tuple[float, dict]:
+def run_default(corpus: str, out: Path) -> tuple[float, Mixture]:
     epochs = []
 
-    def on_event(event: dict) -> None:
-        if event["event"] == "epoch":
+    def on_event(event: Event) -> None:
+        if isinstance(event, EpochEvent):
             epochs.append(event)
-            print(f"  epoch {event['epoch']:2d}: held-out bpc {event['bpc']:.3f} (train loss "
-                  f"{event['train_loss']:.3f}), {event['elapsed']:.0f}s", flush=True)
+            print(f"  epoch {event.epoch:2d}: held-out bpc {event.bpc:.3f} (train loss "
+                  f"{event.train_loss:.3f}), {event.elapsed:.0f}s", flush=True)
 
     start = time.perf_counter()
     train(TrainConfig(corpus=corpus, out=str(out)), on_event=on_event)
@@ -110,14 +113,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         seconds, mixture = run_default(args.corpus, Path(args.out) if args.out else Path(folder) / "default.pt")
     print(f"wall time {seconds:.0f} s")
-    for part, bpc in mixture["parts"].items():
+    for part, bpc in mixture.parts.items():
         print(f"  {part:22s} {bpc:.3f} bpc")
-    print(f"served bundle (weights {', '.join(f'{k} {v:.2f}' for k, v in mixture['weights'].items())}): "
-          f"{mixture['bpc']:.3f} bpc")
+    print(f"served bundle (weights {', '.join(f'{k} {v:.2f}' for k, v in mixture.weights.items())}): "
+          f"{mixture.bpc:.3f} bpc")
     if not args.skip_original:
         print(f"\n## Original configuration for the same {seconds:.0f} s")
         best = run_original(args.corpus, seconds)
-        print(f"original configuration: best held-out bpc {best:.3f} (network alone; ours {mixture['parts']['net']:.3f})")
+        print(f"original configuration: best held-out bpc {best:.3f} (network alone; ours {mixture.parts['net']:.3f})")
 
 
 if __name__ == "__main__":

@@ -11,42 +11,29 @@ import argparse
 import json
 import signal
 import sys
-from dataclasses import fields
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tqdm import tqdm
 
-from . import distributed
+from . import config, distributed
 from .checkpoint import BundleError, load_bundle
+from .config import TrainingError
 from .corpus import CorpusError
-from .mixture import evaluate_bundle
+from .events import (CancelledEvent, DoneEvent, EarlyStopEvent, EpochEvent, ErrorEvent, Event, ExitCode, StartEvent,
+                     StepEvent, TimeLimitEvent, to_json)
 from .network import DeviceError, pick_device
 from .sample import SampleRequest, Sampler, SamplingError
-from .train import TrainConfig, TrainingCancelled, TrainingError, train
-
-EXIT_ERROR = 2
-EXIT_CANCELLED = 3
+from .score import evaluate_bundle
+from .train import TrainingCancelled, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description="Train and use the lyrics model.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    defaults = TrainConfig(corpus="")
     t = commands.add_parser("train", help="train a model and write a bundle")
-    t.add_argument("--corpus", required=True, help=".txt file or .zip of .txt files (UTF-8 or GBK)")
-    t.add_argument("--out", default=defaults.out, help="bundle path (default %(default)s)")
-    t.add_argument("--cell", choices=["gru", "lstm", "rnn"], default=defaults.cell)
-    for name, kind in [("layers", int), ("hidden", int), ("embed", int), ("dropout", float),
-                       ("embed-dropout", float), ("weight-decay", float), ("seq-len", int), ("batch-size", int),
-                       ("lr", float), ("epochs", int), ("patience", int), ("min-count", int), ("seed", int),
-                       ("threads", int), ("max-minutes", float),
-                       ("cache-weight", float)]:
-        default = getattr(defaults, name.replace("-", "_"))
-        t.add_argument(f"--{name}", type=kind, default=default, help=f"default {default}")
-    t.add_argument("--no-tie", dest="tie_weights", action="store_false", help="untie input and output embeddings")
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
+    config.add_arguments(t)  # one flag per TrainConfig field
     t.add_argument("--progress", choices=["bar", "jsonl", "none"], default="bar")
 
     e = commands.add_parser("evaluate", help="print a bundle's held-out figures on a corpus")
@@ -77,44 +64,45 @@ class Reporter:
         self.mode = mode
         self.bar: tqdm | None = None
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: Event) -> None:
         if self.mode == "jsonl":
-            print(json.dumps(event, ensure_ascii=False), flush=True)
+            print(to_json(event), flush=True)
             return
         if self.mode == "none":
             return
-        kind = event["event"]
-        if kind == "start":
-            tqdm.write(f"vocabulary {event['vocab']} tokens, {event['train_tokens']} training tokens, "
-                       f"{event['heldout_chars']} held-out characters on {event['device']}; "
-                       f"character trigram bar {event['trigram_bpc']:.3f} bpc")
-        elif kind == "step":
-            if self.bar is None:
-                self.bar = tqdm(total=event["steps"], desc=f"epoch {event['epoch']}", leave=False, unit="batch")
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{event['loss']:.3f}")
-        elif kind == "epoch":
-            self._close_bar()
-            tqdm.write(f"epoch {event['epoch']:3d}  train loss {event['train_loss']:.3f}  held-out loss "
-                       f"{event['heldout_loss']:.3f}  held-out bpc {event['bpc']:.3f}  lr {event['lr']:.1e}  "
-                       f"{event['seconds']:.1f}s{'  *' if event['improved'] else ''}")
-        elif kind == "early_stop":
-            tqdm.write(f"stopped early after epoch {event['epoch']}: the held-out score stopped improving "
-                       f"(best {event['best_bpc']:.3f} bpc)")
-        elif kind == "done":
-            self._close_bar()
-            tqdm.write(f"wrote {event['path']}: held-out {event['bpc']:.3f} bpc (network alone "
-                       f"{event['net_bpc']:.3f}, trigram bar {event['trigram_bpc']:.3f}) in {event['seconds']:.0f}s")
+        match event:
+            case StartEvent():
+                tqdm.write(f"vocabulary {event.vocab} tokens, {event.train_tokens} training tokens, "
+                           f"{event.heldout_chars} held-out characters on {event.device}; "
+                           f"character trigram bar {event.trigram_bpc:.3f} bpc")
+            case StepEvent():
+                if self.bar is None:
+                    self.bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}", leave=False, unit="batch")
+                self.bar.update(1)
+                self.bar.set_postfix(loss=f"{event.loss:.3f}")
+            case EpochEvent():
+                self.close()
+                tqdm.write(f"epoch {event.epoch:3d}  train loss {event.train_loss:.3f}  held-out loss "
+                           f"{event.heldout_loss:.3f}  held-out bpc {event.bpc:.3f}  lr {event.lr:.1e}  "
+                           f"{event.seconds:.1f}s{'  *' if event.improved else ''}")
+            case EarlyStopEvent():
+                tqdm.write(f"stopped early after epoch {event.epoch}: the held-out score stopped improving "
+                           f"(best {event.best_bpc:.3f} bpc)")
+            case TimeLimitEvent():
+                tqdm.write(f"stopped after epoch {event.epoch}: --max-minutes ran out")
+            case DoneEvent():
+                self.close()
+                tqdm.write(f"wrote {event.path}: held-out {event.bpc:.3f} bpc (network alone "
+                           f"{event.net_bpc:.3f}, trigram bar {event.trigram_bpc:.3f}) in {event.seconds:.0f}s")
 
-    def _close_bar(self) -> None:
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
 
 
 def run_train(args: argparse.Namespace) -> int:
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    config = TrainConfig.from_dict(values)
+    train_config = config.from_args(args)
     report = Reporter(args.progress)
     stop = {"requested": False}
 
@@ -124,16 +112,16 @@ def run_train(args: argparse.Namespace) -> int:
     # SIGTERM (the bot's cancel) stops at the next batch; the last checkpoint stays valid for --resume.
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        train(config, on_event=report, should_stop=lambda: stop["requested"])
+        train(train_config, on_event=report, should_stop=lambda: stop["requested"])
     except TrainingCancelled as exc:
-        report({"event": "cancelled", "message": str(exc)})
+        report(CancelledEvent(message=str(exc)))
         if args.progress != "jsonl":
             print(str(exc), file=sys.stderr)
-        return EXIT_CANCELLED
+        return ExitCode.CANCELLED
     finally:
-        report._close_bar()
+        report.close()
         distributed.shutdown()
-    return 0
+    return ExitCode.DONE
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -147,7 +135,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
               f"mixture weights {', '.join(f'{k} {v:.2f}' for k, v in figures['weights'].items())}")
         if not figures["same_corpus"]:
             print("note: this corpus differs from the one the bundle was trained on", file=sys.stderr)
-    return 0
+    return ExitCode.DONE
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -164,7 +152,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if sample.unknown:
         notes.append(f"not in the vocabulary: {' '.join(sample.unknown)}")
     print(f"\n({'; '.join(notes)})", file=sys.stderr)
-    return 0
+    return ExitCode.DONE
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -178,12 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     except (CorpusError, TrainingError, BundleError, SamplingError, DeviceError,
             distributed.DistributedError) as exc:
         if getattr(args, "progress", None) == "jsonl":
-            print(json.dumps({"event": "error", "message": str(exc)}, ensure_ascii=False), flush=True)
+            print(to_json(ErrorEvent(message=str(exc))), flush=True)
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_CANCELLED
+        return ExitCode.CANCELLED
 
 
 if __name__ == "__main__":

@@ -9,22 +9,22 @@ models' training stream, metrics, training history and the corpus hash.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
 import random
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from .errors import first_line
+from .mixture import Mixture
 from .network import LyricsNet, NetConfig
-
-if TYPE_CHECKING:
-    from .mixture import Mixture
-    from .train import LoopState
 
 BUNDLE_FORMAT = "lyrics-bundle"
 CHECKPOINT_FORMAT = "lyrics-checkpoint"
@@ -52,7 +52,12 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make renames in `folder` durable: without this a crash can forget an os.replace that already returned."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -67,18 +72,14 @@ def safe_load(path: str | Path, expected_format: str) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise BundleError(f"{path}: refused, it holds objects that are not plain data ({_first_line(exc)})") from exc
+        raise BundleError(f"{path}: refused, it holds objects that are not plain data ({first_line(exc)})") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError) as exc:
-        raise BundleError(f"{path}: not a readable model file, truncated or corrupt ({_first_line(exc)})") from exc
+        raise BundleError(f"{path}: not a readable model file, truncated or corrupt ({first_line(exc)})") from exc
     if not isinstance(obj, dict) or obj.get("format") != expected_format:
         raise BundleError(f"{path}: not a {expected_format} file")
     if obj.get("version") != VERSION:
         raise BundleError(f"{path}: format version {obj.get('version')!r} is not supported (this program reads {VERSION})")
     return obj
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
 
 def file_sha256(path: str | Path) -> str:
@@ -90,6 +91,18 @@ def file_sha256(path: str | Path) -> str:
 
 
 # ---------------------------------------------------------------- checkpoints (resume training)
+
+
+@dataclass
+class LoopState:
+    """What a resumable checkpoint must restore for the next epoch to be identical."""
+
+    epoch: int = 0
+    best_bpc: float = math.inf
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+
 
 def _rng_state() -> dict[str, Any]:
     # Training draws only from torch's generators (dropout, <unk> masking) and Python's.
@@ -109,7 +122,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, loop: "LoopState", vocab: list[str], train_config: dict) -> None:
+                    scheduler: Any, loop: LoopState, vocab: list[str], train_config: dict) -> None:
     """Save everything the next epoch needs to continue exactly as if never interrupted."""
     atomic_save({
         "format": CHECKPOINT_FORMAT, "version": VERSION,
@@ -121,10 +134,8 @@ def save_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Opt
 
 
 def load_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, vocab: list[str]) -> "LoopState":
+                    scheduler: Any, vocab: list[str]) -> LoopState:
     """Restore a checkpoint into the given objects; refuse one from another corpus or network shape."""
-    from .train import LoopState
-
     ckpt = safe_load(path, CHECKPOINT_FORMAT)
     if ckpt["vocab"] != vocab:
         raise BundleError(f"{path}: was trained on another corpus or vocabulary; train afresh without --resume")
@@ -148,7 +159,7 @@ class Bundle:
     net: LyricsNet
     vocab: list[str]
     train_ids: list[int]
-    mixture: dict[str, Any]
+    mixture: Mixture
     metrics: dict[str, Any]
     history: list[dict[str, float]]
     train_config: dict[str, Any]
@@ -158,11 +169,9 @@ class Bundle:
 
 
 def save_bundle(path: str | Path, net: LyricsNet, vocab: list[str], train_ids: list[int],
-                mixture: "Mixture", metrics: dict, history: list[dict], train_config: dict,
+                mixture: Mixture, metrics: dict, history: list[dict], train_config: dict,
                 corpus_sha256: str) -> None:
     """Write the serving bundle atomically (weights on CPU, so any device can load it)."""
-    from datetime import datetime, timezone
-
     atomic_save({
         "format": BUNDLE_FORMAT, "version": VERSION,
         "net_config": vars(net.config).copy(),
@@ -172,7 +181,7 @@ def save_bundle(path: str | Path, net: LyricsNet, vocab: list[str], train_ids: l
         "mixture": mixture.to_dict(),
         "metrics": metrics, "history": history, "train_config": train_config,
         "corpus_sha256": corpus_sha256,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }, path)
 
 
@@ -190,7 +199,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         if train_ids and not 0 <= min(train_ids) <= max(train_ids) < len(vocab):
             raise BundleError(f"{path}: the training stream refers to tokens outside the vocabulary")
         bundle = Bundle(
-            net=net.to(device).eval(), vocab=vocab, train_ids=train_ids, mixture=dict(obj["mixture"]),
+            net=net.to(device).eval(), vocab=vocab, train_ids=train_ids,
+            mixture=Mixture.from_dict(obj["mixture"]),
             metrics=dict(obj["metrics"]), history=list(obj["history"]), train_config=dict(obj["train_config"]),
             corpus_sha256=str(obj["corpus_sha256"]), created_at=str(obj["created_at"]),
             sha256=file_sha256(path),
@@ -198,5 +208,5 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     except BundleError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        raise BundleError(f"{path}: the bundle is incomplete or inconsistent ({_first_line(exc)})") from exc
+        raise BundleError(f"{path}: the bundle is incomplete or inconsistent ({first_line(exc)})") from exc
     return bundle

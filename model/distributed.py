@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import first_line
 from .network import pick_device
 
 
@@ -78,15 +79,11 @@ class Context:
         try:
             op(*args, **kwargs)
         except (RuntimeError, dist.DistBackendError) as exc:
-            raise DistributedError(f"a peer process stopped ({_first_line(exc)}); "
+            raise DistributedError(f"a peer process stopped ({first_line(exc)}); "
                                    "resume from the last checkpoint") from exc
 
     def _collective_device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def context(timeout_s: float = 120.0) -> Context:

@@ -79,5 +79,12 @@ def token_log2probs(net: LyricsNet, heldout: HeldoutSet, device: torch.device,
 
 def bits_per_char(log2probs: torch.Tensor, heldout: HeldoutSet) -> float:
     """Turn per-token log2 probabilities into held-out bits per character."""
-    bits = -float(log2probs.sum()) + heldout.unk_chars * UNK_SPELLING_BITS
-    return bits / heldout.chars
+    return bpc_of(-float(log2probs.sum()), heldout)
+
+
+def bpc_of(token_bits: float, heldout: HeldoutSet) -> float:
+    """Held-out bits per character from the bits the model paid for the held-out tokens.
+
+    Each ``<unk>`` also pays for spelling its character uniformly over the CJK block.
+    """
+    return (token_bits + heldout.unk_chars * UNK_SPELLING_BITS) / heldout.chars

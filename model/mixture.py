@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from .evaluate import HeldoutSet, bits_per_char, make_heldout, token_log2probs
+from .evaluate import HeldoutSet, bits_per_char, token_log2probs
 from .network import LyricsNet
 from .ngram import NgramModel, em_weights
-
-if TYPE_CHECKING:
-    from .checkpoint import Bundle
 
 COMPONENTS = ("net", "ngram", "cache")
 CACHE_WEIGHT = 0.1
@@ -136,28 +133,3 @@ def fit_mixture(net: LyricsNet, vocab_size: int, train_ids: list[int], heldout: 
     mixture.bpc = mixed_bpc(probs, mixture.weights, heldout)
     mixture.parts["served"] = mixture.bpc
     return mixture
-
-
-def evaluate_bundle(bundle: "Bundle", corpus_path: str, device: torch.device) -> dict[str, float]:
-    """Score a bundle on a corpus' held-out tail, split as in training, with the bundle's own weights."""
-    from .corpus import load_corpus
-    from .ngram import char_ngram_bpc
-    from .vocab import Vocab, segment
-
-    fraction = float(bundle.train_config.get("heldout_fraction", 0.1))
-    data = load_corpus(corpus_path, fraction)
-    vocab = Vocab(bundle.vocab)
-    train_ids = vocab.words_to_ids(segment(data.train)).ids
-    heldout = make_heldout(vocab, train_ids, segment(data.heldout), data.heldout)
-    mixture = Mixture.from_dict(bundle.mixture)
-    probs = component_probs(mixture, bundle.net, len(vocab), bundle.train_ids, heldout, device)
-    return {
-        "bpc": mixed_bpc(probs, mixture.weights, heldout),
-        "net_bpc": mixed_bpc(probs, {"net": 1.0}, heldout),
-        "trigram_bpc": char_ngram_bpc(data.train, data.heldout),
-        "chars": heldout.chars,
-        "unk_chars": heldout.unk_chars,
-        "tokens": len(heldout.ids),
-        "weights": mixture.weights,
-        "same_corpus": data.sha256 == bundle.corpus_sha256,
-    }

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from .checkpoint import Bundle, load_bundle
-from .mixture import Mixture
 from .network import State, pick_device
 from .ngram import NgramModel
 from .novelty import LINE_CHARS, NoveltyGuard
@@ -198,7 +197,7 @@ class Sampler:
         self.net = bundle.net.to(device).eval()
         self.vocab = Vocab(bundle.vocab)
         self.newline_id = self.vocab.stoi.get(NEWLINE, self.vocab.unk_id)
-        self.mixture = Mixture.from_dict(bundle.mixture)
+        self.mixture = bundle.mixture
         self.weights = {k: w for k, w in self.mixture.sampling_weights.items() if w > 0}
         self.ngram = (self.mixture.static_model(bundle.train_ids, len(self.vocab)).freeze()
                       if "ngram" in self.weights else None)

@@ -1,9 +1,9 @@
 """Training: truncated BPTT over contiguous token streams, scored on the held-out tail every epoch.
 
-Read top to bottom: ``TrainConfig`` → ``prepare`` (corpus → vocabulary → token streams) →
-``train`` (the loop, with early stopping, checkpoints and resume) → a serving bundle.
-The same loop serves the CLI and the bot: it reports through ``on_event`` and stops when
-``should_stop`` says so.
+Read top to bottom: ``prepare`` (corpus → vocabulary → token streams) → ``train`` (the loop, with
+early stopping, checkpoints and resume) → a serving bundle. The run's options are one
+``config.TrainConfig``; the same loop serves the CLI and the bot: it reports through ``on_event``
+(the typed events of ``events.py``) and stops when ``should_stop`` says so.
 """
 
 from __future__ import annotations
@@ -12,95 +12,27 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from . import checkpoint, corpus, distributed
-from .evaluate import HeldoutSet, make_heldout, shard, token_log2probs
+from .checkpoint import LoopState
+from .config import TrainConfig, TrainingError
+from .evaluate import HeldoutSet, bpc_of, make_heldout, shard, token_log2probs
+from .events import (CheckpointEvent, DoneEvent, EarlyStopEvent, EpochEvent, Event, ResumeEvent, StartEvent,
+                     StepEvent, TimeLimitEvent)
 from .mixture import fit_mixture
-from .network import LyricsNet, NetConfig, detach, pick_device
-from .ngram import UNK_SPELLING_BITS, char_ngram_bpc
+from .network import LyricsNet, detach
+from .ngram import char_ngram_bpc
 from .vocab import Vocab, segment
-
-Event = dict[str, Any]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (NaN or exploding loss, bad settings); the message says what to change."""
 
 
 class TrainingCancelled(RuntimeError):
     """``should_stop`` asked the loop to stop; the last checkpoint is kept for ``--resume``."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; defaults are the tuned configuration for 2 CPU cores."""
-
-    corpus: str
-    out: str = "models/lyrics.pt"
-    cell: str = "lstm"
-    layers: int = 1
-    hidden: int = 512
-    embed: int = 256
-    dropout: float = 0.65
-    embed_dropout: float = 0.2
-    tie_weights: bool = True
-    min_count: int = 3
-    unk_rate: float = 0.5
-    seq_len: int = 32
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.1
-    clip: float = 0.5
-    epochs: int = 40
-    patience: int = 4
-    lr_patience: int = 1
-    lr_factor: float = 0.3
-    heldout_fraction: float = 0.1
-    ngram_order: int = 3
-    cache_weight: float = 0.1
-    device: str = "auto"
-    seed: int = 0
-    threads: int = 0
-    resume: bool = False
-    max_minutes: float = 0.0
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.layers >= 1, "--layers must be at least 1"),
-            (self.hidden >= 1 and self.embed >= 1, "--hidden and --embed must be positive"),
-            (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
-            (self.seq_len >= 2, "--seq-len must be at least 2"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.patience >= 1, "--patience must be at least 1"),
-            (0 < self.heldout_fraction < 0.5, "the held-out fraction must be in (0, 0.5)"),
-            (self.min_count >= 1, "--min-count must be at least 1"),
-            (0 <= self.cache_weight < 1, "--cache-weight must be in [0, 1)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TrainingError(message)
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return Path(self.out).with_suffix(".ckpt")
-
-    def net_config(self, vocab_size: int) -> NetConfig:
-        return NetConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
-                         embed=self.embed, dropout=self.dropout, embed_dropout=self.embed_dropout,
-                         tie_weights=self.tie_weights)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 @dataclass
@@ -140,17 +72,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class LoopState:
-    """What a resumable checkpoint must restore for the next epoch to be identical."""
-
-    epoch: int = 0
-    best_bpc: float = math.inf
-    bad_epochs: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_state: dict[str, torch.Tensor] | None = None
-
-
 def evaluate_net(net: LyricsNet, heldout: HeldoutSet, device: torch.device,
                  dist: distributed.Context) -> tuple[float, float]:
     """Held-out (loss in nats per token, bits per character); each rank scores its share, sums are reduced."""
@@ -158,8 +79,7 @@ def evaluate_net(net: LyricsNet, heldout: HeldoutSet, device: torch.device,
     log2p = token_log2probs(net, part, device)
     token_bits = dist.sum(-float(log2p.sum()))
     # The loss is per token in nats, like the training loss; bpc also pays for spelling unseen characters.
-    bits = token_bits + heldout.unk_chars * UNK_SPELLING_BITS
-    return token_bits * math.log(2) / len(heldout.ids), bits / heldout.chars
+    return token_bits * math.log(2) / len(heldout.ids), bpc_of(token_bits, heldout)
 
 
 def run_epoch(model: nn.Module, net: LyricsNet, streams: torch.Tensor, rare: torch.Tensor,
@@ -190,7 +110,7 @@ def run_epoch(model: nn.Module, net: LyricsNet, streams: torch.Tensor, rare: tor
         nn.utils.clip_grad_norm_(net.parameters(), config.clip)
         optimizer.step()
         total += value
-        emit({"event": "step", "epoch": epoch, "step": step + 1, "steps": steps, "loss": value})
+        emit(StepEvent(epoch=epoch, step=step + 1, steps=steps, loss=value))
     return dist.mean(total / steps)
 
 
@@ -218,7 +138,7 @@ def train(config: TrainConfig,
     ckpt_path = config.checkpoint_path
     if config.resume:
         loop = checkpoint.load_checkpoint(ckpt_path, net, optimizer, scheduler, data.vocab.itos)
-        emit({"event": "resume", "epoch": loop.epoch, "path": str(ckpt_path)})
+        emit(ResumeEvent(epoch=loop.epoch, path=str(ckpt_path)))
     if dist.rank:
         # Every rank starts from rank 0's weights (DDP broadcasts them); dropout must differ per rank.
         seed_everything(config.seed + 1_000_003 * dist.rank + loop.epoch)
@@ -230,10 +150,9 @@ def train(config: TrainConfig,
     streams = streams[dist.rank * rows:(dist.rank + 1) * rows].to(device)
     rare = data.rare.to(device)
     steps_per_epoch = math.ceil((streams.size(1) - 1) / config.seq_len)
-    emit({"event": "start", "vocab": len(data.vocab), "train_tokens": len(data.train_ids),
-          "heldout_tokens": len(data.heldout.ids), "heldout_chars": data.heldout.chars,
-          "steps_per_epoch": steps_per_epoch, "epochs": config.epochs, "device": str(device),
-          "trigram_bpc": data.trigram_bpc, "world_size": dist.world_size})
+    emit(StartEvent(vocab=len(data.vocab), train_tokens=len(data.train_ids), heldout_tokens=len(data.heldout.ids),
+                    heldout_chars=data.heldout.chars, steps_per_epoch=steps_per_epoch, epochs=config.epochs,
+                    device=str(device), trigram_bpc=data.trigram_bpc, world_size=dist.world_size))
     started = time.monotonic()
 
     while loop.epoch < config.epochs:
@@ -259,17 +178,17 @@ def train(config: TrainConfig,
                   "bpc": bpc, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": time.monotonic() - epoch_start}
         loop.history.append(record)
-        emit({"event": "epoch", **record, "epochs": config.epochs, "best_bpc": loop.best_bpc,
-              "improved": improved, "elapsed": time.monotonic() - started})
+        emit(EpochEvent(**record, epochs=config.epochs, best_bpc=loop.best_bpc, improved=improved,
+                        elapsed=time.monotonic() - started))
         if dist.is_main:
             checkpoint.save_checkpoint(ckpt_path, net, optimizer, scheduler, loop, data.vocab.itos,
                                        asdict(config))
-            emit({"event": "checkpoint", "epoch": loop.epoch, "path": str(ckpt_path)})
+            emit(CheckpointEvent(epoch=loop.epoch, path=str(ckpt_path)))
         if loop.bad_epochs >= config.patience:
-            emit({"event": "early_stop", "epoch": loop.epoch, "best_bpc": loop.best_bpc})
+            emit(EarlyStopEvent(epoch=loop.epoch, best_bpc=loop.best_bpc))
             break
         if dist.agree(bool(config.max_minutes) and time.monotonic() - started > config.max_minutes * 60):
-            emit({"event": "time_limit", "epoch": loop.epoch})
+            emit(TimeLimitEvent(epoch=loop.epoch))
             break
 
     if loop.best_state is None:
@@ -286,5 +205,7 @@ def train(config: TrainConfig,
     if dist.is_main:
         checkpoint.save_bundle(out, net, data.vocab.itos, data.train_ids, mixture, metrics, loop.history,
                                asdict(config), data.corpus_sha256)
-    emit({"event": "done", "path": str(out), **metrics})
+    emit(DoneEvent(path=str(out), bpc=mixture.bpc, net_bpc=loop.best_bpc, trigram_bpc=data.trigram_bpc,
+                   heldout_chars=data.heldout.chars, unk_chars=data.heldout.unk_chars, epochs=loop.epoch,
+                   seconds=metrics["seconds"]))
     return out

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from model.train import TrainConfig, train
+from model.config import TrainConfig
+from model.train import train
 from tests.fakediscord.fixtures import *  # noqa: F401,F403  (fake_discord, running_bot)
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from model.checkpoint import load_bundle, safe_load
-from model.train import TrainConfig, TrainingCancelled, TrainingError, train
+from model.config import TrainConfig, TrainingError
+from model.events import CheckpointEvent, DoneEvent, EarlyStopEvent, EpochEvent, ResumeEvent, StartEvent
+from model.train import TrainingCancelled, train
 from tests.conftest import tiny_config
 
 WORDS = ["窗外", "的", "雨", "下", "个", "不停", "我", "在", "街角", "等", "你", "回忆", "像", "老歌",
@@ -39,17 +41,17 @@ def run(config, **kwargs):
 
 
 def epochs(events):
-    return [e for e in events if e["event"] == "epoch"]
+    return [e for e in events if isinstance(e, EpochEvent)]
 
 
 def test_heldout_loss_falls_and_beats_uniform(corpus, tmp_path):
     events = run(tiny_config(corpus, tmp_path / "m.pt", epochs=4, patience=4))
     history = epochs(events)
-    assert history[-1]["heldout_loss"] < history[0]["heldout_loss"]
-    start = next(e for e in events if e["event"] == "start")
-    assert history[-1]["heldout_loss"] < math.log(start["vocab"]) - 0.5  # well below a uniform guess
+    assert history[-1].heldout_loss < history[0].heldout_loss
+    start = next(e for e in events if isinstance(e, StartEvent))
+    assert history[-1].heldout_loss < math.log(start.vocab) - 0.5  # well below a uniform guess
     done = events[-1]
-    assert done["event"] == "done" and done["bpc"] <= done["net_bpc"] + 1e-9
+    assert isinstance(done, DoneEvent) and done.bpc <= done.net_bpc + 1e-9
 
 
 def test_bundle_is_self_describing(corpus, tmp_path):
@@ -59,7 +61,7 @@ def test_bundle_is_self_describing(corpus, tmp_path):
     assert bundle.metrics["bpc"] > 0 and bundle.metrics["trigram_bpc"] > 0
     assert len(bundle.corpus_sha256) == 64 and len(bundle.sha256) == 64
     assert bundle.history[0]["epoch"] == 1
-    assert math.isclose(sum(bundle.mixture["weights"].values()), 1.0, abs_tol=1e-6)
+    assert math.isclose(sum(bundle.mixture.weights.values()), 1.0, abs_tol=1e-6)
 
 
 def test_early_stopping_triggers(corpus, tmp_path):
@@ -67,12 +69,12 @@ def test_early_stopping_triggers(corpus, tmp_path):
     config = tiny_config(corpus, tmp_path / "m.pt", epochs=40, patience=1, hidden=256, embed=128, dropout=0.0,
                          embed_dropout=0.0, weight_decay=0.0, lr=0.01, lr_patience=10, min_count=1)
     events = run(config)
-    stops = [e for e in events if e["event"] == "early_stop"]
+    stops = [e for e in events if isinstance(e, EarlyStopEvent)]
     assert stops, "training never stopped early"
     history = epochs(events)
     assert len(history) < 40
-    best = min(e["bpc"] for e in history)
-    assert history[-1]["bpc"] > best
+    best = min(e.bpc for e in history)
+    assert history[-1].bpc > best
     assert load_bundle(tmp_path / "m.pt").metrics["net_bpc"] == pytest.approx(best)
 
 
@@ -80,11 +82,11 @@ def test_resume_gives_the_same_next_loss(corpus, tmp_path):
     straight = epochs(run(tiny_config(corpus, tmp_path / "a.pt", epochs=3, patience=5)))
     run(tiny_config(corpus, tmp_path / "b.pt", epochs=2, patience=5))
     resumed = run(tiny_config(corpus, tmp_path / "b.pt", epochs=3, patience=5, resume=True))
-    assert resumed[0]["event"] == "resume" and resumed[0]["epoch"] == 2
+    assert isinstance(resumed[0], ResumeEvent) and resumed[0].epoch == 2
     third = epochs(resumed)
-    assert [e["epoch"] for e in third] == [3]
-    assert third[0]["train_loss"] == pytest.approx(straight[2]["train_loss"], rel=1e-6)
-    assert third[0]["heldout_loss"] == pytest.approx(straight[2]["heldout_loss"], rel=1e-6)
+    assert [e.epoch for e in third] == [3]
+    assert third[0].train_loss == pytest.approx(straight[2].train_loss, rel=1e-6)
+    assert third[0].heldout_loss == pytest.approx(straight[2].heldout_loss, rel=1e-6)
 
 
 def test_resume_refuses_another_network_shape(corpus, tmp_path):
@@ -101,7 +103,7 @@ def test_cancel_keeps_a_usable_checkpoint(corpus, tmp_path):
         seen.append(event)
 
     def should_stop():
-        return any(e["event"] == "checkpoint" for e in seen)
+        return any(isinstance(e, CheckpointEvent) for e in seen)
 
     with pytest.raises(TrainingCancelled, match="resume"):
         train(config, on_event=on_event, should_stop=should_stop)
@@ -109,7 +111,7 @@ def test_cancel_keeps_a_usable_checkpoint(corpus, tmp_path):
     assert ckpt["epoch"] == 1
     assert not (tmp_path / "m.pt").exists()
     events = run(tiny_config(corpus, tmp_path / "m.pt", epochs=2, patience=5, resume=True))
-    assert [e["epoch"] for e in epochs(events)] == [2]
+    assert [e.epoch for e in epochs(events)] == [2]
     assert (tmp_path / "m.pt").exists()
 
 

@@ -1,0 +1,158 @@
+"""One record per training run: ``TrainConfig``, and how each of its fields is spelled on the command line.
+
+Every field is a ``python -m model train`` flag (``seq_len`` is ``--seq-len``; a boolean ``resume`` is
+``--resume`` / ``--no-resume``), built from ``dataclasses.fields`` by ``add_arguments``; ``to_argv``
+spells values the same way for a program that starts a run (the bot). A new training option is one new
+field here: the CLI, the bot's command line and the bundle's recorded ``train_config`` all follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .network import CELLS, NetConfig
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN or exploding loss, bad settings); the message says what to change."""
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    """Where a run writing the bundle `out` keeps its resumable checkpoint (models/x.pt -> models/x.ckpt)."""
+    return Path(out).with_suffix(".ckpt")
+
+
+def _option(default: Any = MISSING, help: str = "", **metadata: Any) -> Any:  # noqa: A002 - argparse's word
+    """A field with its command-line help; `flag` respells it, `choices` limits it."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; defaults are the tuned configuration for 2 CPU cores."""
+
+    corpus: str = _option(help=".txt file or .zip of .txt files (UTF-8 or GBK)")
+    out: str = _option("models/lyrics.pt", "bundle path")
+    cell: str = _option("lstm", "recurrent cell", choices=tuple(CELLS))
+    layers: int = 1
+    hidden: int = 512
+    embed: int = 256
+    dropout: float = 0.65
+    embed_dropout: float = 0.2
+    tie_weights: bool = _option(True, "tie input and output embeddings (--no-tie unties them)", flag="tie")
+    min_count: int = 3
+    unk_rate: float = 0.5
+    seq_len: int = 32
+    batch_size: int = _option(32, "the global batch: streams over all processes")
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    clip: float = _option(0.5, "gradient norm clipping")
+    epochs: int = 40
+    patience: int = _option(4, "epochs without a better held-out score before stopping")
+    lr_patience: int = 1
+    lr_factor: float = 0.3
+    heldout_fraction: float = 0.1
+    ngram_order: int = 3
+    cache_weight: float = 0.1
+    device: str = _option("auto", "auto, cpu, cuda or mps")
+    seed: int = 0
+    threads: int = _option(0, "torch threads (0: torch's choice)")
+    resume: bool = _option(False, "continue from the checkpoint beside --out")
+    max_minutes: float = _option(0.0, "stop after the first epoch that ends past this many minutes (0: no limit)")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.layers >= 1, "--layers must be at least 1"),
+            (self.hidden >= 1 and self.embed >= 1, "--hidden and --embed must be positive"),
+            (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+            (self.seq_len >= 2, "--seq-len must be at least 2"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
+            (self.clip > 0, "--clip must be a positive number"),
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.patience >= 1, "--patience must be at least 1"),
+            (0 < self.heldout_fraction < 0.5, "the held-out fraction must be in (0, 0.5)"),
+            (self.min_count >= 1, "--min-count must be at least 1"),
+            (0 <= self.cache_weight < 1, "--cache-weight must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(message)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return checkpoint_path(self.out)
+
+    def net_config(self, vocab_size: int) -> NetConfig:
+        return NetConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
+                         embed=self.embed, dropout=self.dropout, embed_dropout=self.embed_dropout,
+                         tie_weights=self.tie_weights)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """A config from `values`, ignoring keys that are not fields (a bundle's record of an older run)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a TrainConfig field: seq_len -> --seq-len (tie_weights -> --tie)."""
+    spelled = _fields()[name].metadata.get("flag", name)
+    return "--" + spelled.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, typed and defaulted from the field."""
+    types = typing.get_type_hints(TrainConfig)
+    for f in _fields().values():
+        kind, help_text = types[f.name], f.metadata.get("help", "")
+        options: dict[str, Any] = {"dest": f.name}
+        if f.default is MISSING:
+            options["required"] = True
+        else:
+            options["default"] = f.default
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction  # --resume and --no-resume
+        else:
+            options["type"] = kind
+            if f.default is not MISSING:
+                help_text = f"{help_text} (default %(default)s)" if help_text else "default %(default)s"
+        if "choices" in f.metadata:
+            options["choices"] = f.metadata["choices"]
+        parser.add_argument(flag(f.name), help=help_text, **options)
+
+
+def from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config a parser built by add_arguments has read."""
+    return TrainConfig(**{name: getattr(args, name) for name in _fields()})
+
+
+def to_argv(values: Mapping[str, Any]) -> list[str]:
+    """`values` (TrainConfig field names) as flags that add_arguments reads back: {"seq_len": 16} -> --seq-len 16.
+
+    Raises KeyError naming a key that is not a TrainConfig field.
+    """
+    argv: list[str] = []
+    for name, value in values.items():
+        if name not in _fields():
+            raise KeyError(f"{name!r} is not a training option (a TrainConfig field)")
+        if isinstance(value, bool):
+            spelled = flag(name)
+            argv.append(spelled if value else "--no-" + spelled.removeprefix("--"))
+        else:
+            argv += [flag(name), str(value)]
+    return argv
+
+
+def _fields() -> dict[str, Field[Any]]:
+    return {f.name: f for f in fields(TrainConfig)}
