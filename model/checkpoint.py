@@ -122,7 +122,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, loop: LoopState, vocab: list[str], train_config: dict) -> None:
+                    scheduler: Any, loop: LoopState, vocab: list[str], train_config: dict,
+                    average: torch.nn.Module | None = None) -> None:
     """Save everything the next epoch needs to continue exactly as if never interrupted."""
     atomic_save({
         "format": CHECKPOINT_FORMAT, "version": VERSION,
@@ -130,11 +131,12 @@ def save_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Opt
         "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "epoch": loop.epoch, "best_bpc": loop.best_bpc, "bad_epochs": loop.bad_epochs,
         "history": loop.history, "best_state": loop.best_state, "rng": _rng_state(),
+        "average": average.state_dict() if average is not None else None,
     }, path)
 
 
 def load_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, vocab: list[str]) -> LoopState:
+                    scheduler: Any, vocab: list[str], average: torch.nn.Module | None = None) -> LoopState:
     """Restore a checkpoint into the given objects; refuse one from another corpus or network shape."""
     ckpt = safe_load(path, CHECKPOINT_FORMAT)
     if ckpt["vocab"] != vocab:
@@ -143,6 +145,10 @@ def load_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Opt
         raise BundleError(f"{path}: was trained with another network shape {ckpt['net_config']}; "
                           "pass the same --cell/--layers/--hidden/--embed or train afresh")
     net.load_state_dict(ckpt["model"])
+    if average is not None:
+        if ckpt.get("average") is None:
+            raise BundleError(f"{path}: was trained without --average; resume with the same options or train afresh")
+        average.load_state_dict(ckpt["average"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     _set_rng_state(ckpt["rng"])

@@ -46,6 +46,10 @@ class TrainConfig:
     dropout: float = 0.65
     embed_dropout: float = 0.2
     tie_weights: bool = _option(True, "tie input and output embeddings (--no-tie unties them)", flag="tie")
+    locked_dropout: bool = _option(False, "one dropout mask per sequence for every time step")
+    weight_drop: float = _option(0.0, "DropConnect on the recurrent weights while training")
+    average: float = _option(0.0, "keep an exponential moving average of the weights with this decay per "
+                                  "batch and serve it (0: off)")
     min_count: int = 3
     unk_rate: float = 0.5
     seq_len: int = 32
@@ -79,6 +83,8 @@ class TrainConfig:
             (self.patience >= 1, "--patience must be at least 1"),
             (0 < self.heldout_fraction < 0.5, "the held-out fraction must be in (0, 0.5)"),
             (self.min_count >= 1, "--min-count must be at least 1"),
+            (0 <= self.weight_drop < 1, "--weight-drop must be in [0, 1)"),
+            (0 <= self.average < 1, "--average must be in [0, 1)"),
             (0 <= self.cache_weight < 1, "--cache-weight must be in [0, 1)"),
         ]
         for ok, message in checks:
@@ -92,7 +98,7 @@ class TrainConfig:
     def net_config(self, vocab_size: int) -> NetConfig:
         return NetConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
                          embed=self.embed, dropout=self.dropout, embed_dropout=self.embed_dropout,
-                         tie_weights=self.tie_weights)
+                         tie_weights=self.tie_weights, locked_dropout=self.locked_dropout)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:

@@ -22,7 +22,12 @@ class CorpusError(ValueError):
 
 @dataclass(frozen=True)
 class Corpus:
-    """Normalised corpus text split by lines into a training part and a held-out tail."""
+    """Normalised corpus text split by lines into a training part and a held-out tail.
+
+    The tail is split again, contiguously, into ``dev`` (its first half: early stopping, mixture weights,
+    every choice that is tuned) and ``test`` (its second half: only reported), so the figures we report
+    were never tuned on.
+    """
 
     train: str
     heldout: str
@@ -31,6 +36,14 @@ class Corpus:
     @property
     def text(self) -> str:
         return self.train + self.heldout
+
+    @property
+    def dev(self) -> str:
+        return split_lines(self.heldout, 0.5)[0] if self.heldout else ""
+
+    @property
+    def test(self) -> str:
+        return split_lines(self.heldout, 0.5)[1] if self.heldout else ""
 
 
 def decode(raw: bytes, name: str) -> str:

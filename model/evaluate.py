@@ -14,7 +14,7 @@ import torch
 
 from .network import LyricsNet
 from .ngram import UNK_SPELLING_BITS
-from .vocab import Vocab
+from .vocab import Vocab, segment
 
 LN2 = math.log(2)
 
@@ -29,12 +29,12 @@ class HeldoutSet:
     unk_chars: int
 
 
-def make_heldout(vocab: Vocab, train_ids: list[int], heldout_words: list[str], heldout_text: str,
+def make_heldout(vocab: Vocab, preceding_ids: list[int], heldout_words: list[str], heldout_text: str,
                  context: int = 200) -> HeldoutSet:
-    """Encode the held-out words and keep the last ``context`` training tokens as warm-up."""
+    """Encode the held-out words and keep the last ``context`` tokens of the text before them as warm-up."""
     encoded = vocab.words_to_ids(heldout_words)
     return HeldoutSet(
-        context_ids=train_ids[-context:],
+        context_ids=preceding_ids[-context:],
         ids=encoded.ids,
         chars=len(heldout_text),
         unk_chars=encoded.ids.count(vocab.unk_id),
@@ -88,3 +88,11 @@ def bpc_of(token_bits: float, heldout: HeldoutSet) -> float:
     Each ``<unk>`` also pays for spelling its character uniformly over the CJK block.
     """
     return (token_bits + heldout.unk_chars * UNK_SPELLING_BITS) / heldout.chars
+
+
+def dev_and_test(vocab: Vocab, train_ids: list[int], dev_text: str, test_text: str) -> tuple[HeldoutSet, HeldoutSet]:
+    """The held-out tail's two halves, each warmed up on the text just before it (test on the end of dev)."""
+    dev_words = segment(dev_text)
+    dev = make_heldout(vocab, train_ids, dev_words, dev_text)
+    test = make_heldout(vocab, train_ids + dev.ids, segment(test_text), test_text)
+    return dev, test

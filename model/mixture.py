@@ -31,6 +31,11 @@ from .ngram import NgramModel, em_weights
 
 COMPONENTS = ("net", "ngram", "cache")
 CACHE_WEIGHT = 0.1
+# What songs are written with (bundle.mixture.sampling). The weights that score best on held-out text
+# are not the ones that sing best: the count models know real phrases, and with the sampler's novelty
+# guard (no 8-character span of the corpus) leaning on them buys fluency without copying. Tuned with
+# `python -m model judge` on the dev seeds; see docs/figures.md.
+SAMPLING_WEIGHTS = {"net": 0.2, "ngram": 0.75, "cache": 0.05}
 
 
 @dataclass
@@ -108,28 +113,38 @@ def mixed_bpc(probs: dict[str, np.ndarray], weights: dict[str, float], heldout: 
     return bits_per_char(torch.from_numpy(np.log2(mixed)), heldout)
 
 
-def fit_mixture(net: LyricsNet, vocab_size: int, train_ids: list[int], heldout: HeldoutSet,
+def fit_mixture(net: LyricsNet, vocab_size: int, train_ids: list[int], dev: HeldoutSet, test: HeldoutSet,
                 device: torch.device, ngram_order: int = 3, cache_order: int = 4,
                 cache_weight: float = CACHE_WEIGHT) -> Mixture:
-    """Score each component on the held-out text, fit the weights, and record what each part buys.
+    """Fit the weights on the dev half of the held-out tail and record on the test half what each part buys.
 
     The network and n-gram weights are fit by EM; the cache keeps the fixed ``cache_weight`` (see
-    CACHE_WEIGHT). ``parts`` records the bpc of each component alone, of the pairs, and of the
-    unconstrained EM optimum, so the note can say what each bought.
+    CACHE_WEIGHT). ``parts`` records the test bpc of each component alone, of the pairs, of the
+    unconstrained EM optimum, of the served mixture and of the served mixture without the cache
+    (``static``: what the model knows, rather than what the song repeats).
     """
-    mixture = Mixture(ngram_order=ngram_order, cache_order=cache_order)
-    probs = component_probs(mixture, net, vocab_size, train_ids, heldout, device)
+    mixture = Mixture(ngram_order=ngram_order, cache_order=cache_order, sampling=dict(SAMPLING_WEIGHTS))
+    dev_probs = component_probs(mixture, net, vocab_size, train_ids, dev, device)
+    test_probs = component_probs(mixture, net, vocab_size, train_ids, test, device)
 
     def fit(names: tuple[str, ...]) -> dict[str, float]:
-        weights = em_weights(np.stack([probs[n] for n in names]))
+        weights = em_weights(np.stack([dev_probs[n] for n in names]))
         return {n: float(w) for n, w in zip(names, weights)}
 
     for names in [("net",), ("ngram",), ("cache",), ("net", "ngram"), ("net", "cache"), COMPONENTS]:
         label = "+".join(names) + (" (EM)" if "cache" in names and len(names) > 1 else "")
-        mixture.parts[label] = mixed_bpc(probs, fit(names), heldout)
+        mixture.parts[label] = mixed_bpc(test_probs, fit(names), test)
     static = fit(("net", "ngram"))
     mixture.weights = {"net": static["net"] * (1 - cache_weight), "ngram": static["ngram"] * (1 - cache_weight),
                        "cache": cache_weight}
-    mixture.bpc = mixed_bpc(probs, mixture.weights, heldout)
+    mixture.bpc = mixed_bpc(test_probs, mixture.weights, test)
     mixture.parts["served"] = mixture.bpc
+    mixture.parts["static"] = mixed_bpc(test_probs, static_weights(mixture.weights), test)
     return mixture
+
+
+def static_weights(weights: dict[str, float]) -> dict[str, float]:
+    """The mixture without the song cache, renormalised: scores what the model knows, not what the text repeats."""
+    kept = {k: w for k, w in weights.items() if k != "cache" and w > 0}
+    total = sum(kept.values())
+    return {k: w / total for k, w in kept.items()} if total > 0 else {"net": 1.0}

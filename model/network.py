@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -25,6 +26,7 @@ class NetConfig:
     dropout: float = 0.5
     embed_dropout: float = 0.1
     tie_weights: bool = True
+    locked_dropout: bool = False  # one dropout mask per sequence for all time steps (variational dropout)
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -64,18 +66,43 @@ class LyricsNet(nn.Module):
             self.decoder = nn.Linear(config.hidden, config.vocab_size)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
 
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout on (batch, time, features); locked: the same features are dropped at every time step,
+        so the recurrent state cannot route around a dropped unit by waiting a step (Gal & Ghahramani)."""
+        p = self.config.dropout
+        if not self.training or p == 0 or not self.config.locked_dropout:
+            return self.drop(x)
+        mask = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - p) / (1 - p)
+        return x * mask
+
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         emb = self.embedding(ids)
         if self.training and self.config.embed_dropout > 0:
             # Drop whole word types, not single coordinates: the model must not lean on any one word.
             keep = torch.rand(self.config.vocab_size, 1, device=ids.device) >= self.config.embed_dropout
             emb = emb * keep[ids] / (1 - self.config.embed_dropout)
-        return self.drop(emb)
+        return self._dropout(emb)
+
+    def set_weight_drop(self, p: float) -> None:
+        """DropConnect on the hidden-to-hidden weights while training (AWD-LSTM's weight drop).
+
+        Dropping recurrent *weights* rather than activations regularises the recurrence itself, once per
+        batch, without touching the fast kernels. Serving never sees it: ``plain_state_dict`` is what bundles keep.
+        """
+        if p <= 0:
+            return
+        for layer in range(self.config.layers):
+            parametrize.register_parametrization(self.rnn, f"weight_hh_l{layer}", _DropConnect(p))
+
+    def plain_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under their plain names (weight drop's parametrisation removed), detached, on the CPU."""
+        return {k.replace("parametrizations.", "").replace(".original", ""): v.detach().clone().cpu()
+                for k, v in self.state_dict().items()}
 
     def features(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Hidden features before the output layer; ids is (batch, time)."""
         out, state = self.rnn(self._embed(ids), state)
-        out = self.drop(out)
+        out = self._dropout(out)
         if self.project is not None:
             out = self.project(out)
         return out, state
@@ -84,6 +111,15 @@ class LyricsNet(nn.Module):
         """Return logits (batch, time, vocab) and the state to carry to the next call."""
         out, state = self.features(ids, state)
         return self.decoder(out), state
+
+
+class _DropConnect(nn.Module):
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return nn.functional.dropout(weight, self.p, self.training)
 
 
 def detach(state: State | None) -> State | None:

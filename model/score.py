@@ -13,28 +13,33 @@ import torch
 
 from .checkpoint import Bundle
 from .corpus import load_corpus
-from .evaluate import make_heldout
-from .mixture import component_probs, mixed_bpc
+from .evaluate import dev_and_test
+from .mixture import component_probs, mixed_bpc, static_weights
 from .ngram import char_ngram_bpc
 from .vocab import Vocab, segment
 
 
 def evaluate_bundle(bundle: Bundle, corpus_path: str, device: torch.device) -> dict[str, Any]:
-    """Score a bundle on a corpus' held-out tail, split as in training, with the bundle's own weights."""
+    """Score a bundle on the test half of a corpus' held-out tail, split as in training, with its own weights.
+
+    ``bpc`` is the served mixture, song cache included; ``static_bpc`` the same without the cache (what
+    the model knows rather than what the held-out text repeats of itself); ``net_bpc`` the network alone.
+    """
     fraction = float(bundle.train_config.get("heldout_fraction", 0.1))
     data = load_corpus(corpus_path, fraction)
     vocab = Vocab(bundle.vocab)
     train_ids = vocab.words_to_ids(segment(data.train)).ids
-    heldout = make_heldout(vocab, train_ids, segment(data.heldout), data.heldout)
+    _, test = dev_and_test(vocab, train_ids, data.dev, data.test)
     mixture = bundle.mixture
-    probs = component_probs(mixture, bundle.net, len(vocab), bundle.train_ids, heldout, device)
+    probs = component_probs(mixture, bundle.net, len(vocab), bundle.train_ids, test, device)
     return {
-        "bpc": mixed_bpc(probs, mixture.weights, heldout),
-        "net_bpc": mixed_bpc(probs, {"net": 1.0}, heldout),
-        "trigram_bpc": char_ngram_bpc(data.train, data.heldout),
-        "chars": heldout.chars,
-        "unk_chars": heldout.unk_chars,
-        "tokens": len(heldout.ids),
+        "bpc": mixed_bpc(probs, mixture.weights, test),
+        "static_bpc": mixed_bpc(probs, static_weights(mixture.weights), test),
+        "net_bpc": mixed_bpc(probs, {"net": 1.0}, test),
+        "trigram_bpc": char_ngram_bpc(data.train + data.dev, data.test),
+        "chars": test.chars,
+        "unk_chars": test.unk_chars,
+        "tokens": len(test.ids),
         "weights": mixture.weights,
         "same_corpus": data.sha256 == bundle.corpus_sha256,
     }

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import checkpoint, corpus, distributed
 from .checkpoint import LoopState
 from .config import TrainConfig, TrainingError
-from .evaluate import HeldoutSet, bpc_of, make_heldout, shard, token_log2probs
+from .evaluate import HeldoutSet, bpc_of, dev_and_test, shard, token_log2probs
 from .events import (CheckpointEvent, DoneEvent, EarlyStopEvent, EpochEvent, Event, ResumeEvent, StartEvent,
                      StepEvent, TimeLimitEvent)
 from .mixture import fit_mixture
@@ -41,22 +42,24 @@ class Prepared:
 
     vocab: Vocab
     train_ids: list[int]
-    heldout: HeldoutSet
+    dev: HeldoutSet  # early stopping, the learning rate, the mixture weights
+    test: HeldoutSet  # only reported
     rare: torch.Tensor  # bool per vocabulary id: seen once in training, sometimes shown as <unk>
     corpus_sha256: str
-    trigram_bpc: float
+    trigram_bpc: float  # the character-trigram bar, on test
 
 
 def prepare(config: TrainConfig) -> Prepared:
-    """Read and split the corpus, build the vocabulary and encode both parts."""
+    """Read and split the corpus, build the vocabulary and encode every part."""
     data = corpus.load_corpus(config.corpus, config.heldout_fraction)
     train_words = segment(data.train)
     vocab = Vocab.build(train_words, config.min_count)
     train_ids = vocab.words_to_ids(train_words).ids
-    heldout = make_heldout(vocab, train_ids, segment(data.heldout), data.heldout)
+    dev, test = dev_and_test(vocab, train_ids, data.dev, data.test)
     counts = Counter(train_ids)
     rare = torch.tensor([counts[i] == 1 for i in range(len(vocab))])
-    return Prepared(vocab, train_ids, heldout, rare, data.sha256, char_ngram_bpc(data.train, data.heldout))
+    return Prepared(vocab, train_ids, dev, test, rare, data.sha256,
+                    char_ngram_bpc(data.train + data.dev, data.test))
 
 
 def batchify(ids: list[int], batch_size: int) -> torch.Tensor:
@@ -84,7 +87,8 @@ def evaluate_net(net: LyricsNet, heldout: HeldoutSet, device: torch.device,
 
 def run_epoch(model: nn.Module, net: LyricsNet, streams: torch.Tensor, rare: torch.Tensor,
               optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int, dist: distributed.Context,
-              emit: Callable[[Event], None], should_stop: Callable[[], bool] | None) -> float:
+              emit: Callable[[Event], None], should_stop: Callable[[], bool] | None,
+              average: AveragedModel | None = None) -> float:
     """One pass over this rank's streams, state carried between batches; returns the mean train loss."""
     net.train()
     device = streams.device
@@ -109,6 +113,8 @@ def run_epoch(model: nn.Module, net: LyricsNet, streams: torch.Tensor, rare: tor
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), config.clip)
         optimizer.step()
+        if average is not None:
+            average.update_parameters(net)
         total += value
         emit(StepEvent(epoch=epoch, step=step + 1, steps=steps, loss=value))
     return dist.mean(total / steps)
@@ -130,14 +136,19 @@ def train(config: TrainConfig,
     seed_everything(config.seed)
     data = prepare(config)
     net = LyricsNet(config.net_config(len(data.vocab))).to(device)
+    net.set_weight_drop(config.weight_drop)
     model = dist.wrap(net)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience)
+    # The served weights: an exponential moving average of the trained ones, which sits in a flatter,
+    # better-generalising spot than any single step's (Polyak averaging, as AWD-LSTM's ASGD).
+    average = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.average), use_buffers=False)
+               if config.average else None)
     loop = LoopState()
     ckpt_path = config.checkpoint_path
     if config.resume:
-        loop = checkpoint.load_checkpoint(ckpt_path, net, optimizer, scheduler, data.vocab.itos)
+        loop = checkpoint.load_checkpoint(ckpt_path, net, optimizer, scheduler, data.vocab.itos, average)
         emit(ResumeEvent(epoch=loop.epoch, path=str(ckpt_path)))
     if dist.rank:
         # Every rank starts from rank 0's weights (DDP broadcasts them); dropout must differ per rank.
@@ -150,8 +161,8 @@ def train(config: TrainConfig,
     streams = streams[dist.rank * rows:(dist.rank + 1) * rows].to(device)
     rare = data.rare.to(device)
     steps_per_epoch = math.ceil((streams.size(1) - 1) / config.seq_len)
-    emit(StartEvent(vocab=len(data.vocab), train_tokens=len(data.train_ids), heldout_tokens=len(data.heldout.ids),
-                    heldout_chars=data.heldout.chars, steps_per_epoch=steps_per_epoch, epochs=config.epochs,
+    emit(StartEvent(vocab=len(data.vocab), train_tokens=len(data.train_ids), heldout_tokens=len(data.dev.ids),
+                    heldout_chars=data.dev.chars, steps_per_epoch=steps_per_epoch, epochs=config.epochs,
                     device=str(device), trigram_bpc=data.trigram_bpc, world_size=dist.world_size))
     started = time.monotonic()
 
@@ -159,19 +170,20 @@ def train(config: TrainConfig,
         epoch_start = time.monotonic()
         try:
             train_loss = run_epoch(model, net, streams, rare, optimizer, config, loop.epoch + 1, dist, emit,
-                                   should_stop)
+                                   should_stop, average)
         except RuntimeError as exc:
             if dist.enabled and not isinstance(exc, (TrainingError, TrainingCancelled)):
                 raise distributed.DistributedError(
                     f"a peer process stopped in epoch {loop.epoch + 1}; resume from {ckpt_path}") from exc
             raise
         loop.epoch += 1
-        heldout_loss, bpc = evaluate_net(net, data.heldout, device, dist)
+        served = average.module if average is not None else net
+        heldout_loss, bpc = evaluate_net(served, data.dev, device, dist)
         scheduler.step(bpc)
         improved = bpc < loop.best_bpc - 1e-4
         if improved:
             loop.best_bpc, loop.bad_epochs = bpc, 0
-            loop.best_state = {k: v.detach().clone().cpu() for k, v in net.state_dict().items()}
+            loop.best_state = served.plain_state_dict()
         else:
             loop.bad_epochs += 1
         record = {"epoch": loop.epoch, "train_loss": train_loss, "heldout_loss": heldout_loss,
@@ -182,7 +194,7 @@ def train(config: TrainConfig,
                         elapsed=time.monotonic() - started))
         if dist.is_main:
             checkpoint.save_checkpoint(ckpt_path, net, optimizer, scheduler, loop, data.vocab.itos,
-                                       asdict(config))
+                                       asdict(config), average)
             emit(CheckpointEvent(epoch=loop.epoch, path=str(ckpt_path)))
         if loop.bad_epochs >= config.patience:
             emit(EarlyStopEvent(epoch=loop.epoch, best_bpc=loop.best_bpc))
@@ -193,19 +205,21 @@ def train(config: TrainConfig,
 
     if loop.best_state is None:
         raise TrainingError("no epoch finished, so there is no model to save")
+    net = LyricsNet(net.config).to(device)  # plain: weight drop was for training only
     net.load_state_dict(loop.best_state)
-    mixture = fit_mixture(net, len(data.vocab), data.train_ids, data.heldout, device, config.ngram_order,
+    mixture = fit_mixture(net, len(data.vocab), data.train_ids, data.dev, data.test, device, config.ngram_order,
                           cache_weight=config.cache_weight)
     metrics = {
-        "bpc": mixture.bpc, "net_bpc": loop.best_bpc, "trigram_bpc": data.trigram_bpc,
-        "heldout_chars": data.heldout.chars, "unk_chars": data.heldout.unk_chars,
+        "bpc": mixture.bpc, "static_bpc": mixture.parts["static"], "net_bpc": mixture.parts["net"],
+        "dev_net_bpc": loop.best_bpc, "trigram_bpc": data.trigram_bpc,
+        "heldout_chars": data.test.chars, "unk_chars": data.test.unk_chars,
         "epochs": loop.epoch, "seconds": time.monotonic() - started,
     }
     out = Path(config.out)
     if dist.is_main:
         checkpoint.save_bundle(out, net, data.vocab.itos, data.train_ids, mixture, metrics, loop.history,
                                asdict(config), data.corpus_sha256)
-    emit(DoneEvent(path=str(out), bpc=mixture.bpc, net_bpc=loop.best_bpc, trigram_bpc=data.trigram_bpc,
-                   heldout_chars=data.heldout.chars, unk_chars=data.heldout.unk_chars, epochs=loop.epoch,
+    emit(DoneEvent(path=str(out), bpc=mixture.bpc, net_bpc=metrics["net_bpc"], trigram_bpc=data.trigram_bpc,
+                   heldout_chars=data.test.chars, unk_chars=data.test.unk_chars, epochs=loop.epoch,
                    seconds=metrics["seconds"]))
     return out
