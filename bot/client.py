@@ -6,6 +6,11 @@
 
 Resources open in `setup_hook` (which discord.py runs after login, before the gateway connects,
 so no command can arrive before the model is loaded) and close in `close()`, in the reverse order.
+
+Every command's failure ends in one place, `LyricsTree.on_error` (button failures are routed there too,
+see bot/views.py): a failed check is answered with its refusal, anything else is logged with its
+traceback and answered with a short apology. Nothing the bot sends can ping anyone: AllowedMentions.none()
+is the client's default for every message, and no call overrides it.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ from typing import Any
 
 import discord
 import yarl
+from discord import app_commands
 from discord.ext import commands
 
+from bot import messages
 from bot.engine import Engine, ModelMissingError
+from bot.permissions import NotAdmin
+from bot.replies import tell
 from bot.settings import Settings
 from bot.store import Store
 from model.checkpoint import BundleError
@@ -46,6 +55,28 @@ def use_discord_endpoints(api: str | None, gateway: str | None) -> None:
         log.warning("using Discord gateway at %s (LYRICS_DISCORD_GATEWAY; for tests only)", gateway)
 
 
+class LyricsTree(app_commands.CommandTree["LyricsBot"]):
+    """The command tree, with the bot's one error path."""
+
+    async def on_error(self, interaction: discord.Interaction[LyricsBot],
+                       error: app_commands.AppCommandError) -> None:
+        if isinstance(error, NotAdmin):
+            await tell(interaction, messages.ADMIN_ONLY)
+            return
+        what = f"/{interaction.command.qualified_name}" if interaction.command else describe(interaction)
+        log.error("%s failed", what, exc_info=getattr(error, "original", error))
+        try:
+            await tell(interaction, messages.INTERNAL_ERROR)
+        except discord.HTTPException:
+            log.warning("could not tell the member about the error either")
+
+
+def describe(interaction: discord.Interaction) -> str:
+    """What the interaction was, for a log line: a button's custom_id, else its type."""
+    custom_id = interaction.data.get("custom_id") if interaction.data else None
+    return f"button {custom_id!r}" if custom_id else f"interaction {interaction.type.name}"
+
+
 class LyricsBot(commands.Bot):
     """The lyrics bot. Pass `engine` or `store` to use ready-made ones; the bot closes them either way.
 
@@ -58,8 +89,9 @@ class LyricsBot(commands.Bot):
         super().__init__(
             command_prefix=commands.when_mentioned,  # no prefix commands; slash commands only
             intents=discord.Intents.default(),  # no privileged intents: nothing here reads messages
-            allowed_mentions=discord.AllowedMentions.none(),
+            allowed_mentions=discord.AllowedMentions.none(),  # every message; a seed like "@everyone" pings nobody
             help_command=None,
+            tree_cls=LyricsTree,
             **options,
         )
         self.settings = settings

@@ -15,8 +15,6 @@ from collections.abc import Mapping, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
 
 def _series(history: Sequence[Mapping[str, float]], key: str) -> tuple[list[float], list[float]]:
     """(epochs, values) for the records that have a finite `key`."""

@@ -27,6 +27,8 @@ from typing import Self
 
 import aiosqlite
 
+DM_GUILD_ID = 0  # the guild_id of songs written in direct messages; no guild has id 0
+
 # -----------------------------------------------------------------------------
 # errors
 
@@ -393,6 +395,17 @@ class Store:
             return None
         return _song(row)
 
+    async def visible_song(self, song_id: int, *, guild_id: int | None, channel_id: int | None) -> Song | None:
+        """The song if it can be seen from where the asker is, else None (exactly like a missing song).
+
+        Songs are visible where they were written: in their guild, or (`guild_id` None: a DM) in their
+        DM channel, so nothing leaks across servers or between members' DMs.
+        """
+        if guild_id is not None:
+            return await self.get_song(song_id, guild_id=guild_id)
+        song = await self.get_song(song_id, guild_id=DM_GUILD_ID)
+        return song if song is not None and song.channel_id == channel_id else None
+
     async def delete_song(self, song_id: int) -> bool:
         """Delete the song and (by cascade) its votes and favourites. False if it wasn't there."""
         async with self._write() as db:
@@ -494,14 +507,3 @@ class Store:
             favourites = await db.execute("DELETE FROM favourites WHERE user_id = ?", (user_id,))
             songs = await db.execute("UPDATE songs SET author_id = NULL WHERE author_id = ?", (user_id,))
             return ForgetReport(votes.rowcount, favourites.rowcount, songs.rowcount)
-
-    async def integrity_check(self) -> str:
-        """SQLite's full integrity check: "ok", or its list of problems one per line."""
-        async with self._read() as db:
-            rows = await db.execute_fetchall("PRAGMA integrity_check")
-        return "\n".join(row[0] for row in rows)
-
-    async def schema_version(self) -> int:
-        """The file's PRAGMA user_version (LATEST_VERSION once open)."""
-        async with self._read() as db:
-            return await _user_version(db)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.conftest import bot_env
-from tests.conftest import REPO
+from tests.bot.helpers import bot_env
+from tests.helpers import REPO
 from tests.fakediscord import FakeDiscord
 
 pytestmark = pytest.mark.slow

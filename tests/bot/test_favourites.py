@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.client import LyricsBot
-from bot.exts.favourites import (FORGET_CANCELLED, NO_FAVOURITES, NOT_YOUR_LIST, NOT_YOUR_QUESTION, PAGE_SIZE,
-                                 not_found)
+from bot.exts.favourites import PAGE_SIZE
+from bot.messages import FORGET_CANCELLED, INTERNAL_ERROR, NO_FAVOURITES, NOT_YOUR_LIST, NOT_YOUR_QUESTION, not_found
 from bot.store import NewSong
-from tests.bot.test_votes import SEED, click, component, ephemeral_text, song_id, write_song
+from tests.bot.helpers import SEED, click, component, ephemeral_text, song_id, write_song
 from tests.fakediscord import FakeDiscord, Interaction, make_user
 
 LISTED = re.compile(r"\*\*#(\d+)\*\*")
@@ -240,3 +241,14 @@ async def test_direct_messages(fake_discord: FakeDiscord, lyrics_bot: LyricsBot)
     assert elsewhere.content == not_found(sid)
     top = await fake_discord.send_slash_command("favourites top", dm=True)
     assert "per server" in (await top.wait_final()).content
+
+
+async def test_failures_of_commands_and_buttons_end_in_one_apology(fake_discord: FakeDiscord,
+                                                                   lyrics_bot: LyricsBot) -> None:
+    """A command and a button that fail (here: the database lost a table) both get the tree's on_error answer."""
+    message = await write_song(fake_discord)
+    await asyncio.to_thread(rows, lyrics_bot, "DROP TABLE favourites")  # the bot keeps serving meanwhile
+    mine = await command(fake_discord, "favourites mine")
+    assert mine.message.ephemeral and mine.content == INTERNAL_ERROR
+    save = await click(fake_discord, message, "save", make_user("bob"))
+    assert await ephemeral_text(save) == INTERNAL_ERROR

@@ -13,7 +13,7 @@ from bot.client import LyricsBot
 from bot.exts.lyrics import Gate, check_options
 from bot.settings import Limits
 from model.sample import SampleRequest
-from tests.bot.conftest import bot_env
+from tests.bot.helpers import bot_env
 from tests.fakediscord import FakeDiscord, make_user
 
 SEED = "窗外的麻雀"
@@ -66,7 +66,7 @@ async def test_lyrics_replies_with_a_stored_song(fake_discord: FakeDiscord, lyri
     # The footer is enough to write the same song again.
     again = await lyrics_bot.engine.generate(
         SampleRequest(seed=SEED, temperature=0.9, length=40, random_seed=random_seed, no_copy=True))
-    assert again.text == song.text
+    assert again.sample.text == song.text
 
 
 @pytest.mark.parametrize(("options", "problem"), [
@@ -211,7 +211,7 @@ def test_bot_env_builds_valid_settings(tmp_path) -> None:
 def test_long_songs_are_cut_at_a_line_break() -> None:
     line = "窗外的麻雀在电线杆上多嘴"  # 12 characters
     text = "\n".join([line] * 400)  # 5,199 characters
-    embed = messages.song_embed(messages.SongView(text=text, temperature=0.8, length=500, random_seed=7))
+    embed = messages.song_embed(messages.SongCard(text=text, temperature=0.8, length=500, random_seed=7))
     description = embed.description
     assert len(description) <= messages.DESCRIPTION_LIMIT
     *kept, mark = description.split("\n")
@@ -230,7 +230,7 @@ def test_fit_lines_never_splits_a_character() -> None:
 
 def test_song_embed_footer() -> None:
     text = "Jay 的雨\n下在心里"
-    embed = messages.song_embed(messages.SongView(text=text, temperature=1.25, length=30, random_seed=99,
+    embed = messages.song_embed(messages.SongCard(text=text, temperature=1.25, length=30, random_seed=99,
                                                   unknown=("J", "a", "y"), song_id=12))
     assert embed.description == text
     assert embed.footer.text.splitlines() == [

@@ -13,9 +13,10 @@ import discord
 import pytest
 
 from bot.client import LyricsBot, create_bot
-from bot.permissions import ADMIN_ONLY, is_admin
+from bot.messages import ADMIN_ONLY
+from bot.permissions import is_admin
 from bot.settings import Settings
-from tests.bot.conftest import bot_env
+from tests.bot.helpers import bot_env
 from tests.fakediscord import FakeDiscord, make_user, running_bot
 from tests.fakediscord import payloads as p
 

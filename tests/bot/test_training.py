@@ -8,6 +8,7 @@ them the child importing torch and jieba. The live bundle is a copy of the sessi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import shutil
@@ -19,15 +20,23 @@ from typing import Any
 
 import pytest
 
+from discord import app_commands
+from discord.ext import commands
+
 from bot.client import LyricsBot, create_bot
 from bot.engine import Engine, load_sampler
-from bot.exts.training import ProgressUpdater, Training, decide_swap, duration, failure_text, progress_bar
-from bot.jobs import JobState, JobStatus
-from bot.plots import PNG_SIGNATURE
+from bot.exts.training import Training
+from bot.exts.training.options import StartOptions, option, slash_options
+from bot.exts.training.progress import ProgressUpdater
+from bot.exts.training.texts import duration, failure_text, progress_bar
+from bot.jobs import JobState, JobStatus, train_argv
 from bot.settings import Settings, SettingsError
+from model import config
+from model.__main__ import build_parser
+import discord
 from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, file_sha256, load_bundle, safe_load
-from tests.bot.conftest import bot_env
-from tests.bot.test_jobs import gone
+from model.events import EpochEvent, StepEvent
+from tests.bot.helpers import PNG_SIGNATURE, bot_env, gone
 from tests.fakediscord import FakeDiscord, SentMessage, make_user, running_bot
 
 ADMINISTRATOR = 1 << 3
@@ -101,6 +110,14 @@ async def test_non_admins_are_refused_and_nothing_starts(fake_discord: FakeDisco
     async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
         command, _ = fake_discord.find_command("train", fake_discord.guild["id"])
         assert int(command["default_member_permissions"]) == ADMINISTRATOR  # the hint to Discord's client
+        # /train start's options, as StartOptions declares them.
+        [start] = [sub for sub in command["options"] if sub["name"] == "start"]
+        options = {option["name"]: option for option in start["options"]}
+        assert list(options) == ["epochs", "cell", "resume", "force"]
+        assert (options["epochs"]["type"], options["epochs"]["min_value"], options["epochs"]["max_value"]) == (4, 1, 500)
+        assert {choice["value"] for choice in options["cell"]["choices"]} == {"gru", "lstm", "rnn"}
+        assert options["resume"]["type"] == options["force"]["type"] == 5
+        assert not any(option.get("required") for option in options.values())
         for name in ("train start", "train status", "train cancel"):
             refusal = await (await fake_discord.send_slash_command(name)).wait_final()
             assert refusal.ephemeral and "Only admins" in refusal.content, name
@@ -281,16 +298,6 @@ async def test_model_info_without_a_model(fake_discord: FakeDiscord, start_bot, 
 # the pure parts
 
 
-def test_decide_swap() -> None:
-    assert decide_swap(None, {"bpc": 9.0}, force=False).swap
-    assert decide_swap({"bpc": 5.0}, {"bpc": 4.0}, force=False).swap
-    worse = decide_swap({"bpc": 4.0}, {"bpc": 5.0}, force=False)
-    assert not worse.swap and "4.000" in worse.reason and "5.000" in worse.reason
-    assert decide_swap({"bpc": 4.0}, {"bpc": 5.0}, force=True).swap
-    assert not decide_swap({"bpc": 4.0}, {"bpc": 4.0}, force=False).swap  # a tie keeps what is known to work
-    assert not decide_swap({"bpc": 4.0}, {"bpc": float("nan")}, force=False).swap
-
-
 def test_texts() -> None:
     assert progress_bar(0.5, width=4) == "██░░" and progress_bar(2.0, width=2) == "██"
     assert (duration(42), duration(185), duration(3720), duration(None)) == ("42s", "3m 05s", "1h 02m", "?")
@@ -300,7 +307,7 @@ def test_texts() -> None:
 
 
 async def test_a_bundle_the_engine_refuses_is_rolled_back(fake_discord: FakeDiscord, tiny_bundle, tmp_path) -> None:
-    """If the engine cannot load the new bundle, the files go back as they were and the old model keeps serving."""
+    """If the engine cannot load the new bundle, the files stay as they were and the old model keeps serving."""
     model = live_bundle(tiny_bundle, tmp_path)
     candidate = tmp_path / "lyrics.candidate.pt"
     (tmp_path / "other").mkdir()
@@ -319,9 +326,52 @@ async def test_a_bundle_the_engine_refuses_is_rolled_back(fake_discord: FakeDisc
     new_hash = file_sha256(candidate)
     async with running_bot(bot, fake_discord):
         with pytest.raises(BundleError):
-            await cog(bot)._install(candidate)
+            await bot.engine.promote(candidate, bot.settings.model_path, force=True)
         assert bot.engine.info.bundle_hash == old_hash
-    assert file_sha256(model) == old_hash and file_sha256(candidate) == new_hash
+        assert file_sha256(model) == old_hash and file_sha256(candidate) == new_hash
+
+        # The same through /train start: the run finishes, the engine refuses its bundle, the admin hears why.
+        inter = await admin_command(fake_discord, "train start", {"epochs": 1, "force": True})
+        final = await inter.wait_final(timeout=90, until=has("Training finished"))
+        assert "its bundle is unusable" in final.content and "refused by this test's engine" in final.content
+        assert bot.engine.info.bundle_hash == old_hash
+    assert file_sha256(model) == old_hash and candidate.is_file() and file_sha256(candidate) != new_hash
+    assert not (tmp_path / "lyrics.previous.pt").exists()
+
+
+def test_start_options() -> None:
+    options = StartOptions(epochs=3, cell="gru", force=True)
+    assert options.child_options() == {"epochs": 3, "cell": "gru"}  # force is the bot's, not the child's
+    assert options.describe() == "3 epochs, cell gru, force"
+    assert StartOptions().child_options() == {} and StartOptions().describe() == "the default settings"
+    # discord.py does not re-check bounds; a hand-made payload could send anything.
+    assert StartOptions(epochs=0, cell="transformer").problems() == [
+        "epochs must be from 1 to 500.", "cell must be one of rnn, gru, lstm."]
+
+
+def test_a_new_start_option_is_one_field() -> None:
+    """A new /train start option is one field of StartOptions: the slash option, our own bounds check and the
+    child's flag (so its TrainConfig field) all follow from it. Here: --clip, which no command offered before."""
+    clip = ("clip", float | None, option("梯度裁剪 · Gradient clipping", minimum=0.05, maximum=5.0))
+    Extended = dataclasses.make_dataclass("Extended", [clip], bases=(StartOptions,), frozen=True)  # noqa: N806
+
+    class Probe(commands.Cog):
+        @app_commands.command(name="start", description="probe")
+        @slash_options(Extended)
+        async def start(self, interaction, **values) -> None: ...
+
+    parameters = {parameter.name: parameter for parameter in Probe.start.parameters}
+    assert list(parameters) == ["epochs", "cell", "resume", "force", "clip"]
+    assert parameters["clip"].type is discord.AppCommandOptionType.number and not parameters["clip"].required
+    assert (parameters["clip"].min_value, parameters["clip"].max_value) == (0.05, 5.0)
+    assert parameters["clip"].description.startswith("梯度裁剪")
+
+    chosen = Extended(epochs=2, clip=0.25)
+    assert Extended(clip=9.0).problems() == ["clip must be from 0.05 to 5.0."]
+    argv = train_argv({"corpus": "c.txt", "out": "o.pt"}, chosen.child_options(), python="py")
+    assert argv[-4:] == ["--epochs", "2", "--clip", "0.25"]
+    child = config.from_args(build_parser().parse_args(argv[3:]))  # what `python -m model train` would run
+    assert (child.clip, child.epochs, child.corpus) == (0.25, 2, "c.txt")
 
 
 def test_training_settings(tmp_path) -> None:
@@ -353,10 +403,12 @@ async def test_progress_edits_are_throttled_and_coalesced() -> None:
     counter = iter(range(1000))
     updater = ProgressUpdater(message, lambda: f"epoch {next(counter)}", interval=0.3)  # type: ignore[arg-type]
     updater.start()
+    epoch = EpochEvent(epoch=1, train_loss=5.0, heldout_loss=5.0, bpc=7.0, lr=0.002, seconds=1.0, epochs=40,
+                       best_bpc=7.0, improved=True, elapsed=1.0)
     for _ in range(20):  # a burst of epochs
-        updater.on_event({"event": "epoch"})
+        updater.on_event(epoch)
         await asyncio.sleep(0.02)
-    updater.on_event({"event": "step"})  # batches alone do not edit (within STEP_REFRESH_S)
+    updater.on_event(StepEvent(epoch=2, step=1, steps=10, loss=5.0))  # batches alone do not edit (within STEP_REFRESH_S)
     await asyncio.sleep(0.4)
     await updater.stop()
     times = [at for at, _ in message.shown]

@@ -4,63 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
-from typing import Any
 
 import discord
 
 from bot.client import LyricsBot
-from bot.exts.favourites import DELETE_REFUSED, SELF_VOTE
-from tests.fakediscord import FakeDiscord, Interaction, SentMessage, make_user
-from tests.fakediscord.rules import walk_components
-
-SEED = "窗外的麻雀"
-VOTE_ID = re.compile(r"song:vote:(?P<id>\d+)")
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers (test_favourites.py uses them too)
-
-
-async def write_song(fake: FakeDiscord, *, user: dict[str, Any] | None = None, **options: Any) -> SentMessage:
-    """/lyrics through the fake; returns the (public) reply."""
-    inter = await fake.send_slash_command("lyrics", {"seed": SEED, "length": 10, **options}, user=user)
-    message = await inter.wait_final(timeout=30)
-    assert message is not None and not message.ephemeral, message
-    return message
-
-
-def song_id(message: SentMessage) -> int:
-    """The song a message's buttons are about."""
-    [found] = [int(m["id"]) for cid in message.custom_ids() if (m := VOTE_ID.fullmatch(cid))]
-    return found
-
-
-def component(message: SentMessage, custom_id: str) -> dict[str, Any]:
-    return next(c for c in walk_components(message.components) if c.get("custom_id") == custom_id)
-
-
-def vote_label(message: SentMessage) -> str:
-    return component(message, f"song:vote:{song_id(message)}")["label"]
-
-
-async def click(fake: FakeDiscord, message: SentMessage, action: str, user: dict[str, Any], *,
-                permissions: Any = None) -> Interaction:
-    """`user` clicks a song button on `message`; returns once the bot has answered."""
-    inter = await fake.click_button(message, f"song:{action}:{song_id(message)}", user=user, permissions=permissions)
-    await inter.wait_response()
-    return inter
-
-
-async def ephemeral_text(inter: Interaction) -> str:
-    """The text of an interaction's ephemeral answer (type 4)."""
-    message = await inter.wait_final()
-    assert inter.response_type == 4 and message is not None and message.ephemeral, inter
-    return message.content
-
-
-def bob() -> dict[str, Any]:
-    return make_user("bob")
+from bot.messages import DELETE_REFUSED, SELF_VOTE
+from tests.bot.helpers import SEED, bob, click, ephemeral_text, song_id, vote_label, write_song
+from tests.fakediscord import FakeDiscord, make_user
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, SAMPLE_CORPUS
+from tests.helpers import REPO, SAMPLE_CORPUS
 
 TINY = ["--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "16", "--device", "cpu",
         "--threads", "1"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from model.checkpoint import load_bundle, safe_load
-from tests.conftest import REPO
-from tests.model.test_train import write_corpus
+from tests.helpers import REPO
+from tests.helpers import write_corpus
 
 TINY = ["--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "16", "--device", "cpu",
         "--threads", "1", "--min-count", "2", "--seed", "0", "--dropout", "0", "--embed-dropout", "0"]

@@ -10,7 +10,7 @@ from model.__main__ import build_parser
 from model.config import TrainConfig
 from model.events import EVENT_TYPES, DoneEvent, EpochEvent, StepEvent, TimeLimitEvent, parse_event, to_json
 from model.train import train
-from tests.conftest import SAMPLE_CORPUS, tiny_config
+from tests.helpers import SAMPLE_CORPUS, tiny_config
 
 
 def test_training_emits_only_contract_events_and_they_survive_the_wire(tmp_path):

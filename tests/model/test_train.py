@@ -1,5 +1,4 @@
 import math
-import random
 
 import pytest
 import torch
@@ -8,26 +7,7 @@ from model.checkpoint import load_bundle, safe_load
 from model.config import TrainConfig, TrainingError
 from model.events import CheckpointEvent, DoneEvent, EarlyStopEvent, EpochEvent, ResumeEvent, StartEvent
 from model.train import TrainingCancelled, train
-from tests.conftest import tiny_config
-
-WORDS = ["窗外", "的", "雨", "下", "个", "不停", "我", "在", "街角", "等", "你", "回忆", "像", "老歌",
-         "天空", "很", "蓝", "微笑", "甜", "秋天", "琴声", "飘"]
-
-
-def write_corpus(path, lines=400, seed=0):
-    """Lines from a small word list with a learnable pattern (each word tends to follow its predecessor)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(lines):
-        i = rng.randrange(len(WORDS))
-        line = []
-        for _ in range(rng.randint(3, 6)):
-            line.append(WORDS[i])
-            i = (i + rng.choice([1, 1, 1, 2])) % len(WORDS)
-        out.append("".join(line))
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-    return path
-
+from tests.helpers import tiny_config, write_corpus
 
 @pytest.fixture
 def corpus(tmp_path):
