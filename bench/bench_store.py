@@ -24,8 +24,7 @@ from bot.store import NewSong, Store  # noqa: E402
 
 async def main(clicks: int, path: Path) -> None:
     async with await Store.open(path) as store:
-        songs = [await store.add_song(NewSong(1, 2, 3, "seed", 0.8, 100, i, "hash", "歌词" * 100))
-                 for i in range(100)]
+        songs = [await store.add_song(NewSong(1, 2, 3, "seed", 0.8, 100, i, "hash", "歌词" * 100)) for i in range(100)]
         rng = random.Random(0)
         plan = [(rng.choice(songs), 10**17 + rng.randrange(500)) for _ in range(clicks)]
 

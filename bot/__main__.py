@@ -29,8 +29,13 @@ EXIT_FAILED = 1  # the bot could not start or stopped on an error
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bot", description="The lyrics Discord bot.")
-    parser.add_argument("command", nargs="?", choices=("run", "sync"), default="run",
-                        help="run the bot (default), or sync its slash commands globally and exit")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=("run", "sync"),
+        default="run",
+        help="run the bot (default), or sync its slash commands globally and exit",
+    )
     return parser.parse_args(argv)
 
 

@@ -58,8 +58,7 @@ def use_discord_endpoints(api: str | None, gateway: str | None) -> None:
 class LyricsTree(app_commands.CommandTree["LyricsBot"]):
     """The command tree, with the bot's one error path."""
 
-    async def on_error(self, interaction: discord.Interaction[LyricsBot],
-                       error: app_commands.AppCommandError) -> None:
+    async def on_error(self, interaction: discord.Interaction[LyricsBot], error: app_commands.AppCommandError) -> None:
         if isinstance(error, NotAdmin):
             await tell(interaction, messages.ADMIN_ONLY)
             return
@@ -84,8 +83,15 @@ class LyricsBot(commands.Bot):
     no store, no model, no guild sync.
     """
 
-    def __init__(self, settings: Settings, *, engine: Engine | None = None, store: Store | None = None,
-                 serve: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        store: Store | None = None,
+        serve: bool = True,
+        **options: Any,
+    ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,  # no prefix commands; slash commands only
             intents=discord.Intents.default(),  # no privileged intents: nothing here reads messages
@@ -96,8 +102,12 @@ class LyricsBot(commands.Bot):
         )
         self.settings = settings
         self.serve = serve
-        self.engine = engine or Engine(device=settings.device, batching=settings.limits.batching,
-                                       max_batch=settings.limits.max_batch, torch_threads=settings.torch_threads)
+        self.engine = engine or Engine(
+            device=settings.device,
+            batching=settings.limits.batching,
+            max_batch=settings.limits.max_batch,
+            torch_threads=settings.torch_threads,
+        )
         self._store = store
         # Extensions push their own clean-ups here (e.g. stopping training child processes); see close().
         self.cleanups = contextlib.AsyncExitStack()
@@ -134,12 +144,19 @@ class LyricsBot(commands.Bot):
         try:
             await self.engine.load(path)
         except ModelMissingError:
-            log.warning("no model at %s: /lyrics will say how to train one "
-                        "(python -m model train --corpus %s --out %s)", path, self.settings.corpus_path, path)
+            log.warning(
+                "no model at %s: /lyrics will say how to train one (python -m model train --corpus %s --out %s)",
+                path,
+                self.settings.corpus_path,
+                path,
+            )
             return False
         except BundleError as exc:
-            log.error("cannot load the model: %s. /lyrics is unavailable until a good bundle is trained "
-                      "or restored at %s", exc, path)
+            log.error(
+                "cannot load the model: %s. /lyrics is unavailable until a good bundle is trained or restored at %s",
+                exc,
+                path,
+            )
             return False
         return True
 
@@ -151,8 +168,11 @@ class LyricsBot(commands.Bot):
             try:
                 synced = await self.tree.sync(guild=guild)
             except discord.Forbidden:
-                log.error("cannot sync commands to guild %d: invite the bot there with the "
-                          "applications.commands scope, or remove it from LYRICS_GUILD_IDS", guild_id)
+                log.error(
+                    "cannot sync commands to guild %d: invite the bot there with the "
+                    "applications.commands scope, or remove it from LYRICS_GUILD_IDS",
+                    guild_id,
+                )
             else:
                 log.info("synced %d commands to guild %d", len(synced), guild_id)
 

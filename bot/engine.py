@@ -157,8 +157,11 @@ def decide_swap(live: dict[str, Any] | None, candidate: dict[str, Any], *, force
         return SwapDecision(True, "The live model has no held-out bpc to compare against, so the new one is now live.")
     if new < old:
         return SwapDecision(True, f"The new model is better ({new:.3f} < {old:.3f} bpc), so it is now live.")
-    return SwapDecision(False, f"The live model stays: its held-out bpc {old:.3f} is not worse than the new model's "
-                               f"{new:.3f} (lower is better). Use force:true to swap anyway.")
+    return SwapDecision(
+        False,
+        f"The live model stays: its held-out bpc {old:.3f} is not worse than the new model's "
+        f"{new:.3f} (lower is better). Use force:true to swap anyway.",
+    )
 
 
 def sibling(path: Path, tag: str) -> Path:
@@ -178,17 +181,28 @@ def default_torch_threads() -> int:
 class Engine:
     """Owns the live sampler and the worker thread it runs on; see the module docstring."""
 
-    def __init__(self, *, device: str = "cpu", batching: bool = True, max_batch: int = 32,
-                 torch_threads: int = 0, gather_seconds: float = GATHER_SECONDS,
-                 loader: Loader = load_sampler) -> None:
+    def __init__(
+        self,
+        *,
+        device: str = "cpu",
+        batching: bool = True,
+        max_batch: int = 32,
+        torch_threads: int = 0,
+        gather_seconds: float = GATHER_SECONDS,
+        loader: Loader = load_sampler,
+    ) -> None:
         self.device = device
         self.batching = batching
         self.max_batch = max_batch if batching else 1
         self._gather_seconds = gather_seconds if batching else 0.0
         self._loader = loader
         self._threads = torch_threads or default_torch_threads()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lyrics-engine",
-                                            initializer=torch.set_num_threads, initargs=(self._threads,))
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="lyrics-engine",
+            initializer=torch.set_num_threads,
+            initargs=(self._threads,),
+        )
         self._live: tuple[SamplerLike, ModelInfo] | None = None
         self._queue: asyncio.Queue[_Job | None] | None = None  # created on first use, inside the running loop
         self._worker: asyncio.Task[None] | None = None
@@ -229,12 +243,18 @@ class Engine:
         started = time.monotonic()
         sampler = await self._load_sampler(path)
         info = self._go_live(sampler, path)
-        log.info("loaded model %s (bundle %s, %s) in %.1fs", path, info.bundle_hash[:12],
-                 _describe_metrics(info.metrics), time.monotonic() - started)
+        log.info(
+            "loaded model %s (bundle %s, %s) in %.1fs",
+            path,
+            info.bundle_hash[:12],
+            _describe_metrics(info.metrics),
+            time.monotonic() - started,
+        )
         return info
 
-    async def promote(self, candidate: str | os.PathLike[str], live: str | os.PathLike[str], *,
-                      force: bool = False) -> Promotion:
+    async def promote(
+        self, candidate: str | os.PathLike[str], live: str | os.PathLike[str], *, force: bool = False
+    ) -> Promotion:
         """Make the bundle at `candidate` the live model if it is better than the one serving (or `force`).
 
         In order: load the candidate (once, in the worker thread); compare held-out bpc with the live
@@ -258,8 +278,13 @@ class Engine:
             log.error("could not move %s onto %s: %s", candidate, live, exc)
             return Promotion(sampler.bundle, before, decision, error=str(exc))
         info = self._go_live(sampler, live)
-        log.info("promoted %s: bundle %s (%s) is live%s", candidate, info.bundle_hash[:12],
-                 _describe_metrics(info.metrics), f", replacing {before.bundle_hash[:12]}" if before else "")
+        log.info(
+            "promoted %s: bundle %s (%s) is live%s",
+            candidate,
+            info.bundle_hash[:12],
+            _describe_metrics(info.metrics),
+            f", replacing {before.bundle_hash[:12]}" if before else "",
+        )
         return Promotion(sampler.bundle, before, decision, swapped=True)
 
     async def _load_sampler(self, path: Path) -> SamplerLike:
@@ -375,8 +400,12 @@ class Engine:
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         self._live = None
         stats = self.stats
-        log.info("engine closed after %d songs in %d batches (largest %d)", stats.requests, stats.batches,
-                 stats.largest_batch)
+        log.info(
+            "engine closed after %d songs in %d batches (largest %d)",
+            stats.requests,
+            stats.batches,
+            stats.largest_batch,
+        )
 
 
 def _replace_keeping_previous(candidate: Path, live: Path) -> None:

@@ -36,8 +36,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from model import config
-from model.events import (CancelledEvent, CheckpointEvent, DoneEvent, EarlyStopEvent, EpochEvent, ErrorEvent, Event,
-                          ExitCode, ResumeEvent, StartEvent, StepEvent, TimeLimitEvent, parse_event)
+from model.events import (
+    CancelledEvent,
+    CheckpointEvent,
+    DoneEvent,
+    EarlyStopEvent,
+    EpochEvent,
+    ErrorEvent,
+    Event,
+    ExitCode,
+    ResumeEvent,
+    StartEvent,
+    StepEvent,
+    TimeLimitEvent,
+    parse_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +158,13 @@ class JobStatus:
                 self.bpc = _finite(event.bpc, self.bpc)
                 self.best_bpc = _finite(event.best_bpc, self.best_bpc)
                 # The loss curve is drawn from these: finite numbers only.
-                self.history.append({key: float(value) for key, value in asdict(event).items()
-                                     if not isinstance(value, bool) and _finite(value, None) is not None})
+                self.history.append(
+                    {
+                        key: float(value)
+                        for key, value in asdict(event).items()
+                        if not isinstance(value, bool) and _finite(value, None) is not None
+                    }
+                )
             case CheckpointEvent():
                 self.checkpoint = event.path or self.checkpoint
             case EarlyStopEvent():
@@ -179,8 +197,14 @@ class JobEnded:
 # the command line
 
 
-def train_argv(settings: Mapping[str, Any], options: Mapping[str, Any] | None = None, *,
-               extra: Sequence[str] = (), processes: int = 1, python: str = sys.executable) -> list[str]:
+def train_argv(
+    settings: Mapping[str, Any],
+    options: Mapping[str, Any] | None = None,
+    *,
+    extra: Sequence[str] = (),
+    processes: int = 1,
+    python: str = sys.executable,
+) -> list[str]:
     """The child's argv: `python -m model train ...`, or under torchrun when `processes` > 1.
 
     `settings` and `options` are TrainConfig fields (model.config.to_argv spells them). The deployment's
@@ -191,8 +215,14 @@ def train_argv(settings: Mapping[str, Any], options: Mapping[str, Any] | None = 
     if processes > 1:
         # --standalone: a local rendezvous, nothing to configure; --max_restarts=0: a crash is reported, not
         # retried from scratch (the bot's resume:true is the retry, from the last checkpoint).
-        launcher = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                    "--max_restarts=0"]
+        launcher = [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "--max_restarts=0",
+        ]
         return [*launcher, "-m", "model", "train", *flags]
     return [python, "-m", "model", "train", *flags]
 
@@ -207,8 +237,14 @@ Listener = Callable[[Event | JobEnded], None]
 class TrainingJob:
     """A running (or finished) child process and what it reported. Create through JobManager.start."""
 
-    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None, nice: int = NICE_INCREMENT,
-                 stderr_lines: int = STDERR_TAIL_LINES) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        nice: int = NICE_INCREMENT,
+        stderr_lines: int = STDERR_TAIL_LINES,
+    ) -> None:
         self.argv = list(argv)
         self.env = env
         self.nice = nice
@@ -227,9 +263,14 @@ class TrainingJob:
         self.status.started_at = time.monotonic()
         try:
             self.process = await asyncio.create_subprocess_exec(
-                *self.argv, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                limit=LINE_LIMIT, start_new_session=True)
+                *self.argv,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                limit=LINE_LIMIT,
+                start_new_session=True,
+            )
         except OSError as exc:
             self._end(JobState.FAILED, error=f"could not start {self.argv[0]}: {exc}")
             raise
@@ -281,8 +322,11 @@ class TrainingJob:
             log.exception("following the training job failed")
             self._signal_group(signal.SIGKILL)
             readers.cancel()
-            self._end(JobState.FAILED, error=f"the bot could not follow the job ({type(exc).__name__}: {exc})",
-                      returncode=self.process.returncode)
+            self._end(
+                JobState.FAILED,
+                error=f"the bot could not follow the job ({type(exc).__name__}: {exc})",
+                returncode=self.process.returncode,
+            )
             return
         self._settle(returncode)
 
@@ -359,8 +403,13 @@ class TrainingJob:
         if error and not status.error:
             status.error = error
         status.stderr_tail = list(self._stderr)
-        log.log(logging.WARNING if state is JobState.FAILED else logging.INFO,
-                "training job %s (exit %s)%s", state, status.returncode, f": {status.error}" if status.error else "")
+        log.log(
+            logging.WARNING if state is JobState.FAILED else logging.INFO,
+            "training job %s (exit %s)%s",
+            state,
+            status.returncode,
+            f": {status.error}" if status.error else "",
+        )
         self._done.set()
         self._emit(JobEnded(state, status.returncode))
 
@@ -417,8 +466,9 @@ def describe_exit(returncode: int) -> str:
 
 
 def _summary(event: Event) -> str:
-    return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                     for key, value in asdict(event).items())[:300]
+    return ", ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in asdict(event).items()
+    )[:300]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -91,8 +91,13 @@ class SongCard:
 
     @classmethod
     def of(cls, song: Song) -> SongCard:
-        return cls(text=song.text, temperature=song.temperature, length=song.length, random_seed=song.random_seed,
-                   song_id=song.id)
+        return cls(
+            text=song.text,
+            temperature=song.temperature,
+            length=song.length,
+            random_seed=song.random_seed,
+            song_id=song.id,
+        )
 
 
 def song_embed(card: SongCard, *, record: Song | None = None) -> discord.Embed:
@@ -128,8 +133,7 @@ def _add_record(embed: discord.Embed, song: Song) -> None:
     embed.add_field(name="Temperature", value=f"{song.temperature:g}")
     embed.add_field(name="Length", value=str(song.length))
     embed.add_field(name="Random seed", value=str(song.random_seed))
-    embed.add_field(name="Model", value=f"`{song.bundle_hash}`" if song.bundle_hash else "(not recorded)",
-                    inline=False)
+    embed.add_field(name="Model", value=f"`{song.bundle_hash}`" if song.bundle_hash else "(not recorded)", inline=False)
 
 
 def preview(song: Song) -> str:
@@ -151,8 +155,10 @@ SHUTTING_DOWN = "The bot is restarting (机器人正在重启): ask again in a m
 INTERNAL_ERROR = "Something went wrong (出错了). It has been logged; please try again."
 UNAVAILABLE = "This button is not available right now (功能暂不可用): try again in a minute."
 # For a member who is not an admin: what it takes, without naming who is one.
-ADMIN_ONLY = ("Only admins can do that (仅限管理员): members with the Administrator permission in this server, "
-              "or users listed in LYRICS_ADMIN_IDS.")
+ADMIN_ONLY = (
+    "Only admins can do that (仅限管理员): members with the Administrator permission in this server, "
+    "or users listed in LYRICS_ADMIN_IDS."
+)
 
 
 def no_model(corpus: Path, model: Path, *, train_command: bool = False) -> str:
@@ -189,15 +195,18 @@ NOT_YOUR_QUESTION = "Only the member who asked to be forgotten can answer this."
 TOP_IN_DMS = "Leaderboards are per server (排行榜只在服务器里): use /favourites top in a server."
 FORGET_QUESTION = (
     "This deletes everything the bot stores about you (删除你的所有数据): your votes and your saved songs "
-    "are deleted, and the songs you asked for stay but no longer name you. It cannot be undone.")
+    "are deleted, and the songs you asked for stay but no longer name you. It cannot be undone."
+)
 FORGET_CANCELLED = "Cancelled: nothing was deleted (已取消)."
 FAVOURITES_TITLE = "⭐ Your saved songs (我的收藏)"
 TOP_FOOTER = "/favourites show id:<n> shows one in full"
 
 
 def not_found(song_id: int) -> str:
-    return (f"There is no song #{song_id} here (找不到这首歌): it was deleted, never existed, "
-            f"or was written in another server.")
+    return (
+        f"There is no song #{song_id} here (找不到这首歌): it was deleted, never existed, "
+        f"or was written in another server."
+    )
 
 
 def removed_text(song_id: int, by: str | None = None) -> str:
@@ -230,5 +239,7 @@ def no_votes_text(period_words: str) -> str:
 
 
 def forgotten_text(votes: int, favourites: int, songs: int) -> str:
-    return (f"Done (已删除): {votes} vote(s) and {favourites} saved song(s) deleted; "
-            f"{songs} song(s) you asked for no longer name you.")
+    return (
+        f"Done (已删除): {votes} vote(s) and {favourites} saved song(s) deleted; "
+        f"{songs} song(s) you asked for no longer name you."
+    )

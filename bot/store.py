@@ -368,8 +368,18 @@ class Store:
             cur = await db.execute(
                 "INSERT INTO songs (guild_id, channel_id, author_id, seed, temperature, length,"
                 " random_seed, bundle_hash, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (song.guild_id, song.channel_id, song.author_id, song.seed, song.temperature, song.length,
-                 song.random_seed, song.bundle_hash, song.text, _ts(self.clock())),
+                (
+                    song.guild_id,
+                    song.channel_id,
+                    song.author_id,
+                    song.seed,
+                    song.temperature,
+                    song.length,
+                    song.random_seed,
+                    song.bundle_hash,
+                    song.text,
+                    _ts(self.clock()),
+                ),
             )
             return cur.lastrowid
 
@@ -472,9 +482,7 @@ class Store:
     async def remove_favourite(self, user_id: int, song_id: int) -> bool:
         """Unsave a song; False if it wasn't saved."""
         async with self._write() as db:
-            cur = await db.execute(
-                "DELETE FROM favourites WHERE user_id = ? AND song_id = ?", (user_id, song_id)
-            )
+            cur = await db.execute("DELETE FROM favourites WHERE user_id = ? AND song_id = ?", (user_id, song_id))
             return cur.rowcount > 0
 
     async def list_favourites(self, user_id: int, *, limit: int = 10, offset: int = 0) -> list[Song]:

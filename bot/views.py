@@ -64,8 +64,7 @@ class ButtonHandler(Protocol):
 
     async def on_favourites_page(self, interaction: discord.Interaction, owner_id: int, page: int) -> None: ...
 
-    async def on_forget_choice(self, interaction: discord.Interaction, owner_id: int,
-                               choice: ForgetChoice) -> None: ...
+    async def on_forget_choice(self, interaction: discord.Interaction, owner_id: int, choice: ForgetChoice) -> None: ...
 
 
 class ButtonError(app_commands.AppCommandError):
@@ -119,30 +118,36 @@ def song_custom_id(action: SongAction, song_id: int) -> str:
     return f"song:{action}:{song_id}"
 
 
-class SongButton(discord.ui.DynamicItem[discord.ui.Button],
-                 template=r"song:(?P<action>vote|save|again|delete):(?P<id>[0-9]+)"):
+class SongButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=r"song:(?P<action>vote|save|again|delete):(?P<id>[0-9]+)"
+):
     """One of the four buttons under a song; the song id and the action are in the custom_id."""
 
     def __init__(self, action: SongAction, song_id: int, *, votes: int = 0) -> None:
         emoji, label, style = _SONG_LOOKS[action]
         if action is SongAction.VOTE:
             label = str(votes)
-        super().__init__(discord.ui.Button(style=style, emoji=emoji, label=label,
-                                           custom_id=song_custom_id(action, song_id)))
+        super().__init__(
+            discord.ui.Button(style=style, emoji=emoji, label=label, custom_id=song_custom_id(action, song_id))
+        )
         self.action = action
         self.song_id = song_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> SongButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> SongButton:
         return cls(SongAction(match["action"]), int(match["id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if self.action is SongAction.AGAIN:
             await _dispatch(interaction, ReplayHandler, lambda handler: handler.on_replay(interaction, self.song_id))
         else:
-            await _dispatch(interaction, ButtonHandler,
-                            lambda handler: handler.on_song_button(interaction, self.action, self.song_id))
+            await _dispatch(
+                interaction,
+                ButtonHandler,
+                lambda handler: handler.on_song_button(interaction, self.action, self.song_id),
+            )
 
 
 def song_view(song_id: int, *, votes: int) -> discord.ui.View:
@@ -157,26 +162,38 @@ def song_view(song_id: int, *, votes: int) -> discord.ui.View:
 # under a page of /favourites mine
 
 
-class FavouritesPageButton(discord.ui.DynamicItem[discord.ui.Button],
-                           template=r"favs:(?P<owner>[0-9]+):(?P<page>[0-9]+):(?P<direction>prev|next)"):
+class FavouritesPageButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"favs:(?P<owner>[0-9]+):(?P<page>[0-9]+):(?P<direction>prev|next)",
+):
     """◀ or ▶ under a page of someone's favourites; the custom_id holds whose list and the page it leads to."""
 
     def __init__(self, owner_id: int, page: int, direction: PageDirection, *, disabled: bool = False) -> None:
         emoji = "◀️" if direction is PageDirection.PREVIOUS else "▶️"
         # The direction keeps the two ids apart when both buttons lead to page 0 (a one-page list).
-        super().__init__(discord.ui.Button(style=discord.ButtonStyle.secondary, emoji=emoji, disabled=disabled,
-                                           custom_id=f"favs:{owner_id}:{page}:{direction}"))
+        super().__init__(
+            discord.ui.Button(
+                style=discord.ButtonStyle.secondary,
+                emoji=emoji,
+                disabled=disabled,
+                custom_id=f"favs:{owner_id}:{page}:{direction}",
+            )
+        )
         self.owner_id = owner_id
         self.page = page
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> FavouritesPageButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> FavouritesPageButton:
         return cls(int(match["owner"]), int(match["page"]), PageDirection(match["direction"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction, ButtonHandler,
-                        lambda handler: handler.on_favourites_page(interaction, self.owner_id, self.page))
+        await _dispatch(
+            interaction,
+            ButtonHandler,
+            lambda handler: handler.on_favourites_page(interaction, self.owner_id, self.page),
+        )
 
 
 def pager_view(owner_id: int, page: int, pages: int) -> discord.ui.View | None:
@@ -185,8 +202,9 @@ def pager_view(owner_id: int, page: int, pages: int) -> discord.ui.View | None:
         return None
     view = discord.ui.View(timeout=None)
     view.add_item(FavouritesPageButton(owner_id, max(page - 1, 0), PageDirection.PREVIOUS, disabled=page == 0))
-    view.add_item(FavouritesPageButton(owner_id, min(page + 1, pages - 1), PageDirection.NEXT,
-                                       disabled=page >= pages - 1))
+    view.add_item(
+        FavouritesPageButton(owner_id, min(page + 1, pages - 1), PageDirection.NEXT, disabled=page >= pages - 1)
+    )
     return view
 
 
@@ -194,8 +212,9 @@ def pager_view(owner_id: int, page: int, pages: int) -> discord.ui.View | None:
 # under the forget-me question
 
 
-class ForgetButton(discord.ui.DynamicItem[discord.ui.Button],
-                   template=r"forget:(?P<owner>[0-9]+):(?P<choice>confirm|cancel)"):
+class ForgetButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=r"forget:(?P<owner>[0-9]+):(?P<choice>confirm|cancel)"
+):
     """Confirm or Cancel for /favourites forget-me; only the member named in the custom_id may press it."""
 
     def __init__(self, owner_id: int, choice: ForgetChoice) -> None:
@@ -208,13 +227,17 @@ class ForgetButton(discord.ui.DynamicItem[discord.ui.Button],
         self.choice = choice
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> ForgetButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ForgetButton:
         return cls(int(match["owner"]), ForgetChoice(match["choice"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction, ButtonHandler,
-                        lambda handler: handler.on_forget_choice(interaction, self.owner_id, self.choice))
+        await _dispatch(
+            interaction,
+            ButtonHandler,
+            lambda handler: handler.on_forget_choice(interaction, self.owner_id, self.choice),
+        )
 
 
 def forget_view(owner_id: int) -> discord.ui.View:

@@ -90,9 +90,16 @@ class TrainConfig:
         return checkpoint_path(self.out)
 
     def net_config(self, vocab_size: int) -> NetConfig:
-        return NetConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
-                         embed=self.embed, dropout=self.dropout, embed_dropout=self.embed_dropout,
-                         tie_weights=self.tie_weights)
+        return NetConfig(
+            vocab_size=vocab_size,
+            cell=self.cell,
+            layers=self.layers,
+            hidden=self.hidden,
+            embed=self.embed,
+            dropout=self.dropout,
+            embed_dropout=self.embed_dropout,
+            tie_weights=self.tie_weights,
+        )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:

@@ -11,14 +11,48 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CORPUS = REPO / "data" / "sample_lyrics.txt"
 REFERENCE_CORPUS = REPO.parent / "shared" / "data" / "jaychou_lyrics.txt.zip"
 
-WORDS = ["窗外", "的", "雨", "下", "个", "不停", "我", "在", "街角", "等", "你", "回忆", "像", "老歌",
-         "天空", "很", "蓝", "微笑", "甜", "秋天", "琴声", "飘"]
+WORDS = [
+    "窗外",
+    "的",
+    "雨",
+    "下",
+    "个",
+    "不停",
+    "我",
+    "在",
+    "街角",
+    "等",
+    "你",
+    "回忆",
+    "像",
+    "老歌",
+    "天空",
+    "很",
+    "蓝",
+    "微笑",
+    "甜",
+    "秋天",
+    "琴声",
+    "飘",
+]
 
 
 def tiny_config(corpus: Path, out: Path, **overrides) -> TrainConfig:
     """A model small enough to train in a second or two on two cores."""
-    values = dict(corpus=str(corpus), out=str(out), hidden=48, embed=24, epochs=3, batch_size=8, seq_len=16,
-                  min_count=2, device="cpu", seed=0, patience=3, threads=1)
+    values = dict(
+        corpus=str(corpus),
+        out=str(out),
+        hidden=48,
+        embed=24,
+        epochs=3,
+        batch_size=8,
+        seq_len=16,
+        min_count=2,
+        device="cpu",
+        seed=0,
+        patience=3,
+        threads=1,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 

@@ -102,8 +102,11 @@ class LabelSync:
 # the cog
 
 
-class Favourites(commands.GroupCog, group_name="favourites",
-                 group_description="收藏与排行榜 · Your saved songs and the server's most-voted ones"):
+class Favourites(
+    commands.GroupCog,
+    group_name="favourites",
+    group_description="收藏与排行榜 · Your saved songs and the server's most-voted ones",
+):
     """The /favourites commands, and the handler of every button in bot/views.py."""
 
     def __init__(self, bot: LyricsBot) -> None:
@@ -114,8 +117,9 @@ class Favourites(commands.GroupCog, group_name="favourites",
 
     async def _visible_song(self, interaction: discord.Interaction, song_id: int) -> Song | None:
         """The song if it belongs where the interaction happens (its guild; in DMs, its DM channel)."""
-        return await self.bot.store.visible_song(song_id, guild_id=interaction.guild_id,
-                                                 channel_id=interaction.channel_id)
+        return await self.bot.store.visible_song(
+            song_id, guild_id=interaction.guild_id, channel_id=interaction.channel_id
+        )
 
     # ---- the buttons under a song
 
@@ -175,11 +179,12 @@ class Favourites(commands.GroupCog, group_name="favourites",
             if not await self.bot.store.delete_song(song_id):
                 await tell(interaction, messages.not_found(song_id))  # someone else deleted it a moment ago
                 return
-            log.info("song %d deleted by user %d (%s)", song_id, interaction.user.id,
-                     "author" if is_author else "admin")
+            log.info(
+                "song %d deleted by user %d (%s)", song_id, interaction.user.id, "author" if is_author else "admin"
+            )
             await interaction.response.edit_message(
-                content=messages.removed_text(song_id, "its author" if is_author else "an admin"),
-                embed=None, view=None)
+                content=messages.removed_text(song_id, "its author" if is_author else "an admin"), embed=None, view=None
+            )
             burst.last = interaction
 
     async def _refresh_song_message(self, song_id: int, interaction: discord.Interaction) -> None:
@@ -187,8 +192,7 @@ class Favourites(commands.GroupCog, group_name="favourites",
         song = await self.bot.store.get_song(song_id)
         try:
             if song is None:
-                await interaction.edit_original_response(content=messages.removed_text(song_id), embed=None,
-                                                         view=None)
+                await interaction.edit_original_response(content=messages.removed_text(song_id), embed=None, view=None)
             else:
                 await interaction.edit_original_response(view=views.song_view(song_id, votes=song.votes))
         except discord.HTTPException as exc:  # the label stays a little off; the next click fixes it
@@ -216,8 +220,11 @@ class Favourites(commands.GroupCog, group_name="favourites",
         pages = math.ceil(total / PAGE_SIZE)
         page = min(max(page, 0), pages - 1)
         songs = await self.bot.store.list_favourites(user_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
-        embed = discord.Embed(title=messages.FAVOURITES_TITLE, colour=messages.EMBED_COLOUR,
-                              description="\n".join(messages.song_line(song) for song in songs))
+        embed = discord.Embed(
+            title=messages.FAVOURITES_TITLE,
+            colour=messages.EMBED_COLOUR,
+            description="\n".join(messages.song_line(song) for song in songs),
+        )
         embed.set_footer(text=messages.favourites_footer(page, pages, total))
         # Songs saved from another server are listed too (they are the member's), but /favourites
         # show only opens songs of the server it is used in.
@@ -235,7 +242,8 @@ class Favourites(commands.GroupCog, group_name="favourites",
         log.info("forgot user %d: %s", owner_id, report)
         await interaction.response.edit_message(
             content=messages.forgotten_text(report.votes_removed, report.favourites_removed, report.songs_anonymised),
-            view=None)
+            view=None,
+        )
 
     # ---- /favourites ...
 
@@ -261,9 +269,11 @@ class Favourites(commands.GroupCog, group_name="favourites",
         if not songs:
             await tell(interaction, messages.no_votes_text(words))
             return
-        embed = discord.Embed(title=messages.top_title(words), colour=messages.EMBED_COLOUR,
-                              description="\n".join(messages.song_line(song, rank)
-                                                    for rank, song in enumerate(songs, 1)))
+        embed = discord.Embed(
+            title=messages.top_title(words),
+            colour=messages.EMBED_COLOUR,
+            description="\n".join(messages.song_line(song, rank) for rank, song in enumerate(songs, 1)),
+        )
         embed.set_footer(text=messages.TOP_FOOTER)
         await interaction.response.send_message(embed=embed)  # public: worth sharing
 
@@ -281,8 +291,7 @@ class Favourites(commands.GroupCog, group_name="favourites",
     @app_commands.command(name="remove", description="取消收藏 · Remove a song from your saved songs")
     @app_commands.rename(song_id="id")
     @app_commands.describe(song_id="歌的编号 · The song's number (see /favourites mine)")
-    async def remove(self, interaction: discord.Interaction,
-                     song_id: app_commands.Range[int, 1, SONG_ID_MAX]) -> None:
+    async def remove(self, interaction: discord.Interaction, song_id: app_commands.Range[int, 1, SONG_ID_MAX]) -> None:
         # Any of the member's saved songs, wherever it was saved: the list is theirs.
         if await self.bot.store.remove_favourite(interaction.user.id, song_id):
             await tell(interaction, messages.unsaved_text(song_id))
@@ -291,8 +300,9 @@ class Favourites(commands.GroupCog, group_name="favourites",
 
     @app_commands.command(name="forget-me", description="删除我的数据 · Delete everything the bot stores about you")
     async def forget_me(self, interaction: discord.Interaction) -> None:
-        await interaction.response.send_message(messages.FORGET_QUESTION, view=views.forget_view(interaction.user.id),
-                                                ephemeral=True)
+        await interaction.response.send_message(
+            messages.FORGET_QUESTION, view=views.forget_view(interaction.user.id), ephemeral=True
+        )
 
 
 async def setup(bot: LyricsBot) -> None:

@@ -61,14 +61,18 @@ def check_options(seed: str, temperature: float, length: float) -> list[str]:
     if bad is not None:
         problems.append(f"The seed contains a control character (U+{ord(bad):04X}): remove it and type plain text.")
     if not math.isfinite(temperature):
-        problems.append(f"The temperature must be a number from {TEMPERATURE_MIN} to {TEMPERATURE_MAX}, not {temperature}.")
+        problems.append(
+            f"The temperature must be a number from {TEMPERATURE_MIN} to {TEMPERATURE_MAX}, not {temperature}."
+        )
     elif not TEMPERATURE_MIN <= temperature <= TEMPERATURE_MAX:
         problems.append(
             f"The temperature {temperature:g} is out of range: choose from {TEMPERATURE_MIN} (safe) "
-            f"to {TEMPERATURE_MAX} (wild).")
+            f"to {TEMPERATURE_MAX} (wild)."
+        )
     if not (math.isfinite(length) and length == int(length) and LENGTH_MIN <= length <= LENGTH_MAX):
-        problems.append(f"The length {length:g} is out of range: choose a whole number of words from "
-                        f"{LENGTH_MIN} to {LENGTH_MAX}.")
+        problems.append(
+            f"The length {length:g} is out of range: choose a whole number of words from {LENGTH_MIN} to {LENGTH_MAX}."
+        )
     return problems
 
 
@@ -157,8 +161,9 @@ class Lyrics(commands.Cog):
         if self.bot.shutting_down:  # the store may be closing
             await tell(interaction, messages.SHUTTING_DOWN)
             return
-        song = await self.bot.store.visible_song(song_id, guild_id=interaction.guild_id,
-                                                 channel_id=interaction.channel_id)
+        song = await self.bot.store.visible_song(
+            song_id, guild_id=interaction.guild_id, channel_id=interaction.channel_id
+        )
         if song is None:
             await tell(interaction, messages.not_found(song_id))
             return
@@ -195,8 +200,9 @@ class Lyrics(commands.Cog):
         # The "is thinking..." placeholder; generation may take seconds. thinking=True matters for a button
         # click, whose plain defer() would only acknowledge the click instead of promising a new message.
         await interaction.response.defer(thinking=True)
-        request = SampleRequest(seed=seed, temperature=temperature, length=length,
-                                random_seed=secrets.randbelow(RANDOM_SEEDS), no_copy=True)
+        request = SampleRequest(
+            seed=seed, temperature=temperature, length=length, random_seed=secrets.randbelow(RANDOM_SEEDS), no_copy=True
+        )
         try:
             generation = await self.bot.engine.generate(request)
         except SamplingError as exc:  # the model's own checks (e.g. a seed it cannot encode at all)
@@ -210,8 +216,14 @@ class Lyrics(commands.Cog):
             return
         sample = generation.sample
         song_id = await self._store(interaction, request, sample.text, generation.model.bundle_hash)
-        card = messages.SongCard(text=sample.text, temperature=temperature, length=length,
-                                 random_seed=request.random_seed, unknown=tuple(sample.unknown), song_id=song_id)
+        card = messages.SongCard(
+            text=sample.text,
+            temperature=temperature,
+            length=length,
+            random_seed=request.random_seed,
+            unknown=tuple(sample.unknown),
+            song_id=song_id,
+        )
         # A song that could not be stored gets no buttons: they would point at no row.
         buttons = views.song_view(song_id, votes=0) if song_id is not None else None
         message = await interaction.edit_original_response(embed=messages.song_embed(card), view=buttons)
@@ -221,13 +233,21 @@ class Lyrics(commands.Cog):
             except StoreError:
                 log.exception("could not record the message of song %d", song_id)
 
-    async def _store(self, interaction: discord.Interaction, request: SampleRequest, text: str,
-                     bundle_hash: str) -> int | None:
+    async def _store(
+        self, interaction: discord.Interaction, request: SampleRequest, text: str, bundle_hash: str
+    ) -> int | None:
         """Keep the song (later buttons vote on it by id). A failure costs the buttons, not the song."""
         song = NewSong(
-            guild_id=interaction.guild_id or DM_GUILD_ID, channel_id=interaction.channel_id or 0,
-            author_id=interaction.user.id, seed=request.seed, temperature=request.temperature,
-            length=request.length, random_seed=request.random_seed, bundle_hash=bundle_hash, text=text)
+            guild_id=interaction.guild_id or DM_GUILD_ID,
+            channel_id=interaction.channel_id or 0,
+            author_id=interaction.user.id,
+            seed=request.seed,
+            temperature=request.temperature,
+            length=request.length,
+            random_seed=request.random_seed,
+            bundle_hash=bundle_hash,
+            text=text,
+        )
         try:
             return await self.bot.store.add_song(song)
         except (StoreError, sqlite3.Error) as exc:
@@ -236,8 +256,9 @@ class Lyrics(commands.Cog):
 
     def _no_model_text(self) -> str:
         settings = self.bot.settings
-        return messages.no_model(settings.corpus_path, settings.model_path,
-                                 train_command=self.bot.tree.get_command("train") is not None)
+        return messages.no_model(
+            settings.corpus_path, settings.model_path, train_command=self.bot.tree.get_command("train") is not None
+        )
 
 
 async def setup(bot: LyricsBot) -> None:

@@ -20,6 +20,7 @@ from bot.settings import Settings
 from tests.bot.helpers import assert_well_behaved, bot_env
 from tests.fakediscord import FakeDiscord, running_bot
 
+
 @pytest.fixture
 def start_bot(fake_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path):
     """`async with start_bot(**env_overrides) as bot:` runs the real bot, with the tiny model, on the fake Discord.

@@ -76,8 +76,9 @@ def vote_label(message: SentMessage) -> str:
     return component(message, f"song:vote:{song_id(message)}")["label"]
 
 
-async def click(fake: FakeDiscord, message: SentMessage, action: str, user: dict[str, Any], *,
-                permissions: Any = None) -> Interaction:
+async def click(
+    fake: FakeDiscord, message: SentMessage, action: str, user: dict[str, Any], *, permissions: Any = None
+) -> Interaction:
     """`user` clicks a song button on `message`; returns once the bot has answered."""
     inter = await fake.click_button(message, f"song:{action}:{song_id(message)}", user=user, permissions=permissions)
     await inter.wait_response()
@@ -101,8 +102,18 @@ def bob() -> dict[str, Any]:
 
 def standin_bundle(sha256: str, **metrics: float) -> Bundle:
     """A Bundle with no network, for the engine's tests: its hash and metrics are all the engine reads."""
-    return Bundle(net=None, vocab=[], train_ids=[], mixture=Mixture(), metrics=dict(metrics),  # type: ignore[arg-type]
-                  history=[], train_config={}, corpus_sha256="", created_at="", sha256=sha256)
+    return Bundle(
+        net=None,
+        vocab=[],
+        train_ids=[],
+        mixture=Mixture(),
+        metrics=dict(metrics),  # type: ignore[arg-type]
+        history=[],
+        train_config={},
+        corpus_sha256="",
+        created_at="",
+        sha256=sha256,
+    )
 
 
 def gone(pid: int) -> bool:

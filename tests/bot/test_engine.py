@@ -191,7 +191,10 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 
 def promoting_engine(live_bpc: float, candidate_bpc: float) -> Engine:
-    samplers = {"lyrics": StandInSampler("old", bpc=live_bpc), "lyrics.candidate": StandInSampler("new", bpc=candidate_bpc)}
+    samplers = {
+        "lyrics": StandInSampler("old", bpc=live_bpc),
+        "lyrics.candidate": StandInSampler("new", bpc=candidate_bpc),
+    }
     return make_engine(samplers)
 
 

@@ -16,8 +16,20 @@ import pytest
 
 from bot import jobs
 from bot.jobs import JobBusyError, JobEnded, JobManager, JobState, JobStatus, train_argv
-from model.events import (EVENT_TYPES, CancelledEvent, DoneEvent, EpochEvent, ErrorEvent, ExitCode, ResumeEvent,
-                          StartEvent, StepEvent, TimeLimitEvent, parse_event, to_json)
+from model.events import (
+    EVENT_TYPES,
+    CancelledEvent,
+    DoneEvent,
+    EpochEvent,
+    ErrorEvent,
+    ExitCode,
+    ResumeEvent,
+    StartEvent,
+    StepEvent,
+    TimeLimitEvent,
+    parse_event,
+    to_json,
+)
 from tests.bot.helpers import gone, job_events
 from tests.helpers import REPO
 
@@ -28,20 +40,41 @@ def child(script: str) -> list[str]:
 
 
 def start_event(epochs: int = 2, steps_per_epoch: int = 3, trigram_bpc: float = 7.5) -> StartEvent:
-    return StartEvent(vocab=100, train_tokens=1000, heldout_tokens=100, heldout_chars=150,
-                      steps_per_epoch=steps_per_epoch, epochs=epochs, device="cpu", trigram_bpc=trigram_bpc,
-                      world_size=1)
+    return StartEvent(
+        vocab=100,
+        train_tokens=1000,
+        heldout_tokens=100,
+        heldout_chars=150,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        device="cpu",
+        trigram_bpc=trigram_bpc,
+        world_size=1,
+    )
 
 
 def epoch_event(epoch: int, epochs: int, bpc: float = 8.25) -> EpochEvent:
-    return EpochEvent(epoch=epoch, train_loss=6.0, heldout_loss=5.5, bpc=bpc, lr=0.002, seconds=1.5, epochs=epochs,
-                      best_bpc=bpc, improved=True, elapsed=3.0)
+    return EpochEvent(
+        epoch=epoch,
+        train_loss=6.0,
+        heldout_loss=5.5,
+        bpc=bpc,
+        lr=0.002,
+        seconds=1.5,
+        epochs=epochs,
+        best_bpc=bpc,
+        improved=True,
+        elapsed=3.0,
+    )
 
 
 START = to_json(start_event())
 EPOCH = to_json(epoch_event(1, 2))
-DONE = to_json(DoneEvent(path="out.pt", bpc=6.0, net_bpc=8.25, trigram_bpc=7.5, heldout_chars=150, unk_chars=0,
-                         epochs=1, seconds=2.0))
+DONE = to_json(
+    DoneEvent(
+        path="out.pt", bpc=6.0, net_bpc=8.25, trigram_bpc=7.5, heldout_chars=150, unk_chars=0, epochs=1, seconds=2.0
+    )
+)
 
 
 async def test_garbage_on_stdout_is_skipped_not_fatal() -> None:
@@ -66,8 +99,19 @@ async def test_garbage_on_stdout_is_skipped_not_fatal() -> None:
     assert status.ignored_lines >= 6
     assert (status.epoch, status.epochs, status.bpc, status.trigram_bpc) == (1, 2, 8.25, 7.5)
     assert status.result is not None and status.result.bpc == 6.0
-    assert status.history == [{"epoch": 1, "train_loss": 6.0, "heldout_loss": 5.5, "bpc": 8.25, "lr": 0.002,
-                               "seconds": 1.5, "epochs": 2, "best_bpc": 8.25, "elapsed": 3.0}]  # the garbled one left none
+    assert status.history == [
+        {
+            "epoch": 1,
+            "train_loss": 6.0,
+            "heldout_loss": 5.5,
+            "bpc": 8.25,
+            "lr": 0.002,
+            "seconds": 1.5,
+            "epochs": 2,
+            "best_bpc": 8.25,
+            "elapsed": 3.0,
+        }
+    ]  # the garbled one left none
     await manager.close()
 
 
@@ -191,8 +235,9 @@ async def test_a_grandchild_holding_the_pipes_does_not_hang_the_job(monkeypatch)
 
 def test_parse_event() -> None:
     assert parse_event(b'{"event": "time_limit", "epoch": 3}') == TimeLimitEvent(epoch=3)
-    assert parse_event(DONE) == DoneEvent(path="out.pt", bpc=6.0, net_bpc=8.25, trigram_bpc=7.5, heldout_chars=150,
-                                          unk_chars=0, epochs=1, seconds=2.0)
+    assert parse_event(DONE) == DoneEvent(
+        path="out.pt", bpc=6.0, net_bpc=8.25, trigram_bpc=7.5, heldout_chars=150, unk_chars=0, epochs=1, seconds=2.0
+    )
     for line in (b"", b"garbage", b"[]", b'{"event": 3}', b"\xff", b"[" * 100_000, b'{"event": "done", "bpc": 1.5}'):
         assert parse_event(line) is None
 
@@ -218,14 +263,21 @@ def test_resumed_status_counts_only_this_runs_epochs() -> None:
 
 def test_train_argv_single_process_and_torchrun() -> None:
     settings = {"corpus": Path("data/c.txt"), "out": Path("models/x.candidate.pt"), "device": "cpu", "threads": 1}
-    argv = train_argv(settings, {"epochs": 5, "cell": "gru", "resume": True}, extra=("--hidden", "32", "--epochs", "99"),
-                      python="py")
+    argv = train_argv(
+        settings, {"epochs": 5, "cell": "gru", "resume": True}, extra=("--hidden", "32", "--epochs", "99"), python="py"
+    )
     assert argv[:4] == ["py", "-m", "model", "train"]
     assert argv[argv.index("--progress") + 1] == "jsonl" and argv[argv.index("--threads") + 1] == "1"
     assert argv[-5:] == ["--epochs", "5", "--cell", "gru", "--resume"]  # after `extra`, so they win
     torchrun = train_argv({"corpus": Path("c.txt"), "out": Path("o.pt")}, processes=4, python="py")
-    assert torchrun[:6] == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
-                            "--max_restarts=0"]
+    assert torchrun[:6] == [
+        "py",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=4",
+        "--max_restarts=0",
+    ]
     assert torchrun[6:10] == ["-m", "model", "train", "--corpus"]
 
 
@@ -236,8 +288,11 @@ def test_train_argv_single_process_and_torchrun() -> None:
 def test_the_reader_knows_every_event_train_py_emits() -> None:
     """Every event class model/train.py constructs is one the reader parses: nothing it says is dropped."""
     tree = ast.parse((REPO / "model" / "train.py").read_text(encoding="utf-8"))
-    emitted = {node.func.id for node in ast.walk(tree)
-               if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.endswith("Event")}
+    emitted = {
+        node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.endswith("Event")
+    }
     known = {cls.__name__ for cls in EVENT_TYPES.values()}
     assert "TimeLimitEvent" in emitted and emitted <= known, emitted - known
 
@@ -247,8 +302,16 @@ async def test_the_real_training_child_reports_through_the_contract(tmp_path: Pa
     from tests.helpers import SAMPLE_CORPUS
 
     settings = {"corpus": SAMPLE_CORPUS, "out": tmp_path / "m.pt", "device": "cpu", "threads": 1}
-    options = {"epochs": 3, "max_minutes": 1e-9, "hidden": 16, "embed": 8, "batch_size": 8, "seq_len": 16,
-               "min_count": 2, "clip": 0.3}
+    options = {
+        "epochs": 3,
+        "max_minutes": 1e-9,
+        "hidden": 16,
+        "embed": 8,
+        "batch_size": 8,
+        "seq_len": 16,
+        "min_count": 2,
+        "clip": 0.3,
+    }
     job = await JobManager().start(train_argv(settings, options), env=CHILD_ENV)
     kinds = [type(event) async for event in job_events(job)]
     status = await job.wait()

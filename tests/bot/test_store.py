@@ -49,8 +49,17 @@ class Clock:
 
 
 def new_song(author: int | None = ALICE, guild: int = GUILD, text: str = "窗外的麻雀 在电线杆上多嘴") -> NewSong:
-    return NewSong(guild_id=guild, channel_id=3_300_000_000_000_000_001, author_id=author, seed="窗外",
-                   temperature=0.8, length=120, random_seed=1234, bundle_hash="ab12cd34", text=text)
+    return NewSong(
+        guild_id=guild,
+        channel_id=3_300_000_000_000_000_001,
+        author_id=author,
+        seed="窗外",
+        temperature=0.8,
+        length=120,
+        random_seed=1234,
+        bundle_hash="ab12cd34",
+        text=text,
+    )
 
 
 @pytest.fixture
@@ -344,7 +353,11 @@ async def test_favourites_newest_saved_first_with_pages(store: Store) -> None:
 
     pages = [await store.list_favourites(BOB, limit=3, offset=o) for o in (0, 3, 6, 9)]
     assert [[s.id for s in page] for page in pages] == [
-        [ids[4], ids[2], ids[5]], [ids[1], ids[6], ids[0]], [ids[3]], []]
+        [ids[4], ids[2], ids[5]],
+        [ids[1], ids[6], ids[0]],
+        [ids[3]],
+        [],
+    ]
     assert pages[0][0].votes == 1
     assert await store.count_favourites(BOB) == 7
     assert [s.id for s in await store.list_favourites(CAROL)] == [ids[0]]
@@ -417,8 +430,14 @@ def test_acknowledged_votes_survive_kill_9(tmp_path: Path) -> None:
     script = tmp_path / "child.py"
     script.write_text(CHILD, encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, str(script), str(path)], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     watchdog = threading.Timer(30, child.kill)  # never hang the suite on a stuck child
     watchdog.start()
     try:

@@ -59,8 +59,13 @@ def live_bundle(source: Path, folder: Path, *, bpc: float | None = None) -> Path
 
 
 def training_env(model: Path, **overrides: Any) -> dict[str, Any]:
-    return {"LYRICS_MODEL": model, "LYRICS_COOLDOWN": 0, "LYRICS_TRAIN_ARGS": TINY,
-            "LYRICS_TRAIN_UPDATE_INTERVAL": 0.2, **overrides}
+    return {
+        "LYRICS_MODEL": model,
+        "LYRICS_COOLDOWN": 0,
+        "LYRICS_TRAIN_ARGS": TINY,
+        "LYRICS_TRAIN_UPDATE_INTERVAL": 0.2,
+        **overrides,
+    }
 
 
 def cog(bot: LyricsBot) -> Training:
@@ -105,8 +110,9 @@ async def write_song(fake: FakeDiscord, bot: LyricsBot) -> str:
 # who may
 
 
-async def test_non_admins_are_refused_and_nothing_starts(fake_discord: FakeDiscord, start_bot, tiny_bundle,
-                                                          tmp_path) -> None:
+async def test_non_admins_are_refused_and_nothing_starts(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
     async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
         command, _ = fake_discord.find_command("train", fake_discord.guild["id"])
         assert int(command["default_member_permissions"]) == ADMINISTRATOR  # the hint to Discord's client
@@ -114,7 +120,11 @@ async def test_non_admins_are_refused_and_nothing_starts(fake_discord: FakeDisco
         [start] = [sub for sub in command["options"] if sub["name"] == "start"]
         options = {option["name"]: option for option in start["options"]}
         assert list(options) == ["epochs", "cell", "resume", "force"]
-        assert (options["epochs"]["type"], options["epochs"]["min_value"], options["epochs"]["max_value"]) == (4, 1, 500)
+        assert (options["epochs"]["type"], options["epochs"]["min_value"], options["epochs"]["max_value"]) == (
+            4,
+            1,
+            500,
+        )
         assert {choice["value"] for choice in options["cell"]["choices"]} == {"gru", "lstm", "rnn"}
         assert options["resume"]["type"] == options["force"]["type"] == 5
         assert not any(option.get("required") for option in options.values())
@@ -122,8 +132,9 @@ async def test_non_admins_are_refused_and_nothing_starts(fake_discord: FakeDisco
             refusal = await (await fake_discord.send_slash_command(name)).wait_final()
             assert refusal.ephemeral and "Only admins" in refusal.content, name
         # In a DM only LYRICS_ADMIN_IDS count, whatever permissions the payload claims.
-        dm = await (await fake_discord.send_slash_command("train start", dm=True, permissions=ADMINISTRATOR)
-                    ).wait_final()
+        dm = await (
+            await fake_discord.send_slash_command("train start", dm=True, permissions=ADMINISTRATOR)
+        ).wait_final()
         assert dm.ephemeral and "Only admins" in dm.content
         assert cog(bot).run is None and cog(bot).jobs.current is None  # no process was started
 
@@ -133,8 +144,9 @@ async def test_admin_ids_work_in_dms(fake_discord: FakeDiscord, start_bot, tiny_
     async with start_bot(**env):
         mine = await (await fake_discord.send_slash_command("train status", dm=True)).wait_final()
         assert mine.ephemeral and mine.content.startswith("Idle") and "held-out bpc" in mine.content
-        other = await (await fake_discord.send_slash_command("train status", dm=True, user=fake_discord.owner)
-                       ).wait_final()
+        other = await (
+            await fake_discord.send_slash_command("train status", dm=True, user=fake_discord.owner)
+        ).wait_final()
         assert other.ephemeral and "Only admins" in other.content
         cancel = await (await fake_discord.send_slash_command("train cancel", dm=True)).wait_final()
         assert cancel.ephemeral and "No training job is running" in cancel.content
@@ -144,8 +156,9 @@ async def test_admin_ids_work_in_dms(fake_discord: FakeDiscord, start_bot, tiny_
 # a run from start to swap
 
 
-async def test_a_better_model_goes_live_without_a_restart(fake_discord: FakeDiscord, start_bot, tiny_bundle,
-                                                          tmp_path) -> None:
+async def test_a_better_model_goes_live_without_a_restart(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
     model = live_bundle(tiny_bundle, tmp_path, bpc=99.0)  # any new model beats this
     async with start_bot(**training_env(model)) as bot:
         old_hash = bot.engine.info.bundle_hash
@@ -173,7 +186,8 @@ async def test_a_better_model_goes_live_without_a_restart(fake_discord: FakeDisc
 
 
 async def test_a_worse_model_stays_out_and_progress_outlives_the_reply_token(
-        fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path) -> None:
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
     model = live_bundle(tiny_bundle, tmp_path, bpc=0.5)  # no new model beats this
     async with start_bot(**training_env(model)) as bot:
         old_hash = bot.engine.info.bundle_hash
@@ -183,8 +197,11 @@ async def test_a_worse_model_stays_out_and_progress_outlives_the_reply_token(
         await inter.wait_final(until=has("continues"))
         [channel_message] = [m for m in fake_discord.messages if m.message_type == 0]
         assert "continues" in inter.content and channel_message.id in inter.content  # the reply links to it
-        await fake_discord.wait_until(lambda: "Training finished" in channel_message.content, timeout=90,
-                                      what="the outcome in the channel message")
+        await fake_discord.wait_until(
+            lambda: "Training finished" in channel_message.content,
+            timeout=90,
+            what="the outcome in the channel message",
+        )
         assert bot.engine.info.bundle_hash == old_hash == file_sha256(model)
 
     assert "live model 0.500 → new model" in channel_message.content
@@ -197,8 +214,7 @@ async def test_a_worse_model_stays_out_and_progress_outlives_the_reply_token(
 # cancel, resume, one job at a time, faults
 
 
-async def test_cancel_resume_and_one_job_at_a_time(fake_discord: FakeDiscord, start_bot, tiny_bundle,
-                                                   tmp_path) -> None:
+async def test_cancel_resume_and_one_job_at_a_time(fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path) -> None:
     env = training_env(live_bundle(tiny_bundle, tmp_path), LYRICS_TRAIN_ARGS=TINY + " --patience 500")
     checkpoint = tmp_path / "lyrics.candidate.ckpt"
     async with start_bot(**env) as bot:
@@ -232,8 +248,9 @@ async def test_cancel_resume_and_one_job_at_a_time(fake_discord: FakeDiscord, st
         assert [record["epoch"] for record in status.history] == [done + 1]  # one more epoch, not a fresh start
 
 
-async def test_a_killed_child_is_reported_while_lyrics_keep_answering(fake_discord: FakeDiscord, start_bot,
-                                                                      tiny_bundle, tmp_path) -> None:
+async def test_a_killed_child_is_reported_while_lyrics_keep_answering(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
     async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
         old_hash = bot.engine.info.bundle_hash
         inter = await admin_command(fake_discord, "train start", {"epochs": 500})
@@ -269,8 +286,9 @@ async def test_shutdown_stops_the_child(fake_discord: FakeDiscord, start_bot, ti
 # /model info
 
 
-async def test_model_info_shows_the_live_model_and_its_loss_curve(fake_discord: FakeDiscord, start_bot,
-                                                                  tiny_bundle, tmp_path) -> None:
+async def test_model_info_shows_the_live_model_and_its_loss_curve(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
     model = live_bundle(tiny_bundle, tmp_path)
     bundle = load_bundle(model)
     async with start_bot(**training_env(model)):
@@ -346,7 +364,9 @@ def test_start_options() -> None:
     assert StartOptions().child_options() == {} and StartOptions().describe() == "the default settings"
     # discord.py does not re-check bounds; a hand-made payload could send anything.
     assert StartOptions(epochs=0, cell="transformer").problems() == [
-        "epochs must be from 1 to 500.", "cell must be one of rnn, gru, lstm."]
+        "epochs must be from 1 to 500.",
+        "cell must be one of rnn, gru, lstm.",
+    ]
 
 
 def test_a_new_start_option_is_one_field() -> None:
@@ -375,8 +395,13 @@ def test_a_new_start_option_is_one_field() -> None:
 
 
 def test_training_settings(tmp_path) -> None:
-    env = bot_env(tmp_path, LYRICS_TRAIN_PROCESSES=2, LYRICS_TRAIN_THREADS=1,
-                  LYRICS_TRAIN_ARGS="--hidden 256 --lr=1e-3", LYRICS_TRAIN_UPDATE_INTERVAL=10)
+    env = bot_env(
+        tmp_path,
+        LYRICS_TRAIN_PROCESSES=2,
+        LYRICS_TRAIN_THREADS=1,
+        LYRICS_TRAIN_ARGS="--hidden 256 --lr=1e-3",
+        LYRICS_TRAIN_UPDATE_INTERVAL=10,
+    )
     train = Settings.from_env(env, env_file=None).train
     assert (train.processes, train.threads, train.args, train.update_s) == (2, 1, ("--hidden", "256", "--lr=1e-3"), 10)
     assert Settings.from_env(bot_env(tmp_path), env_file=None).train.processes == 1
@@ -403,12 +428,24 @@ async def test_progress_edits_are_throttled_and_coalesced() -> None:
     counter = iter(range(1000))
     updater = ProgressUpdater(message, lambda: f"epoch {next(counter)}", interval=0.3)  # type: ignore[arg-type]
     updater.start()
-    epoch = EpochEvent(epoch=1, train_loss=5.0, heldout_loss=5.0, bpc=7.0, lr=0.002, seconds=1.0, epochs=40,
-                       best_bpc=7.0, improved=True, elapsed=1.0)
+    epoch = EpochEvent(
+        epoch=1,
+        train_loss=5.0,
+        heldout_loss=5.0,
+        bpc=7.0,
+        lr=0.002,
+        seconds=1.0,
+        epochs=40,
+        best_bpc=7.0,
+        improved=True,
+        elapsed=1.0,
+    )
     for _ in range(20):  # a burst of epochs
         updater.on_event(epoch)
         await asyncio.sleep(0.02)
-    updater.on_event(StepEvent(epoch=2, step=1, steps=10, loss=5.0))  # batches alone do not edit (within STEP_REFRESH_S)
+    updater.on_event(
+        StepEvent(epoch=2, step=1, steps=10, loss=5.0)
+    )  # batches alone do not edit (within STEP_REFRESH_S)
     await asyncio.sleep(0.4)
     await updater.stop()
     times = [at for at, _ in message.shown]

@@ -60,22 +60,23 @@ async def test_concurrent_clicks_are_all_counted(fake_discord: FakeDiscord, lyri
     expected = sum(clicks.count(voter) % 2 for voter in voters)  # an odd number of clicks leaves a vote
     assert len(clicks) == 100 and 0 < expected < 20
 
-    interactions = await asyncio.gather(*(
-        fake_discord.click_button(message, f"song:vote:{sid}", user=voter) for voter in clicks))
+    interactions = await asyncio.gather(
+        *(fake_discord.click_button(message, f"song:vote:{sid}", user=voter) for voter in clicks)
+    )
     answers = await asyncio.gather(*(inter.wait_response(timeout=10) for inter in interactions))
     assert all(answer["type"] == 7 for answer in answers)
     assert max(answer["elapsed"] for answer in answers) < 3
 
     assert (await lyrics_bot.store.get_song(sid)).votes == expected
     # Answers may reach Discord out of order; the bot then edits the message once more with the stored count.
-    await fake_discord.wait_until(lambda: vote_label(message) == str(expected), timeout=5,
-                                  what=f"vote label {expected}")
+    await fake_discord.wait_until(
+        lambda: vote_label(message) == str(expected), timeout=5, what=f"vote label {expected}"
+    )
     await asyncio.sleep(0.3)  # nothing later overwrites it
     assert vote_label(message) == str(expected)
 
 
-async def test_again_writes_a_new_song_with_the_same_settings(fake_discord: FakeDiscord,
-                                                              lyrics_bot: LyricsBot) -> None:
+async def test_again_writes_a_new_song_with_the_same_settings(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
     original = await write_song(fake_discord, temperature=0.9, length=20)
     clicker = bob()
     inter = await click(fake_discord, original, "again", clicker)
@@ -109,8 +110,7 @@ async def test_delete_by_author_other_member_and_admin(fake_discord: FakeDiscord
     assert mine.embeds == [] and mine.components == []  # no song, no buttons
 
     sid = song_id(theirs)
-    by_admin = await click(fake_discord, theirs, "delete", admin,
-                           permissions=discord.Permissions(administrator=True))
+    by_admin = await click(fake_discord, theirs, "delete", admin, permissions=discord.Permissions(administrator=True))
     assert by_admin.response_type == 7
     assert await lyrics_bot.store.get_song(sid) is None
     assert f"Song #{sid} was deleted by an admin" in theirs.content and theirs.components == []

@@ -31,11 +31,14 @@ def test_undecodable_file_is_named(tmp_path):
         load_corpus(archive)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing.txt", "no such file"),
-    (lambda p: (p / "empty.txt").write_text("  \n\r\n\u3000\n") and p / "empty.txt", "empty"),
-    (lambda p: p, "is a folder"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.txt", "no such file"),
+        (lambda p: (p / "empty.txt").write_text("  \n\r\n\u3000\n") and p / "empty.txt", "empty"),
+        (lambda p: p, "is a folder"),
+    ],
+)
 def test_bad_corpora_are_refused(tmp_path, make, message):
     with pytest.raises(CorpusError, match=message):
         load_corpus(make(tmp_path))
@@ -78,8 +81,9 @@ def test_split_leaks_nothing_beyond_the_corpus_own_repeats():
     train, heldout = split_lines(text, 0.1)
     train_lines = set(train.splitlines())
     leaked = [line for line in heldout.splitlines() if line in train_lines]
-    repeated_across_split = [line for line in heldout.splitlines() if text.count(line + "\n") > 1
-                             and line in train_lines]
+    repeated_across_split = [
+        line for line in heldout.splitlines() if text.count(line + "\n") > 1 and line in train_lines
+    ]
     assert leaked == repeated_across_split
     # Every held-out line that appears in training is a chorus of the song the cut falls in.
     assert all(line.startswith("副歌") for line in leaked)

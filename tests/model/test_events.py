@@ -34,8 +34,13 @@ def test_a_line_that_breaks_the_contract_is_no_event():
     wire = json.loads(step)
     assert parse_event(json.dumps({**wire, "added_later": [1]})) is not None  # a newer writer's extra field
     assert parse_event(json.dumps({**wire, "loss": 4})).loss == 4.0  # an int is a fine float
-    for broken in ({**wire, "step": "two"}, {**wire, "step": True}, {k: v for k, v in wire.items() if k != "loss"},
-                   {**wire, "event": "unheard_of"}, {**wire, "event": ["step"]}):
+    for broken in (
+        {**wire, "step": "two"},
+        {**wire, "step": True},
+        {k: v for k, v in wire.items() if k != "loss"},
+        {**wire, "event": "unheard_of"},
+        {**wire, "event": ["step"]},
+    ):
         assert parse_event(json.dumps(broken)) is None, broken
 
 

@@ -9,6 +9,7 @@ from model.events import CheckpointEvent, DoneEvent, EarlyStopEvent, EpochEvent,
 from model.train import TrainingCancelled, train
 from tests.helpers import tiny_config, write_corpus
 
+
 @pytest.fixture
 def corpus(tmp_path):
     return write_corpus(tmp_path / "corpus.txt")
@@ -46,8 +47,20 @@ def test_bundle_is_self_describing(corpus, tmp_path):
 
 def test_early_stopping_triggers(corpus, tmp_path):
     # A huge model with no regularisation on a tiny corpus overfits within a few epochs.
-    config = tiny_config(corpus, tmp_path / "m.pt", epochs=40, patience=1, hidden=256, embed=128, dropout=0.0,
-                         embed_dropout=0.0, weight_decay=0.0, lr=0.01, lr_patience=10, min_count=1)
+    config = tiny_config(
+        corpus,
+        tmp_path / "m.pt",
+        epochs=40,
+        patience=1,
+        hidden=256,
+        embed=128,
+        dropout=0.0,
+        embed_dropout=0.0,
+        weight_decay=0.0,
+        lr=0.01,
+        lr_patience=10,
+        min_count=1,
+    )
     events = run(config)
     stops = [e for e in events if isinstance(e, EarlyStopEvent)]
     assert stops, "training never stopped early"
@@ -111,6 +124,7 @@ def test_bad_settings_are_refused(tmp_path):
 def test_state_is_carried_between_batches(corpus, tmp_path):
     # Truncated BPTT: a run with carried state differs from one resetting it, so check the streams are contiguous.
     from model.train import batchify
+
     streams = batchify(list(range(103)), 4)
     assert streams.shape == (4, 25)
     assert torch.equal(streams[1], torch.arange(25, 50))

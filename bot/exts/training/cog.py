@@ -85,9 +85,11 @@ class Training(commands.Cog):
     """/train (admins) and /model info."""
 
     train = app_commands.Group(
-        name="train", description="重新训练模型 · Retrain the lyrics model (admins)",
+        name="train",
+        description="重新训练模型 · Retrain the lyrics model (admins)",
         # A hint for Discord's client only: every command below is @admin_only, checked on our side.
-        default_permissions=discord.Permissions(administrator=True))
+        default_permissions=discord.Permissions(administrator=True),
+    )
     model = app_commands.Group(name="model", description="关于模型 · About the model that writes the lyrics")
 
     def __init__(self, bot: LyricsBot) -> None:
@@ -162,10 +164,13 @@ class Training(commands.Cog):
     def _argv(self, options: StartOptions) -> list[str]:
         """The child's command line: the deployment's settings, LYRICS_TRAIN_ARGS, then this run's options."""
         settings = self.settings
-        fixed = {"corpus": settings.corpus_path, "out": self.candidate_path, "device": settings.device,
-                 "threads": settings.train.threads}
-        return train_argv(fixed, options.child_options(), extra=settings.train.args,
-                          processes=settings.train.processes)
+        fixed = {
+            "corpus": settings.corpus_path,
+            "out": self.candidate_path,
+            "device": settings.device,
+            "threads": settings.train.threads,
+        }
+        return train_argv(fixed, options.child_options(), extra=settings.train.args, processes=settings.train.processes)
 
     @staticmethod
     def _child_env() -> dict[str, str]:
@@ -207,8 +212,7 @@ class Training(commands.Cog):
         if status.state is not JobState.FINISHED:
             return Outcome(texts.failure_text(status))
         try:
-            promotion = await self.bot.engine.promote(run.candidate, self.settings.model_path,
-                                                      force=run.options.force)
+            promotion = await self.bot.engine.promote(run.candidate, self.settings.model_path, force=run.options.force)
         except BundleError as exc:
             return Outcome(texts.unusable_text(exc))
         text = texts.finished_text(status, promotion, kept_at=run.candidate)

@@ -27,26 +27,47 @@ from model.network import CELLS
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def option(description: str, *, default: Any = None, minimum: float | None = None, maximum: float | None = None,
-           choices: tuple[str, ...] | None = None, label: str | None = None, child: bool = True) -> Any:
+def option(
+    description: str,
+    *,
+    default: Any = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    label: str | None = None,
+    child: bool = True,
+) -> Any:
     """A field of StartOptions: its slash-command description (at most 100 characters), its bounds or choices,
     how a progress message names it (`label`, with {value}), and whether the training child gets it."""
-    return field(default=default, metadata={"description": description, "minimum": minimum, "maximum": maximum,
-                                            "choices": choices, "label": label, "child": child})
+    return field(
+        default=default,
+        metadata={
+            "description": description,
+            "minimum": minimum,
+            "maximum": maximum,
+            "choices": choices,
+            "label": label,
+            "child": child,
+        },
+    )
 
 
 @dataclass(frozen=True)
 class StartOptions:
     """What an admin may choose for one /train start; None or False means the configured default."""
 
-    epochs: int | None = option("训练轮数 (1–500; default: the model's) · Epochs to train", minimum=1, maximum=500,
-                                label="{value} epochs")
-    cell: str | None = option("循环单元 · Recurrent cell (default: the model's)", choices=tuple(CELLS),
-                              label="cell {value}")
-    resume: bool = option("从上次的检查点继续 · Continue from the last checkpoint of a cancelled or finished run",
-                          default=False, label="resuming from the checkpoint")
-    force: bool = option("即使更差也替换 · Make the new model live even if it scores worse", default=False,
-                         child=False)
+    epochs: int | None = option(
+        "训练轮数 (1–500; default: the model's) · Epochs to train", minimum=1, maximum=500, label="{value} epochs"
+    )
+    cell: str | None = option(
+        "循环单元 · Recurrent cell (default: the model's)", choices=tuple(CELLS), label="cell {value}"
+    )
+    resume: bool = option(
+        "从上次的检查点继续 · Continue from the last checkpoint of a cancelled or finished run",
+        default=False,
+        label="resuming from the checkpoint",
+    )
+    force: bool = option("即使更差也替换 · Make the new model live even if it scores worse", default=False, child=False)
 
     def problems(self) -> list[str]:
         """What is out of bounds, one sentence each. discord.py does not re-check what Discord's client
@@ -67,14 +88,19 @@ class StartOptions:
 
     def describe(self) -> str:
         """The options in words, for the progress message."""
-        parts = [(f.metadata["label"] or (f.name if isinstance(value, bool) else f.name + " {value}")).format(value=value)
-                 for f, value in self._set()]
+        parts = [
+            (f.metadata["label"] or (f.name if isinstance(value, bool) else f.name + " {value}")).format(value=value)
+            for f, value in self._set()
+        ]
         return ", ".join(parts) or "the default settings"
 
     def _set(self) -> list[tuple[Any, Any]]:
         """(field, value) for each option the admin set: not None, not the default."""
-        return [(f, getattr(self, f.name)) for f in fields(self)
-                if getattr(self, f.name) is not None and getattr(self, f.name) != f.default]
+        return [
+            (f, getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None and getattr(self, f.name) != f.default
+        ]
 
 
 def slash_options(record: type) -> Callable[[F], F]:
@@ -84,8 +110,15 @@ def slash_options(record: type) -> Callable[[F], F]:
     def decorate(callback: F) -> F:
         hints = typing.get_type_hints(record)
         head = list(inspect.signature(callback).parameters.values())[:2]  # self, interaction
-        params = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default,
-                                    annotation=_slash_type(f, hints[f.name])) for f in fields(record)]
+        params = [
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=f.default,
+                annotation=_slash_type(f, hints[f.name]),
+            )
+            for f in fields(record)
+        ]
         callback.__signature__ = inspect.Signature([*head, *params])  # type: ignore[attr-defined]
         descriptions = {f.name: f.metadata["description"] for f in fields(record)}
         return app_commands.describe(**descriptions)(callback)

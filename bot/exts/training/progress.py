@@ -144,5 +144,3 @@ class ProgressUpdater:
         delay = self._last_edit + self.interval - time.monotonic()
         if pace and delay > 0:
             await asyncio.sleep(delay)
-
-

@@ -19,16 +19,19 @@ BAR_WIDTH = 20
 NOT_RUNNING = "No training job is running."
 CANCELLING = "Cancelling the training job…"
 SHUT_DOWN = "**Training stopped**: the bot shut down."
-NOT_EVALUATED = ("**Training ended, but the bot could not evaluate the result** (logged). "
-                 "The live model keeps serving.")
-UPDATES_STOP = ("\n*Updates stop here: Discord lets a reply be edited for 15 minutes only. "
-                "`/train status` shows the progress and the outcome.*")
+NOT_EVALUATED = "**Training ended, but the bot could not evaluate the result** (logged). The live model keeps serving."
+UPDATES_STOP = (
+    "\n*Updates stop here: Discord lets a reply be edited for 15 minutes only. "
+    "`/train status` shows the progress and the outcome.*"
+)
 
 
 def moved_text(url: str) -> str:
     """The reply, once the progress has moved to a channel message."""
-    return (f"Training continues; its progress is now shown here: {url}\n"
-            "(Discord lets a reply be edited for 15 minutes only.)")
+    return (
+        f"Training continues; its progress is now shown here: {url}\n"
+        "(Discord lets a reply be edited for 15 minutes only.)"
+    )
 
 
 def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -67,12 +70,16 @@ def progress_text(status: JobStatus, *, options: str, started_by: str, now: floa
         where += f" · step {status.step}/{status.steps} of epoch {status.epoch + 1}"
     lines = [head, f"`{progress_bar(fraction)}` {fraction:.0%} · {where}"]
     if status.epoch > status.first_epoch or status.bpc is not None:
-        lines.append(f"train loss {_num(status.train_loss)} · held-out loss {_num(status.heldout_loss)} · "
-                     f"held-out bpc {_num(status.bpc)} (best {_num(status.best_bpc)}; "
-                     f"character-trigram bar {_num(status.trigram_bpc)})")
+        lines.append(
+            f"train loss {_num(status.train_loss)} · held-out loss {_num(status.heldout_loss)} · "
+            f"held-out bpc {_num(status.bpc)} (best {_num(status.best_bpc)}; "
+            f"character-trigram bar {_num(status.trigram_bpc)})"
+        )
     eta = status.eta(now)
-    lines.append(f"elapsed {duration(status.elapsed(now))} · ETA "
-                 + (f"{duration(eta)} at most (early stopping may end it sooner)" if eta is not None else "?"))
+    lines.append(
+        f"elapsed {duration(status.elapsed(now))} · ETA "
+        + (f"{duration(eta)} at most (early stopping may end it sooner)" if eta is not None else "?")
+    )
     if status.cancel_requested:
         lines.append("Cancelling…")
     return "\n".join(lines)
@@ -101,8 +108,10 @@ def cancelled_text(status: JobStatus, *, cancelled_by: str | None, checkpoint: P
     who = f" by {messages.escape(cancelled_by)}" if cancelled_by else ""
     text = f"**Training cancelled**{who} after {duration(status.elapsed())}, at epoch {status.epoch}/{status.epochs}."
     if checkpoint.is_file():
-        text += (f"\nThe last checkpoint is kept: `/train start resume:true` continues from it "
-                 f"(pass a larger `epochs` than {status.epoch} to train further).")
+        text += (
+            f"\nThe last checkpoint is kept: `/train start resume:true` continues from it "
+            f"(pass a larger `epochs` than {status.epoch} to train further)."
+        )
     else:
         text += "\nNo epoch had finished, so there is no checkpoint to resume from."
     return text + "\nThe live model keeps serving."
@@ -113,8 +122,13 @@ def finished_text(status: JobStatus, promotion: Promotion, *, kept_at: Path) -> 
     new = promotion.candidate
     live = promotion.live
     before = _num(metric(live.metrics, "bpc")) if live is not None else "none"
-    stopped = (" (stopped early: no better held-out score)" if status.early_stopped
-               else " (stopped at the time limit)" if status.time_limited else "")
+    stopped = (
+        " (stopped early: no better held-out score)"
+        if status.early_stopped
+        else " (stopped at the time limit)"
+        if status.time_limited
+        else ""
+    )
     lines = [
         f"**Training finished** in {duration(status.elapsed())}: {len(new.history)} epochs{stopped}.",
         f"Held-out bpc: live model {before} → new model {_num(metric(new.metrics, 'bpc'))} "
@@ -122,8 +136,10 @@ def finished_text(status: JobStatus, promotion: Promotion, *, kept_at: Path) -> 
         f"character-trigram bar {_num(metric(new.metrics, 'trigram_bpc'))}).",
     ]
     if live is not None and live.bundle.corpus_sha256 != new.corpus_sha256:
-        lines.append("Note: the corpus changed since the live model was trained, so the two scores are on "
-                     "different held-out text.")
+        lines.append(
+            "Note: the corpus changed since the live model was trained, so the two scores are on "
+            "different held-out text."
+        )
     lines.append(promotion.decision.reason)
     if promotion.error is not None:
         lines.append(f"**But it could not be made live**: {promotion.error}. The previous model keeps serving.")
@@ -149,8 +165,10 @@ def no_corpus(corpus: Path) -> str:
 
 
 def no_checkpoint(checkpoint: Path) -> str:
-    return (f"There is no checkpoint to resume from (`{checkpoint}`): "
-            "start without resume, or after a run that finished at least one epoch.")
+    return (
+        f"There is no checkpoint to resume from (`{checkpoint}`): "
+        "start without resume, or after a run that finished at least one epoch."
+    )
 
 
 def could_not_start(error: object) -> str:
@@ -182,23 +200,44 @@ def model_embed(live: ModelInfo) -> discord.Embed:
     bpc, net_bpc, bar = (metric(metrics, key) for key in ("bpc", "net_bpc", "trigram_bpc"))
     verdict = ""
     if bpc is not None and bar is not None:
-        verdict = (f"\nbeats the character-trigram bar by {bar - bpc:.3f} bpc" if bpc < bar
-                   else f"\ndoes not beat the character-trigram bar ({bpc - bar:.3f} bpc worse)")
+        verdict = (
+            f"\nbeats the character-trigram bar by {bar - bpc:.3f} bpc"
+            if bpc < bar
+            else f"\ndoes not beat the character-trigram bar ({bpc - bar:.3f} bpc worse)"
+        )
     embed = discord.Embed(title="The live model (当前模型)", colour=messages.EMBED_COLOUR)
-    embed.add_field(name="Network", inline=False, value=(
-        f"{config.cell.upper()} · {config.layers} layer{'s' if config.layers != 1 else ''} · hidden {config.hidden} · "
-        f"embedding {config.embed} · vocabulary {config.vocab_size:,} words"
-        f"{' · tied embeddings' if config.tie_weights else ''} · dropout {config.dropout:g}"))
+    embed.add_field(
+        name="Network",
+        inline=False,
+        value=(
+            f"{config.cell.upper()} · {config.layers} layer{'s' if config.layers != 1 else ''} · hidden {config.hidden} · "
+            f"embedding {config.embed} · vocabulary {config.vocab_size:,} words"
+            f"{' · tied embeddings' if config.tie_weights else ''} · dropout {config.dropout:g}"
+        ),
+    )
     train_config = bundle.train_config
-    embed.add_field(name="Training", inline=False, value=(
-        f"{_trained_at(bundle.created_at)} · {len(bundle.history)} epochs"
-        f" ({duration(metric(metrics, 'seconds'))}) · batch {train_config.get('batch_size', '?')} × "
-        f"{train_config.get('seq_len', '?')} tokens · lr {train_config.get('lr', '?')}"))
-    embed.add_field(name="Corpus", inline=False,
-                    value=f"`{Path(str(train_config.get('corpus', '?'))).name}` · sha256 `{bundle.corpus_sha256[:16]}`")
-    embed.add_field(name="Held-out bits per character (lower is better)", inline=False, value=(
-        f"**{_num(bpc)}** served (network + n-gram mixture) · {_num(net_bpc)} network alone · "
-        f"{_num(bar)} character trigram{verdict}"))
+    embed.add_field(
+        name="Training",
+        inline=False,
+        value=(
+            f"{_trained_at(bundle.created_at)} · {len(bundle.history)} epochs"
+            f" ({duration(metric(metrics, 'seconds'))}) · batch {train_config.get('batch_size', '?')} × "
+            f"{train_config.get('seq_len', '?')} tokens · lr {train_config.get('lr', '?')}"
+        ),
+    )
+    embed.add_field(
+        name="Corpus",
+        inline=False,
+        value=f"`{Path(str(train_config.get('corpus', '?'))).name}` · sha256 `{bundle.corpus_sha256[:16]}`",
+    )
+    embed.add_field(
+        name="Held-out bits per character (lower is better)",
+        inline=False,
+        value=(
+            f"**{_num(bpc)}** served (network + n-gram mixture) · {_num(net_bpc)} network alone · "
+            f"{_num(bar)} character trigram{verdict}"
+        ),
+    )
     embed.set_footer(text=f"bundle {live.bundle_hash[:12]} · {live.path.name}")
     return embed
 
