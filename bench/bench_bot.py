@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import statistics
 import sys
@@ -123,7 +124,7 @@ async def burst(
             answered,
             stats.batches,
             stats.largest_batch,
-            max(b - a for a, b in zip(beats, beats[1:])),
+            max(b - a for a, b in itertools.pairwise(beats)),
             wall,
         )
     finally:

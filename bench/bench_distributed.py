@@ -35,7 +35,8 @@ def run(nproc: int, corpus: str, epochs: int, threads: int, folder: Path) -> tup
         if nproc > 1
         else [sys.executable, "-m", "model"]
     )
-    cmd = launcher + [
+    cmd = [
+        *launcher,
         "train",
         "--corpus",
         corpus,

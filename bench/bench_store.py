@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from bot.store import NewSong, Store  # noqa: E402
+from bot.store import NewSong, Store
 
 
 async def main(clicks: int, path: Path) -> None:

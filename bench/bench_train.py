@@ -28,14 +28,14 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from model import distributed  # noqa: E402
 from model.checkpoint import load_bundle  # noqa: E402
-from model.network import LyricsNet, NetConfig  # noqa: E402
-from model.ngram import char_ngram_bpc  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
 from model.events import EpochEvent, Event  # noqa: E402
 from model.mixture import Mixture  # noqa: E402
+from model.network import LyricsNet, NetConfig  # noqa: E402
+from model.ngram import char_ngram_bpc  # noqa: E402
 from model.train import evaluate_net, prepare, train  # noqa: E402
-from model import distributed  # noqa: E402
 
 
 def run_default(corpus: str, out: Path) -> tuple[float, Mixture]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import shutil
 import statistics
@@ -74,7 +75,7 @@ async def measure(fake: FakeDiscord, count: int, length: int, steps: callable | 
     first_step, started = (steps() if steps else 0), time.monotonic()
     latencies = await songs(fake, count, length)
     beats = fake.heartbeats[max(0, first_beat - 1) :]
-    gap = max((b - a for a, b in zip(beats, beats[1:])), default=0.0)
+    gap = max((b - a for a, b in itertools.pairwise(beats)), default=0.0)
     rate = (steps() - first_step) / (time.monotonic() - started) if steps else None
     return Phase(latencies, gap, rate)
 

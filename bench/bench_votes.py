@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -131,10 +132,9 @@ async def dispatch(
                 return
             sent.append(inter)
             stopped = stop.is_set if stop is not None else lambda: False
-            try:  # a killed bot answers no more: stop waiting then
+            # A killed bot answers no more: stop waiting then (counted as unanswered below).
+            with contextlib.suppress(TimeoutError):
                 await fake.wait_until(lambda: inter.callbacks or stopped(), timeout=10)
-            except TimeoutError:
-                pass  # counted as unanswered below
 
     await asyncio.gather(*(one(click) for click in plan))
     return sent
@@ -168,12 +168,11 @@ async def burst(args: argparse.Namespace, bundle: Path, workdir: Path) -> None:
                 pairs = Counter((click.song, click.user) for click in plan)
                 expected = [sum(n % 2 for (s, _), n in pairs.items() if s == index) for index in range(len(songs))]
                 stored = [(await bot.store.get_song(song_id(m))).votes for m in songs]
-                try:  # the last answers may be followed by one refresh of the label
+                # The last answers may be followed by one refresh of the label.
+                with contextlib.suppress(TimeoutError):
                     await fake.wait_until(
-                        lambda: all(vote_label(m) == str(n) for m, n in zip(songs, expected)), timeout=5
+                        lambda: all(vote_label(m) == str(n) for m, n in zip(songs, expected, strict=True)), timeout=5
                     )
-                except TimeoutError:
-                    pass
                 labels = [int(vote_label(m)) for m in songs]
 
         print(

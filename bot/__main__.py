@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -81,10 +82,8 @@ def _on_signals(stop: asyncio.Event) -> None:
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C still raises KeyboardInterrupt
             loop.add_signal_handler(sig, handle, sig)
-        except NotImplementedError:  # Windows: Ctrl+C still raises KeyboardInterrupt
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:

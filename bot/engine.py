@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import torch
 
 from model.checkpoint import Bundle, fsync_dir
-from model.sample import Sample, SampleRequest, Sampler
+from model.sample import Sample, Sampler, SampleRequest
 from model.vocab import warm_up
 
 log = logging.getLogger(__name__)

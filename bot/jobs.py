@@ -318,7 +318,7 @@ class TrainingJob:
             self._signal_group(signal.SIGKILL)
             readers.cancel()
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug here must still settle the job, never hang wait()
+        except Exception as exc:  # a bug here must still settle the job, never hang wait()
             log.exception("following the training job failed")
             self._signal_group(signal.SIGKILL)
             readers.cancel()

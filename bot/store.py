@@ -16,6 +16,7 @@ This module knows nothing about Discord: ids are plain ints (snowflakes fit SQLi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -240,10 +241,9 @@ async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Conn
     try:
         yield db
     except BaseException:
-        try:
+        # No transaction may be left to roll back (e.g. cancelled while COMMIT ran).
+        with contextlib.suppress(sqlite3.OperationalError):
             await db.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            pass  # no transaction left to roll back (e.g. cancelled while COMMIT ran)
         raise
     await db.execute("COMMIT")
 
@@ -396,11 +396,13 @@ class Store:
         With `guild_id`, a song from another guild is also None: callers can't tell it apart
         from a missing one, so nothing leaks across servers.
         """
-        async with self._read() as db:
-            async with db.execute(
+        async with (
+            self._read() as db,
+            db.execute(
                 f"SELECT {_SONG_COLUMNS}, {_VOTE_COUNT} AS votes FROM songs s WHERE s.id = ?", (song_id,)
-            ) as cur:
-                row = await cur.fetchone()
+            ) as cur,
+        ):
+            row = await cur.fetchone()
         if row is None or (guild_id is not None and row["guild_id"] != guild_id):
             return None
         return _song(row)
@@ -498,9 +500,11 @@ class Store:
 
     async def count_favourites(self, user_id: int) -> int:
         """How many songs the user has saved (for "page 2 of 5")."""
-        async with self._read() as db:
-            async with db.execute("SELECT COUNT(*) FROM favourites WHERE user_id = ?", (user_id,)) as cur:
-                return (await cur.fetchone())[0]
+        async with (
+            self._read() as db,
+            db.execute("SELECT COUNT(*) FROM favourites WHERE user_id = ?", (user_id,)) as cur,
+        ):
+            return (await cur.fetchone())[0]
 
     # ---- privacy and maintenance
 

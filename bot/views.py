@@ -26,7 +26,6 @@ from discord.ext import commands
 from bot import messages
 from bot.replies import tell
 
-
 H = TypeVar("H")
 
 

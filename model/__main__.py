@@ -34,7 +34,7 @@ from .events import (
     to_json,
 )
 from .network import DeviceError, pick_device
-from .sample import SampleRequest, Sampler, SamplingError
+from .sample import Sampler, SampleRequest, SamplingError
 from .score import evaluate_bundle
 from .train import TrainingCancelled, train
 

@@ -28,7 +28,7 @@ def checkpoint_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".ckpt")
 
 
-def _option(default: Any = MISSING, help: str = "", **metadata: Any) -> Any:  # noqa: A002 - argparse's word
+def _option(default: Any = MISSING, help: str = "", **metadata: Any) -> Any:
     """A field with its command-line help; `flag` respells it, `choices` limits it."""
     return field(default=default, metadata={"help": help, **metadata})
 

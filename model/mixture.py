@@ -19,8 +19,8 @@ can be 0, which turns that component off; a bundle with ``{"net": 1}`` is the ne
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ class Mixture:
         }
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Mixture":
+    def from_dict(cls, values: dict) -> Mixture:
         weights = {k: float(v) for k, v in values.get("weights", {"net": 1.0}).items() if k in COMPONENTS}
         if (
             not weights
@@ -137,7 +137,7 @@ def fit_mixture(
 
     def fit(names: tuple[str, ...]) -> dict[str, float]:
         weights = em_weights(np.stack([probs[n] for n in names]))
-        return {n: float(w) for n, w in zip(names, weights)}
+        return {n: float(w) for n, w in zip(names, weights, strict=True)}
 
     for names in [("net",), ("ngram",), ("cache",), ("net", "ngram"), ("net", "cache"), COMPONENTS]:
         label = "+".join(names) + (" (EM)" if "cache" in names and len(names) > 1 else "")

@@ -11,7 +11,6 @@ from discord import app_commands
 from discord.ext import commands
 
 from tests.fakediscord import FakeDiscord, running_bot
-from tests.fakediscord.fixtures import fake_discord  # noqa: F401  (conftest may not import it yet)
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 NONE = {"parse": []}  # discord.AllowedMentions.none()

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.bot.helpers import bot_env
-from tests.helpers import REPO
 from tests.fakediscord import FakeDiscord
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 START_TIMEOUT = 90  # importing torch and discord.py on two busy cores can take a while
@@ -73,23 +73,23 @@ def assert_one_line_error(code: int, err: str, *phrases: str) -> None:
 
 
 async def test_missing_token_is_one_line(tmp_path: Path) -> None:
-    code, out, err = await run_bot(process_env(tmp_path, DISCORD_TOKEN=None), tmp_path)
+    code, _, err = await run_bot(process_env(tmp_path, DISCORD_TOKEN=None), tmp_path)
     assert_one_line_error(code, err, "DISCORD_TOKEN")
 
 
 async def test_malformed_ids_are_one_line(tmp_path: Path) -> None:
-    code, out, err = await run_bot(process_env(tmp_path, LYRICS_ADMIN_IDS="123,@jay"), tmp_path, "sync")
+    code, _, err = await run_bot(process_env(tmp_path, LYRICS_ADMIN_IDS="123,@jay"), tmp_path, "sync")
     assert_one_line_error(code, err, "LYRICS_ADMIN_IDS", "'@jay'")
 
 
 async def test_rejected_token_and_damaged_database(fake_discord: FakeDiscord, tmp_path: Path) -> None:
-    code, out, err = await run_bot(fake_env(fake_discord, tmp_path, DISCORD_TOKEN="wrong-token"), tmp_path)
+    code, _, err = await run_bot(fake_env(fake_discord, tmp_path, DISCORD_TOKEN="wrong-token"), tmp_path)
     assert code != 0 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: Discord rejected DISCORD_TOKEN")
 
     damaged = tmp_path / "damaged.db"
     damaged.write_bytes(b"this is not a database" * 100)
-    code, out, err = await run_bot(fake_env(fake_discord, tmp_path, LYRICS_DB=damaged), tmp_path)
+    code, _, err = await run_bot(fake_env(fake_discord, tmp_path, LYRICS_DB=damaged), tmp_path)
     assert code != 0 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: cannot open the database")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import re
 
@@ -119,7 +120,7 @@ async def test_concurrent_requests_are_batched_and_heartbeats_stay_on_time(
     assert lyrics_bot.engine.stats.batches < 20  # concurrent requests shared forward passes
     interval = fake_discord.heartbeat_interval_ms / 1000
     beats = fake_discord.heartbeats[start - 1 :]
-    worst = max(b - a for a, b in zip(beats, beats[1:]))
+    worst = max(b - a for a, b in itertools.pairwise(beats))
     assert worst < interval + 0.25, f"heartbeat gap {worst:.2f}s with a {interval}s interval"
 
 

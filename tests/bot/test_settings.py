@@ -85,13 +85,13 @@ def test_mistakes_are_named(env: dict[str, str], phrase: str) -> None:
 
 
 def test_paths_must_be_usable(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="LYRICS_MODEL.*is not a file"):
+    with pytest.raises(SettingsError, match=r"LYRICS_MODEL.*is not a file"):
         parse(LYRICS_MODEL=str(tmp_path))
-    with pytest.raises(SettingsError, match="LYRICS_DB.*is not a file"):
+    with pytest.raises(SettingsError, match=r"LYRICS_DB.*is not a file"):
         parse(LYRICS_DB=str(tmp_path))
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(SettingsError, match="LYRICS_DB.*cannot be created"):
+    with pytest.raises(SettingsError, match=r"LYRICS_DB.*cannot be created"):
         parse(LYRICS_DB=str(blocker / "sub" / "x.db"))
     if os.geteuid() != 0:  # root reads everything, so permissions cannot be tested as root
         secret = tmp_path / "secret.pt"

@@ -283,7 +283,7 @@ async def test_concurrent_toggles_count_exactly(store: Store) -> None:
 
     assert (await store.get_song(song_id)).votes == expected
     for user in users:  # each user's clicks alternated vote, withdraw, vote...
-        mine = [r.voted for u, r in zip(clicks, results) if u == user]
+        mine = [r.voted for u, r in zip(clicks, results, strict=True) if u == user]
         assert mine == [i % 2 == 0 for i in range(len(mine))]
     # The lock is FIFO, so the clicks ran in gather order: every count is the previous one +-1.
     count = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import os
 import re
 import shutil
@@ -18,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
-
 from discord import app_commands
 from discord.ext import commands
 
@@ -33,7 +34,6 @@ from bot.jobs import JobState, JobStatus, train_argv
 from bot.settings import Settings, SettingsError
 from model import config
 from model.__main__ import build_parser
-import discord
 from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, file_sha256, load_bundle, safe_load
 from model.events import EpochEvent, StepEvent
 from tests.bot.helpers import PNG_SIGNATURE, bot_env, gone
@@ -373,7 +373,7 @@ def test_a_new_start_option_is_one_field() -> None:
     """A new /train start option is one field of StartOptions: the slash option, our own bounds check and the
     child's flag (so its TrainConfig field) all follow from it. Here: --clip, which no command offered before."""
     clip = ("clip", float | None, option("梯度裁剪 · Gradient clipping", minimum=0.05, maximum=5.0))
-    Extended = dataclasses.make_dataclass("Extended", [clip], bases=(StartOptions,), frozen=True)  # noqa: N806
+    Extended = dataclasses.make_dataclass("Extended", [clip], bases=(StartOptions,), frozen=True)
 
     class Probe(commands.Cog):
         @app_commands.command(name="start", description="probe")
@@ -450,5 +450,5 @@ async def test_progress_edits_are_throttled_and_coalesced() -> None:
     await updater.stop()
     times = [at for at, _ in message.shown]
     assert 1 <= len(times) <= 3, message.shown  # 20 events over 0.4 s: one edit per interval at most
-    assert all(b - a >= 0.29 for a, b in zip(times, times[1:]))
+    assert all(b - a >= 0.29 for a, b in itertools.pairwise(times))
     assert time.monotonic() - times[-1] >= 0.29  # stop() waited out the interval before the final edit

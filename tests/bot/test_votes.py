@@ -12,7 +12,6 @@ from bot.messages import DELETE_REFUSED, SELF_VOTE
 from tests.bot.helpers import SEED, bob, click, ephemeral_text, song_id, vote_label, write_song
 from tests.fakediscord import FakeDiscord, make_user
 
-
 # ---------------------------------------------------------------------------------------------
 # the buttons on a reply
 

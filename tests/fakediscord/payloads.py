@@ -9,8 +9,9 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 DISCORD_EPOCH_MS = 1420070400000
 _increment = itertools.count()
@@ -32,7 +33,7 @@ def snowflake() -> str:
 
 def now_iso() -> str:
     """The current time as Discord formats timestamps (ISO 8601, UTC offset)."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def make_token() -> str:

@@ -7,7 +7,8 @@ command-sync limits. Paths mirror Discord's nested ``errors`` object.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from . import payloads as p
 
@@ -112,16 +113,17 @@ def validate_command(cmd: dict[str, Any], path: tuple = ()) -> list[tuple[tuple,
     """Names, descriptions and option counts of a command (or option) as Discord checks them on sync."""
     problems: list[tuple[tuple, str, str]] = []
     name = cmd.get("name", "")
-    if cmd.get("type", 1) in (1, 2, 3, 4, 5, 10) and (not _NAME_RE.match(name) or name != name.lower()):
-        if cmd.get("type", 1) not in (2, 3) or path:  # user/message context menus may use spaces and capitals
-            problems.append((path + ("name",), "APPLICATION_COMMAND_INVALID_NAME", f"Invalid name {name!r}"))
+    bad_name = not _NAME_RE.match(name) or name != name.lower()
+    # User and message context menus (types 2 and 3) may use spaces and capitals.
+    if cmd.get("type", 1) in (1, 2, 3, 4, 5, 10) and bad_name and (cmd.get("type", 1) not in (2, 3) or path):
+        problems.append(((*path, "name"), "APPLICATION_COMMAND_INVALID_NAME", f"Invalid name {name!r}"))
     if cmd.get("type", 1) not in (2, 3) or path:
         desc = cmd.get("description") or ""
         if not 1 <= len(desc) <= 100:
-            problems.append((path + ("description",), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."))
+            problems.append(((*path, "description"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."))
     options = cmd.get("options") or []
-    _max_len(problems, path + ("options",), options, 25)
-    _max_len(problems, path + ("choices",), cmd.get("choices"), 25)
+    _max_len(problems, (*path, "options"), options, 25)
+    _max_len(problems, (*path, "choices"), cmd.get("choices"), 25)
     for i, opt in enumerate(options):
-        problems += validate_command(opt, path + ("options", i))
+        problems += validate_command(opt, (*path, "options", i))
     return problems

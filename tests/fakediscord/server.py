@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import mimetypes
 import secrets
 import socket
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import yarl
 from aiohttp import WSMsgType, web
@@ -81,7 +83,7 @@ class SentMessage:
 
     def __init__(
         self,
-        fake: "FakeDiscord",
+        fake: FakeDiscord,
         *,
         channel_id: str,
         guild_id: str | None,
@@ -89,7 +91,7 @@ class SentMessage:
         attachments: list[Attachment],
         message_type: int = 0,
         webhook: bool = False,
-        interaction: "Interaction | None" = None,
+        interaction: Interaction | None = None,
     ) -> None:
         self.fake = fake
         self.id = p.snowflake()
@@ -154,7 +156,7 @@ class SentMessage:
 class Interaction:
     """What happened to one interaction the test dispatched: its callbacks, followups, edits and messages."""
 
-    def __init__(self, fake: "FakeDiscord", payload: dict[str, Any], source: SentMessage | None = None) -> None:
+    def __init__(self, fake: FakeDiscord, payload: dict[str, Any], source: SentMessage | None = None) -> None:
         self.fake, self.payload, self.source = fake, payload, source
         self.id: str = payload["id"]
         self.token: str = payload["token"]
@@ -210,7 +212,7 @@ class Interaction:
         return self.callbacks[0]
 
     async def wait_final(
-        self, timeout: float = 10.0, until: Callable[["Interaction"], Any] | None = None
+        self, timeout: float = 10.0, until: Callable[[Interaction], Any] | None = None
     ) -> SentMessage | None:
         """Wait until the interaction shows a real result and return that message (None for a modal).
 
@@ -296,7 +298,7 @@ class FakeDiscord:
     def channel(self) -> dict[str, Any]:
         return self.guilds[0]["channels"][0]
 
-    async def start(self) -> "FakeDiscord":
+    async def start(self) -> FakeDiscord:
         """Start serving on a free loopback port."""
         self._changed = asyncio.Condition()
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
@@ -336,7 +338,7 @@ class FakeDiscord:
             await s.ws.close(code=code)
 
     @contextlib.contextmanager
-    def patch_discord(self) -> Iterator["FakeDiscord"]:
+    def patch_discord(self) -> Iterator[FakeDiscord]:
         """Point discord.py's REST base and default gateway at this server; restore them on exit."""
         from discord.gateway import DiscordWebSocket
         from discord.http import Route
@@ -365,7 +367,7 @@ class FakeDiscord:
 
     def max_heartbeat_gap(self) -> float:
         """The longest time between two consecutive heartbeats (0 with fewer than two)."""
-        return max((b - a for a, b in zip(self.heartbeats, self.heartbeats[1:])), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(self.heartbeats)), default=0.0)
 
     @property
     def global_commands(self) -> list[dict[str, Any]]:
@@ -514,7 +516,7 @@ class FakeDiscord:
         self.violations.append(Violation(rule, detail, f"{request.method} {request.path}"))
 
     def _invalid(self, request: web.Request, problems: list, wrap: str | None = None) -> web.Response:
-        problems = [((wrap,) + path if wrap else path, code, message) for path, code, message in problems]
+        problems = [((wrap, *path) if wrap else path, code, message) for path, code, message in problems]
         for path, code, message in problems:
             self._violate(request, "invalid-form-body", f"{'.'.join(map(str, path))}: {code} {message}")
         return _error(400, 50035, "Invalid Form Body", form_errors(problems))
@@ -632,7 +634,7 @@ class FakeDiscord:
         if request.match_info["app"] != self.application_id:
             return _error(403, 50001, "Missing Access")
         body = request[_JSON]
-        problems = [((i,) + path, code, msg) for i, cmd in enumerate(body) for path, code, msg in validate_command(cmd)]
+        problems = [((i, *path), code, msg) for i, cmd in enumerate(body) for path, code, msg in validate_command(cmd)]
         if len(body) > 100:
             problems.append(((), "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length."))
         if problems:

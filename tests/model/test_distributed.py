@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from model.checkpoint import load_bundle, safe_load
-from tests.helpers import REPO
-from tests.helpers import write_corpus
+from tests.helpers import REPO, write_corpus
 
 TINY = [
     "--hidden",

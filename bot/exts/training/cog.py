@@ -196,7 +196,7 @@ class Training(commands.Cog):
         except asyncio.CancelledError:  # shutdown gave up waiting for us
             run.outcome = run.outcome or Outcome(texts.SHUT_DOWN)
             raise
-        except Exception:  # noqa: BLE001 - whatever went wrong, the run must end (or /train stays busy)
+        except Exception:  # whatever went wrong, the run must end (or /train stays busy)
             log.exception("concluding the training run failed")
             run.outcome = Outcome(texts.NOT_EVALUATED)
         finally:

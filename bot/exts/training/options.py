@@ -137,6 +137,6 @@ def _slash_type(f: Any, hint: Any) -> Any:
     elif meta["minimum"] is not None or meta["maximum"] is not None:
         kind = app_commands.Range[kind, meta["minimum"], meta["maximum"]]
     if optional or f.default is None:
-        return typing.Optional[kind]  # noqa: UP007 - a runtime annotation for discord.py, not a hint
+        return kind | None
     assert f.default is not MISSING, f"/train start option {f.name} needs a default: Discord's are optional"
     return kind

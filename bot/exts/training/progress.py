@@ -139,7 +139,7 @@ class ProgressUpdater:
         if self._task is not None:
             try:
                 await self._task
-            except Exception:  # noqa: BLE001 - a failed progress edit must not cost the run its outcome
+            except Exception:  # a failed progress edit must not cost the run its outcome
                 log.exception("the training progress updater failed")
         delay = self._last_edit + self.interval - time.monotonic()
         if pace and delay > 0:

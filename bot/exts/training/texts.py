@@ -210,8 +210,8 @@ def model_embed(live: ModelInfo) -> discord.Embed:
         name="Network",
         inline=False,
         value=(
-            f"{config.cell.upper()} · {config.layers} layer{'s' if config.layers != 1 else ''} · hidden {config.hidden} · "
-            f"embedding {config.embed} · vocabulary {config.vocab_size:,} words"
+            f"{config.cell.upper()} · {config.layers} layer{'s' if config.layers != 1 else ''} · "
+            f"hidden {config.hidden} · embedding {config.embed} · vocabulary {config.vocab_size:,} words"
             f"{' · tied embeddings' if config.tie_weights else ''} · dropout {config.dropout:g}"
         ),
     )
