@@ -6,7 +6,7 @@
     promotion = await engine.promote("models/lyrics.candidate.pt", "models/lyrics.pt", force=False)
     await engine.close()
 
-`promote` is the only way a new model goes live while the bot runs: it loads the candidate once, compares
+While the bot runs, a new model goes live through `promote`: it loads the candidate once, compares
 it with the live model, and only then touches files (the old bundle kept as *.previous, the new one moved
 in by os.replace) and swaps; requests already running finish on the old model.
 

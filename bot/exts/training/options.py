@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
 from discord import app_commands
@@ -94,7 +94,7 @@ class StartOptions:
         ]
         return ", ".join(parts) or "the default settings"
 
-    def _set(self) -> list[tuple[Any, Any]]:
+    def _set(self) -> list[tuple[Field[Any], Any]]:
         """(field, value) for each option the admin set: not None, not the default."""
         return [
             (f, getattr(self, f.name))
@@ -126,7 +126,7 @@ def slash_options(record: type) -> Callable[[F], F]:
     return decorate
 
 
-def _slash_type(f: Any, hint: Any) -> Any:
+def _slash_type(f: Field[Any], hint: Any) -> Any:
     """The annotation discord.py turns into the option: a Range for bounds, a Literal for choices."""
     args = typing.get_args(hint)
     optional = type(None) in args
@@ -136,7 +136,6 @@ def _slash_type(f: Any, hint: Any) -> Any:
         kind = Literal[meta["choices"]]
     elif meta["minimum"] is not None or meta["maximum"] is not None:
         kind = app_commands.Range[kind, meta["minimum"], meta["maximum"]]
-    if optional or f.default is None:
-        return kind | None
-    assert f.default is not MISSING, f"/train start option {f.name} needs a default: Discord's are optional"
-    return kind
+    if f.default is MISSING:
+        raise TypeError(f"/train start option {f.name!r} needs a default: every option of the command is optional")
+    return kind | None if optional or f.default is None else kind
