@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import statistics
 import sys
@@ -48,10 +49,12 @@ class Result:
         lat = sorted(self.latencies)
         p50 = statistics.median(lat)
         p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
-        return (f"{self.label:<13} answered {self.answered}/{self.requests} in {self.wall:5.2f}s | "
-                f"to final message p50 {p50:5.2f}s p95 {p95:5.2f}s max {lat[-1]:5.2f}s | "
-                f"{self.batches} batches (largest {self.largest_batch}) | worst heartbeat gap "
-                f"{self.worst_heartbeat_gap:.3f}s (interval {HEARTBEAT_MS / 1000:.3f}s)")
+        return (
+            f"{self.label:<13} answered {self.answered}/{self.requests} in {self.wall:5.2f}s | "
+            f"to final message p50 {p50:5.2f}s p95 {p95:5.2f}s max {lat[-1]:5.2f}s | "
+            f"{self.batches} batches (largest {self.largest_batch}) | worst heartbeat gap "
+            f"{self.worst_heartbeat_gap:.3f}s (interval {HEARTBEAT_MS / 1000:.3f}s)"
+        )
 
 
 def ensure_bundle(path: Path, workdir: Path) -> Path:
@@ -61,13 +64,17 @@ def ensure_bundle(path: Path, workdir: Path) -> Path:
 
     out = workdir / "tiny.pt"
     print(f"no bundle at {path}: training a tiny one on data/sample_lyrics.txt into {out} ...", flush=True)
-    train(TrainConfig(corpus=str(REPO / "data" / "sample_lyrics.txt"), out=str(out), epochs=1, hidden=32,
-                      embed=16, device="cpu"))
+    train(
+        TrainConfig(
+            corpus=str(REPO / "data" / "sample_lyrics.txt"), out=str(out), epochs=1, hidden=32, embed=16, device="cpu"
+        )
+    )
     return out
 
 
-async def burst(label: str, bundle: Path, workdir: Path, *, batching: bool, requests: int, users: int,
-                length: int) -> Result:
+async def burst(
+    label: str, bundle: Path, workdir: Path, *, batching: bool, requests: int, users: int, length: int
+) -> Result:
     fake = FakeDiscord(heartbeat_interval_ms=HEARTBEAT_MS)
     await fake.start()
     env = {
@@ -91,9 +98,12 @@ async def burst(label: str, bundle: Path, workdir: Path, *, batching: bool, requ
                 await fake.wait_until(lambda: len(fake.heartbeats) >= 2, timeout=5)
                 first_beat = len(fake.heartbeats) - 1
                 started = time.monotonic()
-                sent = await asyncio.gather(*(
-                    fake.send_slash_command("lyrics", {"seed": SEED, "length": length}, user=members[i % users])
-                    for i in range(requests)))
+                sent = await asyncio.gather(
+                    *(
+                        fake.send_slash_command("lyrics", {"seed": SEED, "length": length}, user=members[i % users])
+                        for i in range(requests)
+                    )
+                )
 
                 async def final(inter) -> float:
                     message = await inter.wait_final(timeout=600)
@@ -107,8 +117,16 @@ async def burst(label: str, bundle: Path, workdir: Path, *, batching: bool, requ
                 stats = bot.engine.stats
         answered = [x for x in latencies if x == x]  # NaN marks a refusal or an error
         assert not fake.violations, fake.violations
-        return Result(label, len(answered), requests, answered, stats.batches, stats.largest_batch,
-                      max(b - a for a, b in zip(beats, beats[1:])), wall)
+        return Result(
+            label,
+            len(answered),
+            requests,
+            answered,
+            stats.batches,
+            stats.largest_batch,
+            max(b - a for a, b in itertools.pairwise(beats)),
+            wall,
+        )
     finally:
         await fake.stop()
 
@@ -119,8 +137,15 @@ async def main(args: argparse.Namespace) -> None:
         bundle = ensure_bundle(args.bundle, workdir)
         print(f"bundle {bundle}: {args.requests} x /lyrics length {args.length} from {args.users} members at once")
         for label, batching in (("batching on", True), ("batching off", False)):
-            result = await burst(label.replace(" ", "-"), bundle, workdir, batching=batching,
-                                 requests=args.requests, users=args.users, length=args.length)
+            result = await burst(
+                label.replace(" ", "-"),
+                bundle,
+                workdir,
+                batching=batching,
+                requests=args.requests,
+                users=args.users,
+                length=args.length,
+            )
             result.label = label
             print(result.report(), flush=True)
 

@@ -21,11 +21,38 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(nproc: int, corpus: str, epochs: int, threads: int, folder: Path) -> tuple[list[dict], dict]:
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                 "--max_restarts=0", "-m", "model"] if nproc > 1 else [sys.executable, "-m", "model"])
-    cmd = launcher + ["train", "--corpus", corpus, "--out", str(folder / f"p{nproc}.pt"), "--epochs", str(epochs),
-                      "--patience", str(epochs), "--progress", "jsonl", "--threads", str(threads),
-                      "--device", "cpu"]
+    launcher = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "--max_restarts=0",
+            "-m",
+            "model",
+        ]
+        if nproc > 1
+        else [sys.executable, "-m", "model"]
+    )
+    cmd = [
+        *launcher,
+        "train",
+        "--corpus",
+        corpus,
+        "--out",
+        str(folder / f"p{nproc}.pt"),
+        "--epochs",
+        str(epochs),
+        "--patience",
+        str(epochs),
+        "--progress",
+        "jsonl",
+        "--threads",
+        str(threads),
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, check=False)
     if result.returncode:
@@ -47,9 +74,11 @@ def main() -> None:
             threads = max(1, args.cores // nproc)
             epochs, start = run(nproc, args.corpus, args.epochs, threads, Path(folder))
             seconds = sum(e["seconds"] for e in epochs) / len(epochs)
-            print(f"{nproc} process(es) x {threads} thread(s): {seconds:.1f} s per epoch "
-                  f"(incl. held-out scoring), {start['train_tokens'] / seconds:,.0f} training tokens/s, "
-                  f"held-out bpc after {len(epochs)} epochs {epochs[-1]['bpc']:.3f}")
+            print(
+                f"{nproc} process(es) x {threads} thread(s): {seconds:.1f} s per epoch "
+                f"(incl. held-out scoring), {start['train_tokens'] / seconds:,.0f} training tokens/s, "
+                f"held-out bpc after {len(epochs)} epochs {epochs[-1]['bpc']:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -28,14 +28,14 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from model import distributed  # noqa: E402
 from model.checkpoint import load_bundle  # noqa: E402
-from model.network import LyricsNet, NetConfig  # noqa: E402
-from model.ngram import char_ngram_bpc  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
 from model.events import EpochEvent, Event  # noqa: E402
 from model.mixture import Mixture  # noqa: E402
+from model.network import LyricsNet, NetConfig  # noqa: E402
+from model.ngram import char_ngram_bpc  # noqa: E402
 from model.train import evaluate_net, prepare, train  # noqa: E402
-from model import distributed  # noqa: E402
 
 
 def run_default(corpus: str, out: Path) -> tuple[float, Mixture]:
@@ -44,8 +44,11 @@ def run_default(corpus: str, out: Path) -> tuple[float, Mixture]:
     def on_event(event: Event) -> None:
         if isinstance(event, EpochEvent):
             epochs.append(event)
-            print(f"  epoch {event.epoch:2d}: held-out bpc {event.bpc:.3f} (train loss "
-                  f"{event.train_loss:.3f}), {event.elapsed:.0f}s", flush=True)
+            print(
+                f"  epoch {event.epoch:2d}: held-out bpc {event.bpc:.3f} (train loss "
+                f"{event.train_loss:.3f}), {event.elapsed:.0f}s",
+                flush=True,
+            )
 
     start = time.perf_counter()
     train(TrainConfig(corpus=corpus, out=str(out)), on_event=on_event)
@@ -58,8 +61,18 @@ def run_original(corpus: str, budget: float) -> float:
     torch.manual_seed(0)
     random.seed(0)
     data = prepare(TrainConfig(corpus=corpus))
-    net = LyricsNet(NetConfig(vocab_size=len(data.vocab), cell="rnn", layers=2, hidden=512, embed=256,
-                              dropout=0.5, embed_dropout=0.0, tie_weights=False))
+    net = LyricsNet(
+        NetConfig(
+            vocab_size=len(data.vocab),
+            cell="rnn",
+            layers=2,
+            hidden=512,
+            embed=256,
+            dropout=0.5,
+            embed_dropout=0.0,
+            tie_weights=False,
+        )
+    )
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     ids = torch.tensor(data.train_ids)
     starts = list(range(len(ids) - 101))
@@ -69,7 +82,7 @@ def run_original(corpus: str, budget: float) -> float:
         random.shuffle(starts)
         for b in range(0, len(starts), 64):
             tick = time.perf_counter()
-            batch = torch.tensor(starts[b:b + 64])
+            batch = torch.tensor(starts[b : b + 64])
             offsets = batch.unsqueeze(1) + torch.arange(101)
             x, y = ids[offsets[:, :-1]], ids[offsets[:, 1:]]
             net.train()
@@ -84,8 +97,9 @@ def run_original(corpus: str, budget: float) -> float:
                 checks += 1
                 _, bpc = evaluate_net(net, data.heldout, torch.device("cpu"), context)
                 best = min(best, bpc)
-                print(f"  {trained:5.0f}s trained ({b // 64 + 1} batches this pass): held-out bpc {bpc:.3f}",
-                      flush=True)
+                print(
+                    f"  {trained:5.0f}s trained ({b // 64 + 1} batches this pass): held-out bpc {bpc:.3f}", flush=True
+                )
             if trained >= budget:
                 break
     return best
@@ -103,10 +117,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; corpus {args.corpus}")
     data = prepare(TrainConfig(corpus=args.corpus))
     from model.corpus import load_corpus
+
     split = load_corpus(args.corpus)
     bars = {n: char_ngram_bpc(split.train, split.heldout, n) for n in (1, 2, 3)}
-    print(f"held-out: {data.heldout.chars} characters, {len(data.heldout.ids)} tokens, {data.heldout.unk_chars} "
-          f"unknown; vocabulary {len(data.vocab)}")
+    print(
+        f"held-out: {data.heldout.chars} characters, {len(data.heldout.ids)} tokens, {data.heldout.unk_chars} "
+        f"unknown; vocabulary {len(data.vocab)}"
+    )
     print("character n-gram bars: " + ", ".join(f"{n}-gram {v:.3f}" for n, v in bars.items()))
 
     print("\n## Default configuration")
@@ -115,8 +132,10 @@ def main() -> None:
     print(f"wall time {seconds:.0f} s")
     for part, bpc in mixture.parts.items():
         print(f"  {part:22s} {bpc:.3f} bpc")
-    print(f"served bundle (weights {', '.join(f'{k} {v:.2f}' for k, v in mixture.weights.items())}): "
-          f"{mixture.bpc:.3f} bpc")
+    print(
+        f"served bundle (weights {', '.join(f'{k} {v:.2f}' for k, v in mixture.weights.items())}): "
+        f"{mixture.bpc:.3f} bpc"
+    )
     if not args.skip_original:
         print(f"\n## Original configuration for the same {seconds:.0f} s")
         best = run_original(args.corpus, seconds)

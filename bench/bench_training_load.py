@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import shutil
 import statistics
@@ -47,8 +48,10 @@ class Phase:
 
     def describe(self) -> str:
         lat = self.latencies
-        text = (f"p50 {statistics.median(lat):5.2f}s mean {statistics.fmean(lat):5.2f}s max {max(lat):5.2f}s "
-                f"| worst heartbeat gap {self.heartbeat_gap:.2f}s")
+        text = (
+            f"p50 {statistics.median(lat):5.2f}s mean {statistics.fmean(lat):5.2f}s max {max(lat):5.2f}s "
+            f"| worst heartbeat gap {self.heartbeat_gap:.2f}s"
+        )
         if self.steps_per_s is not None:
             text += f" | training {self.steps_per_s:.2f} batches/s"
         return text
@@ -71,21 +74,29 @@ async def measure(fake: FakeDiscord, count: int, length: int, steps: callable | 
     first_beat = len(fake.heartbeats)
     first_step, started = (steps() if steps else 0), time.monotonic()
     latencies = await songs(fake, count, length)
-    beats = fake.heartbeats[max(0, first_beat - 1):]
-    gap = max((b - a for a, b in zip(beats, beats[1:])), default=0.0)
+    beats = fake.heartbeats[max(0, first_beat - 1) :]
+    gap = max((b - a for a, b in itertools.pairwise(beats)), default=0.0)
     rate = (steps() - first_step) / (time.monotonic() - started) if steps else None
     return Phase(latencies, gap, rate)
 
 
-async def scenario(label: str, model: Path, corpus: Path, workdir: Path, *, threads: int, nice: int,
-                   count: int, length: int) -> None:
+async def scenario(
+    label: str, model: Path, corpus: Path, workdir: Path, *, threads: int, nice: int, count: int, length: int
+) -> None:
     folder = workdir / label
     folder.mkdir()
     live = folder / "lyrics.pt"
     shutil.copy(model, live)
-    env = {"DISCORD_TOKEN": "fake-bot-token", "LYRICS_MODEL": str(live), "LYRICS_DB": str(folder / "lyrics.db"),
-           "LYRICS_CORPUS": str(corpus), "LYRICS_DEVICE": "cpu", "LYRICS_COOLDOWN": "0",
-           "LYRICS_TRAIN_THREADS": str(threads), "LYRICS_TRAIN_UPDATE_INTERVAL": "5"}
+    env = {
+        "DISCORD_TOKEN": "fake-bot-token",
+        "LYRICS_MODEL": str(live),
+        "LYRICS_DB": str(folder / "lyrics.db"),
+        "LYRICS_CORPUS": str(corpus),
+        "LYRICS_DEVICE": "cpu",
+        "LYRICS_COOLDOWN": "0",
+        "LYRICS_TRAIN_THREADS": str(threads),
+        "LYRICS_TRAIN_UPDATE_INTERVAL": "5",
+    }
     fake = FakeDiscord(heartbeat_interval_ms=HEARTBEAT_MS)
     await fake.start()
     try:
@@ -118,8 +129,10 @@ async def scenario(label: str, model: Path, corpus: Path, workdir: Path, *, thre
     print(f"{label} (child: {threads} torch thread(s), nice +{nice}); corpus preparation took {prep:.0f}s")
     print(f"  idle            {idle.describe()}")
     print(f"  while training  {busy.describe()}" + ("" if still_training else "  (training ended during it!)"))
-    print(f"  slowdown        x{statistics.median(busy.latencies) / statistics.median(idle.latencies):.2f} (p50), "
-          f"x{statistics.fmean(busy.latencies) / statistics.fmean(idle.latencies):.2f} (mean)")
+    print(
+        f"  slowdown        x{statistics.median(busy.latencies) / statistics.median(idle.latencies):.2f} (p50), "
+        f"x{statistics.fmean(busy.latencies) / statistics.fmean(idle.latencies):.2f} (mean)"
+    )
 
 
 async def main() -> None:
@@ -136,8 +149,16 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         for label, threads, nice in (("mitigated", 1, 10), ("unmitigated", 2, 0)):
             if args.only in (None, label):
-                await scenario(label, args.model, args.corpus, Path(tmp), threads=threads, nice=nice,
-                               count=args.songs, length=args.length)
+                await scenario(
+                    label,
+                    args.model,
+                    args.corpus,
+                    Path(tmp),
+                    threads=threads,
+                    nice=nice,
+                    count=args.songs,
+                    length=args.length,
+                )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -60,8 +61,17 @@ def ensure_bundle(path: Path | None, workdir: Path) -> Path:
 
     out = workdir / "tiny.pt"
     print(f"training a tiny model on data/sample_lyrics.txt into {out} ...", flush=True)
-    train(TrainConfig(corpus=str(REPO / "data" / "sample_lyrics.txt"), out=str(out), epochs=1, hidden=32,
-                      embed=16, device="cpu", threads=1))
+    train(
+        TrainConfig(
+            corpus=str(REPO / "data" / "sample_lyrics.txt"),
+            out=str(out),
+            epochs=1,
+            hidden=32,
+            embed=16,
+            device="cpu",
+            threads=1,
+        )
+    )
     return out
 
 
@@ -99,8 +109,14 @@ async def write_songs(fake: FakeDiscord, count: int, timeout: float = 60) -> lis
     return messages
 
 
-async def dispatch(fake: FakeDiscord, songs: list[SentMessage], voters: list[dict[str, Any]], plan: list[Click],
-                   concurrency: int, stop: asyncio.Event | None = None) -> list[Interaction]:
+async def dispatch(
+    fake: FakeDiscord,
+    songs: list[SentMessage],
+    voters: list[dict[str, Any]],
+    plan: list[Click],
+    concurrency: int,
+    stop: asyncio.Event | None = None,
+) -> list[Interaction]:
     """Click as planned, at most `concurrency` clicks awaiting their answer; stop early when `stop` is set."""
     slots = asyncio.Semaphore(concurrency)
     sent: list[Interaction] = []
@@ -116,10 +132,9 @@ async def dispatch(fake: FakeDiscord, songs: list[SentMessage], voters: list[dic
                 return
             sent.append(inter)
             stopped = stop.is_set if stop is not None else lambda: False
-            try:  # a killed bot answers no more: stop waiting then
+            # A killed bot answers no more: stop waiting then (counted as unanswered below).
+            with contextlib.suppress(TimeoutError):
                 await fake.wait_until(lambda: inter.callbacks or stopped(), timeout=10)
-            except TimeoutError:
-                pass  # counted as unanswered below
 
     await asyncio.gather(*(one(click) for click in plan))
     return sent
@@ -153,22 +168,30 @@ async def burst(args: argparse.Namespace, bundle: Path, workdir: Path) -> None:
                 pairs = Counter((click.song, click.user) for click in plan)
                 expected = [sum(n % 2 for (s, _), n in pairs.items() if s == index) for index in range(len(songs))]
                 stored = [(await bot.store.get_song(song_id(m))).votes for m in songs]
-                try:  # the last answers may be followed by one refresh of the label
-                    await fake.wait_until(lambda: all(vote_label(m) == str(n) for m, n in zip(songs, expected)),
-                                          timeout=5)
-                except TimeoutError:
-                    pass
+                # The last answers may be followed by one refresh of the label.
+                with contextlib.suppress(TimeoutError):
+                    await fake.wait_until(
+                        lambda: all(vote_label(m) == str(n) for m, n in zip(songs, expected, strict=True)), timeout=5
+                    )
                 labels = [int(vote_label(m)) for m in songs]
 
-        print(f"burst: {len(plan)} vote clicks from {args.users} members on {len(songs)} songs, "
-              f"at most {args.concurrency} awaiting an answer")
-        print(f"  answered {len(answered)}/{len(plan)} ({updates} by updating the message) in {wall:.2f}s "
-              f"= {len(answered) / wall:.0f} clicks/s")
-        print(f"  time to the interaction callback: p50 {percentile(latencies, 0.5) * 1e3:.0f} ms, "
-              f"p95 {percentile(latencies, 0.95) * 1e3:.0f} ms, max {max(latencies) * 1e3:.0f} ms "
-              f"(mean {statistics.fmean(latencies) * 1e3:.0f} ms)")
-        print(f"  database counts equal the expected toggles: {stored == expected} "
-              f"({sum(stored)} votes; expected {sum(expected)})")
+        print(
+            f"burst: {len(plan)} vote clicks from {args.users} members on {len(songs)} songs, "
+            f"at most {args.concurrency} awaiting an answer"
+        )
+        print(
+            f"  answered {len(answered)}/{len(plan)} ({updates} by updating the message) in {wall:.2f}s "
+            f"= {len(answered) / wall:.0f} clicks/s"
+        )
+        print(
+            f"  time to the interaction callback: p50 {percentile(latencies, 0.5) * 1e3:.0f} ms, "
+            f"p95 {percentile(latencies, 0.95) * 1e3:.0f} ms, max {max(latencies) * 1e3:.0f} ms "
+            f"(mean {statistics.fmean(latencies) * 1e3:.0f} ms)"
+        )
+        print(
+            f"  database counts equal the expected toggles: {stored == expected} "
+            f"({sum(stored)} votes; expected {sum(expected)})"
+        )
         print(f"  vote labels show the stored counts: {labels == stored}")
         print(f"  stand-in rule violations: {len(fake.violations)} {fake.violations[:3]}")
     finally:
@@ -183,14 +206,20 @@ async def kill_mid_burst(args: argparse.Namespace, bundle: Path, workdir: Path) 
     fake = FakeDiscord(heartbeat_interval_ms=1000)
     await fake.start()
     db = workdir / "killed.db"
-    env = {**bot_env(fake, bundle, db), "LYRICS_DISCORD_API": fake.rest_base,
-           "LYRICS_DISCORD_GATEWAY": fake.gateway_url, "PATH": os.environ.get("PATH", ""),
-           "PYTHONPATH": str(REPO), "HOME": str(workdir)}  # a clean environment: no developer token or .env
+    env = {
+        **bot_env(fake, bundle, db),
+        "LYRICS_DISCORD_API": fake.rest_base,
+        "LYRICS_DISCORD_GATEWAY": fake.gateway_url,
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO),
+        "HOME": str(workdir),
+    }  # a clean environment: no developer token or .env
     log_path = workdir / "killed-bot.log"
     try:
         with log_path.open("wb") as sink:
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=workdir, env=env,
-                                                        stdout=sink, stderr=sink)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", cwd=workdir, env=env, stdout=sink, stderr=sink
+            )
             try:
                 await fake.wait_ready(timeout=START_TIMEOUT)
                 songs = await write_songs(fake, args.songs)
@@ -202,8 +231,10 @@ async def kill_mid_burst(args: argparse.Namespace, bundle: Path, workdir: Path) 
 
                 async def killer() -> float:
                     """SIGKILL the child once `kill_at` clicks were acknowledged; returns when, into the burst."""
-                    await fake.wait_until(lambda: sum(1 for i in fake.interactions.values()
-                                                      if i.type == 3 and i.callbacks) >= kill_at, timeout=60)
+                    await fake.wait_until(
+                        lambda: sum(1 for i in fake.interactions.values() if i.type == 3 and i.callbacks) >= kill_at,
+                        timeout=60,
+                    )
                     proc.send_signal(signal.SIGKILL)
                     stop.set()
                     return time.perf_counter() - started
@@ -233,15 +264,21 @@ async def kill_mid_burst(args: argparse.Namespace, bundle: Path, workdir: Path) 
         votes = set(conn.execute("SELECT song_id, user_id FROM votes").fetchall())
     planned = {(song_ids[c.song], voter_ids[c.user]) for c in plan}
     missing = acknowledged - votes
-    print(f"kill -9: python -m bot got SIGKILL {killed_after:.2f}s into a burst of {len(plan)} clicks "
-          f"(each song/member pair once), after {kill_at} acknowledgements; exit status {proc.returncode}")
+    print(
+        f"kill -9: python -m bot got SIGKILL {killed_after:.2f}s into a burst of {len(plan)} clicks "
+        f"(each song/member pair once), after {kill_at} acknowledgements; exit status {proc.returncode}"
+    )
     latencies = [inter.callbacks[0]["elapsed"] for inter in sent if inter.callbacks]
-    print(f"  clicks sent before the kill: {len(sent)}, acknowledged: {len(acknowledged)} "
-          f"(time to the callback p50 {percentile(latencies, 0.5) * 1e3:.0f} ms, "
-          f"p95 {percentile(latencies, 0.95) * 1e3:.0f} ms)")
+    print(
+        f"  clicks sent before the kill: {len(sent)}, acknowledged: {len(acknowledged)} "
+        f"(time to the callback p50 {percentile(latencies, 0.5) * 1e3:.0f} ms, "
+        f"p95 {percentile(latencies, 0.95) * 1e3:.0f} ms)"
+    )
     print(f"  PRAGMA integrity_check: {', '.join(integrity)}")
-    print(f"  votes in the database: {len(votes)}; acknowledged but missing: {len(missing)}; committed but "
-          f"never acknowledged: {len(votes - acknowledged)}; not clicked at all: {len(votes - planned)}")
+    print(
+        f"  votes in the database: {len(votes)}; acknowledged but missing: {len(missing)}; committed but "
+        f"never acknowledged: {len(votes - acknowledged)}; not clicked at all: {len(votes - planned)}"
+    )
     print(f"  every acknowledged vote survived: {not missing and integrity == ['ok']}")
     if args.keep:
         print(f"  (the child's log: {log_path})")
@@ -261,8 +298,9 @@ if __name__ == "__main__":
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--songs", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=50, help="clicks awaiting an answer at once")
-    parser.add_argument("--kill-after", type=float, default=0.4,
-                        help="fraction of the kill burst acknowledged before SIGKILL")
+    parser.add_argument(
+        "--kill-after", type=float, default=0.4, help="fraction of the kill burst acknowledged before SIGKILL"
+    )
     parser.add_argument("--no-kill", action="store_true", help="skip the kill -9 part")
     parser.add_argument("--keep", type=Path, default=None, help="keep the databases and logs in this folder")
     arguments = parser.parse_args()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -29,8 +30,13 @@ EXIT_FAILED = 1  # the bot could not start or stopped on an error
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bot", description="The lyrics Discord bot.")
-    parser.add_argument("command", nargs="?", choices=("run", "sync"), default="run",
-                        help="run the bot (default), or sync its slash commands globally and exit")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=("run", "sync"),
+        default="run",
+        help="run the bot (default), or sync its slash commands globally and exit",
+    )
     return parser.parse_args(argv)
 
 
@@ -76,10 +82,8 @@ def _on_signals(stop: asyncio.Event) -> None:
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C still raises KeyboardInterrupt
             loop.add_signal_handler(sig, handle, sig)
-        except NotImplementedError:  # Windows: Ctrl+C still raises KeyboardInterrupt
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:

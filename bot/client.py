@@ -6,6 +6,11 @@
 
 Resources open in `setup_hook` (which discord.py runs after login, before the gateway connects,
 so no command can arrive before the model is loaded) and close in `close()`, in the reverse order.
+
+Every command's failure ends in one place, `LyricsTree.on_error` (button failures are routed there too,
+see bot/views.py): a failed check is answered with its refusal, anything else is logged with its
+traceback and answered with a short apology. Nothing the bot sends can ping anyone: AllowedMentions.none()
+is the client's default for every message, and no call overrides it.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ from typing import Any
 
 import discord
 import yarl
+from discord import app_commands
 from discord.ext import commands
 
+from bot import messages
 from bot.engine import Engine, ModelMissingError
+from bot.permissions import NotAdmin
+from bot.replies import tell
 from bot.settings import Settings
 from bot.store import Store
 from model.checkpoint import BundleError
@@ -46,6 +55,27 @@ def use_discord_endpoints(api: str | None, gateway: str | None) -> None:
         log.warning("using Discord gateway at %s (LYRICS_DISCORD_GATEWAY; for tests only)", gateway)
 
 
+class LyricsTree(app_commands.CommandTree["LyricsBot"]):
+    """The command tree, with the bot's one error path."""
+
+    async def on_error(self, interaction: discord.Interaction[LyricsBot], error: app_commands.AppCommandError) -> None:
+        if isinstance(error, NotAdmin):
+            await tell(interaction, messages.ADMIN_ONLY)
+            return
+        what = f"/{interaction.command.qualified_name}" if interaction.command else describe(interaction)
+        log.error("%s failed", what, exc_info=getattr(error, "original", error))
+        try:
+            await tell(interaction, messages.INTERNAL_ERROR)
+        except discord.HTTPException:
+            log.warning("could not tell the member about the error either")
+
+
+def describe(interaction: discord.Interaction) -> str:
+    """What the interaction was, for a log line: a button's custom_id, else its type."""
+    custom_id = interaction.data.get("custom_id") if interaction.data else None
+    return f"button {custom_id!r}" if custom_id else f"interaction {interaction.type.name}"
+
+
 class LyricsBot(commands.Bot):
     """The lyrics bot. Pass `engine` or `store` to use ready-made ones; the bot closes them either way.
 
@@ -53,19 +83,31 @@ class LyricsBot(commands.Bot):
     no store, no model, no guild sync.
     """
 
-    def __init__(self, settings: Settings, *, engine: Engine | None = None, store: Store | None = None,
-                 serve: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        store: Store | None = None,
+        serve: bool = True,
+        **options: Any,
+    ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,  # no prefix commands; slash commands only
             intents=discord.Intents.default(),  # no privileged intents: nothing here reads messages
-            allowed_mentions=discord.AllowedMentions.none(),
+            allowed_mentions=discord.AllowedMentions.none(),  # every message; a seed like "@everyone" pings nobody
             help_command=None,
+            tree_cls=LyricsTree,
             **options,
         )
         self.settings = settings
         self.serve = serve
-        self.engine = engine or Engine(device=settings.device, batching=settings.limits.batching,
-                                       max_batch=settings.limits.max_batch, torch_threads=settings.torch_threads)
+        self.engine = engine or Engine(
+            device=settings.device,
+            batching=settings.limits.batching,
+            max_batch=settings.limits.max_batch,
+            torch_threads=settings.torch_threads,
+        )
         self._store = store
         # Extensions push their own clean-ups here (e.g. stopping training child processes); see close().
         self.cleanups = contextlib.AsyncExitStack()
@@ -102,12 +144,19 @@ class LyricsBot(commands.Bot):
         try:
             await self.engine.load(path)
         except ModelMissingError:
-            log.warning("no model at %s: /lyrics will say how to train one "
-                        "(python -m model train --corpus %s --out %s)", path, self.settings.corpus_path, path)
+            log.warning(
+                "no model at %s: /lyrics will say how to train one (python -m model train --corpus %s --out %s)",
+                path,
+                self.settings.corpus_path,
+                path,
+            )
             return False
         except BundleError as exc:
-            log.error("cannot load the model: %s. /lyrics is unavailable until a good bundle is trained "
-                      "or restored at %s", exc, path)
+            log.error(
+                "cannot load the model: %s. /lyrics is unavailable until a good bundle is trained or restored at %s",
+                exc,
+                path,
+            )
             return False
         return True
 
@@ -119,8 +168,11 @@ class LyricsBot(commands.Bot):
             try:
                 synced = await self.tree.sync(guild=guild)
             except discord.Forbidden:
-                log.error("cannot sync commands to guild %d: invite the bot there with the "
-                          "applications.commands scope, or remove it from LYRICS_GUILD_IDS", guild_id)
+                log.error(
+                    "cannot sync commands to guild %d: invite the bot there with the "
+                    "applications.commands scope, or remove it from LYRICS_GUILD_IDS",
+                    guild_id,
+                )
             else:
                 log.info("synced %d commands to guild %d", len(synced), guild_id)
 

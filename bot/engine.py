@@ -1,10 +1,14 @@
-"""The bridge between the event loop and the model: one worker thread, batched generation, hot swaps.
+"""The one owner of the live model: one worker thread, batched generation, hot swaps, promotions.
 
     engine = Engine(device="cpu")
     await engine.load("models/lyrics.pt")            # in the worker thread; raises ModelMissingError, BundleError
-    sample = await engine.generate(SampleRequest(seed="窗外的麻雀", ...))
-    await engine.swap("models/new.pt")               # requests already running finish on the old model
+    generation = await engine.generate(SampleRequest(seed="窗外的麻雀", ...))   # .sample, and .model that wrote it
+    promotion = await engine.promote("models/lyrics.candidate.pt", "models/lyrics.pt", force=False)
     await engine.close()
+
+While the bot runs, a new model goes live through `promote`: it loads the candidate once, compares
+it with the live model, and only then touches files (the old bundle kept as *.previous, the new one moved
+in by os.replace) and swaps; requests already running finish on the old model.
 
 Why one thread: torch modules are not safe to run concurrently from several threads, and a single
 worker keeps requests in a fair FIFO order. Why batches: an RNN step costs nearly the same for 1 or
@@ -17,19 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from model.checkpoint import Bundle
-from model.sample import Sample, SampleRequest, Sampler
+from model.checkpoint import Bundle, fsync_dir
+from model.sample import Sample, Sampler, SampleRequest
 from model.vocab import warm_up
 
 log = logging.getLogger(__name__)
@@ -57,8 +62,7 @@ class EngineClosedError(EngineError):
 class SamplerLike(Protocol):
     """What the engine needs from `model.sample.Sampler` (tests may pass anything shaped like it)."""
 
-    bundle_hash: str
-    metrics: dict[str, Any]
+    bundle: Bundle
 
     def generate(self, request: SampleRequest) -> Sample: ...
 
@@ -72,11 +76,35 @@ Loader = Callable[[Path, str], SamplerLike]
 class ModelInfo:
     """Which bundle is serving, for logs, replies and the songs table."""
 
-    path: Path
-    bundle_hash: str
-    metrics: dict[str, Any]
-    loaded_at: datetime
-    bundle: Bundle | None = None  # the loaded bundle itself (config, history), so nothing re-reads the file
+    path: Path  # the file it was loaded from (or, once promoted, moved to)
+    bundle: Bundle  # the loaded bundle itself (config, history, metrics): nothing re-reads the file
+
+    @property
+    def bundle_hash(self) -> str:
+        return self.bundle.sha256
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.bundle.metrics
+
+
+@dataclass(frozen=True)
+class SwapDecision:
+    """Whether the candidate replaces the live model, and why, in a sentence with the numbers."""
+
+    swap: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What `Engine.promote` did with a candidate bundle."""
+
+    candidate: Bundle  # loaded once, for the decision and for the report
+    live: ModelInfo | None  # what served before (and still serves unless swapped)
+    decision: SwapDecision
+    swapped: bool = False
+    error: str | None = None  # why a swap that was decided did not happen (the old model keeps serving)
 
 
 @dataclass(frozen=True)
@@ -89,7 +117,7 @@ class Generation:
 
 @dataclass
 class EngineStats:
-    """Counters for logs, tests and the benchmark."""
+    """Counters, logged when the engine closes."""
 
     requests: int = 0  # samples written
     batches: int = 0  # forward-pass loops run (a batch of one counts too)
@@ -109,6 +137,38 @@ def load_sampler(path: Path, device: str) -> Sampler:
     return sampler
 
 
+def metric(metrics: dict[str, Any] | None, key: str) -> float | None:
+    """A finite number from a bundle's metrics, or None."""
+    value = (metrics or {}).get(key)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def decide_swap(live: dict[str, Any] | None, candidate: dict[str, Any], *, force: bool) -> SwapDecision:
+    """Compare held-out bits per character (metrics["bpc"], lower is better) of the live and the new model."""
+    new = metric(candidate, "bpc")
+    old = metric(live, "bpc") if live is not None else None
+    if live is None:
+        return SwapDecision(True, "There was no live model, so the new one is now live.")
+    if force:
+        return SwapDecision(True, "force:true was given, so the new model is now live whatever its score.")
+    if new is None:
+        return SwapDecision(False, "The new model has no held-out bpc to compare, so the live model stays.")
+    if old is None:
+        return SwapDecision(True, "The live model has no held-out bpc to compare against, so the new one is now live.")
+    if new < old:
+        return SwapDecision(True, f"The new model is better ({new:.3f} < {old:.3f} bpc), so it is now live.")
+    return SwapDecision(
+        False,
+        f"The live model stays: its held-out bpc {old:.3f} is not worse than the new model's "
+        f"{new:.3f} (lower is better). Use force:true to swap anyway.",
+    )
+
+
+def sibling(path: Path, tag: str) -> Path:
+    """models/lyrics.pt -> models/lyrics.<tag>.pt: beside the live bundle, so os.replace onto it is atomic."""
+    return path.with_name(f"{path.stem}.{tag}{path.suffix or '.pt'}")
+
+
 def default_torch_threads() -> int:
     """All cores but one: the event loop (heartbeats, HTTP) keeps a core to itself."""
     try:
@@ -121,17 +181,28 @@ def default_torch_threads() -> int:
 class Engine:
     """Owns the live sampler and the worker thread it runs on; see the module docstring."""
 
-    def __init__(self, *, device: str = "cpu", batching: bool = True, max_batch: int = 32,
-                 torch_threads: int = 0, gather_seconds: float = GATHER_SECONDS,
-                 loader: Loader = load_sampler) -> None:
+    def __init__(
+        self,
+        *,
+        device: str = "cpu",
+        batching: bool = True,
+        max_batch: int = 32,
+        torch_threads: int = 0,
+        gather_seconds: float = GATHER_SECONDS,
+        loader: Loader = load_sampler,
+    ) -> None:
         self.device = device
         self.batching = batching
         self.max_batch = max_batch if batching else 1
         self._gather_seconds = gather_seconds if batching else 0.0
         self._loader = loader
         self._threads = torch_threads or default_torch_threads()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lyrics-engine",
-                                            initializer=torch.set_num_threads, initargs=(self._threads,))
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="lyrics-engine",
+            initializer=torch.set_num_threads,
+            initargs=(self._threads,),
+        )
         self._live: tuple[SamplerLike, ModelInfo] | None = None
         self._queue: asyncio.Queue[_Job | None] | None = None  # created on first use, inside the running loop
         self._worker: asyncio.Task[None] | None = None
@@ -170,25 +241,64 @@ class Engine:
         if not path.is_file():
             raise ModelMissingError(f"no model bundle at {path}")
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        sampler = await loop.run_in_executor(self._executor, self._loader, path, self.device)
-        info = ModelInfo(path=path, bundle_hash=sampler.bundle_hash, metrics=dict(sampler.metrics),
-                         loaded_at=datetime.now(UTC), bundle=getattr(sampler, "bundle", None))
-        previous, self._live = self._live, (sampler, info)  # one assignment: the swap is atomic for the loop
-        log.info("loaded model %s (bundle %s, %s) in %.1fs%s", path, info.bundle_hash[:12],
-                 _describe_metrics(info.metrics), time.monotonic() - started,
-                 f", replacing bundle {previous[1].bundle_hash[:12]}" if previous else "")
+        sampler = await self._load_sampler(path)
+        info = self._go_live(sampler, path)
+        log.info(
+            "loaded model %s (bundle %s, %s) in %.1fs",
+            path,
+            info.bundle_hash[:12],
+            _describe_metrics(info.metrics),
+            time.monotonic() - started,
+        )
         return info
 
-    swap = load  # same operation; the name reads better where a model is replaced
+    async def promote(
+        self, candidate: str | os.PathLike[str], live: str | os.PathLike[str], *, force: bool = False
+    ) -> Promotion:
+        """Make the bundle at `candidate` the live model if it is better than the one serving (or `force`).
+
+        In order: load the candidate (once, in the worker thread); compare held-out bpc with the live
+        model; if it wins, move it onto `live` with os.replace (the old file kept as *.previous) and swap
+        it in. Raises model.checkpoint.BundleError if the candidate cannot be loaded, and then nothing
+        has changed. A failure while moving the files is put back and reported in `Promotion.error`:
+        the files and the live model stay as they were, so a restart serves what serves now.
+        """
+        if self._closed:
+            raise EngineClosedError("the engine is closed")
+        candidate, live = Path(candidate), Path(live)
+        sampler = await self._load_sampler(candidate)
+        before = self.info
+        decision = decide_swap(before.metrics if before else None, sampler.bundle.metrics, force=force)
+        promotion = Promotion(candidate=sampler.bundle, live=before, decision=decision)
+        if not decision.swap:
+            return promotion
+        try:
+            await asyncio.to_thread(_replace_keeping_previous, candidate, live)
+        except OSError as exc:
+            log.error("could not move %s onto %s: %s", candidate, live, exc)
+            return Promotion(sampler.bundle, before, decision, error=str(exc))
+        info = self._go_live(sampler, live)
+        log.info(
+            "promoted %s: bundle %s (%s) is live%s",
+            candidate,
+            info.bundle_hash[:12],
+            _describe_metrics(info.metrics),
+            f", replacing {before.bundle_hash[:12]}" if before else "",
+        )
+        return Promotion(sampler.bundle, before, decision, swapped=True)
+
+    async def _load_sampler(self, path: Path) -> SamplerLike:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._loader, path, self.device)
+
+    def _go_live(self, sampler: SamplerLike, path: Path) -> ModelInfo:
+        info = ModelInfo(path=path, bundle=sampler.bundle)
+        self._live = (sampler, info)  # one assignment: the swap is atomic for the event loop
+        return info
 
     # ---- generating
 
-    async def generate(self, request: SampleRequest) -> Sample:
-        """Generate one sample; see `generate_with_model`."""
-        return (await self.generate_with_model(request)).sample
-
-    async def generate_with_model(self, request: SampleRequest) -> Generation:
+    async def generate(self, request: SampleRequest) -> Generation:
         """Queue `request` for the next batch and wait for its sample and the model that wrote it.
 
         Raises ModelNotLoadedError, EngineClosedError, or what the sampler raised for this request
@@ -289,7 +399,41 @@ class Engine:
         # Waits for the thread to go idle; in a thread itself so the event loop stays responsive.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         self._live = None
-        log.info("engine closed")
+        stats = self.stats
+        log.info(
+            "engine closed after %d songs in %d batches (largest %d)",
+            stats.requests,
+            stats.batches,
+            stats.largest_batch,
+        )
+
+
+def _replace_keeping_previous(candidate: Path, live: Path) -> None:
+    """Move `candidate` onto `live`; the old `live`, if any, becomes *.previous. All or nothing.
+
+    The old file gets its second name under a temporary one first, so that if the move fails nothing
+    has changed, not even *.previous.
+    """
+    previous = sibling(live, "previous")
+    kept = previous.with_name(f".{previous.name}.tmp")
+    if live.is_file():
+        kept.unlink(missing_ok=True)
+        try:
+            os.link(live, kept)  # a second name for the old file: instant, no copy
+        except OSError:  # a filesystem without hard links
+            shutil.copy2(live, kept)
+    try:
+        os.replace(candidate, live)  # same folder: readers see the old file or the new one, never half
+    except OSError:
+        kept.unlink(missing_ok=True)
+        raise
+    # The new model is in place: what follows only tidies up, and must not undo the promotion.
+    try:
+        if kept.exists():
+            os.replace(kept, previous)
+        fsync_dir(live.parent)
+    except OSError as exc:
+        log.warning("the new model is in place, but keeping the old one as %s failed: %s", previous, exc)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

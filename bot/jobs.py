@@ -1,9 +1,9 @@
 """One training job at a time, as a child process that reports JSON lines on stdout. Knows nothing of Discord.
 
     manager = JobManager()
-    job = await manager.start(train_argv(TrainArgs(corpus=..., out=...)))   # JobBusyError if one runs
-    async for event in job.events():      # or job.add_listener(callback)
-        print(job.status.state, job.status.epoch, job.status.eta())
+    job = await manager.start(train_argv({"corpus": ..., "out": ...}))   # JobBusyError if one runs
+    job.add_listener(callback)            # callback(event) for every typed event (model.events), then JobEnded
+    print(job.status.state, job.status.epoch, job.status.eta())
     await job.cancel(grace=10)            # SIGTERM; SIGKILL if it is still there after `grace` seconds
     status = await job.wait()             # FINISHED, FAILED or CANCELLED, with the last lines of stderr
     await manager.close()                 # on shutdown: stop the running job and reap it
@@ -13,9 +13,10 @@ take the bot down. It is started with asyncio.create_subprocess_exec (never a fo
 in its own session (so signals reach it and any torchrun workers as a group, and a Ctrl-C in the bot's
 terminal does not), at a lower CPU priority so that /lyrics stays responsive on shared cores.
 
-The child is `python -m model train --progress jsonl` (see model/__main__.py): one JSON object per line,
-`{"event": "start" | "step" | "epoch" | "checkpoint" | "resume" | "early_stop" | "done" | "error" |
-"cancelled", ...}`; exit 0 done, 2 error, 3 cancelled. Anything else on stdout is ignored, never fatal.
+The child is `python -m model train --progress jsonl`, and model/events.py is the contract with it: one
+JSON object per line, parsed back into the event classes it was written from, and the exit codes
+(model.events.ExitCode). Its options are TrainConfig fields, spelled as flags by model.config.to_argv.
+A stdout line that is not an event is ignored, never fatal.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
 import logging
 import math
 import os
@@ -31,19 +31,34 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from model import config
+from model.events import (
+    CancelledEvent,
+    CheckpointEvent,
+    DoneEvent,
+    EarlyStopEvent,
+    EpochEvent,
+    ErrorEvent,
+    Event,
+    ExitCode,
+    ResumeEvent,
+    StartEvent,
+    StepEvent,
+    TimeLimitEvent,
+    parse_event,
+)
 
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 20  # how much of the child's stderr a failure report shows
 LINE_LIMIT = 1 << 20  # longest stdout line read; a longer one (garbage) is skipped, not fatal
 NICE_INCREMENT = 10  # training yields the CPU to the bot (generation, heartbeats) when both want it
-EXIT_ERROR, EXIT_CANCELLED = 2, 3
 POLL_SECONDS = 0.5  # how often to look whether the child has exited while its pipes are still open
-PIPE_DRAIN_SECONDS = 5.0  # how long its pipes may stay open after it exited  # model/__main__.py's exit statuses
+PIPE_DRAIN_SECONDS = 5.0  # how long its pipes may stay open after it exited
 
 
 class JobError(Exception):
@@ -85,20 +100,17 @@ class JobStatus:
     bpc: float | None = None  # held-out bits per character of the network, last epoch
     best_bpc: float | None = None
     trigram_bpc: float | None = None  # the character-trigram bar the model must beat
-    history: list[dict[str, float]] = field(default_factory=list)  # one record per epoch event
+    history: list[dict[str, float]] = field(default_factory=list)  # the numbers of each epoch event
     checkpoint: str | None = None  # the last checkpoint written
     resumed_from: int | None = None
     early_stopped: bool = False
-    result: dict[str, Any] | None = None  # the "done" event: path, bpc, net_bpc, trigram_bpc, ...
+    time_limited: bool = False  # --max-minutes ran out
+    result: DoneEvent | None = None  # the bundle is written
     error: str | None = None  # why it failed, in a sentence
     returncode: int | None = None
     cancel_requested: bool = False
     stderr_tail: list[str] = field(default_factory=list)
     ignored_lines: int = 0  # stdout lines that were not JSON events
-
-    @property
-    def active(self) -> bool:
-        return self.state is JobState.RUNNING
 
     def elapsed(self, now: float | None = None) -> float:
         """Seconds since the process started (until it ended)."""
@@ -128,118 +140,112 @@ class JobStatus:
         spent = (now if now is not None else time.monotonic()) - self.training_since
         return spent * (1 - done) / done
 
-    def apply(self, event: dict[str, Any], now: float) -> None:
-        """Fold one progress event into the status. Unknown events and missing fields are ignored."""
-        kind = event.get("event")
-        if kind == "start":
-            self.training_since = now
-            self.epochs = _int(event, "epochs", self.epochs)
-            self.steps = _int(event, "steps_per_epoch", self.steps)
-            self.trigram_bpc = _float(event, "trigram_bpc", self.trigram_bpc)
-        elif kind == "resume":
-            self.resumed_from = self.epoch = self.first_epoch = _int(event, "epoch", 0)
-        elif kind == "step":
-            self.step = _int(event, "step", self.step)
-            self.steps = _int(event, "steps", self.steps)
-        elif kind == "epoch":
-            self.epoch = _int(event, "epoch", self.epoch)
-            self.epochs = _int(event, "epochs", self.epochs)
-            self.step = 0
-            self.train_loss = _float(event, "train_loss", self.train_loss)
-            self.heldout_loss = _float(event, "heldout_loss", self.heldout_loss)
-            self.bpc = _float(event, "bpc", self.bpc)
-            self.best_bpc = _float(event, "best_bpc", self.best_bpc)
-            if isinstance(event.get("epoch"), int):  # the loss curve is drawn from these: numbers only
-                self.history.append({key: float(value) for key, value in event.items()
-                                     if _float(event, key, None) is not None})
-        elif kind == "checkpoint":
-            self.checkpoint = str(event.get("path", "")) or self.checkpoint
-        elif kind == "early_stop":
-            self.early_stopped = True
-        elif kind == "done":
-            self.result = {key: value for key, value in event.items() if key != "event"}
-        elif kind == "error":
-            self.error = str(event.get("message", "")) or self.error
+    def apply(self, event: Event, now: float) -> None:
+        """Fold one progress event into the status."""
+        match event:
+            case StartEvent():
+                self.training_since = now
+                self.epochs, self.steps = event.epochs, event.steps_per_epoch
+                self.trigram_bpc = _finite(event.trigram_bpc, self.trigram_bpc)
+            case ResumeEvent():
+                self.resumed_from = self.epoch = self.first_epoch = event.epoch
+            case StepEvent():
+                self.step, self.steps = event.step, event.steps
+            case EpochEvent():
+                self.epoch, self.epochs, self.step = event.epoch, event.epochs, 0
+                self.train_loss = _finite(event.train_loss, self.train_loss)
+                self.heldout_loss = _finite(event.heldout_loss, self.heldout_loss)
+                self.bpc = _finite(event.bpc, self.bpc)
+                self.best_bpc = _finite(event.best_bpc, self.best_bpc)
+                # The loss curve is drawn from these: finite numbers only.
+                self.history.append(
+                    {
+                        key: float(value)
+                        for key, value in asdict(event).items()
+                        if not isinstance(value, bool) and _finite(value, None) is not None
+                    }
+                )
+            case CheckpointEvent():
+                self.checkpoint = event.path or self.checkpoint
+            case EarlyStopEvent():
+                self.early_stopped = True
+            case TimeLimitEvent():
+                self.time_limited = True
+            case DoneEvent():
+                self.result = event
+            case ErrorEvent():
+                self.error = event.message or self.error
+            case CancelledEvent():
+                pass  # the exit status says so too; _settle decides
 
 
-def _int(event: dict[str, Any], key: str, default: int) -> int:
-    value = event.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def _float(event: dict[str, Any], key: str, default: float | None) -> float | None:
-    value = event.get(key)
+def _finite(value: Any, default: float | None) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return default
 
 
-def parse_event(line: bytes | str) -> dict[str, Any] | None:
-    """The progress event on one stdout line, or None if the line is not one (garbage, a stray print)."""
-    try:
-        value = json.loads(line)
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        return None
-    if isinstance(value, dict) and isinstance(value.get("event"), str):
-        return value
-    return None
+@dataclass(frozen=True)
+class JobEnded:
+    """The last thing a job's listeners hear: the process is gone and its final state settled."""
+
+    state: JobState
+    returncode: int | None
 
 
 # ---------------------------------------------------------------------------------------------
 # the command line
 
 
-@dataclass(frozen=True)
-class TrainArgs:
-    """What one training run is asked to do; `train_argv` turns it into the child's command line."""
+def train_argv(
+    settings: Mapping[str, Any],
+    options: Mapping[str, Any] | None = None,
+    *,
+    extra: Sequence[str] = (),
+    processes: int = 1,
+    python: str = sys.executable,
+) -> list[str]:
+    """The child's argv: `python -m model train ...`, or under torchrun when `processes` > 1.
 
-    corpus: Path
-    out: Path
-    epochs: int | None = None  # None: the model's default
-    cell: str | None = None
-    resume: bool = False
-    device: str = "auto"
-    threads: int = 1  # torch threads per process: leave the other core to the bot
-    processes: int = 1  # >1: launch with torchrun, one process per share of the (global) batch
-    extra: tuple[str, ...] = ()  # more `python -m model train` flags (e.g. "--hidden 256"), from settings
-    python: str = sys.executable
-
-
-def train_argv(args: TrainArgs) -> list[str]:
-    """The child's argv: `python -m model train ...`, or under torchrun when `processes` > 1."""
-    flags = ["--corpus", str(args.corpus), "--out", str(args.out), "--progress", "jsonl",
-             "--device", args.device, "--threads", str(args.threads), *args.extra]
-    # After `extra`, so the command's own options win over the configured defaults (argparse keeps the last).
-    if args.epochs is not None:
-        flags += ["--epochs", str(args.epochs)]
-    if args.cell is not None:
-        flags += ["--cell", args.cell]
-    if args.resume:
-        flags.append("--resume")
-    if args.processes > 1:
+    `settings` and `options` are TrainConfig fields (model.config.to_argv spells them). The deployment's
+    `settings` and `extra` flags (LYRICS_TRAIN_ARGS) come first and the command's `options` last, so what
+    an admin chose for this run wins over the configured defaults (argparse keeps the last).
+    """
+    flags = [*config.to_argv(settings), "--progress", "jsonl", *extra, *config.to_argv(options or {})]
+    if processes > 1:
         # --standalone: a local rendezvous, nothing to configure; --max_restarts=0: a crash is reported, not
         # retried from scratch (the bot's resume:true is the retry, from the last checkpoint).
-        launcher = [args.python, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc_per_node={args.processes}", "--max_restarts=0"]
+        launcher = [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "--max_restarts=0",
+        ]
         return [*launcher, "-m", "model", "train", *flags]
-    return [args.python, "-m", "model", "train", *flags]
+    return [python, "-m", "model", "train", *flags]
 
 
 # ---------------------------------------------------------------------------------------------
 # one job
 
 
-Listener = Callable[[dict[str, Any]], None]
+Listener = Callable[[Event | JobEnded], None]
 
 
 class TrainingJob:
     """A running (or finished) child process and what it reported. Create through JobManager.start."""
 
-    def __init__(self, argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
-                 env: dict[str, str] | None = None, nice: int = NICE_INCREMENT,
-                 stderr_lines: int = STDERR_TAIL_LINES) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        nice: int = NICE_INCREMENT,
+        stderr_lines: int = STDERR_TAIL_LINES,
+    ) -> None:
         self.argv = list(argv)
-        self.cwd = cwd
         self.env = env
         self.nice = nice
         self.status = JobStatus()
@@ -257,9 +263,14 @@ class TrainingJob:
         self.status.started_at = time.monotonic()
         try:
             self.process = await asyncio.create_subprocess_exec(
-                *self.argv, cwd=self.cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                limit=LINE_LIMIT, start_new_session=True)
+                *self.argv,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                limit=LINE_LIMIT,
+                start_new_session=True,
+            )
         except OSError as exc:
             self._end(JobState.FAILED, error=f"could not start {self.argv[0]}: {exc}")
             raise
@@ -290,27 +301,12 @@ class TrainingJob:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Every later progress event, until the job ends (a final {"event": "exit"} marks the end)."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.add_listener(queue.put_nowait)
-        try:
-            if self._done.is_set():
-                return
-            while True:
-                event = await queue.get()
-                yield event
-                if event.get("event") == "exit":
-                    return
-        finally:
-            self.remove_listener(queue.put_nowait)
-
-    def _emit(self, event: dict[str, Any]) -> None:
+    def _emit(self, event: Event | JobEnded) -> None:
         for listener in list(self._listeners):
             try:
                 listener(event)
             except Exception:  # a listener's bug must not stop the reader (and so hang the child on a full pipe)
-                log.exception("a training job listener failed on %s", event.get("event"))
+                log.exception("a training job listener failed on %s", type(event).__name__)
 
     async def _supervise(self) -> None:
         """Read both pipes to the end, reap the child, settle the final state."""
@@ -322,12 +318,15 @@ class TrainingJob:
             self._signal_group(signal.SIGKILL)
             readers.cancel()
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug here must still settle the job, never hang wait()
+        except Exception as exc:  # a bug here must still settle the job, never hang wait()
             log.exception("following the training job failed")
             self._signal_group(signal.SIGKILL)
             readers.cancel()
-            self._end(JobState.FAILED, error=f"the bot could not follow the job ({type(exc).__name__}: {exc})",
-                      returncode=self.process.returncode)
+            self._end(
+                JobState.FAILED,
+                error=f"the bot could not follow the job ({type(exc).__name__}: {exc})",
+                returncode=self.process.returncode,
+            )
             return
         self._settle(returncode)
 
@@ -369,8 +368,8 @@ class TrainingJob:
                     log.debug("training job: ignored stdout line %r", line[:200])
                 continue
             self.status.apply(event, time.monotonic())
-            if event["event"] != "step":
-                log.info("training job: %s", _summary(event))
+            if not isinstance(event, StepEvent):
+                log.info("training job: %s %s", event.kind, _summary(event))
             self._emit(event)
 
     async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
@@ -392,7 +391,7 @@ class TrainingJob:
         status = self.status
         if status.result is not None and returncode == 0:
             self._end(JobState.FINISHED, returncode=returncode)
-        elif status.cancel_requested or returncode == EXIT_CANCELLED:
+        elif status.cancel_requested or returncode == ExitCode.CANCELLED:
             self._end(JobState.CANCELLED, returncode=returncode)
         else:
             self._end(JobState.FAILED, returncode=returncode, error=status.error or describe_exit(returncode))
@@ -404,10 +403,15 @@ class TrainingJob:
         if error and not status.error:
             status.error = error
         status.stderr_tail = list(self._stderr)
-        log.log(logging.WARNING if state is JobState.FAILED else logging.INFO,
-                "training job %s (exit %s)%s", state, status.returncode, f": {status.error}" if status.error else "")
+        log.log(
+            logging.WARNING if state is JobState.FAILED else logging.INFO,
+            "training job %s (exit %s)%s",
+            state,
+            status.returncode,
+            f": {status.error}" if status.error else "",
+        )
         self._done.set()
-        self._emit({"event": "exit", "state": str(state), "returncode": status.returncode})
+        self._emit(JobEnded(state, status.returncode))
 
     # ---- stopping
 
@@ -461,9 +465,10 @@ def describe_exit(returncode: int) -> str:
     return f"the training process exited with status {returncode}"
 
 
-def _summary(event: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                     for key, value in event.items())[:300]
+def _summary(event: Event) -> str:
+    return ", ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in asdict(event).items()
+    )[:300]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,8 +478,7 @@ def _summary(event: dict[str, Any]) -> str:
 class JobManager:
     """At most one training job at a time; stops it on close()."""
 
-    def __init__(self, *, cwd: str | os.PathLike[str] | None = None, nice: int = NICE_INCREMENT) -> None:
-        self.cwd = cwd
+    def __init__(self, *, nice: int = NICE_INCREMENT) -> None:
         self.nice = nice
         self.current: TrainingJob | None = None  # the running job, or the last one to have run
         self._closed = False
@@ -491,7 +495,7 @@ class JobManager:
             raise JobError("the bot is shutting down")
         if (running := self.running) is not None:
             raise JobBusyError(running)
-        job = TrainingJob(argv, cwd=self.cwd, env=env, nice=self.nice)
+        job = TrainingJob(argv, env=env, nice=self.nice)
         self.current = job  # before awaiting: a second start arriving meanwhile sees this one
         await job.start()
         return job

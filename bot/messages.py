@@ -1,7 +1,9 @@
-"""What the bot says: the song embed and the texts of its refusals, kept apart from the flow in the cogs.
+"""What the bot says about songs: the song embed, list lines, and every reply and refusal of /lyrics,
+/favourites and the buttons, kept apart from the flow in the cogs. (/train's texts live beside it, in
+bot/exts/training/texts.py.)
 
-Discord's limits shape everything here: an embed description holds 4,096 characters and a footer
-2,048, and a song must never be cut in the middle of a line (or of a character).
+Discord's limits shape everything here: a message holds 2,000 characters, an embed description 4,096
+and a footer 2,048, and a song must never be cut in the middle of a line (or of a character).
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from pathlib import Path
 
 import discord
 
-NO_MENTIONS = discord.AllowedMentions.none()  # passed on every message: a seed like "@everyone" pings nobody
+from bot.store import Song
+
+CONTENT_LIMIT = 2000
 DESCRIPTION_LIMIT = 4096
 FOOTER_LIMIT = 2048
 CUT_MARK = "\n…"
+PREVIEW_CHARS = 60  # of a song's text in a list line
 EMBED_COLOUR = discord.Colour.dark_teal()
 _JOINERS = {"\u200d", "\u20e3"}  # zero-width joiner, combining keycap: the next code point belongs to this character
 
@@ -25,7 +30,8 @@ _JOINERS = {"\u200d", "\u20e3"}  # zero-width joiner, combining keycap: the next
 def escape(text: str) -> str:
     """Show text literally: no markdown, and mentions made inert (a zero-width space after the @).
 
-    allowed_mentions already stops the pings; this also stops "@everyone" from *looking* like one.
+    The client's allowed_mentions (none) already stops the pings; this also stops "@everyone" from
+    *looking* like one.
     """
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
 
@@ -63,9 +69,18 @@ def _character_boundary(text: str, index: int) -> int:
     return index
 
 
+def cap(text: str, limit: int) -> str:
+    """`text`, or its first `limit` - 1 characters and an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# one song
+
+
 @dataclass(frozen=True)
-class SongView:
-    """Everything the reply shows about one song."""
+class SongCard:
+    """What an embed shows about one song: its text and the settings that write it again."""
 
     text: str  # the seed as typed, then the generated lines, joined by "\n"
     temperature: float
@@ -74,28 +89,76 @@ class SongView:
     unknown: Sequence[str] = ()  # seed words the model did not know
     song_id: int | None = None  # None when the song could not be stored
 
+    @classmethod
+    def of(cls, song: Song) -> SongCard:
+        return cls(
+            text=song.text,
+            temperature=song.temperature,
+            length=song.length,
+            random_seed=song.random_seed,
+            song_id=song.id,
+        )
 
-def song_embed(song: SongView) -> discord.Embed:
-    """The reply to /lyrics: the song in the description, the settings that reproduce it in the footer."""
-    description, cut = fit_lines(escape(song.text), DESCRIPTION_LIMIT)
-    footer = [f"temperature {song.temperature:g} · length {song.length} · random seed {song.random_seed}"]
-    if song.unknown:
-        footer.append(_cap("seed words the model did not know: " + ", ".join(song.unknown), 300))
+
+def song_embed(card: SongCard, *, record: Song | None = None) -> discord.Embed:
+    """A song as the bot shows it: the reply to /lyrics and 🎲, or with its stored `record`, /favourites show.
+
+    The text is cut at a line break to fit. A reply's footer holds the settings that reproduce it; the
+    full record shows them as fields, with the votes, who asked, when, and the model that wrote it.
+    """
+    description, cut = fit_lines(escape(card.text), DESCRIPTION_LIMIT)
+    embed = discord.Embed(description=description, colour=EMBED_COLOUR)
+    footer = []
+    if record is None:
+        footer.append(f"temperature {card.temperature:g} · length {card.length} · random seed {card.random_seed}")
+    else:
+        _add_record(embed, record)
+        footer.append("The same seed, temperature, length and random seed on the same model write this song again.")
+    if card.unknown:
+        footer.append(cap("seed words the model did not know: " + ", ".join(card.unknown), 300))
     if cut:
         footer.append(f"cut at a line break to fit Discord's {DESCRIPTION_LIMIT:,}-character limit")
-    if song.song_id is not None:
-        footer.append(f"song #{song.song_id}")
-    embed = discord.Embed(description=description, colour=EMBED_COLOUR)
-    embed.set_footer(text=_cap("\n".join(footer), FOOTER_LIMIT))
+    if card.song_id is not None and record is None:
+        footer.append(f"song #{card.song_id}")
+    embed.set_footer(text=cap("\n".join(footer), FOOTER_LIMIT))
     return embed
 
 
-def _cap(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _add_record(embed: discord.Embed, song: Song) -> None:
+    embed.title = f"Song #{song.id}"
+    embed.add_field(name="Votes", value=str(song.votes))
+    embed.add_field(name="Asked by", value=f"<@{song.author_id}>" if song.author_id else "(forgotten)")
+    embed.add_field(name="Written", value=discord.utils.format_dt(song.created_at, "f"))
+    embed.add_field(name="Seed", value=escape(song.seed) or "(empty)", inline=False)
+    embed.add_field(name="Temperature", value=f"{song.temperature:g}")
+    embed.add_field(name="Length", value=str(song.length))
+    embed.add_field(name="Random seed", value=str(song.random_seed))
+    embed.add_field(name="Model", value=f"`{song.bundle_hash}`" if song.bundle_hash else "(not recorded)", inline=False)
+
+
+def preview(song: Song) -> str:
+    """One line of a list: the song's first words, shown literally (no markdown, no mentions)."""
+    first = " / ".join(line.strip() for line in song.text.splitlines() if line.strip())
+    return escape(cap(first, PREVIEW_CHARS))
+
+
+def song_line(song: Song, rank: int | None = None) -> str:
+    prefix = f"{rank}. " if rank is not None else ""
+    return f"{prefix}**#{song.id}** · 👍 {song.votes} · {preview(song)}"
 
 
 # ---------------------------------------------------------------------------------------------
-# refusals (sent ephemerally: only the member who asked sees them)
+# refusals and errors, shared by every command and button (sent ephemerally: only the member who asked sees them)
+
+
+SHUTTING_DOWN = "The bot is restarting (机器人正在重启): ask again in a minute."
+INTERNAL_ERROR = "Something went wrong (出错了). It has been logged; please try again."
+UNAVAILABLE = "This button is not available right now (功能暂不可用): try again in a minute."
+# For a member who is not an admin: what it takes, without naming who is one.
+ADMIN_ONLY = (
+    "Only admins can do that (仅限管理员): members with the Administrator permission in this server, "
+    "or users listed in LYRICS_ADMIN_IDS."
+)
 
 
 def no_model(corpus: Path, model: Path, *, train_command: bool = False) -> str:
@@ -115,5 +178,68 @@ def retry_after(reason: str, seconds: float) -> str:
     return f"{reason}: try again in {max(1, math.ceil(seconds))} s."
 
 
-SHUTTING_DOWN = "The bot is restarting (机器人正在重启): ask again in a minute."
-INTERNAL_ERROR = "Something went wrong while writing this song (出错了). It has been logged; please try again."
+def cannot_write(reason: object) -> str:
+    """The model refused the request itself (e.g. a seed it cannot encode at all)."""
+    return f"I couldn't write that: {reason}"
+
+
+# ---------------------------------------------------------------------------------------------
+# /favourites and the buttons under a song
+
+
+SELF_VOTE = "You asked for this song, so your vote doesn't count (不能给自己的歌投票)."
+DELETE_REFUSED = "Only the member who asked for this song, or an admin, can delete it (只有作者或管理员可以删除)."
+NO_FAVOURITES = "You have no saved songs yet (还没有收藏): click ⭐ under a song to save it."
+NOT_YOUR_LIST = "These are someone else's favourites: use /favourites mine to see yours."
+NOT_YOUR_QUESTION = "Only the member who asked to be forgotten can answer this."
+TOP_IN_DMS = "Leaderboards are per server (排行榜只在服务器里): use /favourites top in a server."
+FORGET_QUESTION = (
+    "This deletes everything the bot stores about you (删除你的所有数据): your votes and your saved songs "
+    "are deleted, and the songs you asked for stay but no longer name you. It cannot be undone."
+)
+FORGET_CANCELLED = "Cancelled: nothing was deleted (已取消)."
+FAVOURITES_TITLE = "⭐ Your saved songs (我的收藏)"
+TOP_FOOTER = "/favourites show id:<n> shows one in full"
+
+
+def not_found(song_id: int) -> str:
+    return (
+        f"There is no song #{song_id} here (找不到这首歌): it was deleted, never existed, "
+        f"or was written in another server."
+    )
+
+
+def removed_text(song_id: int, by: str | None = None) -> str:
+    """The content a song's message is edited to once the song is deleted (public)."""
+    return f"🗑️ Song #{song_id} was deleted{f' by {by}' if by else ''} (已删除)."
+
+
+def saved_text(song_id: int) -> str:
+    return f"⭐ Saved song #{song_id} (已收藏): see your saved songs with /favourites mine."
+
+
+def unsaved_text(song_id: int) -> str:
+    return f"Removed song #{song_id} from your saved songs (已取消收藏)."
+
+
+def not_saved_text(song_id: int) -> str:
+    return f"Song #{song_id} is not among your saved songs: see /favourites mine."
+
+
+def favourites_footer(page: int, pages: int, total: int) -> str:
+    return f"page {page + 1} of {pages} · {total} saved · /favourites show id:<n> shows one"
+
+
+def top_title(period_words: str) -> str:
+    return f"🏆 Most-voted songs written {period_words} (排行榜)"
+
+
+def no_votes_text(period_words: str) -> str:
+    return f"No votes yet for songs written {period_words} (还没有投票): click 👍 under a song you like."
+
+
+def forgotten_text(votes: int, favourites: int, songs: int) -> str:
+    return (
+        f"Done (已删除): {votes} vote(s) and {favourites} saved song(s) deleted; "
+        f"{songs} song(s) you asked for no longer name you."
+    )

@@ -1,7 +1,10 @@
 """Who may do admin things (retrain the model, delete other members' songs).
 
-    if not is_admin(interaction, bot.settings):
-        ...refuse...
+    @app_commands.command()
+    @admin_only()                      # refuses with NotAdmin, which the tree's on_error answers
+    async def train(self, interaction): ...
+
+    if is_admin(interaction, bot.settings): ...   # inside a handler (e.g. deleting someone else's song)
 
 Checked on OUR side for every admin action: a command's `default_permissions` is only a hint to
 Discord's client, which a server owner can override per role or per channel.
@@ -14,9 +17,22 @@ In DMs there is no guild and so no permission to speak of: only `admin_ids` coun
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
 import discord
+from discord import app_commands
 
 from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.client import LyricsBot
+
+T = TypeVar("T")
+
+
+class NotAdmin(app_commands.CheckFailure):
+    """The user may not run this command; the tree's on_error tells them who may (messages.ADMIN_ONLY)."""
 
 
 def is_admin(interaction: discord.Interaction, settings: Settings) -> bool:
@@ -34,6 +50,13 @@ def is_admin(interaction: discord.Interaction, settings: Settings) -> bool:
     return interaction.permissions.administrator
 
 
-# The ephemeral text for a member who is not an admin: what it takes, without naming who is one.
-ADMIN_ONLY = ("Only admins can do that (仅限管理员): members with the Administrator permission in this server, "
-              "or users listed in LYRICS_ADMIN_IDS.")
+def admin_only() -> Callable[[T], T]:
+    """An app_commands.check that lets only admins (is_admin) run the command; others get NotAdmin."""
+
+    async def predicate(interaction: discord.Interaction[LyricsBot]) -> bool:
+        if not is_admin(interaction, interaction.client.settings):
+            raise NotAdmin("only admins may run this command")
+        return True
+
+    check: Callable[[Any], Any] = app_commands.check(predicate)
+    return check

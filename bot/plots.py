@@ -15,19 +15,22 @@ from collections.abc import Mapping, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
 
 def _series(history: Sequence[Mapping[str, float]], key: str) -> tuple[list[float], list[float]]:
     """(epochs, values) for the records that have a finite `key`."""
-    points = [(float(record["epoch"]), float(record[key])) for record in history
-              if isinstance(record.get(key), (int, float)) and math.isfinite(record[key])
-              and isinstance(record.get("epoch"), (int, float))]
+    points = [
+        (float(record["epoch"]), float(record[key]))
+        for record in history
+        if isinstance(record.get(key), (int, float))
+        and math.isfinite(record[key])
+        and isinstance(record.get("epoch"), (int, float))
+    ]
     return [x for x, _ in points], [y for _, y in points]
 
 
-def loss_curve_png(history: Sequence[Mapping[str, float]], *, title: str = "",
-                   trigram_bpc: float | None = None) -> bytes | None:
+def loss_curve_png(
+    history: Sequence[Mapping[str, float]], *, title: str = "", trigram_bpc: float | None = None
+) -> bytes | None:
     """Train and held-out loss per epoch (left), held-out bits per character (right) with the trigram bar.
 
     Returns None when there is nothing to draw (a bundle without history).

@@ -16,6 +16,7 @@ This module knows nothing about Discord: ids are plain ints (snowflakes fit SQLi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Self
 
 import aiosqlite
+
+DM_GUILD_ID = 0  # the guild_id of songs written in direct messages; no guild has id 0
 
 # -----------------------------------------------------------------------------
 # errors
@@ -238,10 +241,9 @@ async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Conn
     try:
         yield db
     except BaseException:
-        try:
+        # No transaction may be left to roll back (e.g. cancelled while COMMIT ran).
+        with contextlib.suppress(sqlite3.OperationalError):
             await db.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            pass  # no transaction left to roll back (e.g. cancelled while COMMIT ran)
         raise
     await db.execute("COMMIT")
 
@@ -366,8 +368,18 @@ class Store:
             cur = await db.execute(
                 "INSERT INTO songs (guild_id, channel_id, author_id, seed, temperature, length,"
                 " random_seed, bundle_hash, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (song.guild_id, song.channel_id, song.author_id, song.seed, song.temperature, song.length,
-                 song.random_seed, song.bundle_hash, song.text, _ts(self.clock())),
+                (
+                    song.guild_id,
+                    song.channel_id,
+                    song.author_id,
+                    song.seed,
+                    song.temperature,
+                    song.length,
+                    song.random_seed,
+                    song.bundle_hash,
+                    song.text,
+                    _ts(self.clock()),
+                ),
             )
             return cur.lastrowid
 
@@ -384,14 +396,27 @@ class Store:
         With `guild_id`, a song from another guild is also None: callers can't tell it apart
         from a missing one, so nothing leaks across servers.
         """
-        async with self._read() as db:
-            async with db.execute(
+        async with (
+            self._read() as db,
+            db.execute(
                 f"SELECT {_SONG_COLUMNS}, {_VOTE_COUNT} AS votes FROM songs s WHERE s.id = ?", (song_id,)
-            ) as cur:
-                row = await cur.fetchone()
+            ) as cur,
+        ):
+            row = await cur.fetchone()
         if row is None or (guild_id is not None and row["guild_id"] != guild_id):
             return None
         return _song(row)
+
+    async def visible_song(self, song_id: int, *, guild_id: int | None, channel_id: int | None) -> Song | None:
+        """The song if it can be seen from where the asker is, else None (exactly like a missing song).
+
+        Songs are visible where they were written: in their guild, or (`guild_id` None: a DM) in their
+        DM channel, so nothing leaks across servers or between members' DMs.
+        """
+        if guild_id is not None:
+            return await self.get_song(song_id, guild_id=guild_id)
+        song = await self.get_song(song_id, guild_id=DM_GUILD_ID)
+        return song if song is not None and song.channel_id == channel_id else None
 
     async def delete_song(self, song_id: int) -> bool:
         """Delete the song and (by cascade) its votes and favourites. False if it wasn't there."""
@@ -459,9 +484,7 @@ class Store:
     async def remove_favourite(self, user_id: int, song_id: int) -> bool:
         """Unsave a song; False if it wasn't saved."""
         async with self._write() as db:
-            cur = await db.execute(
-                "DELETE FROM favourites WHERE user_id = ? AND song_id = ?", (user_id, song_id)
-            )
+            cur = await db.execute("DELETE FROM favourites WHERE user_id = ? AND song_id = ?", (user_id, song_id))
             return cur.rowcount > 0
 
     async def list_favourites(self, user_id: int, *, limit: int = 10, offset: int = 0) -> list[Song]:
@@ -477,9 +500,11 @@ class Store:
 
     async def count_favourites(self, user_id: int) -> int:
         """How many songs the user has saved (for "page 2 of 5")."""
-        async with self._read() as db:
-            async with db.execute("SELECT COUNT(*) FROM favourites WHERE user_id = ?", (user_id,)) as cur:
-                return (await cur.fetchone())[0]
+        async with (
+            self._read() as db,
+            db.execute("SELECT COUNT(*) FROM favourites WHERE user_id = ?", (user_id,)) as cur,
+        ):
+            return (await cur.fetchone())[0]
 
     # ---- privacy and maintenance
 
@@ -494,14 +519,3 @@ class Store:
             favourites = await db.execute("DELETE FROM favourites WHERE user_id = ?", (user_id,))
             songs = await db.execute("UPDATE songs SET author_id = NULL WHERE author_id = ?", (user_id,))
             return ForgetReport(votes.rowcount, favourites.rowcount, songs.rowcount)
-
-    async def integrity_check(self) -> str:
-        """SQLite's full integrity check: "ok", or its list of problems one per line."""
-        async with self._read() as db:
-            rows = await db.execute_fetchall("PRAGMA integrity_check")
-        return "\n".join(row[0] for row in rows)
-
-    async def schema_version(self) -> int:
-        """The file's PRAGMA user_version (LATEST_VERSION once open)."""
-        async with self._read() as db:
-            return await _user_version(db)

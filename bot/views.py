@@ -6,26 +6,27 @@ sent, and no view has to stay in memory or time out. The classes are registered 
 `bot.add_dynamic_items(...)` (see bot/exts/favourites.py).
 
 This module only knows how the buttons look and what their ids mean. What a click *does* is up to the
-loaded cog that implements `ButtonHandler` (the favourites cog); a click that arrives while no such cog
-is loaded is answered with an apology instead of Discord's "This interaction failed".
+loaded cog that implements the handler protocol for it: 🎲 is the lyrics cog's (`ReplayHandler`), the
+rest the favourites cog's (`ButtonHandler`). A click that arrives while no such cog is loaded is answered
+with an apology instead of Discord's "This interaction failed"; a handler that fails is reported through
+the command tree's on_error, like a failed command.
 """
 
 from __future__ import annotations
 
 import enum
-import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import discord
+from discord import app_commands
 from discord.ext import commands
 
-log = logging.getLogger(__name__)
+from bot import messages
+from bot.replies import tell
 
-NO_MENTIONS = discord.AllowedMentions.none()
-UNAVAILABLE = "This button is not available right now (功能暂不可用): try again in a minute."
-INTERNAL_ERROR = "Something went wrong with this button (出错了). It has been logged; please try again."
+H = TypeVar("H")
 
 
 class SongAction(enum.StrEnum):
@@ -48,49 +49,55 @@ class ForgetChoice(enum.StrEnum):
 
 
 @runtime_checkable
+class ReplayHandler(Protocol):
+    """The cog that answers 🎲 (the lyrics cog). It must answer the interaction."""
+
+    async def on_replay(self, interaction: discord.Interaction, song_id: int) -> None: ...
+
+
+@runtime_checkable
 class ButtonHandler(Protocol):
-    """What the cog that answers these buttons provides. Each method must answer the interaction."""
+    """The cog that answers 👍 ⭐ 🗑, the pager and forget-me (the favourites cog). Each method must answer."""
 
     async def on_song_button(self, interaction: discord.Interaction, action: SongAction, song_id: int) -> None: ...
 
     async def on_favourites_page(self, interaction: discord.Interaction, owner_id: int, page: int) -> None: ...
 
-    async def on_forget_choice(self, interaction: discord.Interaction, owner_id: int,
-                               choice: ForgetChoice) -> None: ...
+    async def on_forget_choice(self, interaction: discord.Interaction, owner_id: int, choice: ForgetChoice) -> None: ...
 
 
-def _handler(client: discord.Client) -> ButtonHandler | None:
-    """The loaded cog that answers button clicks, if any."""
+class ButtonError(app_commands.AppCommandError):
+    """A button's handler raised `original`; handed to the command tree's on_error like a command's failure."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(f"a button's handler raised {type(original).__name__}: {original}")
+        self.original = original
+
+
+def _handler(client: discord.Client, protocol: type[H]) -> H | None:
+    """The loaded cog that implements `protocol`, if any."""
     if isinstance(client, commands.Bot):
         for cog in client.cogs.values():
-            if isinstance(cog, ButtonHandler):
+            if isinstance(cog, protocol):
                 return cog
     return None
 
 
-async def _dispatch(interaction: discord.Interaction, call: Callable[[ButtonHandler], Awaitable[None]]) -> None:
-    """Hand the click to the handler; answer it ourselves when there is none or the handler failed.
+async def _dispatch(interaction: discord.Interaction, protocol: type[H], call: Callable[[H], Awaitable[None]]) -> None:
+    """Hand the click to the cog that handles it; answer it ourselves when there is none or it failed.
 
     discord.py only logs an exception raised by a dynamic item's callback, and the member would be left
-    with "This interaction failed" three seconds later; this says something instead.
+    with "This interaction failed" three seconds later; the tree's on_error says something instead.
     """
-    handler = _handler(interaction.client)
-    if handler is None:
-        await interaction.response.send_message(UNAVAILABLE, ephemeral=True, allowed_mentions=NO_MENTIONS)
+    bot = interaction.client
+    handler = _handler(bot, protocol)
+    if handler is None or not isinstance(bot, commands.Bot):
+        await tell(interaction, messages.UNAVAILABLE)
         return
     try:
         await call(handler)
-    except Exception:  # noqa: BLE001 - the last place to catch anything before the member sees a failure
-        custom_id = interaction.data.get("custom_id") if interaction.data else None
-        log.exception("button %r failed", custom_id)
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(INTERNAL_ERROR, ephemeral=True, allowed_mentions=NO_MENTIONS)
-            else:
-                await interaction.response.send_message(INTERNAL_ERROR, ephemeral=True,
-                                                        allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException:
-            log.warning("could not tell the member about the failed button either")
+    except Exception as exc:  # noqa: BLE001 - the last place to catch anything before the member sees a failure
+        await bot.tree.on_error(interaction, ButtonError(exc))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,26 +117,36 @@ def song_custom_id(action: SongAction, song_id: int) -> str:
     return f"song:{action}:{song_id}"
 
 
-class SongButton(discord.ui.DynamicItem[discord.ui.Button],
-                 template=r"song:(?P<action>vote|save|again|delete):(?P<id>[0-9]+)"):
+class SongButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=r"song:(?P<action>vote|save|again|delete):(?P<id>[0-9]+)"
+):
     """One of the four buttons under a song; the song id and the action are in the custom_id."""
 
     def __init__(self, action: SongAction, song_id: int, *, votes: int = 0) -> None:
         emoji, label, style = _SONG_LOOKS[action]
         if action is SongAction.VOTE:
             label = str(votes)
-        super().__init__(discord.ui.Button(style=style, emoji=emoji, label=label,
-                                           custom_id=song_custom_id(action, song_id)))
+        super().__init__(
+            discord.ui.Button(style=style, emoji=emoji, label=label, custom_id=song_custom_id(action, song_id))
+        )
         self.action = action
         self.song_id = song_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> SongButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> SongButton:
         return cls(SongAction(match["action"]), int(match["id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction, lambda handler: handler.on_song_button(interaction, self.action, self.song_id))
+        if self.action is SongAction.AGAIN:
+            await _dispatch(interaction, ReplayHandler, lambda handler: handler.on_replay(interaction, self.song_id))
+        else:
+            await _dispatch(
+                interaction,
+                ButtonHandler,
+                lambda handler: handler.on_song_button(interaction, self.action, self.song_id),
+            )
 
 
 def song_view(song_id: int, *, votes: int) -> discord.ui.View:
@@ -144,26 +161,38 @@ def song_view(song_id: int, *, votes: int) -> discord.ui.View:
 # under a page of /favourites mine
 
 
-class FavouritesPageButton(discord.ui.DynamicItem[discord.ui.Button],
-                           template=r"favs:(?P<owner>[0-9]+):(?P<page>[0-9]+):(?P<direction>prev|next)"):
+class FavouritesPageButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"favs:(?P<owner>[0-9]+):(?P<page>[0-9]+):(?P<direction>prev|next)",
+):
     """◀ or ▶ under a page of someone's favourites; the custom_id holds whose list and the page it leads to."""
 
     def __init__(self, owner_id: int, page: int, direction: PageDirection, *, disabled: bool = False) -> None:
         emoji = "◀️" if direction is PageDirection.PREVIOUS else "▶️"
         # The direction keeps the two ids apart when both buttons lead to page 0 (a one-page list).
-        super().__init__(discord.ui.Button(style=discord.ButtonStyle.secondary, emoji=emoji, disabled=disabled,
-                                           custom_id=f"favs:{owner_id}:{page}:{direction}"))
+        super().__init__(
+            discord.ui.Button(
+                style=discord.ButtonStyle.secondary,
+                emoji=emoji,
+                disabled=disabled,
+                custom_id=f"favs:{owner_id}:{page}:{direction}",
+            )
+        )
         self.owner_id = owner_id
         self.page = page
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> FavouritesPageButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> FavouritesPageButton:
         return cls(int(match["owner"]), int(match["page"]), PageDirection(match["direction"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction,
-                        lambda handler: handler.on_favourites_page(interaction, self.owner_id, self.page))
+        await _dispatch(
+            interaction,
+            ButtonHandler,
+            lambda handler: handler.on_favourites_page(interaction, self.owner_id, self.page),
+        )
 
 
 def pager_view(owner_id: int, page: int, pages: int) -> discord.ui.View | None:
@@ -172,8 +201,9 @@ def pager_view(owner_id: int, page: int, pages: int) -> discord.ui.View | None:
         return None
     view = discord.ui.View(timeout=None)
     view.add_item(FavouritesPageButton(owner_id, max(page - 1, 0), PageDirection.PREVIOUS, disabled=page == 0))
-    view.add_item(FavouritesPageButton(owner_id, min(page + 1, pages - 1), PageDirection.NEXT,
-                                       disabled=page >= pages - 1))
+    view.add_item(
+        FavouritesPageButton(owner_id, min(page + 1, pages - 1), PageDirection.NEXT, disabled=page >= pages - 1)
+    )
     return view
 
 
@@ -181,8 +211,9 @@ def pager_view(owner_id: int, page: int, pages: int) -> discord.ui.View | None:
 # under the forget-me question
 
 
-class ForgetButton(discord.ui.DynamicItem[discord.ui.Button],
-                   template=r"forget:(?P<owner>[0-9]+):(?P<choice>confirm|cancel)"):
+class ForgetButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=r"forget:(?P<owner>[0-9]+):(?P<choice>confirm|cancel)"
+):
     """Confirm or Cancel for /favourites forget-me; only the member named in the custom_id may press it."""
 
     def __init__(self, owner_id: int, choice: ForgetChoice) -> None:
@@ -195,12 +226,17 @@ class ForgetButton(discord.ui.DynamicItem[discord.ui.Button],
         self.choice = choice
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> ForgetButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ForgetButton:
         return cls(int(match["owner"]), ForgetChoice(match["choice"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction, lambda handler: handler.on_forget_choice(interaction, self.owner_id, self.choice))
+        await _dispatch(
+            interaction,
+            ButtonHandler,
+            lambda handler: handler.on_forget_choice(interaction, self.owner_id, self.choice),
+        )
 
 
 def forget_view(owner_id: int) -> discord.ui.View:

@@ -20,10 +20,21 @@ from . import config, distributed
 from .checkpoint import BundleError, load_bundle
 from .config import TrainingError
 from .corpus import CorpusError
-from .events import (CancelledEvent, DoneEvent, EarlyStopEvent, EpochEvent, ErrorEvent, Event, ExitCode, StartEvent,
-                     StepEvent, TimeLimitEvent, to_json)
+from .events import (
+    CancelledEvent,
+    DoneEvent,
+    EarlyStopEvent,
+    EpochEvent,
+    ErrorEvent,
+    Event,
+    ExitCode,
+    StartEvent,
+    StepEvent,
+    TimeLimitEvent,
+    to_json,
+)
 from .network import DeviceError, pick_device
-from .sample import SampleRequest, Sampler, SamplingError
+from .sample import Sampler, SampleRequest, SamplingError
 from .score import evaluate_bundle
 from .train import TrainingCancelled, train
 
@@ -72,9 +83,11 @@ class Reporter:
             return
         match event:
             case StartEvent():
-                tqdm.write(f"vocabulary {event.vocab} tokens, {event.train_tokens} training tokens, "
-                           f"{event.heldout_chars} held-out characters on {event.device}; "
-                           f"character trigram bar {event.trigram_bpc:.3f} bpc")
+                tqdm.write(
+                    f"vocabulary {event.vocab} tokens, {event.train_tokens} training tokens, "
+                    f"{event.heldout_chars} held-out characters on {event.device}; "
+                    f"character trigram bar {event.trigram_bpc:.3f} bpc"
+                )
             case StepEvent():
                 if self.bar is None:
                     self.bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}", leave=False, unit="batch")
@@ -82,18 +95,24 @@ class Reporter:
                 self.bar.set_postfix(loss=f"{event.loss:.3f}")
             case EpochEvent():
                 self.close()
-                tqdm.write(f"epoch {event.epoch:3d}  train loss {event.train_loss:.3f}  held-out loss "
-                           f"{event.heldout_loss:.3f}  held-out bpc {event.bpc:.3f}  lr {event.lr:.1e}  "
-                           f"{event.seconds:.1f}s{'  *' if event.improved else ''}")
+                tqdm.write(
+                    f"epoch {event.epoch:3d}  train loss {event.train_loss:.3f}  held-out loss "
+                    f"{event.heldout_loss:.3f}  held-out bpc {event.bpc:.3f}  lr {event.lr:.1e}  "
+                    f"{event.seconds:.1f}s{'  *' if event.improved else ''}"
+                )
             case EarlyStopEvent():
-                tqdm.write(f"stopped early after epoch {event.epoch}: the held-out score stopped improving "
-                           f"(best {event.best_bpc:.3f} bpc)")
+                tqdm.write(
+                    f"stopped early after epoch {event.epoch}: the held-out score stopped improving "
+                    f"(best {event.best_bpc:.3f} bpc)"
+                )
             case TimeLimitEvent():
                 tqdm.write(f"stopped after epoch {event.epoch}: --max-minutes ran out")
             case DoneEvent():
                 self.close()
-                tqdm.write(f"wrote {event.path}: held-out {event.bpc:.3f} bpc (network alone "
-                           f"{event.net_bpc:.3f}, trigram bar {event.trigram_bpc:.3f}) in {event.seconds:.0f}s")
+                tqdm.write(
+                    f"wrote {event.path}: held-out {event.bpc:.3f} bpc (network alone "
+                    f"{event.net_bpc:.3f}, trigram bar {event.trigram_bpc:.3f}) in {event.seconds:.0f}s"
+                )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -130,9 +149,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(figures, ensure_ascii=False))
     else:
-        print(f"held-out bpc {figures['bpc']:.3f} (network alone {figures['net_bpc']:.3f}); character trigram "
-              f"bar {figures['trigram_bpc']:.3f}; {figures['chars']} characters, {figures['unk_chars']} unknown; "
-              f"mixture weights {', '.join(f'{k} {v:.2f}' for k, v in figures['weights'].items())}")
+        print(
+            f"held-out bpc {figures['bpc']:.3f} (network alone {figures['net_bpc']:.3f}); character trigram "
+            f"bar {figures['trigram_bpc']:.3f}; {figures['chars']} characters, {figures['unk_chars']} unknown; "
+            f"mixture weights {', '.join(f'{k} {v:.2f}' for k, v in figures['weights'].items())}"
+        )
         if not figures["same_corpus"]:
             print("note: this corpus differs from the one the bundle was trained on", file=sys.stderr)
     return ExitCode.DONE
@@ -143,10 +164,19 @@ def run_generate(args: argparse.Namespace) -> int:
 
     sampler = Sampler.load(args.bundle, device=args.device)
     seed = args.random_seed if args.random_seed is not None else secrets.randbelow(2**31)
-    sample = sampler.generate(SampleRequest(
-        seed=args.seed, temperature=args.temperature, length=args.length, random_seed=seed, top_k=args.top_k,
-        top_p=args.top_p, repetition_penalty=args.repetition_penalty, max_lines=args.max_lines,
-        no_copy=args.no_copy))
+    sample = sampler.generate(
+        SampleRequest(
+            seed=args.seed,
+            temperature=args.temperature,
+            length=args.length,
+            random_seed=seed,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            repetition_penalty=args.repetition_penalty,
+            max_lines=args.max_lines,
+            no_copy=args.no_copy,
+        )
+    )
     print(sample.text)
     notes = [f"random seed {seed}", f"{len(sample.copied_lines)} of its lines are verbatim training lines"]
     if sample.unknown:
@@ -156,15 +186,17 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "train": run_train, "evaluate": run_evaluate, "generate": run_generate}
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "generate": run_generate,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CorpusError, TrainingError, BundleError, SamplingError, DeviceError,
-            distributed.DistributedError) as exc:
+    except (CorpusError, TrainingError, BundleError, SamplingError, DeviceError, distributed.DistributedError) as exc:
         if getattr(args, "progress", None) == "jsonl":
             print(to_json(ErrorEvent(message=str(exc))), flush=True)
         print(f"error: {exc}", file=sys.stderr)

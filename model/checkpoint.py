@@ -78,7 +78,9 @@ def safe_load(path: str | Path, expected_format: str) -> dict[str, Any]:
     if not isinstance(obj, dict) or obj.get("format") != expected_format:
         raise BundleError(f"{path}: not a {expected_format} file")
     if obj.get("version") != VERSION:
-        raise BundleError(f"{path}: format version {obj.get('version')!r} is not supported (this program reads {VERSION})")
+        raise BundleError(
+            f"{path}: format version {obj.get('version')!r} is not supported (this program reads {VERSION})"
+        )
     return obj
 
 
@@ -121,29 +123,56 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, loop: LoopState, vocab: list[str], train_config: dict,
-                    average: torch.nn.Module | None = None) -> None:
+def save_checkpoint(
+    path: str | Path,
+    net: LyricsNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    loop: LoopState,
+    vocab: list[str],
+    train_config: dict,
+    average: torch.nn.Module | None = None,
+) -> None:
     """Save everything the next epoch needs to continue exactly as if never interrupted."""
-    atomic_save({
-        "format": CHECKPOINT_FORMAT, "version": VERSION,
-        "net_config": vars(net.config).copy(), "vocab": vocab, "train_config": train_config,
-        "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "epoch": loop.epoch, "best_bpc": loop.best_bpc, "bad_epochs": loop.bad_epochs,
-        "history": loop.history, "best_state": loop.best_state, "rng": _rng_state(),
-        "average": average.state_dict() if average is not None else None,
-    }, path)
+    atomic_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "version": VERSION,
+            "net_config": vars(net.config).copy(),
+            "vocab": vocab,
+            "train_config": train_config,
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": loop.epoch,
+            "best_bpc": loop.best_bpc,
+            "bad_epochs": loop.bad_epochs,
+            "history": loop.history,
+            "best_state": loop.best_state,
+            "rng": _rng_state(),
+            "average": average.state_dict() if average is not None else None,
+        },
+        path,
+    )
 
 
-def load_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, vocab: list[str], average: torch.nn.Module | None = None) -> LoopState:
+def load_checkpoint(
+    path: str | Path,
+    net: LyricsNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    vocab: list[str],
+    average: torch.nn.Module | None = None,
+) -> LoopState:
     """Restore a checkpoint into the given objects; refuse one from another corpus or network shape."""
     ckpt = safe_load(path, CHECKPOINT_FORMAT)
     if ckpt["vocab"] != vocab:
         raise BundleError(f"{path}: was trained on another corpus or vocabulary; train afresh without --resume")
     if ckpt["net_config"] != vars(net.config):
-        raise BundleError(f"{path}: was trained with another network shape {ckpt['net_config']}; "
-                          "pass the same --cell/--layers/--hidden/--embed or train afresh")
+        raise BundleError(
+            f"{path}: was trained with another network shape {ckpt['net_config']}; "
+            "pass the same --cell/--layers/--hidden/--embed or train afresh"
+        )
     net.load_state_dict(ckpt["model"])
     if average is not None:
         if ckpt.get("average") is None:
@@ -152,11 +181,17 @@ def load_checkpoint(path: str | Path, net: LyricsNet, optimizer: torch.optim.Opt
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     _set_rng_state(ckpt["rng"])
-    return LoopState(epoch=ckpt["epoch"], best_bpc=ckpt["best_bpc"], bad_epochs=ckpt["bad_epochs"],
-                     history=ckpt["history"], best_state=ckpt["best_state"])
+    return LoopState(
+        epoch=ckpt["epoch"],
+        best_bpc=ckpt["best_bpc"],
+        bad_epochs=ckpt["bad_epochs"],
+        history=ckpt["history"],
+        best_state=ckpt["best_state"],
+    )
 
 
 # ---------------------------------------------------------------- bundles (serving)
+
 
 @dataclass
 class Bundle:
@@ -174,21 +209,35 @@ class Bundle:
     sha256: str
 
 
-def save_bundle(path: str | Path, net: LyricsNet, vocab: list[str], train_ids: list[int],
-                mixture: Mixture, metrics: dict, history: list[dict], train_config: dict,
-                corpus_sha256: str) -> None:
+def save_bundle(
+    path: str | Path,
+    net: LyricsNet,
+    vocab: list[str],
+    train_ids: list[int],
+    mixture: Mixture,
+    metrics: dict,
+    history: list[dict],
+    train_config: dict,
+    corpus_sha256: str,
+) -> None:
     """Write the serving bundle atomically (weights on CPU, so any device can load it)."""
-    atomic_save({
-        "format": BUNDLE_FORMAT, "version": VERSION,
-        "net_config": vars(net.config).copy(),
-        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-        "vocab": vocab,
-        "train_ids": torch.tensor(train_ids, dtype=torch.int32),
-        "mixture": mixture.to_dict(),
-        "metrics": metrics, "history": history, "train_config": train_config,
-        "corpus_sha256": corpus_sha256,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }, path)
+    atomic_save(
+        {
+            "format": BUNDLE_FORMAT,
+            "version": VERSION,
+            "net_config": vars(net.config).copy(),
+            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "vocab": vocab,
+            "train_ids": torch.tensor(train_ids, dtype=torch.int32),
+            "mixture": mixture.to_dict(),
+            "metrics": metrics,
+            "history": history,
+            "train_config": train_config,
+            "corpus_sha256": corpus_sha256,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+        path,
+    )
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
@@ -205,10 +254,15 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         if train_ids and not 0 <= min(train_ids) <= max(train_ids) < len(vocab):
             raise BundleError(f"{path}: the training stream refers to tokens outside the vocabulary")
         bundle = Bundle(
-            net=net.to(device).eval(), vocab=vocab, train_ids=train_ids,
+            net=net.to(device).eval(),
+            vocab=vocab,
+            train_ids=train_ids,
             mixture=Mixture.from_dict(obj["mixture"]),
-            metrics=dict(obj["metrics"]), history=list(obj["history"]), train_config=dict(obj["train_config"]),
-            corpus_sha256=str(obj["corpus_sha256"]), created_at=str(obj["created_at"]),
+            metrics=dict(obj["metrics"]),
+            history=list(obj["history"]),
+            train_config=dict(obj["train_config"]),
+            corpus_sha256=str(obj["corpus_sha256"]),
+            created_at=str(obj["created_at"]),
             sha256=file_sha256(path),
         )
     except BundleError:

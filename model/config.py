@@ -28,7 +28,7 @@ def checkpoint_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".ckpt")
 
 
-def _option(default: Any = MISSING, help: str = "", **metadata: Any) -> Any:  # noqa: A002 - argparse's word
+def _option(default: Any = MISSING, help: str = "", **metadata: Any) -> Any:
     """A field with its command-line help; `flag` respells it, `choices` limits it."""
     return field(default=default, metadata={"help": help, **metadata})
 
@@ -48,8 +48,9 @@ class TrainConfig:
     tie_weights: bool = _option(True, "tie input and output embeddings (--no-tie unties them)", flag="tie")
     locked_dropout: bool = _option(False, "one dropout mask per sequence for every time step")
     weight_drop: float = _option(0.0, "DropConnect on the recurrent weights while training")
-    average: float = _option(0.0, "keep an exponential moving average of the weights with this decay per "
-                                  "batch and serve it (0: off)")
+    average: float = _option(
+        0.0, "keep an exponential moving average of the weights with this decay per batch and serve it (0: off)"
+    )
     min_count: int = 3
     unk_rate: float = 0.5
     seq_len: int = 32
@@ -96,9 +97,17 @@ class TrainConfig:
         return checkpoint_path(self.out)
 
     def net_config(self, vocab_size: int) -> NetConfig:
-        return NetConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
-                         embed=self.embed, dropout=self.dropout, embed_dropout=self.embed_dropout,
-                         tie_weights=self.tie_weights, locked_dropout=self.locked_dropout)
+        return NetConfig(
+            vocab_size=vocab_size,
+            cell=self.cell,
+            layers=self.layers,
+            hidden=self.hidden,
+            embed=self.embed,
+            dropout=self.dropout,
+            embed_dropout=self.embed_dropout,
+            tie_weights=self.tie_weights,
+            locked_dropout=self.locked_dropout,
+        )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:

@@ -67,8 +67,7 @@ def read_texts(path: str | Path) -> list[tuple[str, str]]:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = sorted(
-                    n for n in archive.namelist()
-                    if n.lower().endswith(".txt") and not n.startswith("__MACOSX/")
+                    n for n in archive.namelist() if n.lower().endswith(".txt") and not n.startswith("__MACOSX/")
                 )
                 if not names:
                     raise CorpusError(f"{path}: the zip holds no .txt file")
@@ -88,9 +87,7 @@ def normalise(text: str) -> str:
     a line keeps its inner spaces because lyrics use them as pauses.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = "".join(
-        ch for ch in text if ch == "\n" or not unicodedata.category(ch).startswith("C")
-    )
+    text = "".join(ch for ch in text if ch == "\n" or not unicodedata.category(ch).startswith("C"))
     lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
     return "".join(line + "\n" for line in lines if line)
 

@@ -79,8 +79,9 @@ class Context:
         try:
             op(*args, **kwargs)
         except (RuntimeError, dist.DistBackendError) as exc:
-            raise DistributedError(f"a peer process stopped ({first_line(exc)}); "
-                                   "resume from the last checkpoint") from exc
+            raise DistributedError(
+                f"a peer process stopped ({first_line(exc)}); resume from the last checkpoint"
+            ) from exc
 
     def _collective_device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")

@@ -29,8 +29,9 @@ class HeldoutSet:
     unk_chars: int
 
 
-def make_heldout(vocab: Vocab, preceding_ids: list[int], heldout_words: list[str], heldout_text: str,
-                 context: int = 200) -> HeldoutSet:
+def make_heldout(
+    vocab: Vocab, preceding_ids: list[int], heldout_words: list[str], heldout_text: str, context: int = 200
+) -> HeldoutSet:
     """Encode the held-out words and keep the last ``context`` tokens of the text before them as warm-up."""
     encoded = vocab.words_to_ids(heldout_words)
     return HeldoutSet(
@@ -51,13 +52,13 @@ def shard(heldout: HeldoutSet, rank: int, world_size: int) -> HeldoutSet:
     start = n_ctx + len(heldout.ids) * rank // world_size
     stop = n_ctx + len(heldout.ids) * (rank + 1) // world_size
     ids = stream[start:stop]
-    return HeldoutSet(context_ids=stream[max(0, start - n_ctx):start], ids=ids, chars=heldout.chars,
-                      unk_chars=ids.count(0))
+    return HeldoutSet(
+        context_ids=stream[max(0, start - n_ctx) : start], ids=ids, chars=heldout.chars, unk_chars=ids.count(0)
+    )
 
 
 @torch.inference_mode()
-def token_log2probs(net: LyricsNet, heldout: HeldoutSet, device: torch.device,
-                    chunk: int = 512) -> torch.Tensor:
+def token_log2probs(net: LyricsNet, heldout: HeldoutSet, device: torch.device, chunk: int = 512) -> torch.Tensor:
     """log2 p(token) for every held-out token, state carried through the text (CPU float64)."""
     was_training = net.training
     net.eval()
@@ -66,15 +67,15 @@ def token_log2probs(net: LyricsNet, heldout: HeldoutSet, device: torch.device,
     out = []
     state = None
     for start in range(0, len(stream) - 1, chunk):
-        x = stream[start:start + chunk].unsqueeze(0)
-        y = stream[start + 1:start + 1 + chunk]
+        x = stream[start : start + chunk].unsqueeze(0)
+        y = stream[start + 1 : start + 1 + chunk]
         x = x[:, : len(y)]
         logits, state = net(x, state)
         logp = torch.log_softmax(logits[0].float(), dim=-1)
         out.append(logp.gather(1, y.unsqueeze(1)).squeeze(1).double().cpu())
     net.train(was_training)
     # Position i of the joined stream predicts token i+1; keep only held-out targets.
-    return torch.cat(out)[n_ctx - 1:] / LN2
+    return torch.cat(out)[n_ctx - 1 :] / LN2
 
 
 def bits_per_char(log2probs: torch.Tensor, heldout: HeldoutSet) -> float:

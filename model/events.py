@@ -136,8 +136,18 @@ class CancelledEvent:
     message: str
 
 
-Event = (StartEvent | ResumeEvent | StepEvent | EpochEvent | CheckpointEvent | EarlyStopEvent | TimeLimitEvent
-         | DoneEvent | ErrorEvent | CancelledEvent)
+Event = (
+    StartEvent
+    | ResumeEvent
+    | StepEvent
+    | EpochEvent
+    | CheckpointEvent
+    | EarlyStopEvent
+    | TimeLimitEvent
+    | DoneEvent
+    | ErrorEvent
+    | CancelledEvent
+)
 EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in typing.get_args(Event)}
 
 

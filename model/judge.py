@@ -31,8 +31,26 @@ from .vocab import NEWLINE, segment
 
 # Seeds the report writes from. Outside checks use others; tune nothing on these alone.
 SEEDS = (
-    "窗外的麻雀", "天青色", "故事的小黄花", "我的爱", "雨下整夜", "那年夏天", "一个人", "城市的灯火",
-    "你说", "如果", "回忆", "星空", "旧时光", "风吹过", "离开", "咖啡", "月光", "海边", "老街", "梦里",
+    "窗外的麻雀",
+    "天青色",
+    "故事的小黄花",
+    "我的爱",
+    "雨下整夜",
+    "那年夏天",
+    "一个人",
+    "城市的灯火",
+    "你说",
+    "如果",
+    "回忆",
+    "星空",
+    "旧时光",
+    "风吹过",
+    "离开",
+    "咖啡",
+    "月光",
+    "海边",
+    "老街",
+    "梦里",
 )
 FLUENCY_MIN_CHARS = 4  # shorter lines ("oh", "啦啦") say nothing about fluency
 NOVEL_NGRAM = 8
@@ -173,7 +191,7 @@ def classifier_auc(corpus_docs: Sequence[str], song_docs: Sequence[str], *, anal
 
 def char_ngrams(lines: Iterable[str], n: int = NOVEL_NGRAM) -> list[str]:
     """Every character n-gram inside a line (none crosses a line break)."""
-    return [line[i:i + n] for line in lines for i in range(len(line) - n + 1)]
+    return [line[i : i + n] for line in lines for i in range(len(line) - n + 1)]
 
 
 def has_loop(lines: Sequence[str]) -> bool:
@@ -209,8 +227,12 @@ def figures(songs: Sequence[str], reference: Reference) -> Figures:
     fluent = [line for line in flat if line_chars(line) >= FLUENCY_MIN_CHARS]
     ngrams = char_ngrams(flat)
     return Figures(
-        songs=len(songs), lines=len(flat), rhyme=rhyme, rhyme_distinct=rhyme_distinct,
-        line_mean=float(np.mean(lengths)), line_std=float(np.std(lengths)),
+        songs=len(songs),
+        lines=len(flat),
+        rhyme=rhyme,
+        rhyme_distinct=rhyme_distinct,
+        line_mean=float(np.mean(lengths)),
+        line_std=float(np.std(lengths)),
         char_auc=classifier_auc(reference.fluency_lines, fluent, analyzer="char"),
         syntax_auc=classifier_auc(reference.fluency_tags, [pos_tags(line) for line in fluent], analyzer="word"),
         wordlike=wordlike(flat),
@@ -224,7 +246,7 @@ def corpus_figures(train: str, heldout: str, reference: Reference) -> Figures:
     """The corpus measured as if it were songs: 20-line stretches for rhyme and loops, and its held-out
     tail's lines against its training part for novelty (new Jay Chou lines). Fluency is 0.5 by definition."""
     lines = reference.lines
-    stretches = [lines[i:i + CORPUS_STRETCH] for i in range(0, len(lines), CORPUS_STRETCH)]
+    stretches = [lines[i : i + CORPUS_STRETCH] for i in range(0, len(lines), CORPUS_STRETCH)]
     rhyme, rhyme_distinct = rhyme_rates([lines])
     lengths = [line_chars(line) for line in lines]
     train_lines = set(lines_of(train))
@@ -232,8 +254,14 @@ def corpus_figures(train: str, heldout: str, reference: Reference) -> Figures:
     train_ngrams = set(char_ngrams(train_lines))
     new_ngrams = char_ngrams(lines_of(heldout))
     return Figures(
-        songs=len(stretches), lines=len(lines), rhyme=rhyme, rhyme_distinct=rhyme_distinct,
-        line_mean=float(np.mean(lengths)), line_std=float(np.std(lengths)), char_auc=0.5, syntax_auc=0.5,
+        songs=len(stretches),
+        lines=len(lines),
+        rhyme=rhyme,
+        rhyme_distinct=rhyme_distinct,
+        line_mean=float(np.mean(lengths)),
+        line_std=float(np.std(lengths)),
+        char_auc=0.5,
+        syntax_auc=0.5,
         wordlike=wordlike(lines),
         verbatim=sum(line in train_lines for line in new) / max(len(new), 1),
         novel_ngrams=sum(g not in train_ngrams for g in new_ngrams) / max(len(new_ngrams), 1),
@@ -255,14 +283,14 @@ class WordMarkov:
         for i in range(len(self.tokens)):
             for n in range(state_size + 1):
                 if i - n >= 0:
-                    self.next[tuple(self.tokens[i - n:i])].append(self.tokens[i])
+                    self.next[tuple(self.tokens[i - n : i])].append(self.tokens[i])
 
     def generate(self, seed: str, length: int, rng: np.random.Generator) -> str:
         history = [NEWLINE, *segment(seed.strip())]
         out: list[str] = []
         for _ in range(length):
             for n in range(self.state_size, -1, -1):
-                followers = self.next.get(tuple(history[len(history) - n:]) if n else ())
+                followers = self.next.get(tuple(history[len(history) - n :]) if n else ())
                 if followers:
                     break
             token = followers[int(rng.integers(len(followers)))]
@@ -287,8 +315,9 @@ def markov_songs(text: str, n: int, length: int, seeds: Sequence[str] = SEEDS) -
     return [chain.generate(seed, length, np.random.default_rng(rs)) for seed, rs in song_requests(n, seeds)]
 
 
-def bundle_songs(write: Callable[[list[tuple[str, int]]], list[str]], n: int,
-                 seeds: Sequence[str] = SEEDS) -> list[str]:
+def bundle_songs(
+    write: Callable[[list[tuple[str, int]]], list[str]], n: int, seeds: Sequence[str] = SEEDS
+) -> list[str]:
     """Songs from ``write``, which takes (seed, random seed) pairs and returns texts in order."""
     return write(song_requests(n, seeds))
 
@@ -326,4 +355,3 @@ def format_report(columns: dict[str, Figures], targets: dict[str, bool] | None =
 def summary(figures_: Figures) -> dict[str, float]:
     """The figures a bundle's metrics keep (rounded; plain floats so weights_only loading accepts them)."""
     return {k: round(float(v), 4) for k, v in figures_.to_dict().items() if isinstance(v, float)}
-

@@ -19,8 +19,8 @@ can be 0, which turns that component off; a bundle with ``{"net": 1}`` is the ne
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -58,21 +58,36 @@ class Mixture:
         return self.sampling or self.weights
 
     def to_dict(self) -> dict:
-        return {"weights": dict(self.weights), "ngram_order": self.ngram_order, "cache_order": self.cache_order,
-                "ngram_discount": self.ngram_discount, "cache_discount": self.cache_discount,
-                "bpc": self.bpc, "parts": dict(self.parts), "sampling": dict(self.sampling)}
+        return {
+            "weights": dict(self.weights),
+            "ngram_order": self.ngram_order,
+            "cache_order": self.cache_order,
+            "ngram_discount": self.ngram_discount,
+            "cache_discount": self.cache_discount,
+            "bpc": self.bpc,
+            "parts": dict(self.parts),
+            "sampling": dict(self.sampling),
+        }
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Mixture":
+    def from_dict(cls, values: dict) -> Mixture:
         weights = {k: float(v) for k, v in values.get("weights", {"net": 1.0}).items() if k in COMPONENTS}
-        if not weights or any(w < 0 for w in weights.values()) or not math.isclose(sum(weights.values()), 1, abs_tol=1e-6):
+        if (
+            not weights
+            or any(w < 0 for w in weights.values())
+            or not math.isclose(sum(weights.values()), 1, abs_tol=1e-6)
+        ):
             raise ValueError(f"mixture weights must be non-negative and sum to 1, not {weights}")
-        return cls(weights=weights, ngram_order=int(values.get("ngram_order", 3)),
-                   cache_order=int(values.get("cache_order", 4)),
-                   ngram_discount=float(values.get("ngram_discount", 0.75)),
-                   cache_discount=float(values.get("cache_discount", 0.5)),
-                   bpc=float(values.get("bpc", math.nan)), parts=dict(values.get("parts", {})),
-                   sampling={k: float(v) for k, v in values.get("sampling", {}).items() if k in COMPONENTS})
+        return cls(
+            weights=weights,
+            ngram_order=int(values.get("ngram_order", 3)),
+            cache_order=int(values.get("cache_order", 4)),
+            ngram_discount=float(values.get("ngram_discount", 0.75)),
+            cache_discount=float(values.get("cache_discount", 0.5)),
+            bpc=float(values.get("bpc", math.nan)),
+            parts=dict(values.get("parts", {})),
+            sampling={k: float(v) for k, v in values.get("sampling", {}).items() if k in COMPONENTS},
+        )
 
     def static_model(self, train_ids: Sequence[int], vocab_size: int) -> NgramModel:
         return NgramModel.fit(train_ids, self.ngram_order, vocab_size, self.ngram_discount)
@@ -96,13 +111,15 @@ def count_model_probs(model: NgramModel, history: list[int], ids: list[int], gro
     return out
 
 
-def component_probs(mixture: Mixture, net: LyricsNet, vocab_size: int, train_ids: list[int],
-                    heldout: HeldoutSet, device: torch.device) -> dict[str, np.ndarray]:
+def component_probs(
+    mixture: Mixture, net: LyricsNet, vocab_size: int, train_ids: list[int], heldout: HeldoutSet, device: torch.device
+) -> dict[str, np.ndarray]:
     """Each component's probability for every held-out token."""
     return {
         "net": np.exp2(token_log2probs(net, heldout, device).numpy()),
-        "ngram": count_model_probs(mixture.static_model(train_ids, vocab_size), heldout.context_ids,
-                                   heldout.ids, grow=False),
+        "ngram": count_model_probs(
+            mixture.static_model(train_ids, vocab_size), heldout.context_ids, heldout.ids, grow=False
+        ),
         "cache": count_model_probs(mixture.new_cache(vocab_size), heldout.context_ids, heldout.ids, grow=True),
     }
 
@@ -113,9 +130,17 @@ def mixed_bpc(probs: dict[str, np.ndarray], weights: dict[str, float], heldout: 
     return bits_per_char(torch.from_numpy(np.log2(mixed)), heldout)
 
 
-def fit_mixture(net: LyricsNet, vocab_size: int, train_ids: list[int], dev: HeldoutSet, test: HeldoutSet,
-                device: torch.device, ngram_order: int = 3, cache_order: int = 4,
-                cache_weight: float = CACHE_WEIGHT) -> Mixture:
+def fit_mixture(
+    net: LyricsNet,
+    vocab_size: int,
+    train_ids: list[int],
+    dev: HeldoutSet,
+    test: HeldoutSet,
+    device: torch.device,
+    ngram_order: int = 3,
+    cache_order: int = 4,
+    cache_weight: float = CACHE_WEIGHT,
+) -> Mixture:
     """Fit the weights on the dev half of the held-out tail and record on the test half what each part buys.
 
     The network and n-gram weights are fit by EM; the cache keeps the fixed ``cache_weight`` (see
@@ -135,8 +160,11 @@ def fit_mixture(net: LyricsNet, vocab_size: int, train_ids: list[int], dev: Held
         label = "+".join(names) + (" (EM)" if "cache" in names and len(names) > 1 else "")
         mixture.parts[label] = mixed_bpc(test_probs, fit(names), test)
     static = fit(("net", "ngram"))
-    mixture.weights = {"net": static["net"] * (1 - cache_weight), "ngram": static["ngram"] * (1 - cache_weight),
-                       "cache": cache_weight}
+    mixture.weights = {
+        "net": static["net"] * (1 - cache_weight),
+        "ngram": static["ngram"] * (1 - cache_weight),
+        "cache": cache_weight,
+    }
     mixture.bpc = mixed_bpc(test_probs, mixture.weights, test)
     mixture.parts["served"] = mixture.bpc
     mixture.parts["static"] = mixed_bpc(test_probs, static_weights(mixture.weights), test)

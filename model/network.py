@@ -96,8 +96,10 @@ class LyricsNet(nn.Module):
 
     def plain_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under their plain names (weight drop's parametrisation removed), detached, on the CPU."""
-        return {k.replace("parametrizations.", "").replace(".original", ""): v.detach().clone().cpu()
-                for k, v in self.state_dict().items()}
+        return {
+            k.replace("parametrizations.", "").replace(".original", ""): v.detach().clone().cpu()
+            for k, v in self.state_dict().items()
+        }
 
     def features(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Hidden features before the output layer; ids is (batch, time)."""

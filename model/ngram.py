@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from typing import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -40,8 +40,7 @@ class NgramModel:
         self._memo: Callable[[tuple], np.ndarray] | None = None
 
     @classmethod
-    def fit(cls, sequence: Sequence[Hashable], order: int, vocab_size: int,
-            discount: float = 0.75) -> "NgramModel":
+    def fit(cls, sequence: Sequence[Hashable], order: int, vocab_size: int, discount: float = 0.75) -> NgramModel:
         """Count every n-gram of ``sequence``."""
         model = cls(order, vocab_size, discount)
         for i in range(len(sequence)):
@@ -54,15 +53,15 @@ class NgramModel:
             raise RuntimeError("this n-gram model is frozen: its distributions are memoised")
         sym = sequence[i]
         for n in range(min(self.order, i + 1)):
-            context = tuple(sequence[i - n:i])
+            context = tuple(sequence[i - n : i])
             self.counts.setdefault(context, Counter())[sym] += 1
             self.totals[context] += 1
             self._arrays.pop(context, None)
 
     def _contexts(self, history: Sequence[Hashable]) -> list[tuple]:
         """The contexts of each order for the next symbol, shortest first."""
-        history = tuple(history[max(0, len(history) - (self.order - 1)):]) if self.order > 1 else ()
-        return [history[len(history) - n:] if n else () for n in range(min(self.order, len(history) + 1))]
+        history = tuple(history[max(0, len(history) - (self.order - 1)) :]) if self.order > 1 else ()
+        return [history[len(history) - n :] if n else () for n in range(min(self.order, len(history) + 1))]
 
     def prob(self, history: Sequence[Hashable], sym: Hashable) -> float:
         """p(sym | history), interpolated down to a uniform floor."""
@@ -71,8 +70,7 @@ class NgramModel:
             followers = self.counts.get(context)
             if followers:
                 total = self.totals[context]
-                p = (max(followers.get(sym, 0) - self.discount, 0.0)
-                     + self.discount * len(followers) * p) / total
+                p = (max(followers.get(sym, 0) - self.discount, 0.0) + self.discount * len(followers) * p) / total
         return p
 
     def _array(self, context: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -84,14 +82,14 @@ class NgramModel:
             cached = self._arrays[context] = (ids, np.maximum(vals - self.discount, 0.0))
         return cached
 
-    def freeze(self, memo: int = 2048) -> "NgramModel":
+    def freeze(self, memo: int = 2048) -> NgramModel:
         """Stop counting and remember up to ``memo`` recent distributions (songs share many contexts)."""
         self._memo = functools.lru_cache(maxsize=memo)(self._distribution_of)
         return self
 
     def distribution(self, history: Sequence[int]) -> np.ndarray:
         """The whole next-symbol distribution (float64, sums to 1) over integer symbols. Do not modify it."""
-        key = tuple(history[max(0, len(history) - (self.order - 1)):]) if self.order > 1 else ()
+        key = tuple(history[max(0, len(history) - (self.order - 1)) :]) if self.order > 1 else ()
         return (self._memo or self._distribution_of)(key)
 
     def _distribution_of(self, history: tuple) -> np.ndarray:
@@ -132,17 +130,17 @@ def char_ngram_bpc(train: str, heldout: str, order: int = 3) -> float:
     train_syms = symbols(train)
     held_syms = symbols(heldout)
     vocab_size = len(set(train_syms))
-    levels = [Counter(tuple(train_syms[i - n:i + 1]) for i in range(n, len(train_syms))) for n in range(order)]
-    contexts = [Counter(tuple(train_syms[i - n:i]) for i in range(n, len(train_syms))) for n in range(order)]
+    levels = [Counter(tuple(train_syms[i - n : i + 1]) for i in range(n, len(train_syms))) for n in range(order)]
+    contexts = [Counter(tuple(train_syms[i - n : i]) for i in range(n, len(train_syms))) for n in range(order)]
     # Held-out text continues the training text, so its first characters see the end of training.
-    stream = train_syms[-(order - 1):] + held_syms if order > 1 else held_syms
+    stream = train_syms[-(order - 1) :] + held_syms if order > 1 else held_syms
     start = len(stream) - len(held_syms)
     probs = np.empty((order + 1, len(held_syms)))
     probs[order] = 1.0 / vocab_size
     for j, i in enumerate(range(start, len(stream))):
         for n in range(order):
-            seen = contexts[n][tuple(stream[i - n:i])]
-            probs[n, j] = levels[n][tuple(stream[i - n:i + 1])] / seen if seen else 0.0
+            seen = contexts[n][tuple(stream[i - n : i])]
+            probs[n, j] = levels[n][tuple(stream[i - n : i + 1])] / seen if seen else 0.0
     mixed = (em_weights(probs)[:, None] * probs).sum(0)
     bits = -np.log2(mixed).sum() + held_syms.count(unk) * UNK_SPELLING_BITS
     return float(bits / len(heldout))

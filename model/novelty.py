@@ -43,7 +43,7 @@ class NoveltyGuard:
         self.span_ends: list[dict[str, set[str]]] = [defaultdict(set) for _ in range(self.max_token_chars + 1)]
         for line in lines:
             for start in range(len(line) - span_chars + 1):
-                span = line[start:start + span_chars]
+                span = line[start : start + span_chars]
                 for i in range(1, self.max_token_chars + 1):
                     self.span_ends[i][span[:-i]].add(span[-i:])
         self.tokens_starting: dict[str, list[int]] = defaultdict(list)
@@ -67,6 +67,6 @@ class NoveltyGuard:
             keep = self.span_chars - i
             if len(line) < keep:
                 break
-            for end in self.span_ends[i].get(line[len(line) - keep:], ()):
+            for end in self.span_ends[i].get(line[len(line) - keep :], ()):
                 tokens.update(self.tokens_starting.get(end, ()))
         return tuple(sorted(tokens))

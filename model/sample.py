@@ -86,6 +86,7 @@ class SampleRequest:
 
     def validate(self) -> None:
         """Raise SamplingError on any parameter outside its range; nothing is clamped silently."""
+
         def bad(message: str) -> None:
             raise SamplingError(message)
 
@@ -104,7 +105,9 @@ class SampleRequest:
         if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
             bad(f"top_p must be in (0, 1], not {self.top_p!r}")
         if not _is_number(self.repetition_penalty) or not 1 <= self.repetition_penalty <= MAX_REPETITION_PENALTY:
-            bad(f"repetition_penalty must be from 1 (off) to {MAX_REPETITION_PENALTY:g}, not {self.repetition_penalty!r}")
+            bad(
+                f"repetition_penalty must be from 1 (off) to {MAX_REPETITION_PENALTY:g}, not {self.repetition_penalty!r}"
+            )
         if not _is_int(self.max_lines) or self.max_lines < 0:
             bad(f"max_lines must be 0 (no limit) or a positive whole number, not {self.max_lines!r}")
         if not isinstance(self.no_copy, bool):
@@ -112,9 +115,12 @@ class SampleRequest:
         if not _is_int(self.candidates) or not 1 <= self.candidates <= MAX_CANDIDATES:
             bad(f"candidates must be a whole number from 1 to {MAX_CANDIDATES}, not {self.candidates!r}")
         if not isinstance(self.rhyme, str) or (
-                self.rhyme not in (RHYME_AUTO, RHYME_OFF) and char_rhyme(self.rhyme) is None):
-            bad(f"rhyme must be {RHYME_AUTO!r}, {RHYME_OFF!r} or one Chinese character whose rhyme to use, "
-                f"not {self.rhyme!r}")
+            self.rhyme not in (RHYME_AUTO, RHYME_OFF) and char_rhyme(self.rhyme) is None
+        ):
+            bad(
+                f"rhyme must be {RHYME_AUTO!r}, {RHYME_OFF!r} or one Chinese character whose rhyme to use, "
+                f"not {self.rhyme!r}"
+            )
 
 
 def _is_number(value: object) -> bool:
@@ -199,8 +205,9 @@ class Sampler:
         self.newline_id = self.vocab.stoi.get(NEWLINE, self.vocab.unk_id)
         self.mixture = bundle.mixture
         self.weights = {k: w for k, w in self.mixture.sampling_weights.items() if w > 0}
-        self.ngram = (self.mixture.static_model(bundle.train_ids, len(self.vocab)).freeze()
-                      if "ngram" in self.weights else None)
+        self.ngram = (
+            self.mixture.static_model(bundle.train_ids, len(self.vocab)).freeze() if "ngram" in self.weights else None
+        )
         train_text = self.vocab.decode(bundle.train_ids)
         counts = np.bincount(np.asarray(bundle.train_ids, dtype=np.int64), minlength=len(self.vocab)) + 1.0
         self.log_unigram = torch.from_numpy(np.log(counts / counts.sum()))
@@ -281,7 +288,10 @@ class Sampler:
                 # Finished songs leave the batch so they cost nothing further.
                 index = torch.tensor(keep, device=self.device)
                 batch_state, batch_logits, pending = (
-                    _select_state(batch_state, index), batch_logits[index], pending[index])
+                    _select_state(batch_state, index),
+                    batch_logits[index],
+                    pending[index],
+                )
                 rows = [rows[i] for i in keep]
             stepping = torch.tensor([not row.done for row in rows], device=self.device)
             out, new_state = self.net(pending.unsqueeze(1), batch_state)
@@ -302,8 +312,17 @@ class Sampler:
         rhyme = None
         if request.rhyme not in (RHYME_AUTO, RHYME_OFF):
             rhyme = char_rhyme(request.rhyme)
-        return _Song(index, request, np.random.default_rng(request.random_seed), history, [], encoded.unknown,
-                     cache, prefix=prefix, rhyme=rhyme)
+        return _Song(
+            index,
+            request,
+            np.random.default_rng(request.random_seed),
+            history,
+            [],
+            encoded.unknown,
+            cache,
+            prefix=prefix,
+            rhyme=rhyme,
+        )
 
     def _begin_line(self, song: _Song) -> None:
         """Draw the next line's plan and give the song fresh candidate rows."""
@@ -313,8 +332,11 @@ class Sampler:
         verse_start = song.lines_done % VERSE_LINES == 0
         if song.request.rhyme == RHYME_AUTO and verse_start:
             song.rhyme = None  # the first line of a verse sets its rhyme
-        song.rhymed = song.rhyme is not None and (song.request.rhyme != RHYME_AUTO or not verse_start) and (
-            rng.random() < RHYMED_SHARE)
+        song.rhymed = (
+            song.rhyme is not None
+            and (song.request.rhyme != RHYME_AUTO or not verse_start)
+            and (rng.random() < RHYMED_SHARE)
+        )
         song.memo.clear()
         if song.rows:
             for row in song.rows:
@@ -377,8 +399,9 @@ class Sampler:
                     probs[r, order[outside]] = 0
             cdf = probs.cumsum(1)
             # Inverse-CDF draws, each from its song's own generator: independent of the rest of the batch.
-            u = torch.tensor([0.0 if g else row.song.rng.random() for row, g in zip(rows, greedy.tolist())],
-                             dtype=cdf.dtype)
+            u = torch.tensor(
+                [0.0 if g else row.song.rng.random() for row, g in zip(rows, greedy.tolist())], dtype=cdf.dtype
+            )
             chosen = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1).clamp_max(cdf.size(1) - 1)
             if bool(greedy.any()):
                 chosen = torch.where(greedy, scaled.argmax(1), chosen)
@@ -464,11 +487,20 @@ class Sampler:
     def _finish(self, song: _Song) -> Sample:
         # The seed is shown as typed, unknown characters included; only the continuation is decoded.
         text = clean(song.request.seed.strip() + self.vocab.decode(song.generated)).strip(NEWLINE)
-        rhyme = None if song.request.rhyme == RHYME_OFF else (
-            song.groups.most_common(1)[0][0] if song.groups else song.rhyme)
-        return Sample(text=text, request=song.request, unknown=song.unknown,
-                      copied_lines=self.guard.copied(text), lines=text.count(NEWLINE) + 1 if text else 0,
-                      tokens=len(song.generated), rhyme=rhyme)
+        rhyme = (
+            None
+            if song.request.rhyme == RHYME_OFF
+            else (song.groups.most_common(1)[0][0] if song.groups else song.rhyme)
+        )
+        return Sample(
+            text=text,
+            request=song.request,
+            unknown=song.unknown,
+            copied_lines=self.guard.copied(text),
+            lines=text.count(NEWLINE) + 1 if text else 0,
+            tokens=len(song.generated),
+            rhyme=rhyme,
+        )
 
 
 @contextlib.contextmanager
@@ -506,9 +538,10 @@ def _select_state(state: State, rows: torch.Tensor) -> State:
 
 def _copy_rows(state: State, source: int, targets: torch.Tensor) -> State:
     """Every row in ``targets`` takes row ``source``'s state (the chosen candidate's)."""
+
     def copy(s: torch.Tensor) -> torch.Tensor:
         s = s.clone()
-        s[:, targets] = s[:, source:source + 1].clone()
+        s[:, targets] = s[:, source : source + 1].clone()
         return s
 
     return _map_state(state, copy)

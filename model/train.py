@@ -24,8 +24,17 @@ from . import checkpoint, corpus, distributed
 from .checkpoint import LoopState
 from .config import TrainConfig, TrainingError
 from .evaluate import HeldoutSet, bpc_of, dev_and_test, shard, token_log2probs
-from .events import (CheckpointEvent, DoneEvent, EarlyStopEvent, EpochEvent, Event, ResumeEvent, StartEvent,
-                     StepEvent, TimeLimitEvent)
+from .events import (
+    CheckpointEvent,
+    DoneEvent,
+    EarlyStopEvent,
+    EpochEvent,
+    Event,
+    ResumeEvent,
+    StartEvent,
+    StepEvent,
+    TimeLimitEvent,
+)
 from .mixture import fit_mixture
 from .network import LyricsNet, detach
 from .ngram import char_ngram_bpc
@@ -58,8 +67,7 @@ def prepare(config: TrainConfig) -> Prepared:
     dev, test = dev_and_test(vocab, train_ids, data.dev, data.test)
     counts = Counter(train_ids)
     rare = torch.tensor([counts[i] == 1 for i in range(len(vocab))])
-    return Prepared(vocab, train_ids, dev, test, rare, data.sha256,
-                    char_ngram_bpc(data.train + data.dev, data.test))
+    return Prepared(vocab, train_ids, dev, test, rare, data.sha256, char_ngram_bpc(data.train + data.dev, data.test))
 
 
 def batchify(ids: list[int], batch_size: int) -> torch.Tensor:
@@ -75,8 +83,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def evaluate_net(net: LyricsNet, heldout: HeldoutSet, device: torch.device,
-                 dist: distributed.Context) -> tuple[float, float]:
+def evaluate_net(
+    net: LyricsNet, heldout: HeldoutSet, device: torch.device, dist: distributed.Context
+) -> tuple[float, float]:
     """Held-out (loss in nats per token, bits per character); each rank scores its share, sums are reduced."""
     part = shard(heldout, dist.rank, dist.world_size)
     log2p = token_log2probs(net, part, device)
@@ -85,10 +94,19 @@ def evaluate_net(net: LyricsNet, heldout: HeldoutSet, device: torch.device,
     return token_bits * math.log(2) / len(heldout.ids), bpc_of(token_bits, heldout)
 
 
-def run_epoch(model: nn.Module, net: LyricsNet, streams: torch.Tensor, rare: torch.Tensor,
-              optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int, dist: distributed.Context,
-              emit: Callable[[Event], None], should_stop: Callable[[], bool] | None,
-              average: AveragedModel | None = None) -> float:
+def run_epoch(
+    model: nn.Module,
+    net: LyricsNet,
+    streams: torch.Tensor,
+    rare: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    epoch: int,
+    dist: distributed.Context,
+    emit: Callable[[Event], None],
+    should_stop: Callable[[], bool] | None,
+    average: AveragedModel | None = None,
+) -> float:
     """One pass over this rank's streams, state carried between batches; returns the mean train loss."""
     net.train()
     device = streams.device
@@ -98,8 +116,8 @@ def run_epoch(model: nn.Module, net: LyricsNet, streams: torch.Tensor, rare: tor
     for step, i in enumerate(range(0, streams.size(1) - 1, config.seq_len)):
         if dist.agree(bool(should_stop and should_stop())):
             raise TrainingCancelled(f"cancelled in epoch {epoch}; resume from {config.checkpoint_path}")
-        x = streams[:, i:i + config.seq_len]
-        y = streams[:, i + 1:i + 1 + config.seq_len]
+        x = streams[:, i : i + config.seq_len]
+        y = streams[:, i + 1 : i + 1 + config.seq_len]
         x = x[:, : y.size(1)]
         # Show rare tokens as <unk> part of the time, so <unk> gets a learned probability.
         x = x.masked_fill(rare[x] & (torch.rand(x.shape, device=device) < config.unk_rate), 0)
@@ -120,9 +138,9 @@ def run_epoch(model: nn.Module, net: LyricsNet, streams: torch.Tensor, rare: tor
     return dist.mean(total / steps)
 
 
-def train(config: TrainConfig,
-          on_event: Callable[[Event], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> Path:
+def train(
+    config: TrainConfig, on_event: Callable[[Event], None] | None = None, should_stop: Callable[[], bool] | None = None
+) -> Path:
     """Train, early-stop on held-out bpc, and write the best model as a bundle; return its path."""
     dist = distributed.context()
     # Only rank 0 reports, so a torchrun job's stdout reads like a single process'.
@@ -131,8 +149,10 @@ def train(config: TrainConfig,
         torch.set_num_threads(config.threads)
     device = dist.device(config.device)
     if config.batch_size % dist.world_size:
-        raise TrainingError(f"--batch-size {config.batch_size} is the global batch: make it a multiple of the "
-                            f"{dist.world_size} processes")
+        raise TrainingError(
+            f"--batch-size {config.batch_size} is the global batch: make it a multiple of the "
+            f"{dist.world_size} processes"
+        )
     seed_everything(config.seed)
     data = prepare(config)
     net = LyricsNet(config.net_config(len(data.vocab))).to(device)
@@ -140,11 +160,15 @@ def train(config: TrainConfig,
     model = dist.wrap(net)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience)
+        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+    )
     # The served weights: an exponential moving average of the trained ones, which sits in a flatter,
     # better-generalising spot than any single step's (Polyak averaging, as AWD-LSTM's ASGD).
-    average = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.average), use_buffers=False)
-               if config.average else None)
+    average = (
+        AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.average), use_buffers=False)
+        if config.average
+        else None
+    )
     loop = LoopState()
     ckpt_path = config.checkpoint_path
     if config.resume:
@@ -158,23 +182,35 @@ def train(config: TrainConfig,
     # carried state of truncated BPTT never crosses from one rank's text to another's.
     streams = batchify(data.train_ids, config.batch_size)
     rows = config.batch_size // dist.world_size
-    streams = streams[dist.rank * rows:(dist.rank + 1) * rows].to(device)
+    streams = streams[dist.rank * rows : (dist.rank + 1) * rows].to(device)
     rare = data.rare.to(device)
     steps_per_epoch = math.ceil((streams.size(1) - 1) / config.seq_len)
-    emit(StartEvent(vocab=len(data.vocab), train_tokens=len(data.train_ids), heldout_tokens=len(data.dev.ids),
-                    heldout_chars=data.dev.chars, steps_per_epoch=steps_per_epoch, epochs=config.epochs,
-                    device=str(device), trigram_bpc=data.trigram_bpc, world_size=dist.world_size))
+    emit(
+        StartEvent(
+            vocab=len(data.vocab),
+            train_tokens=len(data.train_ids),
+            heldout_tokens=len(data.dev.ids),
+            heldout_chars=data.dev.chars,
+            steps_per_epoch=steps_per_epoch,
+            epochs=config.epochs,
+            device=str(device),
+            trigram_bpc=data.trigram_bpc,
+            world_size=dist.world_size,
+        )
+    )
     started = time.monotonic()
 
     while loop.epoch < config.epochs:
         epoch_start = time.monotonic()
         try:
-            train_loss = run_epoch(model, net, streams, rare, optimizer, config, loop.epoch + 1, dist, emit,
-                                   should_stop, average)
+            train_loss = run_epoch(
+                model, net, streams, rare, optimizer, config, loop.epoch + 1, dist, emit, should_stop, average
+            )
         except RuntimeError as exc:
             if dist.enabled and not isinstance(exc, (TrainingError, TrainingCancelled)):
                 raise distributed.DistributedError(
-                    f"a peer process stopped in epoch {loop.epoch + 1}; resume from {ckpt_path}") from exc
+                    f"a peer process stopped in epoch {loop.epoch + 1}; resume from {ckpt_path}"
+                ) from exc
             raise
         loop.epoch += 1
         served = average.module if average is not None else net
@@ -186,15 +222,28 @@ def train(config: TrainConfig,
             loop.best_state = served.plain_state_dict()
         else:
             loop.bad_epochs += 1
-        record = {"epoch": loop.epoch, "train_loss": train_loss, "heldout_loss": heldout_loss,
-                  "bpc": bpc, "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": time.monotonic() - epoch_start}
+        record = {
+            "epoch": loop.epoch,
+            "train_loss": train_loss,
+            "heldout_loss": heldout_loss,
+            "bpc": bpc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.monotonic() - epoch_start,
+        }
         loop.history.append(record)
-        emit(EpochEvent(**record, epochs=config.epochs, best_bpc=loop.best_bpc, improved=improved,
-                        elapsed=time.monotonic() - started))
+        emit(
+            EpochEvent(
+                **record,
+                epochs=config.epochs,
+                best_bpc=loop.best_bpc,
+                improved=improved,
+                elapsed=time.monotonic() - started,
+            )
+        )
         if dist.is_main:
-            checkpoint.save_checkpoint(ckpt_path, net, optimizer, scheduler, loop, data.vocab.itos,
-                                       asdict(config), average)
+            checkpoint.save_checkpoint(
+                ckpt_path, net, optimizer, scheduler, loop, data.vocab.itos, asdict(config), average
+            )
             emit(CheckpointEvent(epoch=loop.epoch, path=str(ckpt_path)))
         if loop.bad_epochs >= config.patience:
             emit(EarlyStopEvent(epoch=loop.epoch, best_bpc=loop.best_bpc))
@@ -207,19 +256,50 @@ def train(config: TrainConfig,
         raise TrainingError("no epoch finished, so there is no model to save")
     net = LyricsNet(net.config).to(device)  # plain: weight drop was for training only
     net.load_state_dict(loop.best_state)
-    mixture = fit_mixture(net, len(data.vocab), data.train_ids, data.dev, data.test, device, config.ngram_order,
-                          cache_weight=config.cache_weight)
+    mixture = fit_mixture(
+        net,
+        len(data.vocab),
+        data.train_ids,
+        data.dev,
+        data.test,
+        device,
+        config.ngram_order,
+        cache_weight=config.cache_weight,
+    )
     metrics = {
-        "bpc": mixture.bpc, "static_bpc": mixture.parts["static"], "net_bpc": mixture.parts["net"],
-        "dev_net_bpc": loop.best_bpc, "trigram_bpc": data.trigram_bpc,
-        "heldout_chars": data.test.chars, "unk_chars": data.test.unk_chars,
-        "epochs": loop.epoch, "seconds": time.monotonic() - started,
+        "bpc": mixture.bpc,
+        "static_bpc": mixture.parts["static"],
+        "net_bpc": mixture.parts["net"],
+        "dev_net_bpc": loop.best_bpc,
+        "trigram_bpc": data.trigram_bpc,
+        "heldout_chars": data.test.chars,
+        "unk_chars": data.test.unk_chars,
+        "epochs": loop.epoch,
+        "seconds": time.monotonic() - started,
     }
     out = Path(config.out)
     if dist.is_main:
-        checkpoint.save_bundle(out, net, data.vocab.itos, data.train_ids, mixture, metrics, loop.history,
-                               asdict(config), data.corpus_sha256)
-    emit(DoneEvent(path=str(out), bpc=mixture.bpc, net_bpc=metrics["net_bpc"], trigram_bpc=data.trigram_bpc,
-                   heldout_chars=data.test.chars, unk_chars=data.test.unk_chars, epochs=loop.epoch,
-                   seconds=metrics["seconds"]))
+        checkpoint.save_bundle(
+            out,
+            net,
+            data.vocab.itos,
+            data.train_ids,
+            mixture,
+            metrics,
+            loop.history,
+            asdict(config),
+            data.corpus_sha256,
+        )
+    emit(
+        DoneEvent(
+            path=str(out),
+            bpc=mixture.bpc,
+            net_bpc=metrics["net_bpc"],
+            trigram_bpc=data.trigram_bpc,
+            heldout_chars=data.test.chars,
+            unk_chars=data.test.unk_chars,
+            epochs=loop.epoch,
+            seconds=metrics["seconds"],
+        )
+    )
     return out

@@ -65,7 +65,7 @@ class Vocab:
     unk_id = 0
 
     @classmethod
-    def build(cls, words: list[str], min_count: int = 2) -> "Vocab":
+    def build(cls, words: list[str], min_count: int = 2) -> Vocab:
         """Keep words seen at least ``min_count`` times, plus every character seen at all.
 
         Ids are ordered by frequency so the list reads well and rare ids cluster at the end.

@@ -11,10 +11,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from tests.fakediscord import FakeDiscord, running_bot
-from tests.fakediscord.fixtures import fake_discord  # noqa: F401  (conftest may not import it yet)
 
-PNG = b'\x89PNG\r\n\x1a\n' + b'\x00' * 32
-NONE = {'parse': []}  # discord.AllowedMentions.none()
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+NONE = {"parse": []}  # discord.AllowedMentions.none()
 
 
 class Panel(discord.ui.View):
@@ -23,66 +22,70 @@ class Panel(discord.ui.View):
     def __init__(self) -> None:
         super().__init__(timeout=None)
 
-    @discord.ui.button(label='Again', custom_id='panel:again', style=discord.ButtonStyle.primary)
+    @discord.ui.button(label="Again", custom_id="panel:again", style=discord.ButtonStyle.primary)
     async def again(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        await interaction.response.edit_message(content=f'clicked by {interaction.user.name}', view=self)
+        await interaction.response.edit_message(content=f"clicked by {interaction.user.name}", view=self)
 
-    @discord.ui.button(label='Slowly', custom_id='panel:slow')
+    @discord.ui.button(label="Slowly", custom_id="panel:slow")
     async def slow(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         await interaction.response.defer()  # type 6 on a component: edit the message later
-        await interaction.edit_original_response(content='slow edit done')
+        await interaction.edit_original_response(content="slow edit done")
 
 
-class Feedback(discord.ui.Modal, title='Feedback'):
-    text = discord.ui.TextInput(label='Your words', custom_id='feedback:text')
+class Feedback(discord.ui.Modal, title="Feedback"):
+    text = discord.ui.TextInput(label="Your words", custom_id="feedback:text")
 
 
 def make_bot() -> commands.Bot:
-    bot = commands.Bot(command_prefix='!', intents=discord.Intents.default(), guild_ready_timeout=0.1,
-                       allowed_mentions=discord.AllowedMentions.none())
-    lyrics = app_commands.Group(name='lyrics', description='Lyrics tools')
+    bot = commands.Bot(
+        command_prefix="!",
+        intents=discord.Intents.default(),
+        guild_ready_timeout=0.1,
+        allowed_mentions=discord.AllowedMentions.none(),
+    )
+    lyrics = app_commands.Group(name="lyrics", description="Lyrics tools")
 
-    @bot.tree.command(description='Say hello')
+    @bot.tree.command(description="Say hello")
     async def hello(interaction: discord.Interaction, name: str, times: int = 1, loud: bool = False) -> None:
-        text = ' '.join([f'hello {name}'] * times)
+        text = " ".join([f"hello {name}"] * times)
         await interaction.response.send_message(text.upper() if loud else text)
 
-    @bot.tree.command(description='Think, then answer')
+    @bot.tree.command(description="Think, then answer")
     async def slow(interaction: discord.Interaction) -> None:
         await interaction.response.defer(thinking=True)
         await asyncio.sleep(0.05)
-        await interaction.followup.send('done thinking', file=discord.File(io.BytesIO(PNG), 'plot.png'))
+        await interaction.followup.send("done thinking", file=discord.File(io.BytesIO(PNG), "plot.png"))
 
-    @bot.tree.command(description='A secret')
+    @bot.tree.command(description="A secret")
     async def secret(interaction: discord.Interaction) -> None:
-        await interaction.response.send_message('only you', ephemeral=True)
+        await interaction.response.send_message("only you", ephemeral=True)
 
-    @bot.tree.command(description='Too long a reply')
+    @bot.tree.command(description="Too long a reply")
     async def toolong(interaction: discord.Interaction) -> None:
-        await interaction.response.send_message('x' * 2001)
+        await interaction.response.send_message("x" * 2001)
 
-    @bot.tree.command(description='Answers twice')
+    @bot.tree.command(description="Answers twice")
     async def twice(interaction: discord.Interaction) -> None:
-        await interaction.response.send_message('one')
+        await interaction.response.send_message("one")
         interaction.response._response_type = None  # fool discord.py into answering again
-        await interaction.response.send_message('two')
+        await interaction.response.send_message("two")
 
-    @bot.tree.command(description='Asks for feedback')
+    @bot.tree.command(description="Asks for feedback")
     async def feedback(interaction: discord.Interaction) -> None:
         await interaction.response.send_modal(Feedback())
 
-    @bot.tree.command(description='Replies, then edits')
+    @bot.tree.command(description="Replies, then edits")
     async def edited(interaction: discord.Interaction) -> None:
-        await interaction.response.send_message('draft')
-        await interaction.edit_original_response(content='final', embed=discord.Embed(description='body'))
+        await interaction.response.send_message("draft")
+        await interaction.edit_original_response(content="final", embed=discord.Embed(description="body"))
 
-    @bot.tree.command(description='Shows a panel')
+    @bot.tree.command(description="Shows a panel")
     async def panel(interaction: discord.Interaction) -> None:
-        await interaction.response.send_message('panel', view=Panel())
+        await interaction.response.send_message("panel", view=Panel())
 
-    @lyrics.command(description='Write lyrics')
+    @lyrics.command(description="Write lyrics")
     async def write(interaction: discord.Interaction, temperature: float, lines: int = 4) -> None:
-        await interaction.response.send_message(f't={temperature} lines={lines}')
+        await interaction.response.send_message(f"t={temperature} lines={lines}")
 
     bot.tree.add_command(lyrics)
 
@@ -102,132 +105,134 @@ async def bot(fake_discord: FakeDiscord):
 
 async def test_login_ready_and_sync(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
     await fake_discord.wait_ready()
-    assert bot.user.id == int(fake_discord.bot_user['id'])
+    assert bot.user.id == int(fake_discord.bot_user["id"])
     assert bot.application_id == int(fake_discord.application_id)
-    guild = bot.get_guild(int(fake_discord.guild['id']))
+    guild = bot.get_guild(int(fake_discord.guild["id"]))
     assert guild is not None and guild.me is not None
-    assert [c.name for c in guild.text_channels] == ['general']
-    assert fake_discord.identifies[0]['token'] == fake_discord.token
+    assert [c.name for c in guild.text_channels] == ["general"]
+    assert fake_discord.identifies[0]["token"] == fake_discord.token
     paths = [(r.method, r.path) for r in fake_discord.requests]
-    assert paths[:2] == [('GET', '/users/@me'), ('GET', '/oauth2/applications/@me')]
-    synced = {c['name']: c for c in fake_discord.global_commands}
-    assert set(synced) == {'hello', 'slow', 'secret', 'toolong', 'twice', 'panel', 'lyrics', 'feedback', 'edited'}
-    assert [(o['name'], o['type']) for o in synced['hello']['options']] == [('name', 3), ('times', 4), ('loud', 5)]
-    assert synced['lyrics']['options'][0]['type'] == 1
+    assert paths[:2] == [("GET", "/users/@me"), ("GET", "/oauth2/applications/@me")]
+    synced = {c["name"]: c for c in fake_discord.global_commands}
+    assert set(synced) == {"hello", "slow", "secret", "toolong", "twice", "panel", "lyrics", "feedback", "edited"}
+    assert [(o["name"], o["type"]) for o in synced["hello"]["options"]] == [("name", 3), ("times", 4), ("loud", 5)]
+    assert synced["lyrics"]["options"][0]["type"] == 1
     assert fake_discord.violations == [] and fake_discord.unknown_routes == []
 
 
 async def test_slash_command_reply(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
-    inter = await fake_discord.send_slash_command('hello', {'name': 'jay', 'times': 2, 'loud': True})
+    inter = await fake_discord.send_slash_command("hello", {"name": "jay", "times": 2, "loud": True})
     response = await inter.wait_response()
-    assert response['type'] == 4
-    assert inter.content == 'HELLO JAY HELLO JAY' and not inter.ephemeral
+    assert response["type"] == 4
+    assert inter.content == "HELLO JAY HELLO JAY" and not inter.ephemeral
     assert fake_discord.allowed_mentions == [NONE]
     assert fake_discord.violations == [] and fake_discord.unknown_routes == []
 
 
 async def test_subcommand_and_number_option(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
-    inter = await fake_discord.send_slash_command('lyrics write', {'temperature': 0.8, 'lines': 6})
-    assert (await inter.wait_final()).content == 't=0.8 lines=6'
-    option = inter.payload['data']['options'][0]
-    assert option['type'] == 1 and option['options'][0] == {'name': 'temperature', 'type': 10, 'value': 0.8}
+    inter = await fake_discord.send_slash_command("lyrics write", {"temperature": 0.8, "lines": 6})
+    assert (await inter.wait_final()).content == "t=0.8 lines=6"
+    option = inter.payload["data"]["options"][0]
+    assert option["type"] == 1 and option["options"][0] == {"name": "temperature", "type": 10, "value": 0.8}
     with pytest.raises(ValueError):
-        await fake_discord.send_slash_command('lyrics write', {'temprature': 1.0})
+        await fake_discord.send_slash_command("lyrics write", {"temprature": 1.0})
 
 
 async def test_deferred_then_followup_with_file(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
-    inter = await fake_discord.send_slash_command('slow')
-    assert (await inter.wait_response())['type'] == 5
+    inter = await fake_discord.send_slash_command("slow")
+    assert (await inter.wait_response())["type"] == 5
     message = await inter.wait_final()
-    assert message.content == 'done thinking' and message is inter.original  # the followup filled the placeholder
+    assert message.content == "done thinking" and message is inter.original  # the followup filled the placeholder
     assert not message.loading
     [png] = message.attachments
-    assert png.filename == 'plot.png' and png.content_type == 'image/png' and png.data == PNG
+    assert png.filename == "plot.png" and png.content_type == "image/png" and png.data == PNG
     assert fake_discord.violations == []
 
 
 async def test_ephemeral_reply_and_dm(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
-    inter = await fake_discord.send_slash_command('secret')
+    inter = await fake_discord.send_slash_command("secret")
     await inter.wait_final()
     assert inter.ephemeral and inter.flags & 64
-    dm = await fake_discord.send_slash_command('hello', {'name': 'dm'}, dm=True)
-    assert (await dm.wait_final()).content == 'hello dm'
-    assert 'guild_id' not in dm.payload and dm.payload['user']['id'] == fake_discord.user['id']
+    dm = await fake_discord.send_slash_command("hello", {"name": "dm"}, dm=True)
+    assert (await dm.wait_final()).content == "hello dm"
+    assert "guild_id" not in dm.payload and dm.payload["user"]["id"] == fake_discord.user["id"]
 
 
 async def test_button_on_persistent_view(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
-    shown = await fake_discord.send_slash_command('panel')
+    shown = await fake_discord.send_slash_command("panel")
     message = await shown.wait_final()
-    assert message.custom_ids() == ['panel:again', 'panel:slow']
-    click = await fake_discord.click_button(message, 'panel:again', user=fake_discord.owner)
-    assert (await click.wait_response())['type'] == 7
-    assert message.content == 'clicked by owner' and click.message is message
-    slow = await fake_discord.click_button(message, 'panel:slow')
-    assert (await slow.wait_response())['type'] == 6
-    assert await slow.wait_final() is message and message.content == 'slow edit done'
+    assert message.custom_ids() == ["panel:again", "panel:slow"]
+    click = await fake_discord.click_button(message, "panel:again", user=fake_discord.owner)
+    assert (await click.wait_response())["type"] == 7
+    assert message.content == "clicked by owner" and click.message is message
+    slow = await fake_discord.click_button(message, "panel:slow")
+    assert (await slow.wait_response())["type"] == 6
+    assert await slow.wait_final() is message and message.content == "slow edit done"
     assert fake_discord.violations == []
 
 
 async def test_modal_and_edit_of_original(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
-    modal = await fake_discord.send_slash_command('feedback')
-    assert (await modal.wait_response())['type'] == 9
-    assert await modal.wait_final() is None and modal.modal['title'] == 'Feedback'
-    edited = await fake_discord.send_slash_command('edited')
+    modal = await fake_discord.send_slash_command("feedback")
+    assert (await modal.wait_response())["type"] == 9
+    assert await modal.wait_final() is None and modal.modal["title"] == "Feedback"
+    edited = await fake_discord.send_slash_command("edited")
     message = await edited.wait_final(until=lambda i: i.edits)
-    assert message.content == 'final' and message.embeds[0]['description'] == 'body'
-    assert [b.get('content') for b in message.history] == ['draft', 'final']
+    assert message.content == "final" and message.embeds[0]["description"] == "body"
+    assert [b.get("content") for b in message.history] == ["draft", "final"]
     assert fake_discord.allowed_mentions == [NONE, NONE]
 
 
 async def test_guild_command_and_channel_messages(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
-    guild = discord.Object(int(fake_discord.guild['id']))
+    guild = discord.Object(int(fake_discord.guild["id"]))
 
-    @app_commands.command(description='Guild only')
+    @app_commands.command(description="Guild only")
     async def local(interaction: discord.Interaction) -> None:
-        await interaction.response.send_message('local')
+        await interaction.response.send_message("local")
 
     bot.tree.add_command(local, guild=guild)
     await bot.tree.sync(guild=guild)
-    assert [c['name'] for c in fake_discord.commands[guild.id]] == ['local']
-    inter = await fake_discord.send_slash_command('local', permissions=discord.Permissions(administrator=True))
-    assert inter.payload['data']['guild_id'] == str(guild.id) and inter.payload['member']['permissions'] == '8'
-    assert (await inter.wait_final()).content == 'local'
+    assert [c["name"] for c in fake_discord.commands[guild.id]] == ["local"]
+    inter = await fake_discord.send_slash_command("local", permissions=discord.Permissions(administrator=True))
+    assert inter.payload["data"]["guild_id"] == str(guild.id) and inter.payload["member"]["permissions"] == "8"
+    assert (await inter.wait_final()).content == "local"
 
-    channel = bot.get_channel(int(fake_discord.channel['id']))
-    sent = await channel.send('posted', file=discord.File(io.BytesIO(b'abc'), 'notes.txt'))
-    await sent.edit(content='changed')
+    channel = bot.get_channel(int(fake_discord.channel["id"]))
+    sent = await channel.send("posted", file=discord.File(io.BytesIO(b"abc"), "notes.txt"))
+    await sent.edit(content="changed")
     [record] = [m for m in fake_discord.messages if m.id == str(sent.id)]
-    assert record.content == 'changed' and record.attachments[0].data == b'abc'
+    assert record.content == "changed" and record.attachments[0].data == b"abc"
     await sent.delete()
     assert record.deleted and fake_discord.violations == [] and fake_discord.unknown_routes == []
 
 
 async def test_rule_violations_are_recorded(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
-    long = await fake_discord.send_slash_command('toolong')
-    await fake_discord.wait_until(lambda: fake_discord.violations, what='no violation recorded')
+    long = await fake_discord.send_slash_command("toolong")
+    await fake_discord.wait_until(lambda: fake_discord.violations, what="no violation recorded")
     assert long.callbacks == []
-    assert fake_discord.violations[0].rule == 'invalid-form-body' and 'data.content' in fake_discord.violations[0].detail
-    twice = await fake_discord.send_slash_command('twice')
+    assert (
+        fake_discord.violations[0].rule == "invalid-form-body" and "data.content" in fake_discord.violations[0].detail
+    )
+    twice = await fake_discord.send_slash_command("twice")
     await fake_discord.wait_until(lambda: len(fake_discord.violations) == 2)
-    assert fake_discord.violations[1].rule == 'double-ack' and twice.content == 'one'
+    assert fake_discord.violations[1].rule == "double-ack" and twice.content == "one"
 
 
 async def test_late_acknowledgement_is_a_violation(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
     fake_discord.ack_deadline = 0.0  # any real reply is "late" now
-    inter = await fake_discord.send_slash_command('hello', {'name': 'late'})
+    inter = await fake_discord.send_slash_command("hello", {"name": "late"})
     await fake_discord.wait_until(lambda: fake_discord.violations)
-    assert fake_discord.violations[0].rule == 'ack-deadline' and not inter.acknowledged
+    assert fake_discord.violations[0].rule == "ack-deadline" and not inter.acknowledged
 
 
 async def test_unknown_route_is_recorded(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
     with pytest.raises(discord.NotFound):
-        await bot.http.request(discord.http.Route('GET', '/nowhere/{x}', x=1))
-    assert fake_discord.unknown_routes == ['GET /api/v10/nowhere/1']
+        await bot.http.request(discord.http.Route("GET", "/nowhere/{x}", x=1))
+    assert fake_discord.unknown_routes == ["GET /api/v10/nowhere/1"]
 
 
 async def test_heartbeats_are_acked_and_timed(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
     await fake_discord.wait_until(lambda: len(fake_discord.heartbeats) >= 4, timeout=5)
-    acks = [m for m in fake_discord.gateway_sent if m['op'] == 11]
+    acks = [m for m in fake_discord.gateway_sent if m["op"] == 11]
     assert len(acks) >= 4
     interval = fake_discord.heartbeat_interval_ms / 1000
     assert fake_discord.max_heartbeat_gap() < interval + 0.5
@@ -238,10 +243,10 @@ async def test_reconnect_resumes(fake_discord: FakeDiscord) -> None:
     bot = make_bot()
     async with running_bot(bot, fake_discord, reconnect=True):
         await fake_discord.drop_connections(4000)
-        await fake_discord.wait_until(lambda: any(m.get('t') == 'RESUMED' for m in fake_discord.gateway_sent))
+        await fake_discord.wait_until(lambda: any(m.get("t") == "RESUMED" for m in fake_discord.gateway_sent))
         await fake_discord.wait_ready()
-        inter = await fake_discord.send_slash_command('hello', {'name': 'again'})
-        assert (await inter.wait_final()).content == 'hello again'
+        inter = await fake_discord.send_slash_command("hello", {"name": "again"})
+        assert (await inter.wait_final()).content == "hello again"
     assert len(fake_discord.identifies) == 1
 
 
@@ -250,6 +255,6 @@ async def test_close_is_clean(fake_discord: FakeDiscord) -> None:
     async with running_bot(bot, fake_discord):
         await fake_discord.wait_ready()
     assert bot.is_closed()
-    await fake_discord.wait_until(lambda: not fake_discord._sockets, what='gateway socket still open')
+    await fake_discord.wait_until(lambda: not fake_discord._sockets, what="gateway socket still open")
     leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
     assert leftover == [], leftover

@@ -1,11 +1,12 @@
-"""/lyrics: write a song from a seed, in Jay Chou's style.
+"""/lyrics and the 🎲 button under a song: write a song from a seed, in Jay Chou's style.
 
 The flow of one command, each step cheaper than the next:
   1. check the options on our side (Discord shows the bounds, but discord.py does not re-check them);
   2. refuse politely when no model is loaded or the bot is shutting down;
   3. the gate: a per-member cooldown and bounds on songs in flight (per member and overall);
   4. defer at once (Discord wants an answer within 3 s), generate in the engine, store the song, reply.
-Every refusal is an ephemeral message that says what to change or when to come back.
+Every refusal is an ephemeral message that says what to change or when to come back. 🎲 replays a song
+(same seed, temperature and length, a new random seed) through the same steps 2 to 4.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from discord.ext import commands
 
 from bot import messages, views
 from bot.engine import EngineClosedError, ModelNotLoadedError
+from bot.replies import tell
 from bot.settings import Limits
-from bot.store import NewSong, StoreError
+from bot.store import DM_GUILD_ID, NewSong, StoreError
 from model.sample import SampleRequest, SamplingError
 
 if TYPE_CHECKING:
@@ -40,7 +42,6 @@ SEED_MAX = 200
 TEMPERATURE_MIN, TEMPERATURE_MAX, TEMPERATURE_DEFAULT = 0.1, 2.0, 0.8
 LENGTH_MIN, LENGTH_MAX, LENGTH_DEFAULT = 1, 500, 150
 RANDOM_SEEDS = 2**32  # a random seed fits in 10 digits: short enough to read out of the footer
-DM_GUILD_ID = 0  # songs written in direct messages; no guild has id 0
 # Bidirectional overrides and isolates (category Cf) can make a seed display reversed or hide text.
 _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -60,14 +61,18 @@ def check_options(seed: str, temperature: float, length: float) -> list[str]:
     if bad is not None:
         problems.append(f"The seed contains a control character (U+{ord(bad):04X}): remove it and type plain text.")
     if not math.isfinite(temperature):
-        problems.append(f"The temperature must be a number from {TEMPERATURE_MIN} to {TEMPERATURE_MAX}, not {temperature}.")
+        problems.append(
+            f"The temperature must be a number from {TEMPERATURE_MIN} to {TEMPERATURE_MAX}, not {temperature}."
+        )
     elif not TEMPERATURE_MIN <= temperature <= TEMPERATURE_MAX:
         problems.append(
             f"The temperature {temperature:g} is out of range: choose from {TEMPERATURE_MIN} (safe) "
-            f"to {TEMPERATURE_MAX} (wild).")
+            f"to {TEMPERATURE_MAX} (wild)."
+        )
     if not (math.isfinite(length) and length == int(length) and LENGTH_MIN <= length <= LENGTH_MAX):
-        problems.append(f"The length {length:g} is out of range: choose a whole number of words from "
-                        f"{LENGTH_MIN} to {LENGTH_MAX}.")
+        problems.append(
+            f"The length {length:g} is out of range: choose a whole number of words from {LENGTH_MIN} to {LENGTH_MAX}."
+        )
     return problems
 
 
@@ -127,7 +132,7 @@ class Gate:
 
 
 class Lyrics(commands.Cog):
-    """The /lyrics command."""
+    """The /lyrics command and the 🎲 button (it implements views.ReplayHandler)."""
 
     def __init__(self, bot: LyricsBot) -> None:
         self.bot = bot
@@ -147,21 +152,34 @@ class Lyrics(commands.Cog):
         length: app_commands.Range[int, LENGTH_MIN, LENGTH_MAX] = LENGTH_DEFAULT,
     ) -> None:
         if problems := check_options(seed, float(temperature), float(length)):
-            await _refuse(interaction, "\n".join(problems))
+            await tell(interaction, "\n".join(problems))
             return
         await self.write(interaction, seed.strip(), float(temperature), int(length))
+
+    async def on_replay(self, interaction: discord.Interaction, song_id: int) -> None:
+        """🎲: the same seed, temperature and length with a new random seed, as a new reply with its own buttons."""
+        if self.bot.shutting_down:  # the store may be closing
+            await tell(interaction, messages.SHUTTING_DOWN)
+            return
+        song = await self.bot.store.visible_song(
+            song_id, guild_id=interaction.guild_id, channel_id=interaction.channel_id
+        )
+        if song is None:
+            await tell(interaction, messages.not_found(song_id))
+            return
+        await self.write(interaction, song.seed, song.temperature, song.length)
 
     async def write(self, interaction: discord.Interaction, seed: str, temperature: float, length: int) -> None:
         """Write a song for `interaction` and reply with it and its buttons; the options must be valid already.
 
-        Both /lyrics and the 🎲 button (bot/exts/favourites.py) come through here, so a replayed song
-        passes the same gate (cooldown, songs in flight) as a new one.
+        Both /lyrics and 🎲 come through here, so a replayed song passes the same gate (cooldown, songs
+        in flight) as a new one.
         """
         if self.bot.shutting_down:
-            await _refuse(interaction, messages.SHUTTING_DOWN)
+            await tell(interaction, messages.SHUTTING_DOWN)
             return
         if not self.bot.engine.loaded:
-            await _refuse(interaction, self._no_model_text())
+            await tell(interaction, self._no_model_text())
             return
         user_id = interaction.user.id
         refusal = self.gate.admit(user_id)
@@ -169,7 +187,7 @@ class Lyrics(commands.Cog):
             wait = refusal.retry_after
             if wait is None:  # waiting on songs in flight: estimate from how long batches take
                 wait = self.bot.engine.estimated_wait(self.gate.in_flight)
-            await _refuse(interaction, messages.retry_after(refusal.reason, wait))
+            await tell(interaction, messages.retry_after(refusal.reason, wait))
             return
         try:
             async with self.bot.busy():
@@ -182,40 +200,54 @@ class Lyrics(commands.Cog):
         # The "is thinking..." placeholder; generation may take seconds. thinking=True matters for a button
         # click, whose plain defer() would only acknowledge the click instead of promising a new message.
         await interaction.response.defer(thinking=True)
-        request = SampleRequest(seed=seed, temperature=temperature, length=length,
-                                random_seed=secrets.randbelow(RANDOM_SEEDS), no_copy=True)
+        request = SampleRequest(
+            seed=seed, temperature=temperature, length=length, random_seed=secrets.randbelow(RANDOM_SEEDS), no_copy=True
+        )
         try:
-            generation = await self.bot.engine.generate_with_model(request)
+            generation = await self.bot.engine.generate(request)
         except SamplingError as exc:  # the model's own checks (e.g. a seed it cannot encode at all)
-            await _edit(interaction, f"I couldn't write that: {exc}")
+            await tell(interaction, messages.cannot_write(exc))
             return
         except ModelNotLoadedError:
-            await _edit(interaction, self._no_model_text())
+            await tell(interaction, self._no_model_text())
             return
         except EngineClosedError:
-            await _edit(interaction, messages.SHUTTING_DOWN)
+            await tell(interaction, messages.SHUTTING_DOWN)
             return
         sample = generation.sample
         song_id = await self._store(interaction, request, sample.text, generation.model.bundle_hash)
-        view = messages.SongView(text=sample.text, temperature=temperature, length=length,
-                                 random_seed=request.random_seed, unknown=tuple(sample.unknown), song_id=song_id)
+        card = messages.SongCard(
+            text=sample.text,
+            temperature=temperature,
+            length=length,
+            random_seed=request.random_seed,
+            unknown=tuple(sample.unknown),
+            song_id=song_id,
+        )
         # A song that could not be stored gets no buttons: they would point at no row.
         buttons = views.song_view(song_id, votes=0) if song_id is not None else None
-        message = await interaction.edit_original_response(embed=messages.song_embed(view), view=buttons,
-                                                            allowed_mentions=messages.NO_MENTIONS)
+        message = await interaction.edit_original_response(embed=messages.song_embed(card), view=buttons)
         if song_id is not None:
             try:
                 await self.bot.store.set_message_id(song_id, message.id)
             except StoreError:
                 log.exception("could not record the message of song %d", song_id)
 
-    async def _store(self, interaction: discord.Interaction, request: SampleRequest, text: str,
-                     bundle_hash: str) -> int | None:
+    async def _store(
+        self, interaction: discord.Interaction, request: SampleRequest, text: str, bundle_hash: str
+    ) -> int | None:
         """Keep the song (later buttons vote on it by id). A failure costs the buttons, not the song."""
         song = NewSong(
-            guild_id=interaction.guild_id or DM_GUILD_ID, channel_id=interaction.channel_id or 0,
-            author_id=interaction.user.id, seed=request.seed, temperature=request.temperature,
-            length=request.length, random_seed=request.random_seed, bundle_hash=bundle_hash, text=text)
+            guild_id=interaction.guild_id or DM_GUILD_ID,
+            channel_id=interaction.channel_id or 0,
+            author_id=interaction.user.id,
+            seed=request.seed,
+            temperature=request.temperature,
+            length=request.length,
+            random_seed=request.random_seed,
+            bundle_hash=bundle_hash,
+            text=text,
+        )
         try:
             return await self.bot.store.add_song(song)
         except (StoreError, sqlite3.Error) as exc:
@@ -224,30 +256,9 @@ class Lyrics(commands.Cog):
 
     def _no_model_text(self) -> str:
         settings = self.bot.settings
-        return messages.no_model(settings.corpus_path, settings.model_path,
-                                 train_command=self.bot.tree.get_command("train") is not None)
-
-    async def cog_app_command_error(self, interaction: discord.Interaction,
-                                    error: app_commands.AppCommandError) -> None:
-        """Anything unexpected: log it with the traceback, tell the member something short."""
-        log.error("/%s failed", interaction.command.name if interaction.command else "?", exc_info=error)
-        try:
-            if interaction.response.is_done():
-                await _edit(interaction, messages.INTERNAL_ERROR)
-            else:
-                await _refuse(interaction, messages.INTERNAL_ERROR)
-        except discord.HTTPException:
-            log.warning("could not tell the member about the error either")
-
-
-async def _refuse(interaction: discord.Interaction, text: str) -> None:
-    """An ephemeral answer: only the member who asked sees it."""
-    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=messages.NO_MENTIONS)
-
-
-async def _edit(interaction: discord.Interaction, text: str) -> None:
-    """Replace the "thinking..." placeholder with `text`."""
-    await interaction.edit_original_response(content=text, allowed_mentions=messages.NO_MENTIONS)
+        return messages.no_model(
+            settings.corpus_path, settings.model_path, train_command=self.bot.tree.get_command("train") is not None
+        )
 
 
 async def setup(bot: LyricsBot) -> None:

@@ -17,36 +17,8 @@ import pytest
 
 from bot.client import LyricsBot, create_bot
 from bot.settings import Settings
-from tests.conftest import SAMPLE_CORPUS
+from tests.bot.helpers import assert_well_behaved, bot_env
 from tests.fakediscord import FakeDiscord, running_bot
-
-NO_MENTIONS = {"parse": []}  # discord.AllowedMentions.none() as it goes over the wire
-
-
-def bot_env(tmp_path: Path, **overrides: Any) -> dict[str, str]:
-    """Environment variables for a bot whose files live in `tmp_path`; `overrides` add or replace (None removes)."""
-    env = {
-        "DISCORD_TOKEN": "fake-bot-token",
-        "LYRICS_MODEL": str(tmp_path / "missing.pt"),
-        "LYRICS_DB": str(tmp_path / "lyrics.db"),
-        "LYRICS_CORPUS": str(SAMPLE_CORPUS),
-        "LYRICS_DEVICE": "cpu",
-        "LYRICS_TORCH_THREADS": "1",  # two shared cores: one for torch, one for the event loop and the fake
-    }
-    for key, value in overrides.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = str(value)
-    return env
-
-
-def assert_well_behaved(fake: FakeDiscord) -> None:
-    """What every test expects of the bot, whatever it tested."""
-    assert fake.violations == []
-    assert fake.unknown_routes == []
-    assert fake.allowed_mentions, "the bot sent no message"
-    assert all(mentions == NO_MENTIONS for mentions in fake.allowed_mentions), fake.allowed_mentions
 
 
 @pytest.fixture

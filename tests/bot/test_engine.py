@@ -1,29 +1,30 @@
-"""The engine's batching, swapping and shutting down, with stand-in samplers whose timing the test controls.
+"""The engine's batching, swapping, promoting and shutting down, with stand-in samplers the test controls.
 
-The end-to-end tests (test_lyrics.py) run the real sampler; here `Engine(loader=...)`, the engine's
-own seam, hands it samplers that record their batches and can be held mid-batch.
+The end-to-end tests (test_lyrics.py, test_training.py) run the real sampler; here `Engine(loader=...)`,
+the engine's own seam, hands it samplers that record their batches and can be held mid-batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from bot.engine import Engine, EngineClosedError, ModelMissingError, ModelNotLoadedError
+from bot.engine import Engine, EngineClosedError, Generation, ModelMissingError, ModelNotLoadedError, decide_swap
 from model.checkpoint import BundleError
 from model.sample import Sample, SampleRequest, SamplingError
+from tests.bot.helpers import standin_bundle
 
 
 class StandInSampler:
     """Writes "<name>:<seed>"; refuses the seed "bad"; can be held inside a batch with `gate`."""
 
-    def __init__(self, name: str, *, hold: bool = False, delay: float = 0.0) -> None:
-        self.bundle_hash = name
-        self.metrics = {"bpc": 1.0}
+    def __init__(self, name: str, *, hold: bool = False, delay: float = 0.0, bpc: float = 1.0) -> None:
+        self.bundle = standin_bundle(name, bpc=bpc)
         self.batches: list[list[str]] = []
         self.started = threading.Event()
         self.gate = threading.Event()
@@ -41,7 +42,7 @@ class StandInSampler:
         time.sleep(self.delay)
         if any(r.seed == "bad" for r in requests):
             raise SamplingError("the seed 'bad' is not allowed")
-        return [Sample(text=f"{self.bundle_hash}:{r.seed}", request=r) for r in requests]
+        return [Sample(text=f"{self.bundle.sha256}:{r.seed}", request=r) for r in requests]
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ async def test_requests_arriving_together_share_a_batch(bundles) -> None:
     await asyncio.sleep(0.02)
     sampler.gate.set()  # ... and the five that arrived meanwhile run together next
     results = await asyncio.gather(first, *rest)
-    assert [s.text for s in results] == [f"a:{i}" for i in range(6)]  # each asker gets its own song
+    assert [g.sample.text for g in results] == [f"a:{i}" for i in range(6)]  # each asker gets its own song
     assert sampler.batches == [["0"], ["1", "2", "3", "4", "5"]]
     assert (engine.stats.requests, engine.stats.batches, engine.stats.largest_batch) == (6, 2, 5)
     await engine.close()
@@ -104,7 +105,7 @@ async def test_a_bad_request_fails_only_itself(bundles) -> None:
     engine = make_engine({"a": StandInSampler("a")})
     await engine.load(bundles["a"])
     results = await asyncio.gather(*(engine.generate(request(s)) for s in ("x", "bad", "y")), return_exceptions=True)
-    assert [r.text if isinstance(r, Sample) else type(r) for r in results] == ["a:x", SamplingError, "a:y"]
+    assert [r.sample.text if isinstance(r, Generation) else type(r) for r in results] == ["a:x", SamplingError, "a:y"]
     await engine.close()
 
 
@@ -112,9 +113,9 @@ async def test_swap_lets_running_requests_finish_on_the_old_model(bundles) -> No
     old, new = StandInSampler("a", hold=True), StandInSampler("b")
     engine = make_engine({"a": old, "b": new})
     await engine.load(bundles["a"])
-    running = asyncio.create_task(engine.generate_with_model(request("x")))
+    running = asyncio.create_task(engine.generate(request("x")))
     await until(old.started.is_set)
-    swapping = asyncio.create_task(engine.swap(bundles["b"]))
+    swapping = asyncio.create_task(engine.load(bundles["b"]))
     await asyncio.sleep(0.02)
     assert engine.info.bundle_hash == "a"  # the new model is not live until it has loaded
     old.gate.set()
@@ -122,7 +123,7 @@ async def test_swap_lets_running_requests_finish_on_the_old_model(bundles) -> No
     assert (finished.sample.text, finished.model.bundle_hash) == ("a:x", "a")
     info = await swapping
     assert info.bundle_hash == "b" and engine.info == info
-    assert (await engine.generate(request("y"))).text == "b:y"
+    assert (await engine.generate(request("y"))).sample.text == "b:y"
     await engine.close()
 
 
@@ -150,7 +151,7 @@ async def test_close_finishes_the_running_batch_and_fails_the_queue(bundles) -> 
     await asyncio.sleep(0.02)
     sampler.gate.set()
     await closing
-    assert (await running).text == "a:x"
+    assert (await running).sample.text == "a:x"
     with pytest.raises(EngineClosedError):
         await queued
     with pytest.raises(EngineClosedError):
@@ -173,5 +174,100 @@ async def test_the_event_loop_keeps_running_during_a_batch(bundles) -> None:
     ticker = asyncio.create_task(tick())
     await engine.generate(request("x"))
     ticker.cancel()
-    assert len(ticks) > 20 and max(b - a for a, b in zip(ticks, ticks[1:])) < 0.2
+    assert len(ticks) > 20 and max(b - a for a, b in itertools.pairwise(ticks)) < 0.2
     await engine.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# promoting a candidate: compare, keep *.previous, move, swap; nothing changes when it fails
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    """A live bundle and a candidate beside it, each a file whose bytes say which it is."""
+    live, candidate = tmp_path / "lyrics.pt", tmp_path / "lyrics.candidate.pt"
+    live.write_bytes(b"old model")
+    candidate.write_bytes(b"new model")
+    return {"live": live, "candidate": candidate, "previous": tmp_path / "lyrics.previous.pt"}
+
+
+def promoting_engine(live_bpc: float, candidate_bpc: float) -> Engine:
+    samplers = {
+        "lyrics": StandInSampler("old", bpc=live_bpc),
+        "lyrics.candidate": StandInSampler("new", bpc=candidate_bpc),
+    }
+    return make_engine(samplers)
+
+
+async def test_promote_a_better_model_keeps_the_old_one_as_previous(files) -> None:
+    engine = promoting_engine(live_bpc=5.0, candidate_bpc=4.0)
+    await engine.load(files["live"])
+    promotion = await engine.promote(files["candidate"], files["live"])
+    assert promotion.swapped and promotion.error is None and "4.000 < 5.000" in promotion.decision.reason
+    assert promotion.live.bundle_hash == "old" and promotion.candidate.sha256 == "new"
+    assert engine.info.bundle_hash == "new" and engine.info.path == files["live"]  # served from the live path
+    assert files["live"].read_bytes() == b"new model" and files["previous"].read_bytes() == b"old model"
+    assert not files["candidate"].exists()
+    assert sorted(p.name for p in files["live"].parent.iterdir()) == ["lyrics.previous.pt", "lyrics.pt"]
+    assert (await engine.generate(request("y"))).sample.text == "new:y"
+    await engine.close()
+
+
+async def test_promote_keeps_a_better_live_model_unless_forced(files) -> None:
+    engine = promoting_engine(live_bpc=4.0, candidate_bpc=5.0)
+    await engine.load(files["live"])
+    kept = await engine.promote(files["candidate"], files["live"])
+    assert not kept.swapped and "The live model stays" in kept.decision.reason
+    assert engine.info.bundle_hash == "old" and files["live"].read_bytes() == b"old model"
+    assert files["candidate"].read_bytes() == b"new model" and not files["previous"].exists()
+    forced = await engine.promote(files["candidate"], files["live"], force=True)
+    assert forced.swapped and engine.info.bundle_hash == "new" and files["previous"].read_bytes() == b"old model"
+    await engine.close()
+
+
+async def test_promote_without_a_live_model(files) -> None:
+    files["live"].unlink()
+    engine = promoting_engine(live_bpc=1.0, candidate_bpc=9.0)
+    promotion = await engine.promote(files["candidate"], files["live"])
+    assert promotion.swapped and promotion.live is None and engine.info.bundle_hash == "new"
+    assert files["live"].read_bytes() == b"new model" and not files["previous"].exists()
+    await engine.close()
+
+
+async def test_a_candidate_the_engine_refuses_changes_nothing(files) -> None:
+    def loader(path: Path, device: str) -> StandInSampler:
+        if path == files["candidate"]:
+            raise BundleError(f"{path}: refused by this test's engine")
+        return StandInSampler("old", bpc=9.0)
+
+    engine = Engine(loader=loader, torch_threads=1)
+    await engine.load(files["live"])
+    with pytest.raises(BundleError, match="refused"):
+        await engine.promote(files["candidate"], files["live"], force=True)
+    assert engine.info.bundle_hash == "old"
+    assert files["live"].read_bytes() == b"old model" and files["candidate"].read_bytes() == b"new model"
+    assert not files["previous"].exists()
+    await engine.close()
+
+
+async def test_a_move_that_fails_is_rolled_back(files) -> None:
+    engine = promoting_engine(live_bpc=5.0, candidate_bpc=4.0)
+    await engine.load(files["live"])
+    files["previous"].write_bytes(b"older model")
+    files["candidate"].unlink()  # loaded (the stand-in reads nothing), then gone: os.replace fails
+    promotion = await engine.promote(files["candidate"], files["live"])
+    assert promotion.decision.swap and not promotion.swapped and "No such file" in promotion.error
+    assert engine.info.bundle_hash == "old" and files["live"].read_bytes() == b"old model"
+    assert files["previous"].read_bytes() == b"older model"  # not even *.previous changed
+    assert sorted(p.name for p in files["live"].parent.iterdir()) == ["lyrics.previous.pt", "lyrics.pt"]
+    await engine.close()
+
+
+def test_decide_swap() -> None:
+    assert decide_swap(None, {"bpc": 9.0}, force=False).swap
+    assert decide_swap({"bpc": 5.0}, {"bpc": 4.0}, force=False).swap
+    worse = decide_swap({"bpc": 4.0}, {"bpc": 5.0}, force=False)
+    assert not worse.swap and "4.000" in worse.reason and "5.000" in worse.reason
+    assert decide_swap({"bpc": 4.0}, {"bpc": 5.0}, force=True).swap
+    assert not decide_swap({"bpc": 4.0}, {"bpc": 4.0}, force=False).swap  # a tie keeps what is known to work
+    assert not decide_swap({"bpc": 4.0}, {"bpc": float("nan")}, force=False).swap

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.bot.conftest import bot_env
-from tests.conftest import REPO
+from tests.bot.helpers import bot_env
 from tests.fakediscord import FakeDiscord
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 START_TIMEOUT = 90  # importing torch and discord.py on two busy cores can take a while
@@ -25,20 +25,36 @@ START_TIMEOUT = 90  # importing torch and discord.py on two busy cores can take 
 
 def process_env(tmp_path: Path, **overrides) -> dict[str, str]:
     env = bot_env(tmp_path, **overrides)
-    env.update(PATH=os.environ.get("PATH", ""), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1",
-               HOME=str(tmp_path))  # jieba caches in the temp dir; nothing of the developer's is read
+    env.update(
+        PATH=os.environ.get("PATH", ""), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", HOME=str(tmp_path)
+    )  # jieba caches in the temp dir; nothing of the developer's is read
     return {key: value for key, value in env.items() if value is not None}
 
 
 def fake_env(fake: FakeDiscord, tmp_path: Path, **overrides) -> dict[str, str]:
-    return process_env(tmp_path, **{"DISCORD_TOKEN": fake.token, "LYRICS_DISCORD_API": fake.rest_base,
-                                    "LYRICS_DISCORD_GATEWAY": fake.gateway_url, **overrides})
+    return process_env(
+        tmp_path,
+        **{
+            "DISCORD_TOKEN": fake.token,
+            "LYRICS_DISCORD_API": fake.rest_base,
+            "LYRICS_DISCORD_GATEWAY": fake.gateway_url,
+            **overrides,
+        },
+    )
 
 
 async def run_bot(env: dict[str, str], cwd: Path, *args: str, timeout: float = START_TIMEOUT) -> tuple[int, str, str]:
     """Run `python -m bot args...` to completion; returns (exit status, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", *args, cwd=cwd, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -57,23 +73,23 @@ def assert_one_line_error(code: int, err: str, *phrases: str) -> None:
 
 
 async def test_missing_token_is_one_line(tmp_path: Path) -> None:
-    code, out, err = await run_bot(process_env(tmp_path, DISCORD_TOKEN=None), tmp_path)
+    code, _, err = await run_bot(process_env(tmp_path, DISCORD_TOKEN=None), tmp_path)
     assert_one_line_error(code, err, "DISCORD_TOKEN")
 
 
 async def test_malformed_ids_are_one_line(tmp_path: Path) -> None:
-    code, out, err = await run_bot(process_env(tmp_path, LYRICS_ADMIN_IDS="123,@jay"), tmp_path, "sync")
+    code, _, err = await run_bot(process_env(tmp_path, LYRICS_ADMIN_IDS="123,@jay"), tmp_path, "sync")
     assert_one_line_error(code, err, "LYRICS_ADMIN_IDS", "'@jay'")
 
 
 async def test_rejected_token_and_damaged_database(fake_discord: FakeDiscord, tmp_path: Path) -> None:
-    code, out, err = await run_bot(fake_env(fake_discord, tmp_path, DISCORD_TOKEN="wrong-token"), tmp_path)
+    code, _, err = await run_bot(fake_env(fake_discord, tmp_path, DISCORD_TOKEN="wrong-token"), tmp_path)
     assert code != 0 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: Discord rejected DISCORD_TOKEN")
 
     damaged = tmp_path / "damaged.db"
     damaged.write_bytes(b"this is not a database" * 100)
-    code, out, err = await run_bot(fake_env(fake_discord, tmp_path, LYRICS_DB=damaged), tmp_path)
+    code, _, err = await run_bot(fake_env(fake_discord, tmp_path, LYRICS_DB=damaged), tmp_path)
     assert code != 0 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: cannot open the database")
 
@@ -90,11 +106,13 @@ async def test_sync_publishes_commands_globally(fake_discord: FakeDiscord, tmp_p
 
 async def test_run_answer_and_sigterm(fake_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path) -> None:
     log = tmp_path / "bot.log"
-    env = fake_env(fake_discord, tmp_path, LYRICS_MODEL=tiny_bundle, LYRICS_GUILD_IDS=fake_discord.guild["id"],
-                   LYRICS_COOLDOWN=0)
+    env = fake_env(
+        fake_discord, tmp_path, LYRICS_MODEL=tiny_bundle, LYRICS_GUILD_IDS=fake_discord.guild["id"], LYRICS_COOLDOWN=0
+    )
     with log.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=tmp_path, env=env,
-                                                    stdout=sink, stderr=sink)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdout=sink, stderr=sink
+        )
         try:
             await fake_discord.wait_ready(timeout=START_TIMEOUT)
             first = await fake_discord.send_slash_command("lyrics", {"seed": "窗外的麻雀", "length": 20})
@@ -102,8 +120,9 @@ async def test_run_answer_and_sigterm(fake_discord: FakeDiscord, tiny_bundle: Pa
             assert message.embeds[0]["description"].startswith("窗外的麻雀")
 
             # SIGTERM while a song is being written: it is still delivered, then the process exits 0.
-            second = await fake_discord.send_slash_command("lyrics", {"seed": "窗外的麻雀", "length": 500},
-                                                           user=fake_discord.owner)
+            second = await fake_discord.send_slash_command(
+                "lyrics", {"seed": "窗外的麻雀", "length": 500}, user=fake_discord.owner
+            )
             assert (await second.wait_response(timeout=10))["type"] == 5
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), 20)

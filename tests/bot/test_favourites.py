@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.client import LyricsBot
-from bot.exts.favourites import (FORGET_CANCELLED, NO_FAVOURITES, NOT_YOUR_LIST, NOT_YOUR_QUESTION, PAGE_SIZE,
-                                 not_found)
+from bot.exts.favourites import PAGE_SIZE
+from bot.messages import FORGET_CANCELLED, INTERNAL_ERROR, NO_FAVOURITES, NOT_YOUR_LIST, NOT_YOUR_QUESTION, not_found
 from bot.store import NewSong
-from tests.bot.test_votes import SEED, click, component, ephemeral_text, song_id, write_song
+from tests.bot.helpers import SEED, click, component, ephemeral_text, song_id, write_song
 from tests.fakediscord import FakeDiscord, Interaction, make_user
 
 LISTED = re.compile(r"\*\*#(\d+)\*\*")
@@ -22,16 +23,28 @@ def listed_ids(inter: Interaction) -> list[int]:
     return [int(found) for found in LISTED.findall(inter.message.embeds[0]["description"])]
 
 
-async def command(fake: FakeDiscord, name: str, options: dict[str, Any] | None = None, *,
-                  user: dict[str, Any] | None = None) -> Interaction:
+async def command(
+    fake: FakeDiscord, name: str, options: dict[str, Any] | None = None, *, user: dict[str, Any] | None = None
+) -> Interaction:
     inter = await fake.send_slash_command(name, options, user=user)
     await inter.wait_final()
     return inter
 
 
-def new_song(guild_id: int, author_id: int, *, text: str = "窗外的麻雀\n在电线杆上多嘴", random_seed: int = 1) -> NewSong:
-    return NewSong(guild_id=guild_id, channel_id=1, author_id=author_id, seed=SEED, temperature=0.8, length=10,
-                   random_seed=random_seed, bundle_hash="test-bundle", text=text)
+def new_song(
+    guild_id: int, author_id: int, *, text: str = "窗外的麻雀\n在电线杆上多嘴", random_seed: int = 1
+) -> NewSong:
+    return NewSong(
+        guild_id=guild_id,
+        channel_id=1,
+        author_id=author_id,
+        seed=SEED,
+        temperature=0.8,
+        length=10,
+        random_seed=random_seed,
+        bundle_hash="test-bundle",
+        text=text,
+    )
 
 
 def at(moment: datetime):
@@ -92,12 +105,12 @@ async def test_mine_is_newest_first_and_paginated(fake_discord: FakeDiscord, lyr
         turn = await fake_discord.click_button(page, next_id, user=fan)
         assert (await turn.wait_response())["type"] == 7
         assert f"page {number} of 3" in page.embeds[0]["footer"]["text"]
-    assert listed_ids(turn) == newest_first[2 * PAGE_SIZE:]
+    assert listed_ids(turn) == newest_first[2 * PAGE_SIZE :]
     assert component(page, f"favs:{owner}:2:next")["disabled"] is True
 
     back = await fake_discord.click_button(page, f"favs:{owner}:1:prev", user=fan)
     await back.wait_response()
-    assert listed_ids(back) == newest_first[PAGE_SIZE:2 * PAGE_SIZE]
+    assert listed_ids(back) == newest_first[PAGE_SIZE : 2 * PAGE_SIZE]
 
     nosy = await fake_discord.click_button(page, f"favs:{owner}:2:next", user=make_user("eve"))
     assert await ephemeral_text(nosy) == NOT_YOUR_LIST
@@ -128,7 +141,10 @@ async def test_top_orders_by_votes_and_filters_by_period(fake_discord: FakeDisco
     assert listed_ids(board) == [old, last_month, today, this_week]
     assert "👍 9" in board.message.embeds[0]["description"] and elsewhere not in listed_ids(board)
     assert listed_ids(await command(fake_discord, "favourites top", {"period": "month"})) == [
-        last_month, today, this_week]
+        last_month,
+        today,
+        this_week,
+    ]
     assert listed_ids(await command(fake_discord, "favourites top", {"period": "week"})) == [today, this_week]
     assert listed_ids(await command(fake_discord, "favourites top", {"period": "all"}))[0] == old
 
@@ -137,8 +153,7 @@ async def test_top_orders_by_votes_and_filters_by_period(fake_discord: FakeDisco
     assert quiet.message.ephemeral and "No votes yet" in quiet.content
 
 
-async def test_show_gives_everything_that_reproduces_the_song(fake_discord: FakeDiscord,
-                                                              lyrics_bot: LyricsBot) -> None:
+async def test_show_gives_everything_that_reproduces_the_song(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
     message = await write_song(fake_discord, temperature=1.1, length=15)
     sid = song_id(message)
     await click(fake_discord, message, "vote", make_user("bob"))
@@ -179,9 +194,11 @@ async def test_forget_me_after_confirmation(fake_discord: FakeDiscord, lyrics_bo
     await click(fake_discord, his, "save", bob)  # bob saves his own song too
 
     def data(user_id: int) -> tuple[int, int, int]:
-        return (rows(lyrics_bot, "SELECT COUNT(*) FROM votes WHERE user_id = ?", user_id)[0][0],
-                rows(lyrics_bot, "SELECT COUNT(*) FROM favourites WHERE user_id = ?", user_id)[0][0],
-                rows(lyrics_bot, "SELECT COUNT(*) FROM songs WHERE author_id = ?", user_id)[0][0])
+        return (
+            rows(lyrics_bot, "SELECT COUNT(*) FROM votes WHERE user_id = ?", user_id)[0][0],
+            rows(lyrics_bot, "SELECT COUNT(*) FROM favourites WHERE user_id = ?", user_id)[0][0],
+            rows(lyrics_bot, "SELECT COUNT(*) FROM songs WHERE author_id = ?", user_id)[0][0],
+        )
 
     assert data(alice_id) == (1, 1, 1) and data(bob_id) == (1, 2, 1)
 
@@ -229,8 +246,9 @@ async def test_synced_command_payload(fake_discord: FakeDiscord, lyrics_bot: Lyr
 
 async def test_direct_messages(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
     """A song written in a DM has working buttons there; leaderboards are per server."""
-    reply = await (await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 10}, dm=True)
-                   ).wait_final(timeout=30)
+    reply = await (await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 10}, dm=True)).wait_final(
+        timeout=30
+    )
     sid = song_id(reply)
     assert (await lyrics_bot.store.get_song(sid)).guild_id == 0
     assert "Saved song" in await ephemeral_text(await click(fake_discord, reply, "save", fake_discord.user))
@@ -240,3 +258,15 @@ async def test_direct_messages(fake_discord: FakeDiscord, lyrics_bot: LyricsBot)
     assert elsewhere.content == not_found(sid)
     top = await fake_discord.send_slash_command("favourites top", dm=True)
     assert "per server" in (await top.wait_final()).content
+
+
+async def test_failures_of_commands_and_buttons_end_in_one_apology(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
+    """A command and a button that fail (here: the database lost a table) both get the tree's on_error answer."""
+    message = await write_song(fake_discord)
+    await asyncio.to_thread(rows, lyrics_bot, "DROP TABLE favourites")  # the bot keeps serving meanwhile
+    mine = await command(fake_discord, "favourites mine")
+    assert mine.message.ephemeral and mine.content == INTERNAL_ERROR
+    save = await click(fake_discord, message, "save", make_user("bob"))
+    assert await ephemeral_text(save) == INTERNAL_ERROR

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -14,7 +14,23 @@ from pathlib import Path
 import pytest
 
 from bot import jobs
-from bot.jobs import JobBusyError, JobManager, JobState, JobStatus, TrainArgs, parse_event, train_argv
+from bot.jobs import JobBusyError, JobEnded, JobManager, JobState, JobStatus, train_argv
+from model.events import (
+    EVENT_TYPES,
+    CancelledEvent,
+    DoneEvent,
+    EpochEvent,
+    ErrorEvent,
+    ExitCode,
+    ResumeEvent,
+    StartEvent,
+    StepEvent,
+    TimeLimitEvent,
+    parse_event,
+    to_json,
+)
+from tests.bot.helpers import gone, job_events
+from tests.helpers import REPO
 
 
 def child(script: str) -> list[str]:
@@ -22,21 +38,42 @@ def child(script: str) -> list[str]:
     return [sys.executable, "-c", textwrap.dedent(script)]
 
 
-def event_line(kind: str, **fields) -> str:
-    return json.dumps({"event": kind, **fields})
+def start_event(epochs: int = 2, steps_per_epoch: int = 3, trigram_bpc: float = 7.5) -> StartEvent:
+    return StartEvent(
+        vocab=100,
+        train_tokens=1000,
+        heldout_tokens=100,
+        heldout_chars=150,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        device="cpu",
+        trigram_bpc=trigram_bpc,
+        world_size=1,
+    )
 
 
-START = event_line("start", epochs=2, steps_per_epoch=3, trigram_bpc=7.5)
-EPOCH = event_line("epoch", epoch=1, epochs=2, train_loss=6.0, heldout_loss=5.5, bpc=8.25, best_bpc=8.25)
-DONE = event_line("done", path="out.pt", bpc=6.0, net_bpc=8.25, trigram_bpc=7.5)
+def epoch_event(epoch: int, epochs: int, bpc: float = 8.25) -> EpochEvent:
+    return EpochEvent(
+        epoch=epoch,
+        train_loss=6.0,
+        heldout_loss=5.5,
+        bpc=bpc,
+        lr=0.002,
+        seconds=1.5,
+        epochs=epochs,
+        best_bpc=bpc,
+        improved=True,
+        elapsed=3.0,
+    )
 
 
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+START = to_json(start_event())
+EPOCH = to_json(epoch_event(1, 2))
+DONE = to_json(
+    DoneEvent(
+        path="out.pt", bpc=6.0, net_bpc=8.25, trigram_bpc=7.5, heldout_chars=150, unk_chars=0, epochs=1, seconds=2.0
+    )
+)
 
 
 async def test_garbage_on_stdout_is_skipped_not_fatal() -> None:
@@ -60,9 +97,20 @@ async def test_garbage_on_stdout_is_skipped_not_fatal() -> None:
     assert status.state is JobState.FINISHED, status
     assert status.ignored_lines >= 6
     assert (status.epoch, status.epochs, status.bpc, status.trigram_bpc) == (1, 2, 8.25, 7.5)
-    assert status.result is not None and status.result["bpc"] == 6.0
-    assert status.history == [{"epoch": 1, "epochs": 2, "train_loss": 6.0, "heldout_loss": 5.5, "bpc": 8.25,
-                               "best_bpc": 8.25}]  # the garbled epoch event left no record
+    assert status.result is not None and status.result.bpc == 6.0
+    assert status.history == [
+        {
+            "epoch": 1,
+            "train_loss": 6.0,
+            "heldout_loss": 5.5,
+            "bpc": 8.25,
+            "lr": 0.002,
+            "seconds": 1.5,
+            "epochs": 2,
+            "best_bpc": 8.25,
+            "elapsed": 3.0,
+        }
+    ]  # the garbled one left none
     await manager.close()
 
 
@@ -85,7 +133,7 @@ async def test_a_killed_child_fails_with_its_stderr_tail() -> None:
 async def test_an_error_event_is_the_failure_reason() -> None:
     script = f"""
         import sys
-        print({event_line("error", message="the corpus is empty")!r}, flush=True)
+        print({to_json(ErrorEvent(message="the corpus is empty"))!r}, flush=True)
         print("error: the corpus is empty", file=sys.stderr)
         sys.exit(2)
     """
@@ -104,30 +152,32 @@ async def test_an_unstartable_program_fails_at_start(tmp_path: Path) -> None:
 
 # A child that behaves like `python -m model train` on SIGTERM: stop at the next "batch", exit 3.
 COOPERATIVE = f"""
-    import json, signal, sys, time
+    import signal, sys, time
+    from model.events import CancelledEvent, ExitCode, StepEvent, to_json
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     print({START!r}, flush=True)
     step = 0
     while not stop:
         step += 1
-        print(json.dumps({{"event": "step", "epoch": 1, "step": step, "steps": 10**6, "loss": 5.0}}), flush=True)
+        print(to_json(StepEvent(epoch=1, step=step, steps=10**6, loss=5.0)), flush=True)
         time.sleep(0.02)
-    print(json.dumps({{"event": "cancelled", "message": "cancelled in epoch 1"}}), flush=True)
-    sys.exit(3)
+    print(to_json(CancelledEvent(message="cancelled in epoch 1")), flush=True)
+    sys.exit(ExitCode.CANCELLED)
 """
+CHILD_ENV = {"PYTHONPATH": str(REPO)}  # the stand-in speaks through model.events, as the real child does
 
 
 async def test_cancel_stops_a_cooperative_child_with_sigterm() -> None:
-    job = await JobManager().start(child(COOPERATIVE))
-    events = job.events()
+    job = await JobManager().start(child(COOPERATIVE), env=CHILD_ENV)
+    events = job_events(job)
     seen = [await anext(events) for _ in range(3)]
-    assert [e["event"] for e in seen] == ["start", "step", "step"]
+    assert [type(e) for e in seen] == [StartEvent, StepEvent, StepEvent]
     assert job.status.state is JobState.RUNNING and job.status.step >= 1
     status = await job.cancel(grace=10)
-    assert (status.state, status.returncode) == (JobState.CANCELLED, 3)
-    rest = [e["event"] async for e in events]
-    assert rest[-2:] == ["cancelled", "exit"]
+    assert (status.state, status.returncode) == (JobState.CANCELLED, ExitCode.CANCELLED)
+    rest = [type(e) async for e in events]
+    assert rest[-2:] == [CancelledEvent, JobEnded]
 
 
 async def test_cancel_kills_a_child_that_ignores_sigterm() -> None:
@@ -138,7 +188,7 @@ async def test_cancel_kills_a_child_that_ignores_sigterm() -> None:
         time.sleep(60)
     """
     job = await JobManager().start(child(script))
-    await anext(job.events())  # started, and so ignoring SIGTERM
+    await anext(job_events(job))  # started, and so ignoring SIGTERM
     begun = time.monotonic()
     status = await job.cancel(grace=0.5)
     assert time.monotonic() - begun < 5
@@ -148,7 +198,7 @@ async def test_cancel_kills_a_child_that_ignores_sigterm() -> None:
 
 async def test_one_job_at_a_time_and_close_reaps_it() -> None:
     manager = JobManager()
-    job = await manager.start(child(COOPERATIVE))
+    job = await manager.start(child(COOPERATIVE), env=CHILD_ENV)
     with pytest.raises(JobBusyError) as refused:
         await manager.start(child("print('second')"))
     assert refused.value.job is job
@@ -183,39 +233,88 @@ async def test_a_grandchild_holding_the_pipes_does_not_hang_the_job(monkeypatch)
 
 
 def test_parse_event() -> None:
-    assert parse_event(b'{"event": "done", "bpc": 1.5}') == {"event": "done", "bpc": 1.5}
-    for line in (b"", b"garbage", b"[]", b'{"event": 3}', b"\xff", b"[" * 100_000):
+    assert parse_event(b'{"event": "time_limit", "epoch": 3}') == TimeLimitEvent(epoch=3)
+    assert parse_event(DONE) == DoneEvent(
+        path="out.pt", bpc=6.0, net_bpc=8.25, trigram_bpc=7.5, heldout_chars=150, unk_chars=0, epochs=1, seconds=2.0
+    )
+    for line in (b"", b"garbage", b"[]", b'{"event": 3}', b"\xff", b"[" * 100_000, b'{"event": "done", "bpc": 1.5}'):
         assert parse_event(line) is None
 
 
 def test_status_eta_and_fraction() -> None:
     status = JobStatus(state=JobState.RUNNING)
-    status.apply({"event": "start", "epochs": 4, "steps_per_epoch": 10}, now=100.0)
+    status.apply(start_event(epochs=4, steps_per_epoch=10), now=100.0)
     assert status.eta(now=100.0) is None  # no pace yet
-    status.apply({"event": "epoch", "epoch": 1, "epochs": 4, "bpc": 7.0}, now=110.0)
-    status.apply({"event": "step", "step": 5, "steps": 10}, now=115.0)
+    status.apply(epoch_event(1, 4, bpc=7.0), now=110.0)
+    status.apply(StepEvent(epoch=2, step=5, steps=10, loss=5.0), now=115.0)
     assert status.fraction_done() == pytest.approx(1.5 / 4)
     assert status.eta(now=115.0) == pytest.approx(15 * 2.5 / 1.5)
 
 
 def test_resumed_status_counts_only_this_runs_epochs() -> None:
     status = JobStatus(state=JobState.RUNNING)
-    status.apply({"event": "start", "epochs": 10, "steps_per_epoch": 4}, now=0.0)
-    status.apply({"event": "resume", "epoch": 8}, now=0.0)
-    status.apply({"event": "epoch", "epoch": 9, "epochs": 10}, now=30.0)
+    status.apply(start_event(epochs=10, steps_per_epoch=4), now=0.0)
+    status.apply(ResumeEvent(epoch=8, path="x.ckpt"), now=0.0)
+    status.apply(epoch_event(9, 10), now=30.0)
     assert status.fraction_done() == pytest.approx(0.5)
     assert status.eta(now=30.0) == pytest.approx(30.0)
 
 
 def test_train_argv_single_process_and_torchrun() -> None:
-    args = TrainArgs(corpus=Path("data/c.txt"), out=Path("models/x.candidate.pt"), epochs=5, cell="gru",
-                     resume=True, device="cpu", threads=1, extra=("--hidden", "32", "--epochs", "99"),
-                     python="py")
-    argv = train_argv(args)
+    settings = {"corpus": Path("data/c.txt"), "out": Path("models/x.candidate.pt"), "device": "cpu", "threads": 1}
+    argv = train_argv(
+        settings, {"epochs": 5, "cell": "gru", "resume": True}, extra=("--hidden", "32", "--epochs", "99"), python="py"
+    )
     assert argv[:4] == ["py", "-m", "model", "train"]
     assert argv[argv.index("--progress") + 1] == "jsonl" and argv[argv.index("--threads") + 1] == "1"
     assert argv[-5:] == ["--epochs", "5", "--cell", "gru", "--resume"]  # after `extra`, so they win
-    torchrun = train_argv(TrainArgs(corpus=Path("c.txt"), out=Path("o.pt"), processes=4, python="py"))
-    assert torchrun[:6] == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
-                            "--max_restarts=0"]
+    torchrun = train_argv({"corpus": Path("c.txt"), "out": Path("o.pt")}, processes=4, python="py")
+    assert torchrun[:6] == [
+        "py",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=4",
+        "--max_restarts=0",
+    ]
     assert torchrun[6:10] == ["-m", "model", "train", "--corpus"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the contract with model/train.py
+
+
+def test_the_reader_knows_every_event_train_py_emits() -> None:
+    """Every event class model/train.py constructs is one the reader parses: nothing it says is dropped."""
+    tree = ast.parse((REPO / "model" / "train.py").read_text(encoding="utf-8"))
+    emitted = {
+        node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.endswith("Event")
+    }
+    known = {cls.__name__ for cls in EVENT_TYPES.values()}
+    assert "TimeLimitEvent" in emitted and emitted <= known, emitted - known
+
+
+async def test_the_real_training_child_reports_through_the_contract(tmp_path: Path) -> None:
+    """`python -m model train` as the bot runs it: every stdout line parses into a typed event."""
+    from tests.helpers import SAMPLE_CORPUS
+
+    settings = {"corpus": SAMPLE_CORPUS, "out": tmp_path / "m.pt", "device": "cpu", "threads": 1}
+    options = {
+        "epochs": 3,
+        "max_minutes": 1e-9,
+        "hidden": 16,
+        "embed": 8,
+        "batch_size": 8,
+        "seq_len": 16,
+        "min_count": 2,
+        "clip": 0.3,
+    }
+    job = await JobManager().start(train_argv(settings, options), env=CHILD_ENV)
+    kinds = [type(event) async for event in job_events(job)]
+    status = await job.wait()
+    assert status.state is JobState.FINISHED, status.stderr_tail
+    assert status.ignored_lines == 0  # nothing on stdout that is not an event
+    assert status.time_limited and TimeLimitEvent in kinds and kinds[-2:] == [DoneEvent, JobEnded]
+    assert status.result is not None and Path(status.result.path) == tmp_path / "m.pt"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import re
 
@@ -13,7 +14,7 @@ from bot.client import LyricsBot
 from bot.exts.lyrics import Gate, check_options
 from bot.settings import Limits
 from model.sample import SampleRequest
-from tests.bot.conftest import bot_env
+from tests.bot.helpers import bot_env
 from tests.fakediscord import FakeDiscord, make_user
 
 SEED = "窗外的麻雀"
@@ -65,24 +66,29 @@ async def test_lyrics_replies_with_a_stored_song(fake_discord: FakeDiscord, lyri
 
     # The footer is enough to write the same song again.
     again = await lyrics_bot.engine.generate(
-        SampleRequest(seed=SEED, temperature=0.9, length=40, random_seed=random_seed, no_copy=True))
-    assert again.text == song.text
+        SampleRequest(seed=SEED, temperature=0.9, length=40, random_seed=random_seed, no_copy=True)
+    )
+    assert again.sample.text == song.text
 
 
-@pytest.mark.parametrize(("options", "problem"), [
-    ({"seed": ""}, "empty"),
-    ({"seed": "   "}, "empty"),
-    ({"seed": "雨" * 201}, "201 characters"),
-    ({"seed": "窗外\x07的麻雀"}, "control character"),
-    ({"seed": SEED, "temperature": 0}, "temperature 0 is out of range"),
-    ({"seed": SEED, "temperature": 1e9}, "temperature 1e+09 is out of range"),
-    ({"seed": SEED, "temperature": math.nan}, "temperature must be a number"),
-    ({"seed": SEED, "temperature": math.inf}, "temperature must be a number"),
-    ({"seed": SEED, "length": 0}, "length 0 is out of range"),
-    ({"seed": SEED, "length": 501}, "length 501 is out of range"),
-])
-async def test_invalid_options_are_refused(fake_discord: FakeDiscord, lyrics_bot: LyricsBot,
-                                           options: dict, problem: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"seed": ""}, "empty"),
+        ({"seed": "   "}, "empty"),
+        ({"seed": "雨" * 201}, "201 characters"),
+        ({"seed": "窗外\x07的麻雀"}, "control character"),
+        ({"seed": SEED, "temperature": 0}, "temperature 0 is out of range"),
+        ({"seed": SEED, "temperature": 1e9}, "temperature 1e+09 is out of range"),
+        ({"seed": SEED, "temperature": math.nan}, "temperature must be a number"),
+        ({"seed": SEED, "temperature": math.inf}, "temperature must be a number"),
+        ({"seed": SEED, "length": 0}, "length 0 is out of range"),
+        ({"seed": SEED, "length": 501}, "length 501 is out of range"),
+    ],
+)
+async def test_invalid_options_are_refused(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot, options: dict, problem: str
+) -> None:
     inter = await fake_discord.send_slash_command("lyrics", options)
     message = await inter.wait_final()
     assert (await inter.wait_response())["type"] == 4 and message.ephemeral
@@ -99,20 +105,22 @@ async def test_mentions_in_the_seed_ping_nobody(fake_discord: FakeDiscord, lyric
 
 
 async def test_concurrent_requests_are_batched_and_heartbeats_stay_on_time(
-        fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
     users = [make_user(f"fan{i}") for i in range(20)]
     await fake_discord.wait_until(lambda: len(fake_discord.heartbeats) >= 2, timeout=5)
     start = len(fake_discord.heartbeats)
-    interactions = await asyncio.gather(*(
-        fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 300}, user=user) for user in users))
+    interactions = await asyncio.gather(
+        *(fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 300}, user=user) for user in users)
+    )
     finals = await asyncio.gather(*(inter.wait_final(timeout=60) for inter in interactions))
     for message in finals:
         assert not message.ephemeral and message.embeds[0]["description"].startswith(SEED)
     assert lyrics_bot.engine.stats.requests == 20
     assert lyrics_bot.engine.stats.batches < 20  # concurrent requests shared forward passes
     interval = fake_discord.heartbeat_interval_ms / 1000
-    beats = fake_discord.heartbeats[start - 1:]
-    worst = max(b - a for a, b in zip(beats, beats[1:]))
+    beats = fake_discord.heartbeats[start - 1 :]
+    worst = max(b - a for a, b in itertools.pairwise(beats))
     assert worst < interval + 0.25, f"heartbeat gap {worst:.2f}s with a {interval}s interval"
 
 
@@ -138,8 +146,9 @@ async def test_cooldown_says_when_to_come_back(fake_discord: FakeDiscord, start_
         first = await (await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 5})).wait_final()
         assert not first.ephemeral
         second = await (await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 5})).wait_final()
-        other = await (await fake_discord.send_slash_command(
-            "lyrics", {"seed": SEED, "length": 5}, user=fake_discord.owner)).wait_final()
+        other = await (
+            await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 5}, user=fake_discord.owner)
+        ).wait_final()
     assert second.ephemeral
     wait = int(re.search(r"try again in (\d+) s", second.content)[1])
     assert 25 <= wait <= 30
@@ -149,8 +158,9 @@ async def test_cooldown_says_when_to_come_back(fake_discord: FakeDiscord, start_
 async def test_in_flight_bounds(fake_discord: FakeDiscord, start_bot) -> None:
     async with start_bot(LYRICS_COOLDOWN=0, LYRICS_MAX_IN_FLIGHT=2):
         fans = [fake_discord.user, fake_discord.user, make_user("b"), make_user("c")]
-        sent = [await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 500}, user=fan)
-                for fan in fans]
+        sent = [
+            await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 500}, user=fan) for fan in fans
+        ]
         mine_again, overall = [await inter.wait_final(timeout=30) for inter in sent[1::2]]
         await asyncio.gather(*(inter.wait_final(timeout=30) for inter in sent[::2]))
     assert mine_again.ephemeral and "already have a song" in mine_again.content
@@ -211,7 +221,7 @@ def test_bot_env_builds_valid_settings(tmp_path) -> None:
 def test_long_songs_are_cut_at_a_line_break() -> None:
     line = "窗外的麻雀在电线杆上多嘴"  # 12 characters
     text = "\n".join([line] * 400)  # 5,199 characters
-    embed = messages.song_embed(messages.SongView(text=text, temperature=0.8, length=500, random_seed=7))
+    embed = messages.song_embed(messages.SongCard(text=text, temperature=0.8, length=500, random_seed=7))
     description = embed.description
     assert len(description) <= messages.DESCRIPTION_LIMIT
     *kept, mark = description.split("\n")
@@ -230,8 +240,9 @@ def test_fit_lines_never_splits_a_character() -> None:
 
 def test_song_embed_footer() -> None:
     text = "Jay 的雨\n下在心里"
-    embed = messages.song_embed(messages.SongView(text=text, temperature=1.25, length=30, random_seed=99,
-                                                  unknown=("J", "a", "y"), song_id=12))
+    embed = messages.song_embed(
+        messages.SongCard(text=text, temperature=1.25, length=30, random_seed=99, unknown=("J", "a", "y"), song_id=12)
+    )
     assert embed.description == text
     assert embed.footer.text.splitlines() == [
         "temperature 1.25 · length 30 · random seed 99",

@@ -13,9 +13,10 @@ import discord
 import pytest
 
 from bot.client import LyricsBot, create_bot
-from bot.permissions import ADMIN_ONLY, is_admin
+from bot.messages import ADMIN_ONLY
+from bot.permissions import is_admin
 from bot.settings import Settings
-from tests.bot.conftest import bot_env
+from tests.bot.helpers import bot_env
 from tests.fakediscord import FakeDiscord, make_user, running_bot
 from tests.fakediscord import payloads as p
 
@@ -31,30 +32,41 @@ async def lyrics_bot(fake_discord: FakeDiscord, tmp_path) -> AsyncIterator[Lyric
         yield bot
 
 
-def interaction(bot: LyricsBot, fake: FakeDiscord, user: dict, *, permissions: int = p.DEFAULT_MEMBER_PERMISSIONS,
-                dm: bool = False) -> discord.Interaction:
+def interaction(
+    bot: LyricsBot, fake: FakeDiscord, user: dict, *, permissions: int = p.DEFAULT_MEMBER_PERMISSIONS, dm: bool = False
+) -> discord.Interaction:
     """What discord.py makes of an INTERACTION_CREATE from `user`, in the fake's guild or in a DM."""
     guild = None if dm else fake.guild
     channel = {"id": p.snowflake(), "type": 1, "recipients": [user]} if dm else fake.channel
-    payload = p.make_interaction(type=2, application_id=fake.application_id,
-                                 data={"id": p.snowflake(), "name": "train", "type": 1}, user=user,
-                                 channel=channel, guild=guild, permissions=permissions)
+    payload = p.make_interaction(
+        type=2,
+        application_id=fake.application_id,
+        data={"id": p.snowflake(), "name": "train", "type": 1},
+        user=user,
+        channel=channel,
+        guild=guild,
+        permissions=permissions,
+    )
     return discord.Interaction(data=payload, state=bot._connection)
 
 
-async def test_guild_members_need_the_administrator_permission(fake_discord: FakeDiscord,
-                                                                lyrics_bot: LyricsBot) -> None:
+async def test_guild_members_need_the_administrator_permission(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
     settings = lyrics_bot.settings
     member = fake_discord.user
     assert not is_admin(interaction(lyrics_bot, fake_discord, member), settings)
     assert not is_admin(interaction(lyrics_bot, fake_discord, member, permissions=MANAGE_GUILD), settings)
     assert is_admin(interaction(lyrics_bot, fake_discord, member, permissions=ADMINISTRATOR), settings)
-    assert is_admin(interaction(lyrics_bot, fake_discord, member,
-                                permissions=p.DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR), settings)
+    assert is_admin(
+        interaction(lyrics_bot, fake_discord, member, permissions=p.DEFAULT_MEMBER_PERMISSIONS | ADMINISTRATOR),
+        settings,
+    )
 
 
-async def test_admin_ids_count_everywhere_and_alone_count_in_dms(fake_discord: FakeDiscord,
-                                                                 lyrics_bot: LyricsBot) -> None:
+async def test_admin_ids_count_everywhere_and_alone_count_in_dms(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
     listed, stranger = fake_discord.user, make_user("stranger")
     settings = replace(lyrics_bot.settings, admin_ids=frozenset({int(listed["id"])}))
     assert is_admin(interaction(lyrics_bot, fake_discord, listed), settings)  # in the guild, without the permission

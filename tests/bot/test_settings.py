@@ -30,11 +30,20 @@ def test_every_variable(tmp_path: Path) -> None:
     model = tmp_path / "m.pt"
     model.write_bytes(b"")
     settings = parse(
-        LYRICS_MODEL=str(model), LYRICS_DB=str(tmp_path / "new" / "dir" / "x.db"), LYRICS_CORPUS=str(tmp_path / "c.zip"),
-        LYRICS_ADMIN_IDS=" 123456789012345678, 234567890123456789 ,", LYRICS_GUILD_IDS="42,42,7",
-        LYRICS_DEVICE="CUDA", LYRICS_TORCH_THREADS="3", LYRICS_COOLDOWN="2.5", LYRICS_USER_IN_FLIGHT="2",
-        LYRICS_MAX_IN_FLIGHT="64", LYRICS_BATCHING="off", LYRICS_MAX_BATCH="8",
-        LYRICS_DISCORD_API="http://127.0.0.1:1234/api/v10", LYRICS_DISCORD_GATEWAY="ws://127.0.0.1:1234/gateway/",
+        LYRICS_MODEL=str(model),
+        LYRICS_DB=str(tmp_path / "new" / "dir" / "x.db"),
+        LYRICS_CORPUS=str(tmp_path / "c.zip"),
+        LYRICS_ADMIN_IDS=" 123456789012345678, 234567890123456789 ,",
+        LYRICS_GUILD_IDS="42,42,7",
+        LYRICS_DEVICE="CUDA",
+        LYRICS_TORCH_THREADS="3",
+        LYRICS_COOLDOWN="2.5",
+        LYRICS_USER_IN_FLIGHT="2",
+        LYRICS_MAX_IN_FLIGHT="64",
+        LYRICS_BATCHING="off",
+        LYRICS_MAX_BATCH="8",
+        LYRICS_DISCORD_API="http://127.0.0.1:1234/api/v10",
+        LYRICS_DISCORD_GATEWAY="ws://127.0.0.1:1234/gateway/",
     )
     assert settings.model_path == model
     assert settings.db_path == tmp_path / "new" / "dir" / "x.db"
@@ -45,26 +54,29 @@ def test_every_variable(tmp_path: Path) -> None:
     assert settings.discord_api.startswith("http://") and settings.discord_gateway.startswith("ws://")
 
 
-@pytest.mark.parametrize(("env", "phrase"), [
-    ({"DISCORD_TOKEN": ""}, "DISCORD_TOKEN is not set"),
-    ({"DISCORD_TOKEN": "   "}, "DISCORD_TOKEN is not set"),
-    ({"DISCORD_TOKEN": "abc def"}, "DISCORD_TOKEN contains spaces"),
-    ({"LYRICS_ADMIN_IDS": "123,jay"}, "LYRICS_ADMIN_IDS"),
-    ({"LYRICS_ADMIN_IDS": "<@123>"}, "'<@123>' is not an id"),
-    ({"LYRICS_GUILD_IDS": "-5"}, "LYRICS_GUILD_IDS"),
-    ({"LYRICS_GUILD_IDS": "0"}, "LYRICS_GUILD_IDS"),
-    ({"LYRICS_GUILD_IDS": str(2**64)}, "LYRICS_GUILD_IDS"),
-    ({"LYRICS_GUILD_IDS": "１２３"}, "LYRICS_GUILD_IDS"),  # full-width digits pass str.isdigit()
-    ({"LYRICS_DEVICE": "tpu"}, "LYRICS_DEVICE"),
-    ({"LYRICS_COOLDOWN": "soon"}, "LYRICS_COOLDOWN"),
-    ({"LYRICS_COOLDOWN": "-1"}, "LYRICS_COOLDOWN"),
-    ({"LYRICS_COOLDOWN": "nan"}, "LYRICS_COOLDOWN"),
-    ({"LYRICS_USER_IN_FLIGHT": "0"}, "LYRICS_USER_IN_FLIGHT=0 must be at least 1"),
-    ({"LYRICS_MAX_IN_FLIGHT": "1.5"}, "LYRICS_MAX_IN_FLIGHT"),
-    ({"LYRICS_BATCHING": "maybe"}, "LYRICS_BATCHING"),
-    ({"LYRICS_DISCORD_API": "127.0.0.1:80"}, "LYRICS_DISCORD_API"),
-    ({"LYRICS_DISCORD_GATEWAY": "http://x"}, "LYRICS_DISCORD_GATEWAY"),
-])
+@pytest.mark.parametrize(
+    ("env", "phrase"),
+    [
+        ({"DISCORD_TOKEN": ""}, "DISCORD_TOKEN is not set"),
+        ({"DISCORD_TOKEN": "   "}, "DISCORD_TOKEN is not set"),
+        ({"DISCORD_TOKEN": "abc def"}, "DISCORD_TOKEN contains spaces"),
+        ({"LYRICS_ADMIN_IDS": "123,jay"}, "LYRICS_ADMIN_IDS"),
+        ({"LYRICS_ADMIN_IDS": "<@123>"}, "'<@123>' is not an id"),
+        ({"LYRICS_GUILD_IDS": "-5"}, "LYRICS_GUILD_IDS"),
+        ({"LYRICS_GUILD_IDS": "0"}, "LYRICS_GUILD_IDS"),
+        ({"LYRICS_GUILD_IDS": str(2**64)}, "LYRICS_GUILD_IDS"),
+        ({"LYRICS_GUILD_IDS": "１２３"}, "LYRICS_GUILD_IDS"),  # full-width digits pass str.isdigit()
+        ({"LYRICS_DEVICE": "tpu"}, "LYRICS_DEVICE"),
+        ({"LYRICS_COOLDOWN": "soon"}, "LYRICS_COOLDOWN"),
+        ({"LYRICS_COOLDOWN": "-1"}, "LYRICS_COOLDOWN"),
+        ({"LYRICS_COOLDOWN": "nan"}, "LYRICS_COOLDOWN"),
+        ({"LYRICS_USER_IN_FLIGHT": "0"}, "LYRICS_USER_IN_FLIGHT=0 must be at least 1"),
+        ({"LYRICS_MAX_IN_FLIGHT": "1.5"}, "LYRICS_MAX_IN_FLIGHT"),
+        ({"LYRICS_BATCHING": "maybe"}, "LYRICS_BATCHING"),
+        ({"LYRICS_DISCORD_API": "127.0.0.1:80"}, "LYRICS_DISCORD_API"),
+        ({"LYRICS_DISCORD_GATEWAY": "http://x"}, "LYRICS_DISCORD_GATEWAY"),
+    ],
+)
 def test_mistakes_are_named(env: dict[str, str], phrase: str) -> None:
     with pytest.raises(SettingsError) as caught:
         parse(**env)
@@ -73,13 +85,13 @@ def test_mistakes_are_named(env: dict[str, str], phrase: str) -> None:
 
 
 def test_paths_must_be_usable(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="LYRICS_MODEL.*is not a file"):
+    with pytest.raises(SettingsError, match=r"LYRICS_MODEL.*is not a file"):
         parse(LYRICS_MODEL=str(tmp_path))
-    with pytest.raises(SettingsError, match="LYRICS_DB.*is not a file"):
+    with pytest.raises(SettingsError, match=r"LYRICS_DB.*is not a file"):
         parse(LYRICS_DB=str(tmp_path))
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(SettingsError, match="LYRICS_DB.*cannot be created"):
+    with pytest.raises(SettingsError, match=r"LYRICS_DB.*cannot be created"):
         parse(LYRICS_DB=str(blocker / "sub" / "x.db"))
     if os.geteuid() != 0:  # root reads everything, so permissions cannot be tested as root
         secret = tmp_path / "secret.pt"

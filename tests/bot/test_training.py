@@ -8,6 +8,8 @@ them the child importing torch and jieba. The live bundle is a copy of the sessi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import os
 import re
 import shutil
@@ -17,17 +19,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
+from discord import app_commands
+from discord.ext import commands
 
 from bot.client import LyricsBot, create_bot
 from bot.engine import Engine, load_sampler
-from bot.exts.training import ProgressUpdater, Training, decide_swap, duration, failure_text, progress_bar
-from bot.jobs import JobState, JobStatus
-from bot.plots import PNG_SIGNATURE
+from bot.exts.training import Training
+from bot.exts.training.options import StartOptions, option, slash_options
+from bot.exts.training.progress import ProgressUpdater
+from bot.exts.training.texts import duration, failure_text, progress_bar
+from bot.jobs import JobState, JobStatus, train_argv
 from bot.settings import Settings, SettingsError
+from model import config
+from model.__main__ import build_parser
 from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, file_sha256, load_bundle, safe_load
-from tests.bot.conftest import bot_env
-from tests.bot.test_jobs import gone
+from model.events import EpochEvent, StepEvent
+from tests.bot.helpers import PNG_SIGNATURE, bot_env, gone
 from tests.fakediscord import FakeDiscord, SentMessage, make_user, running_bot
 
 ADMINISTRATOR = 1 << 3
@@ -50,8 +59,13 @@ def live_bundle(source: Path, folder: Path, *, bpc: float | None = None) -> Path
 
 
 def training_env(model: Path, **overrides: Any) -> dict[str, Any]:
-    return {"LYRICS_MODEL": model, "LYRICS_COOLDOWN": 0, "LYRICS_TRAIN_ARGS": TINY,
-            "LYRICS_TRAIN_UPDATE_INTERVAL": 0.2, **overrides}
+    return {
+        "LYRICS_MODEL": model,
+        "LYRICS_COOLDOWN": 0,
+        "LYRICS_TRAIN_ARGS": TINY,
+        "LYRICS_TRAIN_UPDATE_INTERVAL": 0.2,
+        **overrides,
+    }
 
 
 def cog(bot: LyricsBot) -> Training:
@@ -96,17 +110,31 @@ async def write_song(fake: FakeDiscord, bot: LyricsBot) -> str:
 # who may
 
 
-async def test_non_admins_are_refused_and_nothing_starts(fake_discord: FakeDiscord, start_bot, tiny_bundle,
-                                                          tmp_path) -> None:
+async def test_non_admins_are_refused_and_nothing_starts(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
     async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
         command, _ = fake_discord.find_command("train", fake_discord.guild["id"])
         assert int(command["default_member_permissions"]) == ADMINISTRATOR  # the hint to Discord's client
+        # /train start's options, as StartOptions declares them.
+        [start] = [sub for sub in command["options"] if sub["name"] == "start"]
+        options = {option["name"]: option for option in start["options"]}
+        assert list(options) == ["epochs", "cell", "resume", "force"]
+        assert (options["epochs"]["type"], options["epochs"]["min_value"], options["epochs"]["max_value"]) == (
+            4,
+            1,
+            500,
+        )
+        assert {choice["value"] for choice in options["cell"]["choices"]} == {"gru", "lstm", "rnn"}
+        assert options["resume"]["type"] == options["force"]["type"] == 5
+        assert not any(option.get("required") for option in options.values())
         for name in ("train start", "train status", "train cancel"):
             refusal = await (await fake_discord.send_slash_command(name)).wait_final()
             assert refusal.ephemeral and "Only admins" in refusal.content, name
         # In a DM only LYRICS_ADMIN_IDS count, whatever permissions the payload claims.
-        dm = await (await fake_discord.send_slash_command("train start", dm=True, permissions=ADMINISTRATOR)
-                    ).wait_final()
+        dm = await (
+            await fake_discord.send_slash_command("train start", dm=True, permissions=ADMINISTRATOR)
+        ).wait_final()
         assert dm.ephemeral and "Only admins" in dm.content
         assert cog(bot).run is None and cog(bot).jobs.current is None  # no process was started
 
@@ -116,8 +144,9 @@ async def test_admin_ids_work_in_dms(fake_discord: FakeDiscord, start_bot, tiny_
     async with start_bot(**env):
         mine = await (await fake_discord.send_slash_command("train status", dm=True)).wait_final()
         assert mine.ephemeral and mine.content.startswith("Idle") and "held-out bpc" in mine.content
-        other = await (await fake_discord.send_slash_command("train status", dm=True, user=fake_discord.owner)
-                       ).wait_final()
+        other = await (
+            await fake_discord.send_slash_command("train status", dm=True, user=fake_discord.owner)
+        ).wait_final()
         assert other.ephemeral and "Only admins" in other.content
         cancel = await (await fake_discord.send_slash_command("train cancel", dm=True)).wait_final()
         assert cancel.ephemeral and "No training job is running" in cancel.content
@@ -127,8 +156,9 @@ async def test_admin_ids_work_in_dms(fake_discord: FakeDiscord, start_bot, tiny_
 # a run from start to swap
 
 
-async def test_a_better_model_goes_live_without_a_restart(fake_discord: FakeDiscord, start_bot, tiny_bundle,
-                                                          tmp_path) -> None:
+async def test_a_better_model_goes_live_without_a_restart(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
     model = live_bundle(tiny_bundle, tmp_path, bpc=99.0)  # any new model beats this
     async with start_bot(**training_env(model)) as bot:
         old_hash = bot.engine.info.bundle_hash
@@ -156,7 +186,8 @@ async def test_a_better_model_goes_live_without_a_restart(fake_discord: FakeDisc
 
 
 async def test_a_worse_model_stays_out_and_progress_outlives_the_reply_token(
-        fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path) -> None:
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
     model = live_bundle(tiny_bundle, tmp_path, bpc=0.5)  # no new model beats this
     async with start_bot(**training_env(model)) as bot:
         old_hash = bot.engine.info.bundle_hash
@@ -166,8 +197,11 @@ async def test_a_worse_model_stays_out_and_progress_outlives_the_reply_token(
         await inter.wait_final(until=has("continues"))
         [channel_message] = [m for m in fake_discord.messages if m.message_type == 0]
         assert "continues" in inter.content and channel_message.id in inter.content  # the reply links to it
-        await fake_discord.wait_until(lambda: "Training finished" in channel_message.content, timeout=90,
-                                      what="the outcome in the channel message")
+        await fake_discord.wait_until(
+            lambda: "Training finished" in channel_message.content,
+            timeout=90,
+            what="the outcome in the channel message",
+        )
         assert bot.engine.info.bundle_hash == old_hash == file_sha256(model)
 
     assert "live model 0.500 → new model" in channel_message.content
@@ -180,8 +214,7 @@ async def test_a_worse_model_stays_out_and_progress_outlives_the_reply_token(
 # cancel, resume, one job at a time, faults
 
 
-async def test_cancel_resume_and_one_job_at_a_time(fake_discord: FakeDiscord, start_bot, tiny_bundle,
-                                                   tmp_path) -> None:
+async def test_cancel_resume_and_one_job_at_a_time(fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path) -> None:
     env = training_env(live_bundle(tiny_bundle, tmp_path), LYRICS_TRAIN_ARGS=TINY + " --patience 500")
     checkpoint = tmp_path / "lyrics.candidate.ckpt"
     async with start_bot(**env) as bot:
@@ -215,8 +248,9 @@ async def test_cancel_resume_and_one_job_at_a_time(fake_discord: FakeDiscord, st
         assert [record["epoch"] for record in status.history] == [done + 1]  # one more epoch, not a fresh start
 
 
-async def test_a_killed_child_is_reported_while_lyrics_keep_answering(fake_discord: FakeDiscord, start_bot,
-                                                                      tiny_bundle, tmp_path) -> None:
+async def test_a_killed_child_is_reported_while_lyrics_keep_answering(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
     async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
         old_hash = bot.engine.info.bundle_hash
         inter = await admin_command(fake_discord, "train start", {"epochs": 500})
@@ -252,8 +286,9 @@ async def test_shutdown_stops_the_child(fake_discord: FakeDiscord, start_bot, ti
 # /model info
 
 
-async def test_model_info_shows_the_live_model_and_its_loss_curve(fake_discord: FakeDiscord, start_bot,
-                                                                  tiny_bundle, tmp_path) -> None:
+async def test_model_info_shows_the_live_model_and_its_loss_curve(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
     model = live_bundle(tiny_bundle, tmp_path)
     bundle = load_bundle(model)
     async with start_bot(**training_env(model)):
@@ -281,16 +316,6 @@ async def test_model_info_without_a_model(fake_discord: FakeDiscord, start_bot, 
 # the pure parts
 
 
-def test_decide_swap() -> None:
-    assert decide_swap(None, {"bpc": 9.0}, force=False).swap
-    assert decide_swap({"bpc": 5.0}, {"bpc": 4.0}, force=False).swap
-    worse = decide_swap({"bpc": 4.0}, {"bpc": 5.0}, force=False)
-    assert not worse.swap and "4.000" in worse.reason and "5.000" in worse.reason
-    assert decide_swap({"bpc": 4.0}, {"bpc": 5.0}, force=True).swap
-    assert not decide_swap({"bpc": 4.0}, {"bpc": 4.0}, force=False).swap  # a tie keeps what is known to work
-    assert not decide_swap({"bpc": 4.0}, {"bpc": float("nan")}, force=False).swap
-
-
 def test_texts() -> None:
     assert progress_bar(0.5, width=4) == "██░░" and progress_bar(2.0, width=2) == "██"
     assert (duration(42), duration(185), duration(3720), duration(None)) == ("42s", "3m 05s", "1h 02m", "?")
@@ -300,7 +325,7 @@ def test_texts() -> None:
 
 
 async def test_a_bundle_the_engine_refuses_is_rolled_back(fake_discord: FakeDiscord, tiny_bundle, tmp_path) -> None:
-    """If the engine cannot load the new bundle, the files go back as they were and the old model keeps serving."""
+    """If the engine cannot load the new bundle, the files stay as they were and the old model keeps serving."""
     model = live_bundle(tiny_bundle, tmp_path)
     candidate = tmp_path / "lyrics.candidate.pt"
     (tmp_path / "other").mkdir()
@@ -319,14 +344,64 @@ async def test_a_bundle_the_engine_refuses_is_rolled_back(fake_discord: FakeDisc
     new_hash = file_sha256(candidate)
     async with running_bot(bot, fake_discord):
         with pytest.raises(BundleError):
-            await cog(bot)._install(candidate)
+            await bot.engine.promote(candidate, bot.settings.model_path, force=True)
         assert bot.engine.info.bundle_hash == old_hash
-    assert file_sha256(model) == old_hash and file_sha256(candidate) == new_hash
+        assert file_sha256(model) == old_hash and file_sha256(candidate) == new_hash
+
+        # The same through /train start: the run finishes, the engine refuses its bundle, the admin hears why.
+        inter = await admin_command(fake_discord, "train start", {"epochs": 1, "force": True})
+        final = await inter.wait_final(timeout=90, until=has("Training finished"))
+        assert "its bundle is unusable" in final.content and "refused by this test's engine" in final.content
+        assert bot.engine.info.bundle_hash == old_hash
+    assert file_sha256(model) == old_hash and candidate.is_file() and file_sha256(candidate) != new_hash
+    assert not (tmp_path / "lyrics.previous.pt").exists()
+
+
+def test_start_options() -> None:
+    options = StartOptions(epochs=3, cell="gru", force=True)
+    assert options.child_options() == {"epochs": 3, "cell": "gru"}  # force is the bot's, not the child's
+    assert options.describe() == "3 epochs, cell gru, force"
+    assert StartOptions().child_options() == {} and StartOptions().describe() == "the default settings"
+    # discord.py does not re-check bounds; a hand-made payload could send anything.
+    assert StartOptions(epochs=0, cell="transformer").problems() == [
+        "epochs must be from 1 to 500.",
+        "cell must be one of rnn, gru, lstm.",
+    ]
+
+
+def test_a_new_start_option_is_one_field() -> None:
+    """A new /train start option is one field of StartOptions: the slash option, our own bounds check and the
+    child's flag (so its TrainConfig field) all follow from it. Here: --clip, which no command offered before."""
+    clip = ("clip", float | None, option("梯度裁剪 · Gradient clipping", minimum=0.05, maximum=5.0))
+    Extended = dataclasses.make_dataclass("Extended", [clip], bases=(StartOptions,), frozen=True)
+
+    class Probe(commands.Cog):
+        @app_commands.command(name="start", description="probe")
+        @slash_options(Extended)
+        async def start(self, interaction, **values) -> None: ...
+
+    parameters = {parameter.name: parameter for parameter in Probe.start.parameters}
+    assert list(parameters) == ["epochs", "cell", "resume", "force", "clip"]
+    assert parameters["clip"].type is discord.AppCommandOptionType.number and not parameters["clip"].required
+    assert (parameters["clip"].min_value, parameters["clip"].max_value) == (0.05, 5.0)
+    assert parameters["clip"].description.startswith("梯度裁剪")
+
+    chosen = Extended(epochs=2, clip=0.25)
+    assert Extended(clip=9.0).problems() == ["clip must be from 0.05 to 5.0."]
+    argv = train_argv({"corpus": "c.txt", "out": "o.pt"}, chosen.child_options(), python="py")
+    assert argv[-4:] == ["--epochs", "2", "--clip", "0.25"]
+    child = config.from_args(build_parser().parse_args(argv[3:]))  # what `python -m model train` would run
+    assert (child.clip, child.epochs, child.corpus) == (0.25, 2, "c.txt")
 
 
 def test_training_settings(tmp_path) -> None:
-    env = bot_env(tmp_path, LYRICS_TRAIN_PROCESSES=2, LYRICS_TRAIN_THREADS=1,
-                  LYRICS_TRAIN_ARGS="--hidden 256 --lr=1e-3", LYRICS_TRAIN_UPDATE_INTERVAL=10)
+    env = bot_env(
+        tmp_path,
+        LYRICS_TRAIN_PROCESSES=2,
+        LYRICS_TRAIN_THREADS=1,
+        LYRICS_TRAIN_ARGS="--hidden 256 --lr=1e-3",
+        LYRICS_TRAIN_UPDATE_INTERVAL=10,
+    )
     train = Settings.from_env(env, env_file=None).train
     assert (train.processes, train.threads, train.args, train.update_s) == (2, 1, ("--hidden", "256", "--lr=1e-3"), 10)
     assert Settings.from_env(bot_env(tmp_path), env_file=None).train.processes == 1
@@ -353,13 +428,27 @@ async def test_progress_edits_are_throttled_and_coalesced() -> None:
     counter = iter(range(1000))
     updater = ProgressUpdater(message, lambda: f"epoch {next(counter)}", interval=0.3)  # type: ignore[arg-type]
     updater.start()
+    epoch = EpochEvent(
+        epoch=1,
+        train_loss=5.0,
+        heldout_loss=5.0,
+        bpc=7.0,
+        lr=0.002,
+        seconds=1.0,
+        epochs=40,
+        best_bpc=7.0,
+        improved=True,
+        elapsed=1.0,
+    )
     for _ in range(20):  # a burst of epochs
-        updater.on_event({"event": "epoch"})
+        updater.on_event(epoch)
         await asyncio.sleep(0.02)
-    updater.on_event({"event": "step"})  # batches alone do not edit (within STEP_REFRESH_S)
+    updater.on_event(
+        StepEvent(epoch=2, step=1, steps=10, loss=5.0)
+    )  # batches alone do not edit (within STEP_REFRESH_S)
     await asyncio.sleep(0.4)
     await updater.stop()
     times = [at for at, _ in message.shown]
     assert 1 <= len(times) <= 3, message.shown  # 20 events over 0.4 s: one edit per interval at most
-    assert all(b - a >= 0.29 for a, b in zip(times, times[1:]))
+    assert all(b - a >= 0.29 for a, b in itertools.pairwise(times))
     assert time.monotonic() - times[-1] >= 0.29  # stop() waited out the interval before the final edit

@@ -4,64 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
-from typing import Any
 
 import discord
 
 from bot.client import LyricsBot
-from bot.exts.favourites import DELETE_REFUSED, SELF_VOTE
-from tests.fakediscord import FakeDiscord, Interaction, SentMessage, make_user
-from tests.fakediscord.rules import walk_components
-
-SEED = "窗外的麻雀"
-VOTE_ID = re.compile(r"song:vote:(?P<id>\d+)")
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers (test_favourites.py uses them too)
-
-
-async def write_song(fake: FakeDiscord, *, user: dict[str, Any] | None = None, **options: Any) -> SentMessage:
-    """/lyrics through the fake; returns the (public) reply."""
-    inter = await fake.send_slash_command("lyrics", {"seed": SEED, "length": 10, **options}, user=user)
-    message = await inter.wait_final(timeout=30)
-    assert message is not None and not message.ephemeral, message
-    return message
-
-
-def song_id(message: SentMessage) -> int:
-    """The song a message's buttons are about."""
-    [found] = [int(m["id"]) for cid in message.custom_ids() if (m := VOTE_ID.fullmatch(cid))]
-    return found
-
-
-def component(message: SentMessage, custom_id: str) -> dict[str, Any]:
-    return next(c for c in walk_components(message.components) if c.get("custom_id") == custom_id)
-
-
-def vote_label(message: SentMessage) -> str:
-    return component(message, f"song:vote:{song_id(message)}")["label"]
-
-
-async def click(fake: FakeDiscord, message: SentMessage, action: str, user: dict[str, Any], *,
-                permissions: Any = None) -> Interaction:
-    """`user` clicks a song button on `message`; returns once the bot has answered."""
-    inter = await fake.click_button(message, f"song:{action}:{song_id(message)}", user=user, permissions=permissions)
-    await inter.wait_response()
-    return inter
-
-
-async def ephemeral_text(inter: Interaction) -> str:
-    """The text of an interaction's ephemeral answer (type 4)."""
-    message = await inter.wait_final()
-    assert inter.response_type == 4 and message is not None and message.ephemeral, inter
-    return message.content
-
-
-def bob() -> dict[str, Any]:
-    return make_user("bob")
-
+from bot.messages import DELETE_REFUSED, SELF_VOTE
+from tests.bot.helpers import SEED, bob, click, ephemeral_text, song_id, vote_label, write_song
+from tests.fakediscord import FakeDiscord, make_user
 
 # ---------------------------------------------------------------------------------------------
 # the buttons on a reply
@@ -110,22 +59,23 @@ async def test_concurrent_clicks_are_all_counted(fake_discord: FakeDiscord, lyri
     expected = sum(clicks.count(voter) % 2 for voter in voters)  # an odd number of clicks leaves a vote
     assert len(clicks) == 100 and 0 < expected < 20
 
-    interactions = await asyncio.gather(*(
-        fake_discord.click_button(message, f"song:vote:{sid}", user=voter) for voter in clicks))
+    interactions = await asyncio.gather(
+        *(fake_discord.click_button(message, f"song:vote:{sid}", user=voter) for voter in clicks)
+    )
     answers = await asyncio.gather(*(inter.wait_response(timeout=10) for inter in interactions))
     assert all(answer["type"] == 7 for answer in answers)
     assert max(answer["elapsed"] for answer in answers) < 3
 
     assert (await lyrics_bot.store.get_song(sid)).votes == expected
     # Answers may reach Discord out of order; the bot then edits the message once more with the stored count.
-    await fake_discord.wait_until(lambda: vote_label(message) == str(expected), timeout=5,
-                                  what=f"vote label {expected}")
+    await fake_discord.wait_until(
+        lambda: vote_label(message) == str(expected), timeout=5, what=f"vote label {expected}"
+    )
     await asyncio.sleep(0.3)  # nothing later overwrites it
     assert vote_label(message) == str(expected)
 
 
-async def test_again_writes_a_new_song_with_the_same_settings(fake_discord: FakeDiscord,
-                                                              lyrics_bot: LyricsBot) -> None:
+async def test_again_writes_a_new_song_with_the_same_settings(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
     original = await write_song(fake_discord, temperature=0.9, length=20)
     clicker = bob()
     inter = await click(fake_discord, original, "again", clicker)
@@ -159,8 +109,7 @@ async def test_delete_by_author_other_member_and_admin(fake_discord: FakeDiscord
     assert mine.embeds == [] and mine.components == []  # no song, no buttons
 
     sid = song_id(theirs)
-    by_admin = await click(fake_discord, theirs, "delete", admin,
-                           permissions=discord.Permissions(administrator=True))
+    by_admin = await click(fake_discord, theirs, "delete", admin, permissions=discord.Permissions(administrator=True))
     assert by_admin.response_type == 7
     assert await lyrics_bot.store.get_song(sid) is None
     assert f"Song #{sid} was deleted by an admin" in theirs.content and theirs.components == []

@@ -4,5 +4,16 @@ from .fixtures import running_bot
 from .payloads import make_guild, make_member, make_text_channel, make_user
 from .server import Attachment, FakeDiscord, HttpRequest, Interaction, SentMessage, Violation
 
-__all__ = ['Attachment', 'FakeDiscord', 'HttpRequest', 'Interaction', 'SentMessage', 'Violation',
-           'make_guild', 'make_member', 'make_text_channel', 'make_user', 'running_bot']
+__all__ = [
+    "Attachment",
+    "FakeDiscord",
+    "HttpRequest",
+    "Interaction",
+    "SentMessage",
+    "Violation",
+    "make_guild",
+    "make_member",
+    "make_text_channel",
+    "make_user",
+    "running_bot",
+]

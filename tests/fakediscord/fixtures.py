@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest_asyncio
 
 from .server import FakeDiscord
 
-__all__ = ['fake_discord', 'running_bot']
+__all__ = ["fake_discord", "running_bot"]
 
 # Short enough that a test of a few seconds sees many heartbeats, long enough not to busy two shared CPU cores.
 TEST_HEARTBEAT_MS = 250
@@ -32,22 +33,23 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(bot: Any, fake: FakeDiscord, *, timeout: float = 10.0,
-                      reconnect: bool = False) -> AsyncIterator[Any]:
+async def running_bot(
+    bot: Any, fake: FakeDiscord, *, timeout: float = 10.0, reconnect: bool = False
+) -> AsyncIterator[Any]:
     """Log ``bot`` in to ``fake``, connect it, wait for ``on_ready``; close it and its connect task on exit.
 
     Errors of the connect task (bad token, a crash in the gateway loop) are raised here rather than lost.
     """
     await bot.login(fake.token)
-    connect = asyncio.create_task(bot.connect(reconnect=reconnect), name='fake-discord-bot-connect')
+    connect = asyncio.create_task(bot.connect(reconnect=reconnect), name="fake-discord-bot-connect")
     ready = asyncio.create_task(bot.wait_until_ready())
     try:
         done, _ = await asyncio.wait({connect, ready}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if connect in done:
             connect.result()  # raises what ended the connection
-            raise RuntimeError('bot disconnected before becoming ready')
+            raise RuntimeError("bot disconnected before becoming ready")
         if ready not in done:
-            raise TimeoutError(f'bot not ready within {timeout}s')
+            raise TimeoutError(f"bot not ready within {timeout}s")
         yield bot
     finally:
         ready.cancel()

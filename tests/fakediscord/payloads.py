@@ -9,8 +9,9 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 DISCORD_EPOCH_MS = 1420070400000
 _increment = itertools.count()
@@ -32,68 +33,68 @@ def snowflake() -> str:
 
 def now_iso() -> str:
     """The current time as Discord formats timestamps (ISO 8601, UTC offset)."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def make_token() -> str:
     """An opaque interaction token."""
-    return 'aW50ZXJhY3Rpb24' + secrets.token_urlsafe(48)
+    return "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
 
 
 def make_user(username: str, *, id: int | str | None = None, bot: bool = False) -> dict[str, Any]:
     """A user object."""
     return {
-        'id': str(id or snowflake()),
-        'username': username,
-        'global_name': None if bot else username.title(),
-        'discriminator': '0',
-        'avatar': None,
-        'bot': bot,
-        'public_flags': 0,
-        'flags': 0,
+        "id": str(id or snowflake()),
+        "username": username,
+        "global_name": None if bot else username.title(),
+        "discriminator": "0",
+        "avatar": None,
+        "bot": bot,
+        "public_flags": 0,
+        "flags": 0,
     }
 
 
 def make_member(user: dict[str, Any], *, roles: Iterable[str] = (), permissions: int | None = None) -> dict[str, Any]:
     """A guild member object; ``permissions`` is only present in interaction payloads."""
     member = {
-        'user': user,
-        'nick': None,
-        'roles': list(roles),
-        'joined_at': now_iso(),
-        'deaf': False,
-        'mute': False,
-        'flags': 0,
-        'pending': False,
+        "user": user,
+        "nick": None,
+        "roles": list(roles),
+        "joined_at": now_iso(),
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+        "pending": False,
     }
     if permissions is not None:
-        member['permissions'] = str(permissions)
+        member["permissions"] = str(permissions)
     return member
 
 
 def make_text_channel(guild_id: str, name: str, *, id: int | str | None = None, position: int = 0) -> dict[str, Any]:
     """A guild text channel (type 0)."""
     return {
-        'id': str(id or snowflake()),
-        'type': 0,
-        'guild_id': guild_id,
-        'name': name,
-        'position': position,
-        'permission_overwrites': [],
-        'nsfw': False,
-        'topic': None,
-        'last_message_id': None,
-        'rate_limit_per_user': 0,
-        'parent_id': None,
-        'flags': 0,
+        "id": str(id or snowflake()),
+        "type": 0,
+        "guild_id": guild_id,
+        "name": name,
+        "position": position,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "topic": None,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "parent_id": None,
+        "flags": 0,
     }
 
 
 def make_guild(
-    name: str = 'Test Guild',
+    name: str = "Test Guild",
     *,
     id: int | str | None = None,
-    channels: Iterable[str] = ('general',),
+    channels: Iterable[str] = ("general",),
     members: Iterable[dict[str, Any]] = (),
     owner: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -103,48 +104,48 @@ def make_guild(
     """
     guild_id = str(id or snowflake())
     members = list(members)
-    owner_id = (owner or (members[0] if members else {'id': snowflake()}))['id']
+    owner_id = (owner or (members[0] if members else {"id": snowflake()}))["id"]
     everyone = {
-        'id': guild_id,  # the @everyone role shares the guild's id
-        'name': '@everyone',
-        'color': 0,
-        'colors': {'primary_color': 0, 'secondary_color': None, 'tertiary_color': None},
-        'hoist': False,
-        'position': 0,
-        'permissions': str(DEFAULT_MEMBER_PERMISSIONS),
-        'managed': False,
-        'mentionable': False,
-        'flags': 0,
+        "id": guild_id,  # the @everyone role shares the guild's id
+        "name": "@everyone",
+        "color": 0,
+        "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+        "hoist": False,
+        "position": 0,
+        "permissions": str(DEFAULT_MEMBER_PERMISSIONS),
+        "managed": False,
+        "mentionable": False,
+        "flags": 0,
     }
     return {
-        'id': guild_id,
-        'name': name,
-        'icon': None,
-        'owner_id': owner_id,
-        'unavailable': False,
-        'large': False,
-        'member_count': len(members) + 1,
-        'features': [],
-        'preferred_locale': 'en-US',
-        'verification_level': 0,
-        'default_message_notifications': 0,
-        'explicit_content_filter': 0,
-        'mfa_level': 0,
-        'premium_tier': 0,
-        'afk_timeout': 300,
-        'system_channel_id': None,
-        'joined_at': now_iso(),
-        'roles': [everyone],
-        'emojis': [],
-        'stickers': [],
-        'channels': [make_text_channel(guild_id, ch, position=i) for i, ch in enumerate(channels)],
-        'threads': [],
-        'members': [make_member(u) for u in members],
-        'voice_states': [],
-        'presences': [],
-        'stage_instances': [],
-        'guild_scheduled_events': [],
-        'soundboard_sounds': [],
+        "id": guild_id,
+        "name": name,
+        "icon": None,
+        "owner_id": owner_id,
+        "unavailable": False,
+        "large": False,
+        "member_count": len(members) + 1,
+        "features": [],
+        "preferred_locale": "en-US",
+        "verification_level": 0,
+        "default_message_notifications": 0,
+        "explicit_content_filter": 0,
+        "mfa_level": 0,
+        "premium_tier": 0,
+        "afk_timeout": 300,
+        "system_channel_id": None,
+        "joined_at": now_iso(),
+        "roles": [everyone],
+        "emojis": [],
+        "stickers": [],
+        "channels": [make_text_channel(guild_id, ch, position=i) for i, ch in enumerate(channels)],
+        "threads": [],
+        "members": [make_member(u) for u in members],
+        "voice_states": [],
+        "presences": [],
+        "stage_instances": [],
+        "guild_scheduled_events": [],
+        "soundboard_sounds": [],
     }
 
 
@@ -163,28 +164,28 @@ def make_message(
 ) -> dict[str, Any]:
     """A message object built from what the bot sent (``body``: content/embeds/components/flags)."""
     message = {
-        'id': id,
-        'type': message_type,
-        'channel_id': channel_id,
-        'author': author,
-        'content': body.get('content') or '',
-        'embeds': body.get('embeds') or [],
-        'components': body.get('components') or [],
-        'attachments': attachments,
-        'flags': body.get('flags') or 0,
-        'timestamp': timestamp or now_iso(),
-        'edited_timestamp': edited_timestamp,
-        'tts': bool(body.get('tts')),
-        'mention_everyone': False,
-        'mentions': [],
-        'mention_roles': [],
-        'pinned': False,
+        "id": id,
+        "type": message_type,
+        "channel_id": channel_id,
+        "author": author,
+        "content": body.get("content") or "",
+        "embeds": body.get("embeds") or [],
+        "components": body.get("components") or [],
+        "attachments": attachments,
+        "flags": body.get("flags") or 0,
+        "timestamp": timestamp or now_iso(),
+        "edited_timestamp": edited_timestamp,
+        "tts": bool(body.get("tts")),
+        "mention_everyone": False,
+        "mentions": [],
+        "mention_roles": [],
+        "pinned": False,
     }
     if guild_id:
-        message['guild_id'] = guild_id
+        message["guild_id"] = guild_id
     if webhook_id:
-        message['webhook_id'] = webhook_id
-        message['application_id'] = webhook_id
+        message["webhook_id"] = webhook_id
+        message["application_id"] = webhook_id
     return message
 
 
@@ -201,38 +202,38 @@ def make_interaction(
 ) -> dict[str, Any]:
     """An INTERACTION_CREATE payload; a guild one carries ``member`` (with permissions), a DM one ``user``."""
     payload: dict[str, Any] = {
-        'id': snowflake(),
-        'application_id': application_id,
-        'type': type,
-        'data': data,
-        'token': make_token(),
-        'version': 1,
-        'channel_id': channel['id'],
-        'channel': channel,
-        'locale': 'en-US',
-        'app_permissions': str(DEFAULT_MEMBER_PERMISSIONS),
-        'entitlements': [],
-        'attachment_size_limit': ATTACHMENT_SIZE_LIMIT,
+        "id": snowflake(),
+        "application_id": application_id,
+        "type": type,
+        "data": data,
+        "token": make_token(),
+        "version": 1,
+        "channel_id": channel["id"],
+        "channel": channel,
+        "locale": "en-US",
+        "app_permissions": str(DEFAULT_MEMBER_PERMISSIONS),
+        "entitlements": [],
+        "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
     }
     if guild is not None:
         payload.update(
-            guild_id=guild['id'],
-            guild={'id': guild['id'], 'locale': 'en-US', 'features': []},
-            guild_locale='en-US',
+            guild_id=guild["id"],
+            guild={"id": guild["id"], "locale": "en-US", "features": []},
+            guild_locale="en-US",
             member=make_member(user, permissions=permissions),
-            authorizing_integration_owners={'0': guild['id']},
+            authorizing_integration_owners={"0": guild["id"]},
             context=0,
         )
     else:
-        payload.update(user=user, authorizing_integration_owners={'1': user['id']}, context=1)
+        payload.update(user=user, authorizing_integration_owners={"1": user["id"]}, context=1)
     if message is not None:
-        payload['message'] = message
+        payload["message"] = message
     return payload
 
 
 def error(code: int, message: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
     """A Discord JSON error body."""
-    body: dict[str, Any] = {'code': code, 'message': message}
+    body: dict[str, Any] = {"code": code, "message": message}
     if errors:
-        body['errors'] = errors
+        body["errors"] = errors
     return body

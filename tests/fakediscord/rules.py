@@ -7,7 +7,8 @@ command-sync limits. Paths mirror Discord's nested ``errors`` object.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from . import payloads as p
 
@@ -19,11 +20,11 @@ def walk_components(components: list[dict[str, Any]]) -> Iterator[dict[str, Any]
     """Every component, depth first, including v2 containers' children and section accessories."""
     for c in components or []:
         yield c
-        yield from walk_components(c.get('components') or [])
-        if isinstance(c.get('accessory'), dict):
-            yield c['accessory']
-        if isinstance(c.get('component'), dict):
-            yield c['component']
+        yield from walk_components(c.get("components") or [])
+        if isinstance(c.get("accessory"), dict):
+            yield c["accessory"]
+        if isinstance(c.get("component"), dict):
+            yield c["component"]
 
 
 def form_errors(problems: list[tuple[tuple, str, str]]) -> dict[str, Any]:
@@ -33,81 +34,96 @@ def form_errors(problems: list[tuple[tuple, str, str]]) -> dict[str, Any]:
         node = errors
         for key in path:
             node = node.setdefault(str(key), {})
-        node.setdefault('_errors', []).append({'code': code, 'message': message})
+        node.setdefault("_errors", []).append({"code": code, "message": message})
     return errors
 
 
 def _max_len(problems: list, path: tuple, value: Any, limit: int) -> None:
     if value is not None and len(value) > limit:
-        problems.append((path, 'BASE_TYPE_MAX_LENGTH', f'Must be {limit} or fewer in length.'))
+        problems.append((path, "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length."))
 
 
 def validate_message(body: dict[str, Any]) -> list[tuple[tuple, str, str]]:
     """Check a message body against Discord's limits; returns (path, code, message) problems."""
     problems: list[tuple[tuple, str, str]] = []
-    _max_len(problems, ('content',), body.get('content'), 2000)
-    embeds = body.get('embeds') or []
-    _max_len(problems, ('embeds',), embeds, 10)
+    _max_len(problems, ("content",), body.get("content"), 2000)
+    embeds = body.get("embeds") or []
+    _max_len(problems, ("embeds",), embeds, 10)
     for i, e in enumerate(embeds):
-        _max_len(problems, ('embeds', i, 'title'), e.get('title'), 256)
-        _max_len(problems, ('embeds', i, 'description'), e.get('description'), 4096)
-        _max_len(problems, ('embeds', i, 'fields'), e.get('fields'), 25)
-        for j, f in enumerate(e.get('fields') or []):
-            _max_len(problems, ('embeds', i, 'fields', j, 'name'), f.get('name'), 256)
-            _max_len(problems, ('embeds', i, 'fields', j, 'value'), f.get('value'), 1024)
-        _max_len(problems, ('embeds', i, 'footer', 'text'), (e.get('footer') or {}).get('text'), 2048)
-    total = sum(len(e.get('title') or '') + len(e.get('description') or '')
-                + len((e.get('footer') or {}).get('text') or '') + len((e.get('author') or {}).get('name') or '')
-                + sum(len(f.get('name', '')) + len(f.get('value', '')) for f in e.get('fields') or [])
-                for e in embeds)
+        _max_len(problems, ("embeds", i, "title"), e.get("title"), 256)
+        _max_len(problems, ("embeds", i, "description"), e.get("description"), 4096)
+        _max_len(problems, ("embeds", i, "fields"), e.get("fields"), 25)
+        for j, f in enumerate(e.get("fields") or []):
+            _max_len(problems, ("embeds", i, "fields", j, "name"), f.get("name"), 256)
+            _max_len(problems, ("embeds", i, "fields", j, "value"), f.get("value"), 1024)
+        _max_len(problems, ("embeds", i, "footer", "text"), (e.get("footer") or {}).get("text"), 2048)
+    total = sum(
+        len(e.get("title") or "")
+        + len(e.get("description") or "")
+        + len((e.get("footer") or {}).get("text") or "")
+        + len((e.get("author") or {}).get("name") or "")
+        + sum(len(f.get("name", "")) + len(f.get("value", "")) for f in e.get("fields") or [])
+        for e in embeds
+    )
     if total > 6000:
-        problems.append((('embeds',), 'MAX_EMBED_SIZE_EXCEEDED', 'Embed size exceeds maximum size of 6000'))
-    rows = body.get('components') or []
-    if not (body.get('flags') or 0) & p.COMPONENTS_V2:  # v2 layouts have their own (looser) rules
-        _max_len(problems, ('components',), rows, 5)
+        problems.append((("embeds",), "MAX_EMBED_SIZE_EXCEEDED", "Embed size exceeds maximum size of 6000"))
+    rows = body.get("components") or []
+    if not (body.get("flags") or 0) & p.COMPONENTS_V2:  # v2 layouts have their own (looser) rules
+        _max_len(problems, ("components",), rows, 5)
         for i, row in enumerate(rows):
-            children = row.get('components') or []
-            _max_len(problems, ('components', i, 'components'), children, 5)
-            if len(children) > 1 and any(c.get('type') in _SELECTS for c in children):
-                problems.append((('components', i, 'components'), 'COMPONENT_LAYOUT_WIDTH_EXCEEDED',
-                                 'The specified component exceeds the maximum width'))
+            children = row.get("components") or []
+            _max_len(problems, ("components", i, "components"), children, 5)
+            if len(children) > 1 and any(c.get("type") in _SELECTS for c in children):
+                problems.append(
+                    (
+                        ("components", i, "components"),
+                        "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
+                        "The specified component exceeds the maximum width",
+                    )
+                )
     seen: set[str] = set()
     for c in walk_components(rows):
-        cid = c.get('custom_id')
+        cid = c.get("custom_id")
         if cid is None:
             continue
-        _max_len(problems, ('components', 'custom_id'), cid, 100)
+        _max_len(problems, ("components", "custom_id"), cid, 100)
         if cid in seen:
-            problems.append((('components', 'custom_id'), 'COMPONENT_CUSTOM_ID_DUPLICATED',
-                             f'Component custom id cannot be duplicated: {cid!r}'))
+            problems.append(
+                (
+                    ("components", "custom_id"),
+                    "COMPONENT_CUSTOM_ID_DUPLICATED",
+                    f"Component custom id cannot be duplicated: {cid!r}",
+                )
+            )
         seen.add(cid)
-        _max_len(problems, ('components', 'label'), c.get('label'), 80)
+        _max_len(problems, ("components", "label"), c.get("label"), 80)
     return problems
 
 
 def validate_modal(data: dict[str, Any]) -> list[tuple[tuple, str, str]]:
     """Title, custom_id and size limits of a modal (interaction callback type 9)."""
     problems: list[tuple[tuple, str, str]] = []
-    _max_len(problems, ('title',), data.get('title'), 45)
-    _max_len(problems, ('custom_id',), data.get('custom_id'), 100)
-    _max_len(problems, ('components',), data.get('components'), 5)
+    _max_len(problems, ("title",), data.get("title"), 45)
+    _max_len(problems, ("custom_id",), data.get("custom_id"), 100)
+    _max_len(problems, ("components",), data.get("components"), 5)
     return problems
 
 
 def validate_command(cmd: dict[str, Any], path: tuple = ()) -> list[tuple[tuple, str, str]]:
     """Names, descriptions and option counts of a command (or option) as Discord checks them on sync."""
     problems: list[tuple[tuple, str, str]] = []
-    name = cmd.get('name', '')
-    if cmd.get('type', 1) in (1, 2, 3, 4, 5, 10) and (not _NAME_RE.match(name) or name != name.lower()):
-        if cmd.get('type', 1) not in (2, 3) or path:  # user/message context menus may use spaces and capitals
-            problems.append((path + ('name',), 'APPLICATION_COMMAND_INVALID_NAME', f'Invalid name {name!r}'))
-    if cmd.get('type', 1) not in (2, 3) or path:
-        desc = cmd.get('description') or ''
+    name = cmd.get("name", "")
+    bad_name = not _NAME_RE.match(name) or name != name.lower()
+    # User and message context menus (types 2 and 3) may use spaces and capitals.
+    if cmd.get("type", 1) in (1, 2, 3, 4, 5, 10) and bad_name and (cmd.get("type", 1) not in (2, 3) or path):
+        problems.append(((*path, "name"), "APPLICATION_COMMAND_INVALID_NAME", f"Invalid name {name!r}"))
+    if cmd.get("type", 1) not in (2, 3) or path:
+        desc = cmd.get("description") or ""
         if not 1 <= len(desc) <= 100:
-            problems.append((path + ('description',), 'BASE_TYPE_BAD_LENGTH', 'Must be between 1 and 100 in length.'))
-    options = cmd.get('options') or []
-    _max_len(problems, path + ('options',), options, 25)
-    _max_len(problems, path + ('choices',), cmd.get('choices'), 25)
+            problems.append(((*path, "description"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."))
+    options = cmd.get("options") or []
+    _max_len(problems, (*path, "options"), options, 25)
+    _max_len(problems, (*path, "choices"), cmd.get("choices"), 25)
     for i, opt in enumerate(options):
-        problems += validate_command(opt, path + ('options', i))
+        problems += validate_command(opt, (*path, "options", i))
     return problems

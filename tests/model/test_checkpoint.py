@@ -88,7 +88,7 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "b.pt"
     atomic_save({"format": BUNDLE_FORMAT, "n": 1}, path)
     before = path.read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # pickle refuses a local function either way
         atomic_save({"format": BUNDLE_FORMAT, "n": 2, "unpicklable": lambda: None}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["b.pt"]  # no temp file left behind

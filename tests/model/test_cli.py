@@ -7,16 +7,21 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, SAMPLE_CORPUS
+from tests.helpers import REPO, SAMPLE_CORPUS
 
-TINY = ["--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "16", "--device", "cpu",
-        "--threads", "1"]
+TINY = ["--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "16", "--device", "cpu", "--threads", "1"]
 
 
 def cli(*args, timeout=120):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "model", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "model", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +68,15 @@ def test_generate_prints_a_song(trained):
     assert "random seed 4" in result.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--corpus", "no/such.txt"], "no such file"),
-    (["generate", "no/such.pt", "雨"], "no such file"),
-    (["generate", "BUNDLE", "雨", "--temperature", "1e9"], "temperature"),
-    (["train", "--corpus", "CORPUS", "--device", "tpu"], "unknown device"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--corpus", "no/such.txt"], "no such file"),
+        (["generate", "no/such.pt", "雨"], "no such file"),
+        (["generate", "BUNDLE", "雨", "--temperature", "1e9"], "temperature"),
+        (["train", "--corpus", "CORPUS", "--device", "tpu"], "unknown device"),
+    ],
+)
 def test_bad_input_gets_one_clear_line(trained, args, message):
     out, _ = trained
     args = [str(out) if a == "BUNDLE" else str(SAMPLE_CORPUS) if a == "CORPUS" else a for a in args]
@@ -81,8 +89,7 @@ def test_bad_input_gets_one_clear_line(trained, args, message):
 def test_gbk_corpus_trains(tmp_path):
     corpus = tmp_path / "gbk.txt"
     corpus.write_bytes(SAMPLE_CORPUS.read_text(encoding="utf-8").encode("gbk"))
-    result = cli("train", "--corpus", corpus, "--out", tmp_path / "m.pt", "--epochs", "1", "--progress", "none",
-                 *TINY)
+    result = cli("train", "--corpus", corpus, "--out", tmp_path / "m.pt", "--epochs", "1", "--progress", "none", *TINY)
     assert result.returncode == 0, result.stderr
 
 

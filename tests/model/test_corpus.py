@@ -8,7 +8,7 @@ from model.corpus import CorpusError, load_corpus, normalise, read_texts, split_
 def test_gbk_file_inside_zip_is_decoded(tmp_path):
     archive = tmp_path / "mixed.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("a_utf8.txt", "窗外的雨\n".encode("utf-8"))
+        z.writestr("a_utf8.txt", "窗外的雨\n".encode())
         z.writestr("b_gbk.txt", "街角的麻雀\n".encode("gbk"))
         z.writestr("notes.md", "ignored")
     texts = dict(read_texts(archive))
@@ -27,15 +27,18 @@ def test_undecodable_file_is_named(tmp_path):
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("good.txt", "好\n".encode())
         z.writestr("broken.txt", b"\xff\xfe\xff\x80\x80")
-    with pytest.raises(CorpusError, match="broken.txt.*not UTF-8 or GBK"):
+    with pytest.raises(CorpusError, match=r"broken\.txt.*not UTF-8 or GBK"):
         load_corpus(archive)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing.txt", "no such file"),
-    (lambda p: (p / "empty.txt").write_text("  \n\r\n\u3000\n") and p / "empty.txt", "empty"),
-    (lambda p: p, "is a folder"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing.txt", "no such file"),
+        (lambda p: (p / "empty.txt").write_text("  \n\r\n\u3000\n") and p / "empty.txt", "empty"),
+        (lambda p: p, "is a folder"),
+    ],
+)
 def test_bad_corpora_are_refused(tmp_path, make, message):
     with pytest.raises(CorpusError, match=message):
         load_corpus(make(tmp_path))
@@ -45,7 +48,7 @@ def test_zip_without_txt_is_refused(tmp_path):
     archive = tmp_path / "none.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("readme.md", "no lyrics here")
-    with pytest.raises(CorpusError, match="holds no .txt"):
+    with pytest.raises(CorpusError, match=r"holds no \.txt"):
         load_corpus(archive)
 
 
@@ -78,8 +81,9 @@ def test_split_leaks_nothing_beyond_the_corpus_own_repeats():
     train, heldout = split_lines(text, 0.1)
     train_lines = set(train.splitlines())
     leaked = [line for line in heldout.splitlines() if line in train_lines]
-    repeated_across_split = [line for line in heldout.splitlines() if text.count(line + "\n") > 1
-                             and line in train_lines]
+    repeated_across_split = [
+        line for line in heldout.splitlines() if text.count(line + "\n") > 1 and line in train_lines
+    ]
     assert leaked == repeated_across_split
     # Every held-out line that appears in training is a chorus of the song the cut falls in.
     assert all(line.startswith("副歌") for line in leaked)

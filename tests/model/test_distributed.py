@@ -11,23 +11,53 @@ from pathlib import Path
 import pytest
 
 from model.checkpoint import load_bundle, safe_load
-from tests.conftest import REPO
-from tests.model.test_train import write_corpus
+from tests.helpers import REPO, write_corpus
 
-TINY = ["--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "16", "--device", "cpu",
-        "--threads", "1", "--min-count", "2", "--seed", "0", "--dropout", "0", "--embed-dropout", "0"]
+TINY = [
+    "--hidden",
+    "32",
+    "--embed",
+    "16",
+    "--batch-size",
+    "8",
+    "--seq-len",
+    "16",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--min-count",
+    "2",
+    "--seed",
+    "0",
+    "--dropout",
+    "0",
+    "--embed-dropout",
+    "0",
+]
 
 
 def model_cmd(nproc: int, *args) -> list[str]:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                "--max_restarts=0", "-m", "model"] if nproc > 1 else [sys.executable, "-m", "model"]
+    launcher = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "--max_restarts=0",
+            "-m",
+            "model",
+        ]
+        if nproc > 1
+        else [sys.executable, "-m", "model"]
+    )
     return launcher + [str(a) for a in args]
 
 
 def run_model(nproc: int, *args, timeout=180) -> list[dict]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(model_cmd(nproc, *args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                            env=env)
+    result = subprocess.run(model_cmd(nproc, *args), cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
@@ -38,10 +68,32 @@ def corpus(tmp_path_factory):
 
 
 def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
-    one = run_model(1, "train", "--corpus", corpus, "--out", tmp_path / "one" / "m.pt", "--epochs", "1",
-                    "--progress", "jsonl", *TINY)
-    two = run_model(2, "train", "--corpus", corpus, "--out", tmp_path / "two" / "m.pt", "--epochs", "1",
-                    "--progress", "jsonl", *TINY)
+    one = run_model(
+        1,
+        "train",
+        "--corpus",
+        corpus,
+        "--out",
+        tmp_path / "one" / "m.pt",
+        "--epochs",
+        "1",
+        "--progress",
+        "jsonl",
+        *TINY,
+    )
+    two = run_model(
+        2,
+        "train",
+        "--corpus",
+        corpus,
+        "--out",
+        tmp_path / "two" / "m.pt",
+        "--epochs",
+        "1",
+        "--progress",
+        "jsonl",
+        *TINY,
+    )
     # Only rank 0 reports and writes.
     assert [e["event"] for e in two].count("start") == 1
     assert next(e for e in two if e["event"] == "start")["world_size"] == 2
@@ -55,8 +107,9 @@ def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
 def test_resume_with_a_different_number_of_processes(corpus, tmp_path):
     out = tmp_path / "m.pt"
     run_model(2, "train", "--corpus", corpus, "--out", out, "--epochs", "1", "--progress", "jsonl", *TINY)
-    events = run_model(1, "train", "--corpus", corpus, "--out", out, "--epochs", "2", "--resume",
-                       "--progress", "jsonl", *TINY)
+    events = run_model(
+        1, "train", "--corpus", corpus, "--out", out, "--epochs", "2", "--resume", "--progress", "jsonl", *TINY
+    )
     assert events[0] == {"event": "resume", "epoch": 1, "path": str(out.with_suffix(".ckpt"))}
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2]
     assert load_bundle(out).metrics["epochs"] == 2
@@ -89,9 +142,28 @@ def _rank_of(pid: int) -> int | None:
 def test_a_dead_rank_stops_the_others_and_the_checkpoint_survives(corpus, tmp_path):
     out = tmp_path / "m.pt"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(model_cmd(2, "train", "--corpus", corpus, "--out", out, "--epochs", "500",
-                                      "--patience", "500", "--progress", "jsonl", *TINY),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        model_cmd(
+            2,
+            "train",
+            "--corpus",
+            corpus,
+            "--out",
+            out,
+            "--epochs",
+            "500",
+            "--patience",
+            "500",
+            "--progress",
+            "jsonl",
+            *TINY,
+        ),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         for line in proc.stdout:
             if '"event": "checkpoint"' in line:

@@ -10,7 +10,7 @@ from model.__main__ import build_parser
 from model.config import TrainConfig
 from model.events import EVENT_TYPES, DoneEvent, EpochEvent, StepEvent, TimeLimitEvent, parse_event, to_json
 from model.train import train
-from tests.conftest import SAMPLE_CORPUS, tiny_config
+from tests.helpers import SAMPLE_CORPUS, tiny_config
 
 
 def test_training_emits_only_contract_events_and_they_survive_the_wire(tmp_path):
@@ -34,8 +34,13 @@ def test_a_line_that_breaks_the_contract_is_no_event():
     wire = json.loads(step)
     assert parse_event(json.dumps({**wire, "added_later": [1]})) is not None  # a newer writer's extra field
     assert parse_event(json.dumps({**wire, "loss": 4})).loss == 4.0  # an int is a fine float
-    for broken in ({**wire, "step": "two"}, {**wire, "step": True}, {k: v for k, v in wire.items() if k != "loss"},
-                   {**wire, "event": "unheard_of"}, {**wire, "event": ["step"]}):
+    for broken in (
+        {**wire, "step": "two"},
+        {**wire, "step": True},
+        {k: v for k, v in wire.items() if k != "loss"},
+        {**wire, "event": "unheard_of"},
+        {**wire, "event": ["step"]},
+    ):
         assert parse_event(json.dumps(broken)) is None, broken
 
 

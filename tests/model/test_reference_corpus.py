@@ -7,7 +7,7 @@ import pytest
 from model.corpus import load_corpus
 from model.ngram import char_ngram_bpc
 from model.vocab import Vocab, segment
-from tests.conftest import REFERENCE_CORPUS
+from tests.helpers import REFERENCE_CORPUS
 
 pytestmark = pytest.mark.skipif(not REFERENCE_CORPUS.exists(), reason="the reference corpus is not beside the repo")
 

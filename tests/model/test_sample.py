@@ -1,4 +1,3 @@
-import math
 from collections import Counter
 
 import pytest
@@ -7,7 +6,7 @@ import torch
 from model.checkpoint import save_bundle
 from model.mixture import Mixture
 from model.network import LyricsNet, NetConfig
-from model.sample import SampleRequest, Sampler, SamplingError
+from model.sample import Sampler, SampleRequest, SamplingError
 from model.train import train
 from tests.conftest import tiny_config
 
@@ -16,8 +15,17 @@ CRAFTED_VOCAB = ["<unk>", "\n", "甲", "乙", "丙", "丁", "戊", "己"]
 
 def crafted_sampler(tmp_path, probs, train_text="甲乙\n"):
     """A bundle whose network ignores its input and always predicts ``probs`` over CRAFTED_VOCAB."""
-    net = LyricsNet(NetConfig(vocab_size=len(CRAFTED_VOCAB), cell="rnn", hidden=4, embed=4, dropout=0.0,
-                              embed_dropout=0.0, tie_weights=False))
+    net = LyricsNet(
+        NetConfig(
+            vocab_size=len(CRAFTED_VOCAB),
+            cell="rnn",
+            hidden=4,
+            embed=4,
+            dropout=0.0,
+            embed_dropout=0.0,
+            tie_weights=False,
+        )
+    )
     with torch.no_grad():
         net.decoder.weight.zero_()
         net.decoder.bias.copy_(torch.tensor(probs, dtype=torch.float).clamp_min(1e-12).log())
@@ -49,14 +57,22 @@ def test_same_random_seed_reproduces_the_song(sampler):
 
 
 def test_songs_in_mixed_batches_match_batch_one(sampler):
-    requests = [SampleRequest(seed=["窗外", "雨", "", "回忆里的你"][i % 4], temperature=[0.5, 0.8, 1.2, 0][i % 4],
-                              length=20 + (i * 7) % 40, random_seed=i, top_k=[0, 5][i % 2],
-                              top_p=[1.0, 0.9, 1.0][i % 3], repetition_penalty=[1.0, 1.3][i % 2])
-                for i in range(100)]
+    requests = [
+        SampleRequest(
+            seed=["窗外", "雨", "", "回忆里的你"][i % 4],
+            temperature=[0.5, 0.8, 1.2, 0][i % 4],
+            length=20 + (i * 7) % 40,
+            random_seed=i,
+            top_k=[0, 5][i % 2],
+            top_p=[1.0, 0.9, 1.0][i % 3],
+            repetition_penalty=[1.0, 1.3][i % 2],
+        )
+        for i in range(100)
+    ]
     alone = [sampler.generate(r).text for r in requests]
     batched = []
     for start in range(0, 100, 25):
-        batched += [s.text for s in sampler.generate_many(requests[start:start + 25])]
+        batched += [s.text for s in sampler.generate_many(requests[start : start + 25])]
     same = sum(a == b for a, b in zip(alone, batched))
     assert same >= 99, f"only {same} of 100 songs reproduced inside a batch"
 
@@ -79,13 +95,21 @@ def test_top_p_never_samples_outside_the_nucleus(tmp_path):
     # 甲 .5, 乙 .3 make the 0.8 nucleus; the other tokens share 0.2 and must never appear.
     probs = [0.0, 0.0, 0.5, 0.3, 0.1, 0.05, 0.03, 0.02]
     sampler = crafted_sampler(tmp_path, probs)
-    text = "".join(s.text for s in sampler.generate_many(
-        [SampleRequest(temperature=1.0, top_p=0.8, length=200, random_seed=i) for i in range(10)]))
+    text = "".join(
+        s.text
+        for s in sampler.generate_many(
+            [SampleRequest(temperature=1.0, top_p=0.8, length=200, random_seed=i) for i in range(10)]
+        )
+    )
     counts = Counter(text)
     assert set(counts) <= {"甲", "乙"}
     assert counts["甲"] > counts["乙"] > 0
-    wide = "".join(s.text for s in sampler.generate_many(
-        [SampleRequest(temperature=1.0, top_p=1.0, length=200, random_seed=i) for i in range(10)]))
+    wide = "".join(
+        s.text
+        for s in sampler.generate_many(
+            [SampleRequest(temperature=1.0, top_p=1.0, length=200, random_seed=i) for i in range(10)]
+        )
+    )
     assert set(wide) - {"甲", "乙"}, "without top-p the tail should appear"
 
 
@@ -94,8 +118,9 @@ def test_repetition_penalty_lowers_repeats(tmp_path):
     sampler = crafted_sampler(tmp_path, probs)
 
     def share_of_top_token(penalty):
-        songs = sampler.generate_many([SampleRequest(temperature=1.0, length=100, random_seed=i,
-                                                     repetition_penalty=penalty) for i in range(10)])
+        songs = sampler.generate_many(
+            [SampleRequest(temperature=1.0, length=100, random_seed=i, repetition_penalty=penalty) for i in range(10)]
+        )
         text = "".join(s.text for s in songs)
         return text.count("甲") / len(text.replace("\n", ""))
 
@@ -111,14 +136,25 @@ def test_unk_is_never_produced(tmp_path):
         assert "<unk>" not in sampler.generate(request).text
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("temperature", -0.1, "temperature"), ("temperature", float("nan"), "temperature"),
-    ("temperature", float("inf"), "temperature"), ("temperature", 1e9, "temperature"),
-    ("length", 0, "length"), ("length", 10**6, "length"), ("length", 2.5, "length"),
-    ("top_k", -1, "top_k"), ("top_p", 0.0, "top_p"), ("top_p", 1.5, "top_p"),
-    ("repetition_penalty", 0.5, "repetition_penalty"), ("random_seed", -1, "random_seed"),
-    ("max_lines", -2, "max_lines"), ("seed", "雨" * 3000, "seed"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("temperature", -0.1, "temperature"),
+        ("temperature", float("nan"), "temperature"),
+        ("temperature", float("inf"), "temperature"),
+        ("temperature", 1e9, "temperature"),
+        ("length", 0, "length"),
+        ("length", 10**6, "length"),
+        ("length", 2.5, "length"),
+        ("top_k", -1, "top_k"),
+        ("top_p", 0.0, "top_p"),
+        ("top_p", 1.5, "top_p"),
+        ("repetition_penalty", 0.5, "repetition_penalty"),
+        ("random_seed", -1, "random_seed"),
+        ("max_lines", -2, "max_lines"),
+        ("seed", "雨" * 3000, "seed"),
+    ],
+)
 def test_invalid_parameters_raise_the_specific_error(sampler, field, value, message):
     request = SampleRequest(**{field: value})
     with pytest.raises(SamplingError, match=message):
@@ -165,8 +201,9 @@ def parrot(tmp_path_factory):
 
 def test_copied_lines_are_reported(parrot):
     sampler, lines = parrot
-    samples = sampler.generate_many([SampleRequest(seed="", temperature=0.5, length=60, random_seed=i)
-                                     for i in range(10)])
+    samples = sampler.generate_many(
+        [SampleRequest(seed="", temperature=0.5, length=60, random_seed=i) for i in range(10)]
+    )
     copied = [line for s in samples for line in s.copied_lines]
     assert copied and set(copied) <= lines
     assert all(0 < s.copy_rate <= 1 for s in samples if s.copied_lines)
@@ -174,8 +211,12 @@ def test_copied_lines_are_reported(parrot):
 
 def test_no_copy_never_emits_a_training_line(parrot):
     sampler, lines = parrot
-    samples = sampler.generate_many([SampleRequest(seed=seed, temperature=t, length=80, random_seed=i, no_copy=True)
-                                     for i, (seed, t) in enumerate([("", 0.5), ("窗外", 0.8), ("", 0), ("我", 1.0)] * 5)])
+    samples = sampler.generate_many(
+        [
+            SampleRequest(seed=seed, temperature=t, length=80, random_seed=i, no_copy=True)
+            for i, (seed, t) in enumerate([("", 0.5), ("窗外", 0.8), ("", 0), ("我", 1.0)] * 5)
+        ]
+    )
     for sample in samples:
         produced = set(sample.text.split("\n"))
         assert not produced & lines, sample.text

@@ -1,5 +1,4 @@
 import math
-import random
 
 import pytest
 import torch
@@ -8,25 +7,7 @@ from model.checkpoint import load_bundle, safe_load
 from model.config import TrainConfig, TrainingError
 from model.events import CheckpointEvent, DoneEvent, EarlyStopEvent, EpochEvent, ResumeEvent, StartEvent
 from model.train import TrainingCancelled, train
-from tests.conftest import tiny_config
-
-WORDS = ["窗外", "的", "雨", "下", "个", "不停", "我", "在", "街角", "等", "你", "回忆", "像", "老歌",
-         "天空", "很", "蓝", "微笑", "甜", "秋天", "琴声", "飘"]
-
-
-def write_corpus(path, lines=400, seed=0):
-    """Lines from a small word list with a learnable pattern (each word tends to follow its predecessor)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(lines):
-        i = rng.randrange(len(WORDS))
-        line = []
-        for _ in range(rng.randint(3, 6)):
-            line.append(WORDS[i])
-            i = (i + rng.choice([1, 1, 1, 2])) % len(WORDS)
-        out.append("".join(line))
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-    return path
+from tests.helpers import tiny_config, write_corpus
 
 
 @pytest.fixture
@@ -66,8 +47,20 @@ def test_bundle_is_self_describing(corpus, tmp_path):
 
 def test_early_stopping_triggers(corpus, tmp_path):
     # A huge model with no regularisation on a tiny corpus overfits within a few epochs.
-    config = tiny_config(corpus, tmp_path / "m.pt", epochs=40, patience=1, hidden=256, embed=128, dropout=0.0,
-                         embed_dropout=0.0, weight_decay=0.0, lr=0.01, lr_patience=10, min_count=1)
+    config = tiny_config(
+        corpus,
+        tmp_path / "m.pt",
+        epochs=40,
+        patience=1,
+        hidden=256,
+        embed=128,
+        dropout=0.0,
+        embed_dropout=0.0,
+        weight_decay=0.0,
+        lr=0.01,
+        lr_patience=10,
+        min_count=1,
+    )
     events = run(config)
     stops = [e for e in events if isinstance(e, EarlyStopEvent)]
     assert stops, "training never stopped early"
@@ -131,6 +124,7 @@ def test_bad_settings_are_refused(tmp_path):
 def test_state_is_carried_between_batches(corpus, tmp_path):
     # Truncated BPTT: a run with carried state differs from one resetting it, so check the streams are contiguous.
     from model.train import batchify
+
     streams = batchify(list(range(103)), 4)
     assert streams.shape == (4, 25)
     assert torch.equal(streams[1], torch.arange(25, 50))

@@ -1,0 +1,291 @@
+"""The Training cog: /train start | status | cancel (admins) and /model info (everyone).
+
+A run's life, function by function:
+  start          checks the options and whether a run can begin, starts the child (bot.jobs), replies at once
+  _follow        keeps the progress message current (progress.ProgressUpdater) until the child ends
+  _conclude      turns the child's end into an Outcome: for a finished run, engine.promote decides and swaps
+  status/cancel  /train status and /train cancel, at any time
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import messages
+from bot.engine import metric, sibling
+from bot.exts.training import texts
+from bot.exts.training.options import StartOptions, slash_options
+from bot.exts.training.progress import EDIT_WINDOW_S, PLOT_NAME, ProgressMessage, ProgressUpdater
+from bot.jobs import JobBusyError, JobError, JobManager, JobState, JobStatus, TrainingJob, train_argv
+from bot.permissions import admin_only
+from bot.replies import tell
+from model.checkpoint import Bundle, BundleError
+from model.config import checkpoint_path
+
+if TYPE_CHECKING:
+    from bot.client import LyricsBot
+
+log = logging.getLogger(__name__)
+
+CANCEL_GRACE_S = 10.0  # /train cancel: SIGTERM, then SIGKILL after this long (the model stops at the next batch)
+SHUTDOWN_GRACE_S = 3.0  # bot shutdown: less, so the whole shutdown fits in `docker stop`'s 10 s
+FAREWELL_S = 3.0  # on shutdown, how long the progress message may take to say the run was stopped
+PROJECT_ROOT = Path(__file__).resolve().parents[3]  # where `python -m model` is found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The end of a run as the progress message shows it."""
+
+    text: str
+    png: bytes | None = None
+    swapped: bool = False
+
+
+@dataclass
+class Run:
+    """One /train start: the job, who asked, the message that follows it, and (at the end) its outcome."""
+
+    job: TrainingJob
+    options: StartOptions
+    started_by: str
+    candidate: Path
+    progress: ProgressMessage | None = None
+    outcome: Outcome | None = None
+    cancelled_by: str | None = None
+    follower: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def busy(self) -> bool:
+        """Running, or finished but not yet concluded (the swap may be under way)."""
+        return self.outcome is None
+
+    def progress_text(self) -> str:
+        return texts.progress_text(self.job.status, options=self.options.describe(), started_by=self.started_by)
+
+
+def _plot(bundle: Bundle, title: str) -> bytes | None:
+    # Imported here: matplotlib takes a second or two to import, which the bot's start-up need not pay.
+    from bot.plots import loss_curve_png
+
+    return loss_curve_png(bundle.history, title=title, trigram_bpc=metric(bundle.metrics, "trigram_bpc"))
+
+
+class Training(commands.Cog):
+    """/train (admins) and /model info."""
+
+    train = app_commands.Group(
+        name="train",
+        description="重新训练模型 · Retrain the lyrics model (admins)",
+        # A hint for Discord's client only: every command below is @admin_only, checked on our side.
+        default_permissions=discord.Permissions(administrator=True),
+    )
+    model = app_commands.Group(name="model", description="关于模型 · About the model that writes the lyrics")
+
+    def __init__(self, bot: LyricsBot) -> None:
+        self.bot = bot
+        self.settings = bot.settings
+        self.jobs = JobManager()
+        self.run: Run | None = None  # the running run, or the last one
+        self.edit_window = EDIT_WINDOW_S
+        self._closing = False
+
+    @property
+    def candidate_path(self) -> Path:
+        """Where a run writes its bundle: beside the live one, so that promoting it is an atomic rename."""
+        return sibling(self.settings.model_path, "candidate")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return checkpoint_path(self.candidate_path)
+
+    async def cog_load(self) -> None:
+        self.bot.add_cleanup(self.shut_down)
+
+    async def cog_unload(self) -> None:
+        await self.shut_down()
+
+    # ---- /train start
+
+    @train.command(name="start", description="开始训练 · Train a new model on the corpus; it goes live if better")
+    @admin_only()
+    @slash_options(StartOptions)
+    async def start(self, interaction: discord.Interaction, **values: Any) -> None:
+        options = StartOptions(**values)
+        if problems := options.problems():
+            await tell(interaction, "\n".join(problems))
+            return
+        if self.bot.shutting_down or self._closing:
+            await tell(interaction, messages.SHUTTING_DOWN)
+            return
+        if self.run is not None and self.run.busy:
+            await tell(interaction, texts.already_running(self._status_text()))
+            return
+        if problem := self._cannot_start(options):
+            await tell(interaction, problem)
+            return
+        try:
+            job = await self.jobs.start(self._argv(options), env=self._child_env())
+        except JobBusyError:  # a start raced this one between the check above and here
+            await tell(interaction, texts.already_running(self._status_text()))
+            return
+        except (JobError, OSError) as exc:
+            log.error("could not start training: %s", exc)
+            await tell(interaction, texts.could_not_start(exc))
+            return
+        run = Run(job=job, options=options, started_by=interaction.user.display_name, candidate=self.candidate_path)
+        self.run = run
+        log.info("%s (%d) started training: %s", interaction.user, interaction.user.id, options.describe())
+        try:
+            await interaction.response.send_message(run.progress_text())
+            run.progress = ProgressMessage(interaction, window=self.edit_window)
+        except discord.HTTPException as exc:  # the run goes on; /train status still follows it
+            log.warning("could not reply to /train start (%s); training continues without a progress message", exc)
+        run.follower = asyncio.create_task(self._follow(run), name="training-follower")
+
+    def _cannot_start(self, options: StartOptions) -> str | None:
+        """Why a run could not even begin, checked here so the admin hears it at once, not from a failed job."""
+        if not self.settings.corpus_path.is_file():
+            return texts.no_corpus(self.settings.corpus_path)
+        if options.resume and not self.checkpoint_path.is_file():
+            return texts.no_checkpoint(self.checkpoint_path)
+        return None
+
+    def _argv(self, options: StartOptions) -> list[str]:
+        """The child's command line: the deployment's settings, LYRICS_TRAIN_ARGS, then this run's options."""
+        settings = self.settings
+        fixed = {
+            "corpus": settings.corpus_path,
+            "out": self.candidate_path,
+            "device": settings.device,
+            "threads": settings.train.threads,
+        }
+        return train_argv(fixed, options.child_options(), extra=settings.train.args, processes=settings.train.processes)
+
+    @staticmethod
+    def _child_env() -> dict[str, str]:
+        """The child imports the same `model` package as the bot, wherever the bot is started from."""
+        paths = [str(PROJECT_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+    # ---- following a run to its end
+
+    async def _follow(self, run: Run) -> None:
+        """Edit the progress message as the job goes, then conclude: compare, swap, report."""
+        updater = None
+        if run.progress is not None:
+            updater = ProgressUpdater(run.progress, run.progress_text, self.settings.train.update_s)
+            run.job.add_listener(updater.on_event)
+            updater.start()
+        try:
+            status = await run.job.wait()
+            if updater is not None:
+                # Shutting down there is no time to wait out the edit interval (discord.py still obeys 429s).
+                await updater.stop(pace=not self._closing)
+            run.outcome = await self._conclude(run, status)
+        except asyncio.CancelledError:  # shutdown gave up waiting for us
+            run.outcome = run.outcome or Outcome(texts.SHUT_DOWN)
+            raise
+        except Exception:  # whatever went wrong, the run must end (or /train stays busy)
+            log.exception("concluding the training run failed")
+            run.outcome = Outcome(texts.NOT_EVALUATED)
+        finally:
+            if updater is not None:
+                run.job.remove_listener(updater.on_event)
+        if run.progress is not None:
+            await run.progress.show(run.outcome.text, run.outcome.png)
+
+    async def _conclude(self, run: Run, status: JobStatus) -> Outcome:
+        """The outcome of a run that ended; a finished one is handed to the engine, which decides the swap."""
+        if status.state is JobState.CANCELLED:
+            return Outcome(texts.cancelled_text(status, cancelled_by=run.cancelled_by, checkpoint=self.checkpoint_path))
+        if status.state is not JobState.FINISHED:
+            return Outcome(texts.failure_text(status))
+        try:
+            promotion = await self.bot.engine.promote(run.candidate, self.settings.model_path, force=run.options.force)
+        except BundleError as exc:
+            return Outcome(texts.unusable_text(exc))
+        text = texts.finished_text(status, promotion, kept_at=run.candidate)
+        png = await asyncio.to_thread(_plot, promotion.candidate, "new model")
+        return Outcome(text, png, promotion.swapped)
+
+    # ---- /train status and /train cancel
+
+    @train.command(name="status", description="训练进度 · The training job's progress")
+    @admin_only()
+    async def status(self, interaction: discord.Interaction) -> None:
+        await tell(interaction, self._status_text())
+
+    def _status_text(self) -> str:
+        run = self.run
+        if run is None:
+            return texts.idle_text(self.bot.engine.info)
+        state = run.job.status.state
+        if run.outcome is not None:
+            return f"State: {state}.\n{run.outcome.text}"
+        if state is JobState.RUNNING:
+            text = f"State: running.\n{run.progress_text()}"
+            if run.progress is not None and run.progress.stopped:
+                text += f"\n(The progress message stopped updating: {run.progress.stopped}.)"
+            return text
+        return texts.concluding_text(state)
+
+    @train.command(name="cancel", description="取消训练 · Stop the training job; its last checkpoint is kept")
+    @admin_only()
+    async def cancel(self, interaction: discord.Interaction) -> None:
+        run = self.run
+        if run is None or run.job.done:
+            await tell(interaction, texts.NOT_RUNNING)
+            return
+        run.cancelled_by = interaction.user.display_name
+        await interaction.response.send_message(texts.CANCELLING)
+        log.info("%s (%d) cancelled training", interaction.user, interaction.user.id)
+        status = await run.job.cancel(CANCEL_GRACE_S)
+        if status.state is JobState.CANCELLED:
+            text = texts.cancelled_text(status, cancelled_by=run.cancelled_by, checkpoint=self.checkpoint_path)
+        else:  # it ended some other way before the signal arrived
+            text = texts.already_ended(status.state)
+        await interaction.edit_original_response(content=text)
+
+    # ---- /model info
+
+    @model.command(name="info", description="当前模型 · The live model: settings, scores and loss curve")
+    async def info(self, interaction: discord.Interaction) -> None:
+        live = self.bot.engine.info
+        if live is None:
+            settings = self.settings
+            await tell(interaction, messages.no_model(settings.corpus_path, settings.model_path, train_command=True))
+            return
+        await interaction.response.defer()  # drawing the curve takes a moment
+        # The engine holds the live bundle: describe what serves, not whatever the file holds now.
+        png = await asyncio.to_thread(_plot, live.bundle, live.path.name)
+        embed = texts.model_embed(live)
+        files = []
+        if png is not None:
+            files.append(discord.File(io.BytesIO(png), PLOT_NAME))
+            embed.set_image(url=f"attachment://{PLOT_NAME}")
+        await interaction.edit_original_response(embed=embed, attachments=files)
+
+    # ---- shutdown
+
+    async def shut_down(self) -> None:
+        """Stop the child (SIGTERM, grace, SIGKILL, reap) and let the progress message say so. Idempotent."""
+        self._closing = True
+        run = self.run
+        if run is not None and not run.job.done:
+            run.cancelled_by = "a bot restart"
+        await self.jobs.close(SHUTDOWN_GRACE_S)
+        if run is not None and run.follower is not None and not run.follower.done():
+            done, _ = await asyncio.wait({run.follower}, timeout=FAREWELL_S)
+            if not done:
+                run.follower.cancel()

@@ -1,0 +1,250 @@
+"""What /train and /model info say: the progress message, a run's outcome, refusals, and the model embed."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+
+import discord
+
+from bot import messages
+from bot.engine import ModelInfo, Promotion, metric
+from bot.jobs import JobState, JobStatus
+from bot.messages import CONTENT_LIMIT
+from model.checkpoint import Bundle
+
+BAR_WIDTH = 20
+
+NOT_RUNNING = "No training job is running."
+CANCELLING = "Cancelling the training job…"
+SHUT_DOWN = "**Training stopped**: the bot shut down."
+NOT_EVALUATED = "**Training ended, but the bot could not evaluate the result** (logged). The live model keeps serving."
+UPDATES_STOP = (
+    "\n*Updates stop here: Discord lets a reply be edited for 15 minutes only. "
+    "`/train status` shows the progress and the outcome.*"
+)
+
+
+def moved_text(url: str) -> str:
+    """The reply, once the progress has moved to a channel message."""
+    return (
+        f"Training continues; its progress is now shown here: {url}\n"
+        "(Discord lets a reply be edited for 15 minutes only.)"
+    )
+
+
+def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "█" * filled + "░" * (width - filled)
+
+
+def duration(seconds: float | None) -> str:
+    """1h 02m, 3m 05s, 42s."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _num(value: float | None) -> str:
+    return "?" if value is None else f"{value:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# a run
+
+
+def progress_text(status: JobStatus, *, options: str, started_by: str, now: float | None = None) -> str:
+    """The progress message while the job runs; `options` is StartOptions.describe()."""
+    head = f"**Training a new model** ({options}), started by {messages.escape(started_by)}."
+    if status.training_since is None:
+        return f"{head}\nReading the corpus and building the vocabulary… (elapsed {duration(status.elapsed(now))})"
+    fraction = status.fraction_done()
+    where = f"epoch {status.epoch}/{status.epochs}"
+    if status.steps and status.step and status.epoch < status.epochs:
+        where += f" · step {status.step}/{status.steps} of epoch {status.epoch + 1}"
+    lines = [head, f"`{progress_bar(fraction)}` {fraction:.0%} · {where}"]
+    if status.epoch > status.first_epoch or status.bpc is not None:
+        lines.append(
+            f"train loss {_num(status.train_loss)} · held-out loss {_num(status.heldout_loss)} · "
+            f"held-out bpc {_num(status.bpc)} (best {_num(status.best_bpc)}; "
+            f"character-trigram bar {_num(status.trigram_bpc)})"
+        )
+    eta = status.eta(now)
+    lines.append(
+        f"elapsed {duration(status.elapsed(now))} · ETA "
+        + (f"{duration(eta)} at most (early stopping may end it sooner)" if eta is not None else "?")
+    )
+    if status.cancel_requested:
+        lines.append("Cancelling…")
+    return "\n".join(lines)
+
+
+def failure_text(status: JobStatus, budget: int = CONTENT_LIMIT) -> str:
+    """Why a run failed, with as much of its stderr tail as fits in `budget` characters."""
+    text = f"**Training failed** after {duration(status.elapsed())}: {status.error or 'no reason given'}."
+    text += "\nThe live model keeps serving."
+    tail: list[str] = []
+    room = budget - len(text) - 40
+    for line in reversed(status.stderr_tail):
+        line = line.replace("```", "'''")[:300]  # a stray code fence would end ours
+        if room - len(line) - 1 < 0:
+            break
+        tail.insert(0, line)
+        room -= len(line) + 1
+    if tail:
+        text += "\nLast lines of its stderr:\n```\n" + "\n".join(tail) + "\n```"
+    else:
+        text += "\n(It wrote nothing on stderr.)"
+    return text
+
+
+def cancelled_text(status: JobStatus, *, cancelled_by: str | None, checkpoint: Path) -> str:
+    who = f" by {messages.escape(cancelled_by)}" if cancelled_by else ""
+    text = f"**Training cancelled**{who} after {duration(status.elapsed())}, at epoch {status.epoch}/{status.epochs}."
+    if checkpoint.is_file():
+        text += (
+            f"\nThe last checkpoint is kept: `/train start resume:true` continues from it "
+            f"(pass a larger `epochs` than {status.epoch} to train further)."
+        )
+    else:
+        text += "\nNo epoch had finished, so there is no checkpoint to resume from."
+    return text + "\nThe live model keeps serving."
+
+
+def finished_text(status: JobStatus, promotion: Promotion, *, kept_at: Path) -> str:
+    """A finished run: the scores before and after, and whether the new model went live."""
+    new = promotion.candidate
+    live = promotion.live
+    before = _num(metric(live.metrics, "bpc")) if live is not None else "none"
+    stopped = (
+        " (stopped early: no better held-out score)"
+        if status.early_stopped
+        else " (stopped at the time limit)"
+        if status.time_limited
+        else ""
+    )
+    lines = [
+        f"**Training finished** in {duration(status.elapsed())}: {len(new.history)} epochs{stopped}.",
+        f"Held-out bpc: live model {before} → new model {_num(metric(new.metrics, 'bpc'))} "
+        f"(network alone {_num(metric(new.metrics, 'net_bpc'))}; "
+        f"character-trigram bar {_num(metric(new.metrics, 'trigram_bpc'))}).",
+    ]
+    if live is not None and live.bundle.corpus_sha256 != new.corpus_sha256:
+        lines.append(
+            "Note: the corpus changed since the live model was trained, so the two scores are on "
+            "different held-out text."
+        )
+    lines.append(promotion.decision.reason)
+    if promotion.error is not None:
+        lines.append(f"**But it could not be made live**: {promotion.error}. The previous model keeps serving.")
+    elif not promotion.swapped:
+        lines.append(f"The new bundle is kept at `{kept_at}`.")
+    return "\n".join(lines)
+
+
+def unusable_text(error: object) -> str:
+    return f"**Training finished, but its bundle is unusable**: {error}\nThe live model keeps serving."
+
+
+# ---------------------------------------------------------------------------------------------
+# refusals and /train status
+
+
+def already_running(status: str) -> str:
+    return f"A training job is already running; one at a time. `/train cancel` stops it.\n\n{status}"
+
+
+def no_corpus(corpus: Path) -> str:
+    return f"There is no corpus at `{corpus}`: put the lyrics there (LYRICS_CORPUS) and try again."
+
+
+def no_checkpoint(checkpoint: Path) -> str:
+    return (
+        f"There is no checkpoint to resume from (`{checkpoint}`): "
+        "start without resume, or after a run that finished at least one epoch."
+    )
+
+
+def could_not_start(error: object) -> str:
+    return f"Could not start training: {error}"
+
+
+def already_ended(state: JobState) -> str:
+    return f"The training job had already ended: {state}."
+
+
+def idle_text(live: ModelInfo | None) -> str:
+    score = f"held-out bpc {_num(metric(live.metrics, 'bpc'))}" if live else "no model loaded"
+    return f"Idle: no training job has run since the bot started. The live model: {score}."
+
+
+def concluding_text(state: JobState) -> str:
+    return f"State: {state}; the bot is concluding the run (comparing and swapping the model)."
+
+
+# ---------------------------------------------------------------------------------------------
+# /model info
+
+
+def model_embed(live: ModelInfo) -> discord.Embed:
+    """/model info: what the live model is, how it was trained, and how well it does on held-out text."""
+    bundle: Bundle = live.bundle
+    config = bundle.net.config
+    metrics = bundle.metrics
+    bpc, net_bpc, bar = (metric(metrics, key) for key in ("bpc", "net_bpc", "trigram_bpc"))
+    verdict = ""
+    if bpc is not None and bar is not None:
+        verdict = (
+            f"\nbeats the character-trigram bar by {bar - bpc:.3f} bpc"
+            if bpc < bar
+            else f"\ndoes not beat the character-trigram bar ({bpc - bar:.3f} bpc worse)"
+        )
+    embed = discord.Embed(title="The live model (当前模型)", colour=messages.EMBED_COLOUR)
+    embed.add_field(
+        name="Network",
+        inline=False,
+        value=(
+            f"{config.cell.upper()} · {config.layers} layer{'s' if config.layers != 1 else ''} · "
+            f"hidden {config.hidden} · embedding {config.embed} · vocabulary {config.vocab_size:,} words"
+            f"{' · tied embeddings' if config.tie_weights else ''} · dropout {config.dropout:g}"
+        ),
+    )
+    train_config = bundle.train_config
+    embed.add_field(
+        name="Training",
+        inline=False,
+        value=(
+            f"{_trained_at(bundle.created_at)} · {len(bundle.history)} epochs"
+            f" ({duration(metric(metrics, 'seconds'))}) · batch {train_config.get('batch_size', '?')} × "
+            f"{train_config.get('seq_len', '?')} tokens · lr {train_config.get('lr', '?')}"
+        ),
+    )
+    embed.add_field(
+        name="Corpus",
+        inline=False,
+        value=f"`{Path(str(train_config.get('corpus', '?'))).name}` · sha256 `{bundle.corpus_sha256[:16]}`",
+    )
+    embed.add_field(
+        name="Held-out bits per character (lower is better)",
+        inline=False,
+        value=(
+            f"**{_num(bpc)}** served (network + n-gram mixture) · {_num(net_bpc)} network alone · "
+            f"{_num(bar)} character trigram{verdict}"
+        ),
+    )
+    embed.set_footer(text=f"bundle {live.bundle_hash[:12]} · {live.path.name}")
+    return embed
+
+
+def _trained_at(created_at: str) -> str:
+    """A Discord timestamp (shown in each reader's time zone) when the bundle's ISO date parses."""
+    try:
+        return discord.utils.format_dt(datetime.fromisoformat(created_at), "f")
+    except ValueError:
+        return created_at or "unknown date"

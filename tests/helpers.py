@@ -1,0 +1,72 @@
+"""Helpers shared by every test package: where things are, and small models and corpora to train on."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from model.config import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_CORPUS = REPO / "data" / "sample_lyrics.txt"
+REFERENCE_CORPUS = REPO.parent / "shared" / "data" / "jaychou_lyrics.txt.zip"
+
+WORDS = [
+    "窗外",
+    "的",
+    "雨",
+    "下",
+    "个",
+    "不停",
+    "我",
+    "在",
+    "街角",
+    "等",
+    "你",
+    "回忆",
+    "像",
+    "老歌",
+    "天空",
+    "很",
+    "蓝",
+    "微笑",
+    "甜",
+    "秋天",
+    "琴声",
+    "飘",
+]
+
+
+def tiny_config(corpus: Path, out: Path, **overrides) -> TrainConfig:
+    """A model small enough to train in a second or two on two cores."""
+    values = dict(
+        corpus=str(corpus),
+        out=str(out),
+        hidden=48,
+        embed=24,
+        epochs=3,
+        batch_size=8,
+        seq_len=16,
+        min_count=2,
+        device="cpu",
+        seed=0,
+        patience=3,
+        threads=1,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def write_corpus(path: Path, lines: int = 400, seed: int = 0) -> Path:
+    """Lines from a small word list with a learnable pattern (each word tends to follow its predecessor)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(lines):
+        i = rng.randrange(len(WORDS))
+        line = []
+        for _ in range(rng.randint(3, 6)):
+            line.append(WORDS[i])
+            i = (i + rng.choice([1, 1, 1, 2])) % len(WORDS)
+        out.append("".join(line))
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
