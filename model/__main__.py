@@ -110,8 +110,9 @@ class Reporter:
             case DoneEvent():
                 self.close()
                 tqdm.write(
-                    f"wrote {event.path}: held-out {event.bpc:.3f} bpc (network alone "
-                    f"{event.net_bpc:.3f}, trigram bar {event.trigram_bpc:.3f}) in {event.seconds:.0f}s"
+                    f"wrote {event.path}: test bpc {event.bpc:.3f} served, {event.static_bpc:.3f} without the "
+                    f"song cache, {event.net_bpc:.3f} network alone; trigram bar {event.trigram_bpc:.3f} "
+                    f"({event.seconds:.0f}s)"
                 )
 
     def close(self) -> None:
@@ -150,8 +151,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(figures, ensure_ascii=False))
     else:
         print(
-            f"held-out bpc {figures['bpc']:.3f} (network alone {figures['net_bpc']:.3f}); character trigram "
-            f"bar {figures['trigram_bpc']:.3f}; {figures['chars']} characters, {figures['unk_chars']} unknown; "
+            f"test bpc {figures['bpc']:.3f} served, {figures['static_bpc']:.3f} without the song cache, "
+            f"{figures['net_bpc']:.3f} network alone; character trigram bar {figures['trigram_bpc']:.3f}; "
+            f"{figures['chars']} characters, {figures['unk_chars']} unknown; "
             f"mixture weights {', '.join(f'{k} {v:.2f}' for k, v in figures['weights'].items())}"
         )
         if not figures["same_corpus"]:

@@ -28,7 +28,7 @@ class ExitCode(enum.IntEnum):
 
 @dataclass(frozen=True)
 class StartEvent:
-    """The corpus is read and the vocabulary built; the first batch comes next."""
+    """The corpus is read and the vocabulary built; the first batch comes next. Held-out figures are the dev half's."""
 
     kind: ClassVar[str] = "start"
     vocab: int
@@ -107,11 +107,12 @@ class TimeLimitEvent:
 
 @dataclass(frozen=True)
 class DoneEvent:
-    """The bundle is written; the figures are its held-out metrics."""
+    """The bundle is written; the figures are its metrics on the test half of the held-out tail."""
 
     kind: ClassVar[str] = "done"
     path: str
-    bpc: float
+    bpc: float  # the served mixture, song cache included
+    static_bpc: float  # the same without the cache
     net_bpc: float
     trigram_bpc: float
     heldout_chars: int

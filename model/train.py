@@ -294,6 +294,7 @@ def train(
         DoneEvent(
             path=str(out),
             bpc=mixture.bpc,
+            static_bpc=metrics["static_bpc"],
             net_bpc=metrics["net_bpc"],
             trigram_bpc=data.trigram_bpc,
             heldout_chars=data.test.chars,

@@ -68,7 +68,7 @@ def test_early_stopping_triggers(corpus, tmp_path):
     assert len(history) < 40
     best = min(e.bpc for e in history)
     assert history[-1].bpc > best
-    assert load_bundle(tmp_path / "m.pt").metrics["net_bpc"] == pytest.approx(best)
+    assert load_bundle(tmp_path / "m.pt").metrics["dev_net_bpc"] == pytest.approx(best)  # early stopping watches dev
 
 
 def test_resume_gives_the_same_next_loss(corpus, tmp_path):
