@@ -28,7 +28,7 @@ from discord.ext import commands
 
 from bot import messages
 from bot.engine import Engine, ModelMissingError
-from bot.permissions import NotAdmin
+from bot.permissions import NotAdmin, NotOwner
 from bot.replies import tell
 from bot.settings import Settings
 from bot.store import Store
@@ -59,10 +59,14 @@ class LyricsTree(app_commands.CommandTree["LyricsBot"]):
     """The command tree, with the bot's one error path."""
 
     async def on_error(self, interaction: discord.Interaction[LyricsBot], error: app_commands.AppCommandError) -> None:
+        what = f"/{interaction.command.qualified_name}" if interaction.command else describe(interaction)
         if isinstance(error, NotAdmin):
             await tell(interaction, messages.ADMIN_ONLY)
             return
-        what = f"/{interaction.command.qualified_name}" if interaction.command else describe(interaction)
+        if isinstance(error, NotOwner):
+            log.info("refused %s to user %d: not one of the bot's owners", what, interaction.user.id)
+            await tell(interaction, messages.OWNER_ONLY)
+            return
         log.error("%s failed", what, exc_info=getattr(error, "original", error))
         try:
             await tell(interaction, messages.INTERNAL_ERROR)

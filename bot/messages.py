@@ -159,6 +159,12 @@ ADMIN_ONLY = (
     "Only admins can do that (仅限管理员): members with the Administrator permission in this server, "
     "or users listed in LYRICS_ADMIN_IDS."
 )
+# For someone who is not one of the bot's owners: the model is shared by every server the bot is in.
+OWNER_ONLY = (
+    "Only the bot's owners can do that (仅限机器人所有者): the model is shared by every server the bot is in, "
+    "so training it belongs to the application's owner and team, the users in LYRICS_ADMIN_IDS, and "
+    "the Administrators of the servers in LYRICS_TRAIN_GUILD_IDS."
+)
 
 
 def no_model(corpus: Path, model: Path, *, train_command: bool = False) -> str:

@@ -1,22 +1,33 @@
-"""Who may do admin things (retrain the model, delete other members' songs).
+"""Who may do privileged things: admins (delete other members' songs in their server) and owners (the shared model).
 
     @app_commands.command()
-    @admin_only()                      # refuses with NotAdmin, which the tree's on_error answers
+    @owner_only()                      # refuses with NotOwner, which the tree's on_error answers
     async def train(self, interaction): ...
 
     if is_admin(interaction, bot.settings): ...   # inside a handler (e.g. deleting someone else's song)
+    if await is_owner(interaction): ...           # inside a handler, for an owner-only action
 
-Checked on OUR side for every admin action: a command's `default_permissions` is only a hint to
+Checked on OUR side for every privileged action: a command's `default_permissions` is only a hint to
 Discord's client, which a server owner can override per role or per channel.
 
-An admin is
+An admin (of one server's songs) is
   * anyone whose id is in `settings.admin_ids` (LYRICS_ADMIN_IDS), anywhere, DMs included; or
   * in a guild, a member with the Administrator permission there.
 In DMs there is no guild and so no permission to speak of: only `admin_ids` count.
+
+An owner (of the one model every server shares: training, cancelling, forcing a swap) is
+  * anyone whose id is in `settings.admin_ids`, anywhere; or
+  * the application's owner, or a member of the team that owns it (discord.py's `Bot.is_owner`: team
+    members with the admin or developer role), from the application info Discord sends; or
+  * in a server listed in `settings.train_guild_ids` (LYRICS_TRAIN_GUILD_IDS), a member with the
+    Administrator permission there.
+Any other server's Administrator is not an owner: whoever creates a server and invites the bot must
+not be able to replace the model every other server uses.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +39,8 @@ from bot.settings import Settings
 if TYPE_CHECKING:
     from bot.client import LyricsBot
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 
@@ -35,10 +48,12 @@ class NotAdmin(app_commands.CheckFailure):
     """The user may not run this command; the tree's on_error tells them who may (messages.ADMIN_ONLY)."""
 
 
-def is_admin(interaction: discord.Interaction, settings: Settings) -> bool:
-    """Whether the user behind `interaction` may run admin actions."""
-    if interaction.user.id in settings.admin_ids:
-        return True
+class NotOwner(app_commands.CheckFailure):
+    """The user is not one of the bot's owners; the tree's on_error tells them who may (messages.OWNER_ONLY)."""
+
+
+def has_administrator(interaction: discord.Interaction) -> bool:
+    """Whether the user has the Administrator permission in the guild the interaction comes from (never in a DM)."""
     if interaction.guild_id is None:
         return False  # a DM (or a group DM): Discord reports the DM's implicit permissions, which mean nothing here
     member = interaction.user
@@ -50,12 +65,49 @@ def is_admin(interaction: discord.Interaction, settings: Settings) -> bool:
     return interaction.permissions.administrator
 
 
+def is_admin(interaction: discord.Interaction, settings: Settings) -> bool:
+    """Whether the user behind `interaction` may run admin actions (on this server's songs)."""
+    return interaction.user.id in settings.admin_ids or has_administrator(interaction)
+
+
+async def is_owner(interaction: discord.Interaction[LyricsBot]) -> bool:
+    """Whether the user behind `interaction` is one of the bot's owners (see the module docstring).
+
+    The application's owner and team come from Discord's application info, fetched once and cached by
+    discord.py. If that fetch fails, only LYRICS_ADMIN_IDS and LYRICS_TRAIN_GUILD_IDS count this time.
+    """
+    bot = interaction.client
+    settings = bot.settings
+    user = interaction.user
+    if user.id in settings.admin_ids:
+        return True
+    if interaction.guild_id in settings.train_guild_ids and has_administrator(interaction):
+        return True
+    try:
+        return await bot.is_owner(user)
+    except discord.HTTPException as exc:
+        log.warning("could not fetch the application's owners from Discord (%s); treating %d as no owner", exc, user.id)
+        return False
+
+
 def admin_only() -> Callable[[T], T]:
     """An app_commands.check that lets only admins (is_admin) run the command; others get NotAdmin."""
 
     async def predicate(interaction: discord.Interaction[LyricsBot]) -> bool:
         if not is_admin(interaction, interaction.client.settings):
             raise NotAdmin("only admins may run this command")
+        return True
+
+    check: Callable[[Any], Any] = app_commands.check(predicate)
+    return check
+
+
+def owner_only() -> Callable[[T], T]:
+    """An app_commands.check that lets only the bot's owners (is_owner) run the command; others get NotOwner."""
+
+    async def predicate(interaction: discord.Interaction[LyricsBot]) -> bool:
+        if not await is_owner(interaction):
+            raise NotOwner("only the bot's owners may run this command")
         return True
 
     check: Callable[[Any], Any] = app_commands.check(predicate)

@@ -59,8 +59,9 @@ class Settings:
     model_path: Path = Path("models/lyrics.pt")
     db_path: Path = Path("data/lyrics.db")
     corpus_path: Path = Path("data/sample_lyrics.txt")
-    admin_ids: frozenset[int] = frozenset()
+    admin_ids: frozenset[int] = frozenset()  # the bot's owners, with the application's owner and team
     guild_ids: tuple[int, ...] = ()
+    train_guild_ids: frozenset[int] = frozenset()  # servers whose Administrators count as owners too
     device: str = "auto"
     torch_threads: int = 0  # 0: leave one core for the event loop (see Engine)
     limits: Limits = Limits()
@@ -116,6 +117,7 @@ class Settings:
             corpus_path=_readable_file(env, "LYRICS_CORPUS", cls.corpus_path),
             admin_ids=frozenset(_ids(env, "LYRICS_ADMIN_IDS")),
             guild_ids=tuple(dict.fromkeys(_ids(env, "LYRICS_GUILD_IDS"))),  # dedupe, keep order
+            train_guild_ids=frozenset(_ids(env, "LYRICS_TRAIN_GUILD_IDS")),
             device=device,
             torch_threads=_int(env, "LYRICS_TORCH_THREADS", 0, minimum=0),
             limits=limits,

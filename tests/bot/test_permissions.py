@@ -1,7 +1,8 @@
-"""bot.permissions.is_admin on interactions parsed by the real discord.py from Discord-shaped payloads.
+"""bot.permissions (is_admin, is_owner) on interactions parsed by the real discord.py from Discord-shaped payloads.
 
 The payloads are the fake Discord's; the bot is logged in to it so that discord.py's state can build
-guild members. End-to-end refusals (through /train) are in test_training.py.
+guild members, and asks it for the application's owner and team. End-to-end refusals (through /train)
+are in test_training.py.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import discord
 import pytest
 
 from bot.client import LyricsBot, create_bot
-from bot.messages import ADMIN_ONLY
-from bot.permissions import is_admin
+from bot.messages import ADMIN_ONLY, OWNER_ONLY
+from bot.permissions import is_admin, is_owner
 from bot.settings import Settings
 from tests.bot.helpers import bot_env
 from tests.fakediscord import FakeDiscord, make_user, running_bot
@@ -27,9 +28,13 @@ MANAGE_GUILD = 1 << 5
 @pytest.fixture
 async def lyrics_bot(fake_discord: FakeDiscord, tmp_path) -> AsyncIterator[LyricsBot]:
     """The bot logged in to the fake (no model needed): it only has to parse interactions here."""
-    settings = Settings.from_env(bot_env(tmp_path), env_file=None)
-    async with running_bot(create_bot(settings, guild_ready_timeout=0.1), fake_discord) as bot:
+    async with running_bot(bot_with(tmp_path), fake_discord) as bot:
         yield bot
+
+
+def bot_with(tmp_path, **env: object) -> LyricsBot:
+    settings = Settings.from_env(bot_env(tmp_path, **env), env_file=None)
+    return create_bot(settings, guild_ready_timeout=0.1)
 
 
 def interaction(
@@ -78,3 +83,45 @@ async def test_admin_ids_count_everywhere_and_alone_count_in_dms(
 
 def test_the_refusal_says_who_may() -> None:
     assert "Administrator" in ADMIN_ONLY and "LYRICS_ADMIN_IDS" in ADMIN_ONLY
+    assert "owner" in OWNER_ONLY and "LYRICS_ADMIN_IDS" in OWNER_ONLY and "LYRICS_TRAIN_GUILD_IDS" in OWNER_ONLY
+
+
+# ---------------------------------------------------------------------------------------------
+# owners: the shared model is theirs, not any server's Administrator's
+
+
+async def test_the_application_owner_is_an_owner_and_an_administrator_is_not(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
+    owner, member = fake_discord.owner, fake_discord.user  # fake_discord.owner owns the application
+    assert await is_owner(interaction(lyrics_bot, fake_discord, owner))
+    assert await is_owner(interaction(lyrics_bot, fake_discord, owner, dm=True))
+    assert not await is_owner(interaction(lyrics_bot, fake_discord, member))
+    # Administrator of the server they are in (e.g. one they created and invited the bot to): still not an owner.
+    assert not await is_owner(interaction(lyrics_bot, fake_discord, member, permissions=ADMINISTRATOR))
+    assert not await is_owner(interaction(lyrics_bot, fake_discord, member, dm=True, permissions=ADMINISTRATOR))
+
+
+async def test_team_admins_and_developers_are_owners(fake_discord: FakeDiscord, tmp_path) -> None:
+    lead, developer, reader = make_user("lead"), make_user("dev"), make_user("reader")
+    fake_discord.team = p.make_team(lead, [(developer, "developer"), (reader, "read_only")])
+    async with running_bot(bot_with(tmp_path), fake_discord) as bot:
+        assert await is_owner(interaction(bot, fake_discord, lead, dm=True))
+        assert await is_owner(interaction(bot, fake_discord, developer, dm=True))
+        assert not await is_owner(interaction(bot, fake_discord, reader, dm=True))  # a read-only team member
+        # The pseudo-user Discord reports as the owner of a team-owned application is nobody.
+        assert not await is_owner(interaction(bot, fake_discord, fake_discord.owner))
+    assert [r.path for r in fake_discord.requests].count("/oauth2/applications/@me") <= 2  # login, then cached
+
+
+async def test_admin_ids_and_train_guild_administrators_are_owners(fake_discord: FakeDiscord, tmp_path) -> None:
+    listed, member = make_user("listed"), fake_discord.user
+    env = {"LYRICS_ADMIN_IDS": listed["id"], "LYRICS_TRAIN_GUILD_IDS": fake_discord.guild["id"]}
+    async with running_bot(bot_with(tmp_path, **env), fake_discord) as bot:
+        assert await is_owner(interaction(bot, fake_discord, listed))
+        assert await is_owner(interaction(bot, fake_discord, listed, dm=True))
+        # In a server named in LYRICS_TRAIN_GUILD_IDS, its Administrators count; its other members do not,
+        # and a DM claiming Administrator means nothing.
+        assert await is_owner(interaction(bot, fake_discord, member, permissions=ADMINISTRATOR))
+        assert not await is_owner(interaction(bot, fake_discord, member))
+        assert not await is_owner(interaction(bot, fake_discord, member, dm=True, permissions=ADMINISTRATOR))

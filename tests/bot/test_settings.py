@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert settings.model_path == Path("models/lyrics.pt")
     assert settings.db_path == Path("data/lyrics.db")
     assert settings.corpus_path == Path("data/sample_lyrics.txt")
-    assert settings.admin_ids == frozenset() and settings.guild_ids == ()
+    assert settings.admin_ids == frozenset() and settings.guild_ids == () and settings.train_guild_ids == frozenset()
     assert settings.device == "auto" and settings.limits == Limits()
     assert settings.discord_api is None and settings.discord_gateway is None
     assert "abc.def.ghi" not in repr(settings)  # the token never ends up in a log line
@@ -35,6 +35,7 @@ def test_every_variable(tmp_path: Path) -> None:
         LYRICS_CORPUS=str(tmp_path / "c.zip"),
         LYRICS_ADMIN_IDS=" 123456789012345678, 234567890123456789 ,",
         LYRICS_GUILD_IDS="42,42,7",
+        LYRICS_TRAIN_GUILD_IDS="42, 9",
         LYRICS_DEVICE="CUDA",
         LYRICS_TORCH_THREADS="3",
         LYRICS_COOLDOWN="2.5",
@@ -49,6 +50,7 @@ def test_every_variable(tmp_path: Path) -> None:
     assert settings.db_path == tmp_path / "new" / "dir" / "x.db"
     assert settings.admin_ids == {123456789012345678, 234567890123456789}
     assert settings.guild_ids == (42, 7)
+    assert settings.train_guild_ids == {42, 9}
     assert settings.device == "cuda" and settings.torch_threads == 3
     assert settings.limits == Limits(cooldown_s=2.5, per_user=2, overall=64, batching=False, max_batch=8)
     assert settings.discord_api.startswith("http://") and settings.discord_gateway.startswith("ws://")
@@ -63,6 +65,7 @@ def test_every_variable(tmp_path: Path) -> None:
         ({"LYRICS_ADMIN_IDS": "123,jay"}, "LYRICS_ADMIN_IDS"),
         ({"LYRICS_ADMIN_IDS": "<@123>"}, "'<@123>' is not an id"),
         ({"LYRICS_GUILD_IDS": "-5"}, "LYRICS_GUILD_IDS"),
+        ({"LYRICS_TRAIN_GUILD_IDS": "my-server"}, "LYRICS_TRAIN_GUILD_IDS"),
         ({"LYRICS_GUILD_IDS": "0"}, "LYRICS_GUILD_IDS"),
         ({"LYRICS_GUILD_IDS": str(2**64)}, "LYRICS_GUILD_IDS"),
         ({"LYRICS_GUILD_IDS": "１２３"}, "LYRICS_GUILD_IDS"),  # full-width digits pass str.isdigit()

@@ -31,6 +31,7 @@ from bot.exts.training.options import StartOptions, option, slash_options
 from bot.exts.training.progress import ProgressUpdater
 from bot.exts.training.texts import duration, failure_text, progress_bar
 from bot.jobs import JobState, JobStatus, train_argv
+from bot.messages import OWNER_ONLY
 from bot.settings import Settings, SettingsError
 from model import config
 from model.__main__ import build_parser
@@ -89,6 +90,12 @@ def has(text: str) -> Callable[[Any], bool]:
 
 
 async def admin_command(fake: FakeDiscord, name: str, options: dict | None = None, **kw: Any):
+    """`name` from the application's owner (fake.owner), who is one of the bot's owners."""
+    return await fake.send_slash_command(name, options, user=fake.owner, **kw)
+
+
+async def server_admin_command(fake: FakeDiscord, name: str, options: dict | None = None, **kw: Any):
+    """`name` from a member with Administrator in the fake's server who is not one of the bot's owners."""
     return await fake.send_slash_command(name, options, permissions=ADMINISTRATOR, **kw)
 
 
@@ -110,7 +117,7 @@ async def write_song(fake: FakeDiscord, bot: LyricsBot) -> str:
 # who may
 
 
-async def test_non_admins_are_refused_and_nothing_starts(
+async def test_non_owners_are_refused_and_nothing_starts(
     fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
 ) -> None:
     async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
@@ -130,13 +137,21 @@ async def test_non_admins_are_refused_and_nothing_starts(
         assert not any(option.get("required") for option in options.values())
         for name in ("train start", "train status", "train cancel"):
             refusal = await (await fake_discord.send_slash_command(name)).wait_final()
-            assert refusal.ephemeral and "Only admins" in refusal.content, name
-        # In a DM only LYRICS_ADMIN_IDS count, whatever permissions the payload claims.
+            assert refusal.ephemeral and refusal.content == OWNER_ONLY, name
+            # An Administrator of this server (say, one who created it and invited the bot) is not an owner:
+            # the model is every server's.
+            forced = {"epochs": 1, "force": True} if name == "train start" else None
+            refusal = await (await server_admin_command(fake_discord, name, forced)).wait_final()
+            assert refusal.ephemeral and refusal.content == OWNER_ONLY, name
+        # In a DM a payload claiming Administrator changes nothing either.
         dm = await (
             await fake_discord.send_slash_command("train start", dm=True, permissions=ADMINISTRATOR)
         ).wait_final()
-        assert dm.ephemeral and "Only admins" in dm.content
+        assert dm.ephemeral and dm.content == OWNER_ONLY
         assert cog(bot).run is None and cog(bot).jobs.current is None  # no process was started
+        # The application's owner may (here: the status, which starts nothing).
+        status = await (await admin_command(fake_discord, "train status")).wait_final()
+        assert status.ephemeral and status.content.startswith("Idle")
 
 
 async def test_admin_ids_work_in_dms(fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path) -> None:
@@ -145,9 +160,9 @@ async def test_admin_ids_work_in_dms(fake_discord: FakeDiscord, start_bot, tiny_
         mine = await (await fake_discord.send_slash_command("train status", dm=True)).wait_final()
         assert mine.ephemeral and mine.content.startswith("Idle") and "held-out bpc" in mine.content
         other = await (
-            await fake_discord.send_slash_command("train status", dm=True, user=fake_discord.owner)
+            await fake_discord.send_slash_command("train status", dm=True, user=make_user("stranger"))
         ).wait_final()
-        assert other.ephemeral and "Only admins" in other.content
+        assert other.ephemeral and other.content == OWNER_ONLY
         cancel = await (await fake_discord.send_slash_command("train cancel", dm=True)).wait_final()
         assert cancel.ephemeral and "No training job is running" in cancel.content
 
@@ -227,6 +242,9 @@ async def test_cancel_resume_and_one_job_at_a_time(fake_discord: FakeDiscord, st
         second = await (await admin_command(fake_discord, "train start", {"epochs": 1})).wait_final()
         assert second.ephemeral and "already running" in second.content and "/500" in second.content
         assert training.run.job is job
+        # Another server's Administrator cannot cancel an owner's run.
+        refused = await (await server_admin_command(fake_discord, "train cancel")).wait_final()
+        assert refused.ephemeral and refused.content == OWNER_ONLY and not job.done
 
         cancel = await admin_command(fake_discord, "train cancel")
         await cancel.wait_final(until=has("Training cancelled"))

@@ -55,6 +55,28 @@ def make_user(username: str, *, id: int | str | None = None, bot: bool = False) 
     }
 
 
+def make_team(owner: dict[str, Any], members: Iterable[tuple[dict[str, Any], str]] = ()) -> dict[str, Any]:
+    """A team that owns an application: ``owner`` is an admin of it; ``members`` are (user, role) pairs,
+    role one of "admin", "developer", "read_only". Everyone has accepted the invitation (membership_state 2)."""
+    team_id = snowflake()
+    entries = [(owner, "admin"), *members]
+    return {
+        "id": team_id,
+        "name": "Team",
+        "icon": None,
+        "owner_user_id": owner["id"],
+        "members": [
+            {"membership_state": 2, "team_id": team_id, "user": user, "role": role, "permissions": ["*"]}
+            for user, role in entries
+        ],
+    }
+
+
+def team_user(team: dict[str, Any]) -> dict[str, Any]:
+    """The `owner` Discord reports for a team-owned application: a pseudo-user named after the team."""
+    return {**make_user(f"team{team['id']}", id=team["id"]), "global_name": None, "flags": 1024}
+
+
 def make_member(user: dict[str, Any], *, roles: Iterable[str] = (), permissions: int | None = None) -> dict[str, Any]:
     """A guild member object; ``permissions`` is only present in interaction payloads."""
     member = {

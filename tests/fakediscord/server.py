@@ -254,6 +254,8 @@ class FakeDiscord:
         self.application_id: str = self.bot_user["id"]  # bots' application id equals their user id
         self.owner = p.make_user("owner")
         self.user = p.make_user("alice")
+        # The application's owner as GET /oauth2/applications/@me reports it: `owner`, or a team (payloads.make_team).
+        self.team: dict[str, Any] | None = None
         self.guilds = (
             guilds if guilds is not None else [p.make_guild(members=[self.owner, self.user], owner=self.owner)]
         )
@@ -614,8 +616,8 @@ class FakeDiscord:
                 "bot_public": True,
                 "bot_require_code_grant": False,
                 "verify_key": secrets.token_hex(32),
-                "owner": self.owner,
-                "team": None,
+                "owner": p.team_user(self.team) if self.team else self.owner,
+                "team": self.team,
                 "flags": 0,
                 "bot": self.bot_user,
                 "redirect_uris": [],

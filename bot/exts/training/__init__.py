@@ -1,7 +1,8 @@
-"""/train start | status | cancel (admins) and /model info (everyone): retrain the model from chat.
+"""/train start | status | cancel (the bot's owners) and /model info (everyone): retrain the model from chat.
 
 The flow of one run:
-  1. `/train start` is @admin_only (checked on OUR side: Discord's default_permissions is only a hint),
+  1. `/train start` is @owner_only (checked on OUR side: Discord's default_permissions is only a hint;
+     the model is shared by every server, so a server's Administrator is not enough: bot.permissions),
      refuses a second job, starts `python -m model train --progress jsonl` as a child process (bot.jobs)
      writing a candidate bundle beside the live one, and replies at once with a progress message;
   2. as epochs end, that message is edited (at most every LYRICS_TRAIN_UPDATE_INTERVAL seconds) with a

@@ -1,4 +1,4 @@
-"""The Training cog: /train start | status | cancel (admins) and /model info (everyone).
+"""The Training cog: /train start | status | cancel (the bot's owners) and /model info (everyone).
 
 A run's life, function by function:
   start          checks the options and whether a run can begin, starts the child (bot.jobs), replies at once
@@ -27,7 +27,7 @@ from bot.exts.training import texts
 from bot.exts.training.options import StartOptions, slash_options
 from bot.exts.training.progress import EDIT_WINDOW_S, PLOT_NAME, ProgressMessage, ProgressUpdater
 from bot.jobs import JobBusyError, JobError, JobManager, JobState, JobStatus, TrainingJob, train_argv
-from bot.permissions import admin_only
+from bot.permissions import owner_only
 from bot.replies import tell
 from model.checkpoint import Bundle, BundleError
 from model.config import checkpoint_path
@@ -82,12 +82,13 @@ def _plot(bundle: Bundle, title: str) -> bytes | None:
 
 
 class Training(commands.Cog):
-    """/train (admins) and /model info."""
+    """/train (the bot's owners) and /model info."""
 
     train = app_commands.Group(
         name="train",
-        description="重新训练模型 · Retrain the lyrics model (admins)",
-        # A hint for Discord's client only: every command below is @admin_only, checked on our side.
+        description="重新训练模型 · Retrain the lyrics model (the bot's owners)",
+        # A hint for Discord's client only (it hides the group from members without Administrator): every
+        # command below is @owner_only, checked on our side, because the model is shared by every server.
         default_permissions=discord.Permissions(administrator=True),
     )
     model = app_commands.Group(name="model", description="关于模型 · About the model that writes the lyrics")
@@ -118,7 +119,7 @@ class Training(commands.Cog):
     # ---- /train start
 
     @train.command(name="start", description="开始训练 · Train a new model on the corpus; it goes live if better")
-    @admin_only()
+    @owner_only()
     @slash_options(StartOptions)
     async def start(self, interaction: discord.Interaction, **values: Any) -> None:
         options = StartOptions(**values)
@@ -222,7 +223,7 @@ class Training(commands.Cog):
     # ---- /train status and /train cancel
 
     @train.command(name="status", description="训练进度 · The training job's progress")
-    @admin_only()
+    @owner_only()
     async def status(self, interaction: discord.Interaction) -> None:
         await tell(interaction, self._status_text())
 
@@ -241,7 +242,7 @@ class Training(commands.Cog):
         return texts.concluding_text(state)
 
     @train.command(name="cancel", description="取消训练 · Stop the training job; its last checkpoint is kept")
-    @admin_only()
+    @owner_only()
     async def cancel(self, interaction: discord.Interaction) -> None:
         run = self.run
         if run is None or run.job.done:
