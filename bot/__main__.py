@@ -2,8 +2,10 @@
 
 Configuration comes from the environment and `.env` (see bot/settings.py). Problems a person must
 fix (no token, a bad id list, a rejected token, a damaged database) end with one line on stderr and
-a non-zero exit, never a traceback. SIGTERM and SIGINT shut the bot down cleanly: replies in progress
-finish or say the bot is restarting, the database is closed, and the exit status is 0.
+a non-zero exit, never a traceback. SIGTERM and SIGINT shut the bot down cleanly within one deadline
+(bot.client.SHUTDOWN_SECONDS, inside `docker stop`'s 10 s): replies in progress finish or say the bot is
+restarting, the database is closed, and the exit status is 0. A second SIGTERM or Ctrl+C exits at once
+(status 128 + the signal's number), killing a training child first.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -40,11 +43,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(settings: Settings) -> None:
-    """Run until Discord disconnects us for good or a SIGTERM/SIGINT arrives."""
+async def run(settings: Settings) -> bool:
+    """Run until Discord disconnects us for good or a SIGTERM/SIGINT arrives.
+
+    Returns whether the process must exit without waiting for its threads (a batch was abandoned in its
+    worker thread at the shutdown deadline; the interpreter would otherwise wait for it at exit).
+    """
     bot = create_bot(settings)
     stop = asyncio.Event()
-    _on_signals(stop)
+    _on_signals(stop, bot)
     async with bot:
         serving = asyncio.create_task(bot.start(settings.token), name="lyrics-bot")
         stopping = asyncio.create_task(stop.wait(), name="lyrics-bot-signals")
@@ -52,12 +59,13 @@ async def run(settings: Settings) -> None:
         if serving in done:  # an error (bad token, unreachable Discord): raise it
             stopping.cancel()
             serving.result()
-            return
+            return bot.engine.abandoned
         await bot.close()
         try:
             await serving  # returns once the gateway connection is closed
         except Exception as exc:  # noqa: BLE001 - a signal during start-up cuts the start short on purpose
             log.info("start-up was interrupted by the shutdown (%s: %s)", type(exc).__name__, exc)
+    return bot.engine.abandoned
 
 
 async def sync(settings: Settings) -> None:
@@ -70,15 +78,21 @@ async def sync(settings: Settings) -> None:
     print(f"synced {len(synced)} global commands: {names} (Discord may take up to an hour to show them everywhere)")
 
 
-def _on_signals(stop: asyncio.Event) -> None:
-    """discord.py leaves signals alone; without this, SIGTERM would kill the process mid-reply."""
+def _on_signals(stop: asyncio.Event, bot: LyricsBot) -> None:
+    """discord.py leaves signals alone; without this, SIGTERM would kill the process mid-reply.
+
+    The first SIGTERM or SIGINT starts the clean shutdown; a second one means "now": the bot's abort
+    callbacks run (the training child is killed) and the process exits without waiting for anything.
+    """
     loop = asyncio.get_running_loop()
 
     def handle(sig: signal.Signals) -> None:
         if stop.is_set():
-            log.info("received %s again; already shutting down", sig.name)
-            return
-        log.info("received %s; shutting down", sig.name)
+            log.warning("received %s again; exiting at once", sig.name)
+            bot.abort()
+            logging.shutdown()  # flush the log before the process goes
+            os._exit(128 + sig.value)
+        log.info("received %s; shutting down (send it again to exit at once)", sig.name)
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -96,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     discord.utils.setup_logging(level=logging.INFO)
     use_discord_endpoints(settings.discord_api, settings.discord_gateway)
     try:
-        asyncio.run(sync(settings) if args.command == "sync" else run(settings))
+        if args.command == "sync":
+            asyncio.run(sync(settings))
+        elif asyncio.run(run(settings)):
+            log.warning("a batch was still being written at the shutdown deadline; exiting without waiting for it")
+            logging.shutdown()
+            os._exit(0)  # the database is closed; only the abandoned worker thread is left
     except discord.LoginFailure:
         return _fail("Discord rejected DISCORD_TOKEN: copy a fresh token from the developer portal", EXIT_CONFIG)
     except discord.PrivilegedIntentsRequired as exc:

@@ -37,8 +37,15 @@ from model.checkpoint import BundleError
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("bot.exts.lyrics", "bot.exts.training", "bot.exts.favourites")
-DRAIN_SECONDS = 8.0  # on shutdown, how long replies in progress may take to finish (docker stop gives 10 s)
-FAREWELL_SECONDS = 2.0  # then how long the ones that could not finish get to say so
+# Shutdown meets one deadline, database closed inside it: `docker stop` (and systemd's default) sends SIGKILL
+# 10 s after SIGTERM, and the process still has to exit after the bot has closed.
+SHUTDOWN_SECONDS = 8.0
+FAREWELL_SECONDS = 1.5  # of which: how long replies that could not finish get to say the bot is restarting
+CLOSING_SECONDS = 1.0  # and how long is kept back for closing the database and the gateway connection
+# The app is installed to servers only (no user installs, so no group DMs); its commands work in servers
+# and in DMs with the bot. The Developer Portal's Installation page must match (User Install off).
+INSTALLS = app_commands.AppInstallationType(guild=True, user=False)
+CONTEXTS = app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=False)
 
 
 def use_discord_endpoints(api: str | None, gateway: str | None) -> None:
@@ -66,6 +73,9 @@ class LyricsTree(app_commands.CommandTree["LyricsBot"]):
         if isinstance(error, NotOwner):
             log.info("refused %s to user %d: not one of the bot's owners", what, interaction.user.id)
             await tell(interaction, messages.OWNER_ONLY)
+            return
+        if isinstance(error, app_commands.CommandOnCooldown):
+            await tell(interaction, messages.cooldown(what, error.retry_after))
             return
         log.error("%s failed", what, exc_info=getattr(error, "original", error))
         try:
@@ -102,19 +112,26 @@ class LyricsBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),  # every message; a seed like "@everyone" pings nobody
             help_command=None,
             tree_cls=LyricsTree,
+            allowed_installs=INSTALLS,  # the defaults of every command in the tree
+            allowed_contexts=CONTEXTS,
             **options,
         )
         self.settings = settings
         self.serve = serve
+        limits = settings.limits
         self.engine = engine or Engine(
             device=settings.device,
-            batching=settings.limits.batching,
-            max_batch=settings.limits.max_batch,
+            batching=limits.batching,
+            max_batch=limits.max_batch,
+            max_queue=limits.max_queue,
+            batch_timeout=limits.batch_timeout_s,
             torch_threads=settings.torch_threads,
         )
         self._store = store
         # Extensions push their own clean-ups here (e.g. stopping training child processes); see close().
         self.cleanups = contextlib.AsyncExitStack()
+        # What must happen even when the process exits at once (a second SIGTERM): see abort().
+        self._aborts: list[Callable[[], None]] = []
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -208,33 +225,71 @@ class LyricsBot(commands.Bot):
     # ---- shutting down
 
     def add_cleanup(self, callback: Callable[[], Awaitable[object]]) -> None:
-        """Run `callback` on shutdown, after replies in progress and before the engine and the store close."""
+        """Run `callback` on shutdown, beside the replies finishing and before the store closes. It should
+        finish within SHUTDOWN_SECONDS; it is cut short at the deadline."""
         self.cleanups.push_async_callback(callback)
 
+    def add_abort(self, callback: Callable[[], None]) -> None:
+        """Run `callback` (synchronous, quick) if the process has to exit at once, e.g. to kill a child process."""
+        self._aborts.append(callback)
+
+    def abort(self) -> None:
+        """The last thing before an immediate exit: run the abort callbacks, whatever they raise."""
+        for callback in self._aborts:
+            try:
+                callback()
+            except Exception:
+                log.exception("an abort callback failed")
+
     async def close(self) -> None:
-        """Finish or fail the replies in progress, release everything, then disconnect. Safe to call twice."""
+        """Finish or fail the replies in progress, release everything, then disconnect, all within
+        SHUTDOWN_SECONDS. Safe to call twice."""
         if self._shutdown is None:
             self._shutdown = asyncio.create_task(self._shut_down(), name="lyrics-bot-shutdown")
         await asyncio.shield(self._shutdown)  # a second caller (or a cancelled one) must not cut it short
 
     async def _shut_down(self) -> None:
-        log.info("shutting down: %d replies in progress", self._busy)
-        if not await self._wait_idle(DRAIN_SECONDS):
-            log.warning("%d replies still in progress after %.0fs; failing them", self._busy, DRAIN_SECONDS)
-        for step, action in (("clean-ups", self.cleanups.aclose), ("engine", self.engine.close)):
-            try:
-                await action()
-            except Exception:
-                log.exception("while closing the %s", step)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_SECONDS
+
+        def left(keep: float = 0.0) -> float:
+            """Seconds until the deadline, less `keep` seconds kept back for the steps after."""
+            return max(0.0, deadline - keep - loop.time())
+
+        log.info("shutting down: %d replies in progress, %d songs waiting", self._busy, self.engine.waiting)
+        # Songs still waiting in the queue are told at once that the bot is restarting; the batch being
+        # written may finish. Clean-ups (a training child) run meanwhile.
+        keep = FAREWELL_SECONDS + CLOSING_SECONDS
+        closing = [
+            asyncio.create_task(self._step("engine", self.engine.close(grace=left(keep))), name="engine"),
+            asyncio.create_task(self._step("clean-ups", self.cleanups.aclose()), name="clean-ups"),
+        ]
+        if not await self._wait_idle(left(keep)):
+            log.warning("%d replies still in progress at the shutdown deadline; failing them", self._busy)
+        _, pending = await asyncio.wait(closing, timeout=left(keep))
+        for task in pending:
+            log.warning("%s did not finish before the shutdown deadline", task.get_name())
+            task.cancel()
         # Replies waiting on the engine got EngineClosedError; let them say so while HTTP still works.
-        await self._wait_idle(FAREWELL_SECONDS)
+        await self._wait_idle(left(CLOSING_SECONDS))
         if self._store is not None:
             try:
-                await self._store.close()
+                await asyncio.wait_for(self._store.close(), max(left(), 0.5))
             except Exception:
                 log.exception("while closing the store")
-        await super().close()
-        log.info("shut down cleanly")
+        try:
+            await asyncio.wait_for(super().close(), max(left(), 0.5))
+        except TimeoutError:
+            log.warning("the gateway connection did not close in time")
+        log.info("shut down cleanly in %.1fs", SHUTDOWN_SECONDS - left())
+
+    @staticmethod
+    async def _step(name: str, action: Awaitable[object]) -> None:
+        """One concurrent step of the shutdown: its failure is logged, never stops the others."""
+        try:
+            await action
+        except Exception:
+            log.exception("while closing the %s", name)
 
 
 def create_bot(settings: Settings, **options: Any) -> LyricsBot:

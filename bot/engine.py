@@ -1,8 +1,11 @@
-"""The one owner of the live model: one worker thread, batched generation, hot swaps, promotions.
+"""The one owner of the live model: a FIFO queue, one worker thread, batched generation, hot swaps, promotions.
 
-    engine = Engine(device="cpu")
+    engine = Engine(device="cpu", max_queue=500)
     await engine.load("models/lyrics.pt")            # in the worker thread; raises ModelMissingError, BundleError
-    generation = await engine.generate(SampleRequest(seed="窗外的麻雀", ...))   # .sample, and .model that wrote it
+    ticket = engine.submit(SampleRequest(seed="窗外的麻雀", ...))   # QueueFullError when max_queue songs wait
+    async for place in ticket.places():              # 1, 2, ...: its place while a batch runs without it
+        ...
+    generation = await ticket.result()               # .sample, and .model that wrote it
     promotion = await engine.promote("models/lyrics.candidate.pt", "models/lyrics.pt", force=False)
     await engine.close()
 
@@ -15,21 +18,30 @@ worker keeps requests in a fair FIFO order. Why batches: an RNN step costs nearl
 32 sequences, so requests that arrive while a batch runs (or within a few milliseconds of each other)
 are gathered and run together through `Sampler.generate_many`. The event loop only ever awaits
 futures, so heartbeats and other interactions keep flowing while the model works.
+
+The queue is bounded by its length (`max_queue` songs waiting), not by what is in flight: a burst waits
+its turn instead of being refused. It never wedges: a batch that runs past `batch_timeout` fails with
+GenerationFailedError and the next batch gets a fresh worker thread; if the batcher task itself dies,
+every song waiting fails with GenerationFailedError and a new batcher starts. On close it serves the
+queue while batches can still finish before the deadline, and fails the rest at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -41,6 +53,10 @@ log = logging.getLogger(__name__)
 
 GATHER_SECONDS = 0.005  # how long a lone request waits for company before its batch starts
 CLOSE_GRACE_SECONDS = 30.0  # how long close() lets the running batch finish
+MAX_QUEUE = 500  # songs that may wait for a batch; one more is refused with QueueFullError
+BATCH_TIMEOUT_SECONDS = 120.0  # a batch running longer has wedged: its songs fail and the worker is replaced
+
+R = TypeVar("R")
 
 
 class EngineError(Exception):
@@ -57,6 +73,19 @@ class ModelNotLoadedError(EngineError):
 
 class EngineClosedError(EngineError):
     """The engine is shutting down and takes no more work."""
+
+
+class QueueFullError(EngineError):
+    """`max_queue` songs are already waiting; `wait` is about how many seconds until there is room."""
+
+    def __init__(self, waiting: int, wait: float) -> None:
+        super().__init__(f"{waiting} songs are waiting, the most the queue holds")
+        self.waiting = waiting
+        self.wait = wait
+
+
+class GenerationFailedError(EngineError):
+    """The song was lost through no fault of its request (the batcher died, or its batch wedged): ask again."""
 
 
 class SamplerLike(Protocol):
@@ -122,12 +151,69 @@ class EngineStats:
     requests: int = 0  # samples written
     batches: int = 0  # forward-pass loops run (a batch of one counts too)
     largest_batch: int = 0
+    longest_queue: int = 0  # the most songs waiting at once
+    refused: int = 0  # QueueFullError
+    failed_batches: int = 0  # batches lost to a timeout or a dead batcher
+    batcher_restarts: int = 0
 
 
-@dataclass
+class _State(enum.Enum):
+    WAITING = "waiting"  # in the queue
+    RUNNING = "running"  # in the batch the worker thread is writing
+    DONE = "done"  # its future is settled
+
+
+@dataclass(eq=False)  # identity, not field equality: jobs are found in the queue by `is`
 class _Job:
     request: SampleRequest
     future: asyncio.Future[Generation] = field(repr=False)
+    place: int = 0  # 1-based place in the queue while WAITING
+    state: _State = _State.WAITING
+
+
+class Ticket:
+    """One request in the engine: where it waits, then its song. Made by `Engine.submit`."""
+
+    def __init__(self, engine: Engine, job: _Job) -> None:
+        self._engine = engine
+        self._job = job
+
+    @property
+    def place(self) -> int | None:
+        """Its 1-based place among the songs waiting for a batch; None once its batch has started."""
+        return self._job.place if self._job.state is _State.WAITING else None
+
+    @property
+    def done(self) -> bool:
+        return self._job.future.done()
+
+    async def places(self, interval: float = 0.0) -> AsyncIterator[int]:
+        """Its place each time it changes while a batch runs without it (at most once per `interval` s).
+
+        Ends when its own batch starts (or it fails). A request the batcher is about to take, with no
+        batch running, yields nothing: it does not really wait.
+        """
+        engine, job = self._engine, self._job
+        shown: int | None = None
+        while job.state is _State.WAITING:
+            if engine.busy and job.place != shown:
+                shown = job.place
+                yield shown
+                until = time.monotonic() + interval
+                while job.state is _State.WAITING and (left := until - time.monotonic()) > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(engine._moved.wait(), left)
+                continue
+            await engine._moved.wait()
+
+    async def result(self) -> Generation:
+        """Its song and the model that wrote it. Raises ModelNotLoadedError, EngineClosedError,
+        GenerationFailedError, or what the sampler raised for this request (model.sample.SamplingError)."""
+        return await asyncio.shield(self._job.future)  # cancelling the waiter leaves the job to cancel()
+
+    def cancel(self) -> None:
+        """Withdraw the request: out of the queue if it waits; its result is dropped if it runs. Idempotent."""
+        self._engine._withdraw(self._job)
 
 
 def load_sampler(path: Path, device: str) -> Sampler:
@@ -187,6 +273,8 @@ class Engine:
         device: str = "cpu",
         batching: bool = True,
         max_batch: int = 32,
+        max_queue: int = MAX_QUEUE,
+        batch_timeout: float = BATCH_TIMEOUT_SECONDS,
         torch_threads: int = 0,
         gather_seconds: float = GATHER_SECONDS,
         loader: Loader = load_sampler,
@@ -194,22 +282,32 @@ class Engine:
         self.device = device
         self.batching = batching
         self.max_batch = max_batch if batching else 1
+        self.max_queue = max_queue
+        self.batch_timeout = batch_timeout
         self._gather_seconds = gather_seconds if batching else 0.0
         self._loader = loader
         self._threads = torch_threads or default_torch_threads()
-        self._executor = ThreadPoolExecutor(
+        self._executor = self._new_executor()
+        self._live: tuple[SamplerLike, ModelInfo] | None = None
+        self._waiting: deque[_Job] = deque()  # the FIFO queue, oldest first
+        self._running: list[_Job] = []  # the batch in the worker thread right now
+        # Set (and replaced) whenever the queue moves: a batch starts, a request leaves, everything fails.
+        self._moved = asyncio.Event()
+        self._arrived = asyncio.Event()  # wakes an idle batcher
+        self._batcher: asyncio.Task[None] | None = None  # started on first use, inside the running loop
+        self._closed = False  # no more submits
+        self._closing_by: float | None = None  # close()'s deadline (event loop time): no batch starts too late
+        self.abandoned = False  # close() left a batch running in its worker thread (see bot/__main__.py)
+        self.stats = EngineStats()
+        self._seconds_per_batch = 2.0  # running estimate, for "try again in N s"; refined by every batch
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="lyrics-engine",
             initializer=torch.set_num_threads,
             initargs=(self._threads,),
         )
-        self._live: tuple[SamplerLike, ModelInfo] | None = None
-        self._queue: asyncio.Queue[_Job | None] | None = None  # created on first use, inside the running loop
-        self._worker: asyncio.Task[None] | None = None
-        self._running: list[_Job] = []  # the batch in the worker thread right now
-        self._closed = False
-        self.stats = EngineStats()
-        self._seconds_per_batch = 2.0  # running estimate, for "try again in N s"; refined by every batch
 
     # ---- state
 
@@ -220,6 +318,16 @@ class Engine:
     @property
     def info(self) -> ModelInfo | None:
         return self._live[1] if self._live else None
+
+    @property
+    def waiting(self) -> int:
+        """Songs in the queue, not yet in a batch."""
+        return len(self._waiting)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is being written right now."""
+        return bool(self._running)
 
     def estimated_wait(self, queued: int) -> float:
         """Seconds until `queued` more requests would be done, from the recent batch times."""
@@ -298,45 +406,111 @@ class Engine:
 
     # ---- generating
 
-    async def generate(self, request: SampleRequest) -> Generation:
-        """Queue `request` for the next batch and wait for its sample and the model that wrote it.
+    def submit(self, request: SampleRequest) -> Ticket:
+        """Queue `request` (FIFO) and return its ticket at once.
 
-        Raises ModelNotLoadedError, EngineClosedError, or what the sampler raised for this request
-        (model.sample.SamplingError for invalid parameters).
+        Raises ModelNotLoadedError, EngineClosedError, or QueueFullError when `max_queue` songs wait.
         """
         if self._closed:
             raise EngineClosedError("the bot is shutting down")
         if self._live is None:
             raise ModelNotLoadedError("no model is loaded")
-        loop = asyncio.get_running_loop()
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            self._worker = asyncio.create_task(self._run_batches(), name="lyrics-engine-batcher")
-            self._worker.add_done_callback(_log_crash)
-        job = _Job(request, loop.create_future())
-        self._queue.put_nowait(job)
-        return await job.future
+        if len(self._waiting) >= self.max_queue:
+            self.stats.refused += 1
+            raise QueueFullError(len(self._waiting), self.estimated_wait(len(self._waiting)))
+        self._ensure_batcher()
+        job = _Job(request, asyncio.get_running_loop().create_future(), place=len(self._waiting) + 1)
+        self._waiting.append(job)
+        self.stats.longest_queue = max(self.stats.longest_queue, len(self._waiting))
+        self._arrived.set()
+        return Ticket(self, job)
+
+    async def generate(self, request: SampleRequest) -> Generation:
+        """`submit` and wait for the result (for callers that show no place in the queue)."""
+        ticket = self.submit(request)
+        try:
+            return await ticket.result()
+        finally:
+            ticket.cancel()  # a no-op once done; withdraws the request if the caller gave up
+
+    def _ensure_batcher(self) -> None:
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.create_task(self._run_batches(), name="lyrics-engine-batcher")
+            self._batcher.add_done_callback(self._on_batcher_exit)
+
+    def _on_batcher_exit(self, task: asyncio.Task[None]) -> None:
+        """The batcher only returns when the engine closes; otherwise it died: fail what waits, start anew."""
+        if self._closed or task.cancelled():
+            return
+        error = task.exception()
+        lost = [*self._running, *self._waiting]
+        log.error("the batcher died; %d songs fail and a new batcher starts", len(lost), exc_info=error)
+        self.stats.batcher_restarts += 1
+        self.stats.failed_batches += 1
+        self._running = []
+        self._waiting.clear()
+        _fail(lost, GenerationFailedError(f"the batcher died ({type(error).__name__})"))
+        self._moved_now()
+        self._batcher = None  # the next submit() starts a new one
+
+    def _moved_now(self) -> None:
+        """Wake everything watching the queue (tickets' places, close())."""
+        self._moved.set()
+        self._moved = asyncio.Event()
+
+    def _withdraw(self, job: _Job) -> None:
+        if job.state is _State.WAITING:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(job)
+            self._renumber()
+            self._moved_now()
+        if not job.future.done():
+            job.future.cancel()
+        job.state = _State.DONE
+
+    def _renumber(self) -> None:
+        for place, job in enumerate(self._waiting, 1):
+            job.place = place
 
     async def _run_batches(self) -> None:
-        """The batcher: take what is queued (up to max_batch), run it in the worker thread, repeat."""
-        assert self._queue is not None
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
+        """The batcher: take the oldest waiting songs (up to max_batch), run them in the worker thread, repeat.
+
+        Once close() was called it goes on while another batch is likely to finish before close()'s deadline,
+        then fails what still waits and returns.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._closing_by is not None and (
+                not self._waiting or self._closing_by - loop.time() < self._seconds_per_batch
+            ):
+                waiting = list(self._waiting)
+                self._waiting.clear()
+                _fail(waiting, EngineClosedError("the bot is shutting down"))
+                self._moved_now()
                 return
-            if self._gather_seconds:
-                await asyncio.sleep(self._gather_seconds)
-            jobs = [first]
-            while len(jobs) < self.max_batch and not self._queue.empty():
-                job = self._queue.get_nowait()
-                if job is None:  # close() was called; finish this batch, then stop
-                    stopping = True
-                    break
-                jobs.append(job)
-            jobs = [job for job in jobs if not job.future.done()]  # the asker gave up (cancelled)
+            if not self._waiting:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            if self._gather_seconds and len(self._waiting) < self.max_batch:
+                await asyncio.sleep(self._gather_seconds)  # company arriving within milliseconds shares the batch
+            jobs: list[_Job] = []
+            while self._waiting and len(jobs) < self.max_batch:
+                job = self._waiting.popleft()
+                if not job.future.done():  # withdrawn meanwhile
+                    job.state = _State.RUNNING
+                    jobs.append(job)
+            self._running = jobs
+            self._renumber()
+            self._moved_now()
             if jobs:
+                # Not in a `finally`: if this raises, `_running` still names the songs the batcher's
+                # done callback (or close(), on cancellation) must fail.
                 await self._run_batch(jobs)
+            self._running = []
+            for job in jobs:
+                job.state = _State.DONE
+            self._moved_now()
 
     async def _run_batch(self, jobs: list[_Job]) -> None:
         live = self._live  # read once: a swap during the batch does not affect it
@@ -345,30 +519,30 @@ class Engine:
             return
         sampler, info = live
         requests = [job.request for job in jobs]
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
-        self._running = jobs
         try:
             if len(jobs) == 1:
-                samples = [await loop.run_in_executor(self._executor, sampler.generate, requests[0])]
+                samples = [await self._in_worker(sampler.generate, requests[0])]
             else:
-                samples = await loop.run_in_executor(self._executor, sampler.generate_many, requests)
+                samples = await self._in_worker(sampler.generate_many, requests)
+            if len(samples) != len(jobs):
+                raise RuntimeError(f"the sampler returned {len(samples)} songs for {len(jobs)} requests")
+        except GenerationFailedError as exc:  # wedged: retrying would wedge again
+            self.stats.failed_batches += 1
+            _fail(jobs, exc)
+            return
         except Exception as exc:  # noqa: BLE001 - any failure is handed to the askers, never lost
             if len(jobs) == 1:
                 _fail(jobs, exc)
                 return
             # One bad request must not fail the others: retry them one by one.
             log.warning("a batch of %d failed (%s: %s); retrying one by one", len(jobs), type(exc).__name__, exc)
-            samples = None
-        finally:
-            self._running = []
-        if samples is None:
             for job in jobs:
                 await self._run_batch([job])
             return
         elapsed = time.monotonic() - started
         self._seconds_per_batch = 0.8 * self._seconds_per_batch + 0.2 * elapsed
-        log.debug("batch of %d in %.2fs", len(jobs), elapsed)
+        log.debug("batch of %d in %.2fs (%d waiting)", len(jobs), elapsed, len(self._waiting))
         self.stats.requests += len(jobs)
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
@@ -376,35 +550,57 @@ class Engine:
             if not job.future.done():
                 job.future.set_result(Generation(sample, info))
 
+    async def _in_worker(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run `fn(*args)` in the worker thread; past `batch_timeout`, give up on it and replace the thread."""
+        loop = asyncio.get_running_loop()
+        running = loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.wait_for(running, self.batch_timeout)
+        except TimeoutError:
+            # A thread cannot be stopped: leave it to finish (or not) and give later batches a fresh one.
+            # Both threads then hold the same sampler; its modules only read their weights.
+            log.error("a batch ran past %.0fs; its songs fail and the worker thread is replaced", self.batch_timeout)
+            stuck, self._executor = self._executor, self._new_executor()
+            stuck.shutdown(wait=False, cancel_futures=True)
+            raise GenerationFailedError(f"writing took longer than {self.batch_timeout:.0f}s") from None
+
     # ---- shutting down
 
     async def close(self, grace: float = CLOSE_GRACE_SECONDS) -> None:
-        """Let the running batch finish, fail what is still queued, stop the worker thread. Idempotent."""
+        """Take no more requests; serve the queue for up to `grace` seconds, failing at once what could not
+        be finished in time, then stop the worker thread. Idempotent.
+
+        A batch still running after `grace` is abandoned in its thread (its songs fail with EngineClosedError,
+        and `abandoned` is set: a process that must exit now cannot wait for that thread).
+        """
         if self._closed:
             return
         self._closed = True
-        if self._queue is not None and self._worker is not None:
-            waiting: list[_Job] = []
-            while not self._queue.empty():
-                job = self._queue.get_nowait()
-                if job is not None:
-                    waiting.append(job)
-            _fail(waiting, EngineClosedError("the bot is shutting down"))
-            self._queue.put_nowait(None)  # wakes an idle batcher, or stops it after its current batch
-            done, _ = await asyncio.wait({self._worker}, timeout=grace)
+        self._closing_by = asyncio.get_running_loop().time() + grace
+        self._arrived.set()  # an idle batcher wakes, sees the engine closing, and returns
+        if self._batcher is not None and not self._batcher.done():
+            done, _ = await asyncio.wait({self._batcher}, timeout=grace)
             if not done:
-                log.warning("the running batch did not finish within %.0fs; abandoning it", grace)
-                self._worker.cancel()
-                _fail(self._running, EngineClosedError("the bot is shutting down"))
-        # Waits for the thread to go idle; in a thread itself so the event loop stays responsive.
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+                log.warning("the running batch did not finish within %.1fs; abandoning it", grace)
+                self.abandoned = True
+                self._batcher.cancel()
+                _fail([*self._running, *self._waiting], EngineClosedError("the bot is shutting down"))
+        else:
+            _fail(list(self._waiting), EngineClosedError("the bot is shutting down"))
+        self._waiting.clear()
+        self._moved_now()
+        # Waits for the thread to go idle (unless abandoned); in a thread so the event loop stays responsive.
+        await asyncio.to_thread(self._executor.shutdown, wait=not self.abandoned, cancel_futures=True)
         self._live = None
         stats = self.stats
         log.info(
-            "engine closed after %d songs in %d batches (largest %d)",
+            "engine closed after %d songs in %d batches (largest %d, longest queue %d, %d refused, %d failed batches)",
             stats.requests,
             stats.batches,
             stats.largest_batch,
+            stats.longest_queue,
+            stats.refused,
+            stats.failed_batches,
         )
 
 
@@ -436,13 +632,9 @@ def _replace_keeping_previous(candidate: Path, live: Path) -> None:
         log.warning("the new model is in place, but keeping the old one as %s failed: %s", previous, exc)
 
 
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the batcher stopped unexpectedly", exc_info=task.exception())
-
-
 def _fail(jobs: list[_Job], exc: BaseException) -> None:
     for job in jobs:
+        job.state = _State.DONE
         if not job.future.done():
             job.future.set_exception(exc)
 

@@ -500,6 +500,12 @@ class JobManager:
         await job.start()
         return job
 
+    def kill(self) -> None:
+        """SIGKILL the running job's process group now, without waiting: for a process about to exit at once."""
+        if (job := self.running) is not None:
+            log.warning("killing the training job (pid %s): the bot is exiting at once", job.status.pid)
+            job._signal_group(signal.SIGKILL)
+
     async def close(self, grace: float = 3.0) -> None:
         """Stop the running job (SIGTERM, `grace` seconds, SIGKILL) and reap it. Idempotent."""
         self._closed = True

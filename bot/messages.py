@@ -152,6 +152,8 @@ def song_line(song: Song, rank: int | None = None) -> str:
 
 
 SHUTTING_DOWN = "The bot is restarting (机器人正在重启): ask again in a minute."
+GENERATION_FAILED = "Something went wrong while writing your song (出错了): please try again."
+TOO_SLOW = "Your song took too long to write (太慢了): the bot is very busy, please try again in a few minutes."
 INTERNAL_ERROR = "Something went wrong (出错了). It has been logged; please try again."
 UNAVAILABLE = "This button is not available right now (功能暂不可用): try again in a minute."
 # For a member who is not an admin: what it takes, without naming who is one.
@@ -182,6 +184,22 @@ def no_model(corpus: Path, model: Path, *, train_command: bool = False) -> str:
 def retry_after(reason: str, seconds: float) -> str:
     """A busy refusal: what is going on and when to ask again (always a number of seconds, at least 1)."""
     return f"{reason}: try again in {max(1, math.ceil(seconds))} s."
+
+
+def queued(place: int) -> str:
+    """What a member whose song waits for a batch sees, edited as the queue moves."""
+    return f"排队中 · #{place} in the queue: this message becomes your song when its turn comes."
+
+
+def cooldown(command: str, seconds: float) -> str:
+    """A command that was just used here (discord.py's CommandOnCooldown)."""
+    wait = max(1, math.ceil(seconds))
+    return f"{command} was just used here (刚刚用过): scroll up for its answer, or try again in {wait} s."
+
+
+def queue_full(waiting: int, seconds: float) -> str:
+    """The one refusal of a burst: the queue is full."""
+    return retry_after(f"The queue is full: {waiting} songs are waiting (排队已满)", seconds)
 
 
 def cannot_write(reason: object) -> str:

@@ -26,15 +26,21 @@ class SettingsError(Exception):
     """The configuration is unusable; the message names the variable and what to change."""
 
 
+# An interaction's token lasts 15 minutes: a song must be answered (even with "try again") before then.
+MAX_REQUEST_TIMEOUT_S = 14 * 60.0
+
+
 @dataclass(frozen=True)
 class Limits:
     """How much work the bot accepts at once, so one member (or a burst) cannot starve the rest."""
 
     cooldown_s: float = 5.0  # per member, between two accepted /lyrics
     per_user: int = 1  # songs one member may have in flight
-    overall: int = 32  # songs in flight in the whole bot (= one full batch by default)
+    max_queue: int = 500  # songs waiting for a batch; beyond that members are told to try again
     batching: bool = True  # gather concurrent requests into one forward pass (off only to benchmark)
     max_batch: int = 32  # requests per batched forward pass
+    request_timeout_s: float = 600.0  # the longest a member waits for one song, queue included
+    batch_timeout_s: float = 120.0  # a batch running longer has wedged: its songs fail, the next get a new thread
 
 
 @dataclass(frozen=True)
@@ -101,13 +107,26 @@ class Settings:
         if device not in DEVICES and not device.startswith("cuda:"):
             raise SettingsError(f"LYRICS_DEVICE={device!r} is not one of {', '.join(DEVICES)}")
 
+        if get("LYRICS_MAX_IN_FLIGHT"):
+            raise SettingsError(
+                "LYRICS_MAX_IN_FLIGHT is gone: songs beyond a batch now wait in a queue instead of being refused."
+                " Remove it, and set LYRICS_MAX_QUEUE to bound how many may wait (default 500)"
+            )
         defaults = Limits()
+        request_timeout = _float(env, "LYRICS_REQUEST_TIMEOUT", defaults.request_timeout_s, minimum=1.0)
+        if request_timeout > MAX_REQUEST_TIMEOUT_S:
+            raise SettingsError(
+                f"LYRICS_REQUEST_TIMEOUT={request_timeout:g} must be at most {MAX_REQUEST_TIMEOUT_S:g} seconds:"
+                " Discord lets the bot answer a command for 15 minutes only"
+            )
         limits = Limits(
             cooldown_s=_float(env, "LYRICS_COOLDOWN", defaults.cooldown_s, minimum=0.0),
             per_user=_int(env, "LYRICS_USER_IN_FLIGHT", defaults.per_user, minimum=1),
-            overall=_int(env, "LYRICS_MAX_IN_FLIGHT", defaults.overall, minimum=1),
+            max_queue=_int(env, "LYRICS_MAX_QUEUE", defaults.max_queue, minimum=1),
             batching=_bool(env, "LYRICS_BATCHING", defaults.batching),
             max_batch=_int(env, "LYRICS_MAX_BATCH", defaults.max_batch, minimum=1),
+            request_timeout_s=request_timeout,
+            batch_timeout_s=_float(env, "LYRICS_BATCH_TIMEOUT", defaults.batch_timeout_s, minimum=1.0),
         )
 
         return cls(

@@ -3,14 +3,17 @@
 The flow of one command, each step cheaper than the next:
   1. check the options on our side (Discord shows the bounds, but discord.py does not re-check them);
   2. refuse politely when no model is loaded or the bot is shutting down;
-  3. the gate: a per-member cooldown and bounds on songs in flight (per member and overall);
-  4. defer at once (Discord wants an answer within 3 s), generate in the engine, store the song, reply.
+  3. the gate: a per-member cooldown and a bound on one member's songs in progress;
+  4. a place in the engine's FIFO queue (refused only when the queue is full);
+  5. defer at once (Discord wants an answer within 3 s); while the song waits for a batch, the reply shows
+     its place ("排队中 · #12 in the queue"), edited as the queue moves; then it becomes the song.
 Every refusal is an ephemeral message that says what to change or when to come back. 🎲 replays a song
-(same seed, temperature and length, a new random seed) through the same steps 2 to 4.
+(same seed, temperature and length, a new random seed) through the same steps 2 to 5.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import secrets
@@ -27,8 +30,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages, views
-from bot.engine import EngineClosedError, ModelNotLoadedError
-from bot.replies import tell
+from bot.engine import EngineClosedError, GenerationFailedError, ModelNotLoadedError, QueueFullError, Ticket
+from bot.replies import defer_if_slow, tell
 from bot.settings import Limits
 from bot.store import DM_GUILD_ID, NewSong, StoreError
 from model.sample import SampleRequest, SamplingError
@@ -42,8 +45,20 @@ SEED_MAX = 200
 TEMPERATURE_MIN, TEMPERATURE_MAX, TEMPERATURE_DEFAULT = 0.1, 2.0, 0.8
 LENGTH_MIN, LENGTH_MAX, LENGTH_DEFAULT = 1, 500, 150
 RANDOM_SEEDS = 2**32  # a random seed fits in 10 digits: short enough to read out of the footer
-# Bidirectional overrides and isolates (category Cf) can make a seed display reversed or hide text.
-_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+PLACE_EDIT_INTERVAL_S = 1.0  # the least time between two edits of a member's place in the queue
+# Letters that render as nothing (Hangul fillers, the braille blank): invisible text, like a zero-width space.
+_BLANK_LETTERS = set("\u115f\u1160\u3164\uffa0\u2800")
+# Unicode categories a seed may not contain: controls, format characters (zero-width spaces and joiners,
+# bidirectional overrides that make text display reversed, soft hyphens, tags), private use, surrogates
+# and unassigned code points. None of them is a word a song could start with; all can hide or fake text.
+_REFUSED_CATEGORIES = {
+    "Cc": "a control character",
+    "Cf": "an invisible formatting character",
+    "Co": "a private-use character",
+    "Cs": "a broken (surrogate) character",
+    "Cn": "an unassigned character",
+}
+MAX_COMBINING_RUN = 3  # marks on one letter; real scripts stack two or three, "Zalgo" text dozens
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,9 +72,8 @@ def check_options(seed: str, temperature: float, length: float) -> list[str]:
         problems.append("The seed is empty (only spaces): type the words the song should start with, e.g. 窗外的麻雀.")
     elif len(seed) > SEED_MAX:
         problems.append(f"The seed is {len(seed)} characters long: keep it to {SEED_MAX} or fewer.")
-    bad = next((ch for ch in seed if unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS), None)
-    if bad is not None:
-        problems.append(f"The seed contains a control character (U+{ord(bad):04X}): remove it and type plain text.")
+    if (problem := seed_characters_problem(seed)) is not None:
+        problems.append(problem)
     if not math.isfinite(temperature):
         problems.append(
             f"The temperature must be a number from {TEMPERATURE_MIN} to {TEMPERATURE_MAX}, not {temperature}."
@@ -76,6 +90,29 @@ def check_options(seed: str, temperature: float, length: float) -> list[str]:
     return problems
 
 
+def seed_characters_problem(seed: str) -> str | None:
+    """Why the seed's characters are refused (invisible, formatting, private-use, stacked marks), or None."""
+    run = 0
+    for ch in seed:
+        what = _REFUSED_CATEGORIES.get(unicodedata.category(ch))
+        if what is None and ch in _BLANK_LETTERS:
+            what = "an invisible character"
+        if what is not None:
+            return f"The seed contains {what} ({_describe(ch)}): remove it and type plain text."
+        run = run + 1 if unicodedata.combining(ch) or unicodedata.category(ch) == "Me" else 0
+        if run > MAX_COMBINING_RUN:
+            return (
+                f"The seed stacks more than {MAX_COMBINING_RUN} combining marks on one character "
+                f"(e.g. {_describe(ch)}): type plain text."
+            )
+    return None
+
+
+def _describe(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X} {name}" if name else f"U+{ord(ch):04X}"
+
+
 # ---------------------------------------------------------------------------------------------
 # step 3: the gate
 
@@ -90,7 +127,7 @@ class Refusal:
 
 @dataclass
 class Gate:
-    """A per-member cooldown and bounds on songs in flight, per member and overall.
+    """A per-member cooldown and a bound on one member's songs in progress. (The engine's queue bounds the rest.)
 
     `admit` and `release` run on the event loop without awaiting, so no lock is needed.
     """
@@ -112,8 +149,6 @@ class Gate:
         last = self._last_admitted.get(user_id)
         if last is not None and now - last < self.limits.cooldown_s:
             return Refusal("You just asked for a song (请稍等)", self.limits.cooldown_s - (now - last))
-        if self.in_flight >= self.limits.overall:
-            return Refusal(f"I'm busy writing {self.in_flight} songs (太忙了)")
         self._in_flight[user_id] += 1
         self._last_admitted[user_id] = now
         if len(self._last_admitted) > 1024:  # forget members whose cooldown is long over
@@ -161,8 +196,11 @@ class Lyrics(commands.Cog):
         if self.bot.shutting_down:  # the store may be closing
             await tell(interaction, messages.SHUTTING_DOWN)
             return
-        song = await self.bot.store.visible_song(
-            song_id, guild_id=interaction.guild_id, channel_id=interaction.channel_id
+        # A busy database must not cost the click its 3 s: past a second, "thinking…" answers it meanwhile.
+        song = await defer_if_slow(
+            interaction,
+            self.bot.store.visible_song(song_id, guild_id=interaction.guild_id, channel_id=interaction.channel_id),
+            thinking=True,
         )
         if song is None:
             await tell(interaction, messages.not_found(song_id))
@@ -173,7 +211,7 @@ class Lyrics(commands.Cog):
         """Write a song for `interaction` and reply with it and its buttons; the options must be valid already.
 
         Both /lyrics and 🎲 come through here, so a replayed song passes the same gate (cooldown, songs
-        in flight) as a new one.
+        in progress) and the same queue as a new one.
         """
         if self.bot.shutting_down:
             await tell(interaction, messages.SHUTTING_DOWN)
@@ -185,8 +223,8 @@ class Lyrics(commands.Cog):
         refusal = self.gate.admit(user_id)
         if refusal is not None:
             wait = refusal.retry_after
-            if wait is None:  # waiting on songs in flight: estimate from how long batches take
-                wait = self.bot.engine.estimated_wait(self.gate.in_flight)
+            if wait is None:  # waiting on the member's own song: estimate from the queue
+                wait = self.bot.engine.estimated_wait(self.bot.engine.waiting + 1)
             await tell(interaction, messages.retry_after(refusal.reason, wait))
             return
         try:
@@ -196,15 +234,42 @@ class Lyrics(commands.Cog):
             self.gate.release(user_id)
 
     async def _write(self, interaction: discord.Interaction, seed: str, temperature: float, length: int) -> None:
-        """Defer, generate, store, reply."""
-        # The "is thinking..." placeholder; generation may take seconds. thinking=True matters for a button
-        # click, whose plain defer() would only acknowledge the click instead of promising a new message.
-        await interaction.response.defer(thinking=True)
+        """Queue, defer, show the place while waiting, store, reply."""
+        # The sampler's defaults are /lyrics' (line by line, several candidates per line, no copied lines).
         request = SampleRequest(
-            seed=seed, temperature=temperature, length=length, random_seed=secrets.randbelow(RANDOM_SEEDS), no_copy=True
+            seed=seed, temperature=temperature, length=length, random_seed=secrets.randbelow(RANDOM_SEEDS)
         )
         try:
-            generation = await self.bot.engine.generate(request)
+            ticket = self.bot.engine.submit(request)  # before the defer: a full queue is refused ephemerally
+        except QueueFullError as exc:
+            await tell(interaction, messages.queue_full(exc.waiting, exc.wait))
+            return
+        except ModelNotLoadedError:
+            await tell(interaction, self._no_model_text())
+            return
+        except EngineClosedError:
+            await tell(interaction, messages.SHUTTING_DOWN)
+            return
+        try:
+            await self._wait_and_reply(interaction, request, ticket)
+        finally:
+            ticket.cancel()  # a no-op once the song is written; otherwise it leaves the queue
+
+    async def _wait_and_reply(self, interaction: discord.Interaction, request: SampleRequest, ticket: Ticket) -> None:
+        # The "is thinking..." placeholder; generation may take seconds. thinking=True matters for a button
+        # click, whose plain defer() would only acknowledge the click instead of promising a new message.
+        if not interaction.response.is_done():
+            await interaction.response.defer(thinking=True)
+        try:
+            async with asyncio.timeout(self.bot.settings.limits.request_timeout_s):
+                async for place in ticket.places(PLACE_EDIT_INTERVAL_S):
+                    await self._show_place(interaction, place)
+                generation = await ticket.result()
+        except TimeoutError:
+            timeout = self.bot.settings.limits.request_timeout_s
+            log.warning("a song for user %d timed out after %.0fs", interaction.user.id, timeout)
+            await tell(interaction, messages.TOO_SLOW)
+            return
         except SamplingError as exc:  # the model's own checks (e.g. a seed it cannot encode at all)
             await tell(interaction, messages.cannot_write(exc))
             return
@@ -214,24 +279,36 @@ class Lyrics(commands.Cog):
         except EngineClosedError:
             await tell(interaction, messages.SHUTTING_DOWN)
             return
+        except GenerationFailedError as exc:
+            log.warning("a song for user %d failed: %s", interaction.user.id, exc)
+            await tell(interaction, messages.GENERATION_FAILED)
+            return
         sample = generation.sample
         song_id = await self._store(interaction, request, sample.text, generation.model.bundle_hash)
         card = messages.SongCard(
             text=sample.text,
-            temperature=temperature,
-            length=length,
+            temperature=request.temperature,
+            length=request.length,
             random_seed=request.random_seed,
             unknown=tuple(sample.unknown),
             song_id=song_id,
         )
         # A song that could not be stored gets no buttons: they would point at no row.
         buttons = views.song_view(song_id, votes=0) if song_id is not None else None
-        message = await interaction.edit_original_response(embed=messages.song_embed(card), view=buttons)
+        # content=None clears the place in the queue the message may have shown.
+        message = await interaction.edit_original_response(content=None, embed=messages.song_embed(card), view=buttons)
         if song_id is not None:
             try:
                 await self.bot.store.set_message_id(song_id, message.id)
             except StoreError:
                 log.exception("could not record the message of song %d", song_id)
+
+    async def _show_place(self, interaction: discord.Interaction, place: int) -> None:
+        """Show the member where their song waits; a failed edit costs the courtesy, not the song."""
+        try:
+            await interaction.edit_original_response(content=messages.queued(place))
+        except discord.HTTPException as exc:
+            log.info("could not show user %d their place in the queue: %s", interaction.user.id, exc)
 
     async def _store(
         self, interaction: discord.Interaction, request: SampleRequest, text: str, bundle_hash: str

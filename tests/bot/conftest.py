@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from bot.client import LyricsBot, create_bot
+from bot.engine import Engine
 from bot.settings import Settings
 from tests.bot.helpers import assert_well_behaved, bot_env
 from tests.fakediscord import FakeDiscord, running_bot
@@ -29,11 +30,12 @@ def start_bot(fake_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path):
     """
 
     @asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[LyricsBot]:
+    async def start(engine: Engine | None = None, **overrides: Any) -> AsyncIterator[LyricsBot]:
+        """`engine`: a ready-made one (e.g. with a stand-in loader, bot.engine.Engine's seam for tests)."""
         overrides = {"LYRICS_MODEL": tiny_bundle, "LYRICS_GUILD_IDS": fake_discord.guild["id"], **overrides}
         env = bot_env(tmp_path, **overrides)
         settings = Settings.from_env(env, env_file=None)
-        bot = create_bot(settings, guild_ready_timeout=0.1)
+        bot = create_bot(settings, engine=engine, guild_ready_timeout=0.1)
         async with running_bot(bot, fake_discord) as running:
             yield running
         assert_well_behaved(fake_discord)

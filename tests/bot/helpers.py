@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from bot.jobs import JobEnded, TrainingJob
 from model.checkpoint import Bundle
 from model.events import Event
 from model.mixture import Mixture
+from model.sample import Sample, SampleRequest, SamplingError
 from tests.fakediscord import FakeDiscord, Interaction, SentMessage, make_user
 from tests.fakediscord.rules import walk_components
 from tests.helpers import SAMPLE_CORPUS
@@ -97,7 +100,7 @@ def bob() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# models and training jobs
+# models, stand-in samplers (for `Engine(loader=...)`, the engine's seam for tests) and training jobs
 
 
 def standin_bundle(sha256: str, **metrics: float) -> Bundle:
@@ -114,6 +117,56 @@ def standin_bundle(sha256: str, **metrics: float) -> Bundle:
         created_at="",
         sha256=sha256,
     )
+
+
+class Abort(BaseException):
+    """Not an Exception: what a crash deeper than a bad request looks like to the batcher (it is not caught)."""
+
+
+class StandInSampler:
+    """Writes "<name>:<seed>"; refuses the seed "bad" and aborts on "abort"; can be held inside a batch with `gate`."""
+
+    def __init__(self, name: str, *, hold: bool = False, delay: float = 0.0, bpc: float = 1.0) -> None:
+        self.bundle = standin_bundle(name, bpc=bpc)
+        self.batches: list[list[str]] = []
+        self.started = threading.Event()
+        self.gate = threading.Event()
+        if not hold:
+            self.gate.set()
+        self.delay = delay
+
+    def generate(self, request: SampleRequest) -> Sample:
+        return self.generate_many([request])[0]
+
+    def generate_many(self, requests: list[SampleRequest]) -> list[Sample]:
+        self.batches.append([r.seed for r in requests])
+        self.started.set()
+        self.gate.wait(10)
+        time.sleep(self.delay)
+        return self.write(requests)
+
+    def write(self, requests: list[SampleRequest]) -> list[Sample]:
+        if any(r.seed == "bad" for r in requests):
+            raise SamplingError("the seed 'bad' is not allowed")
+        if any(r.seed == "abort" for r in requests):
+            raise Abort("the batch aborted")
+        return [Sample(text=f"{self.bundle.sha256}:{r.seed}", request=r) for r in requests]
+
+
+class SteppedSampler(StandInSampler):
+    """Each batch waits for one `step()` of the test before it finishes."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.permits = threading.Semaphore(0)
+
+    def step(self) -> None:
+        self.permits.release()
+
+    def generate_many(self, requests: list[SampleRequest]) -> list[Sample]:
+        self.batches.append([r.seed for r in requests])
+        self.permits.acquire(timeout=10)
+        return self.write(requests)
 
 
 def gone(pid: int) -> bool:

@@ -8,41 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from bot.engine import Engine, EngineClosedError, Generation, ModelMissingError, ModelNotLoadedError, decide_swap
+from bot.engine import (
+    Engine,
+    EngineClosedError,
+    Generation,
+    GenerationFailedError,
+    ModelMissingError,
+    ModelNotLoadedError,
+    QueueFullError,
+    decide_swap,
+)
 from model.checkpoint import BundleError
-from model.sample import Sample, SampleRequest, SamplingError
-from tests.bot.helpers import standin_bundle
-
-
-class StandInSampler:
-    """Writes "<name>:<seed>"; refuses the seed "bad"; can be held inside a batch with `gate`."""
-
-    def __init__(self, name: str, *, hold: bool = False, delay: float = 0.0, bpc: float = 1.0) -> None:
-        self.bundle = standin_bundle(name, bpc=bpc)
-        self.batches: list[list[str]] = []
-        self.started = threading.Event()
-        self.gate = threading.Event()
-        if not hold:
-            self.gate.set()
-        self.delay = delay
-
-    def generate(self, request: SampleRequest) -> Sample:
-        return self.generate_many([request])[0]
-
-    def generate_many(self, requests: list[SampleRequest]) -> list[Sample]:
-        self.batches.append([r.seed for r in requests])
-        self.started.set()
-        self.gate.wait(10)
-        time.sleep(self.delay)
-        if any(r.seed == "bad" for r in requests):
-            raise SamplingError("the seed 'bad' is not allowed")
-        return [Sample(text=f"{self.bundle.sha256}:{r.seed}", request=r) for r in requests]
+from model.sample import SampleRequest, SamplingError
+from tests.bot.helpers import StandInSampler, SteppedSampler
 
 
 @pytest.fixture
@@ -139,7 +122,7 @@ async def test_loading_errors_keep_the_live_model(bundles, tmp_path: Path) -> No
     await engine.close()
 
 
-async def test_close_finishes_the_running_batch_and_fails_the_queue(bundles) -> None:
+async def test_close_finishes_the_running_batch_and_fails_what_it_has_no_time_for(bundles) -> None:
     sampler = StandInSampler("a", hold=True)
     engine = make_engine({"a": sampler})
     await engine.load(bundles["a"])
@@ -147,7 +130,7 @@ async def test_close_finishes_the_running_batch_and_fails_the_queue(bundles) -> 
     await until(sampler.started.is_set)
     queued = asyncio.create_task(engine.generate(request("y")))
     await asyncio.sleep(0.02)
-    closing = asyncio.create_task(engine.close())
+    closing = asyncio.create_task(engine.close(grace=1.0))  # less than a batch is expected to take (2 s at first)
     await asyncio.sleep(0.02)
     sampler.gate.set()
     await closing
@@ -176,6 +159,118 @@ async def test_the_event_loop_keeps_running_during_a_batch(bundles) -> None:
     ticker.cancel()
     assert len(ticks) > 20 and max(b - a for a, b in itertools.pairwise(ticks)) < 0.2
     await engine.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the queue: places, a bound on its length, and never wedging
+
+
+async def test_waiting_songs_see_their_place_move_up(bundles) -> None:
+    sampler = SteppedSampler("a")
+    engine = make_engine({"a": sampler}, max_batch=2)
+    await engine.load(bundles["a"])
+    first = engine.submit(request("0"))
+    await until(lambda: len(sampler.batches) == 1)  # a batch of one runs; the next five wait
+    tickets = [engine.submit(request(str(i))) for i in range(1, 6)]
+    assert [t.place for t in tickets] == [1, 2, 3, 4, 5] and first.place is None
+    seen: dict[int, list[int]] = {i: [] for i in range(5)}
+
+    async def watch(i: int) -> None:
+        async for place in tickets[i].places():
+            seen[i].append(place)
+
+    watchers = [asyncio.create_task(watch(i)) for i in range(5)]
+    for batches in (2, 3, 4):
+        await asyncio.sleep(0.05)  # the watchers see the places while this batch runs
+        sampler.step()
+        await until(lambda: len(sampler.batches) == batches)  # noqa: B023 - awaited before the next iteration
+    sampler.step()
+    results = await asyncio.gather(first.result(), *(t.result() for t in tickets), *watchers)
+    assert [g.sample.text for g in results[:6]] == [f"a:{i}" for i in range(6)]  # first in, first out
+    assert sampler.batches == [["0"], ["1", "2"], ["3", "4"], ["5"]]
+    # Each saw its place while a batch ran without it, moving up as batches started.
+    assert seen == {0: [1], 1: [2], 2: [3, 1], 3: [4, 2], 4: [5, 3, 1]}
+    await engine.close()
+
+
+async def test_the_queue_is_bounded_by_its_length(bundles) -> None:
+    sampler = StandInSampler("a", hold=True)
+    engine = make_engine({"a": sampler}, max_batch=4, max_queue=3)
+    await engine.load(bundles["a"])
+    running = engine.submit(request("r"))
+    await until(sampler.started.is_set)
+    queued = [engine.submit(request(str(i))) for i in range(3)]
+    with pytest.raises(QueueFullError) as refused:
+        engine.submit(request("one too many"))
+    assert refused.value.waiting == 3 and refused.value.wait > 0
+    queued[1].cancel()  # a member who gave up makes room, and those behind move up
+    assert [t.place for t in queued] == [1, None, 2]
+    late = engine.submit(request("late"))
+    sampler.gate.set()
+    assert [(await t.result()).sample.text for t in (running, queued[0], queued[2], late)] == [
+        "a:r",
+        "a:0",
+        "a:2",
+        "a:late",
+    ]
+    assert sampler.batches == [["r"], ["0", "2", "late"]] and engine.stats.refused == 1
+    await engine.close()
+
+
+async def test_a_batcher_that_dies_fails_what_waits_and_restarts(bundles) -> None:
+    sampler = StandInSampler("a", hold=True)
+    engine = make_engine({"a": sampler}, max_batch=2)
+    await engine.load(bundles["a"])
+    dying = engine.submit(request("abort"))  # a BaseException escapes the batch and ends the batcher task
+    await until(sampler.started.is_set)
+    waiting = [engine.submit(request(str(i))) for i in range(3)]
+    sampler.gate.set()
+    for ticket in (dying, *waiting):
+        with pytest.raises(GenerationFailedError, match="batcher died"):
+            await ticket.result()
+    assert engine.stats.batcher_restarts == 1
+    assert (await engine.generate(request("after"))).sample.text == "a:after"  # a new batcher serves
+    await engine.close()
+
+
+async def test_a_wedged_batch_times_out_and_a_fresh_thread_takes_over(bundles) -> None:
+    stuck, fine = StandInSampler("a", hold=True), StandInSampler("b")
+    engine = make_engine({"a": stuck, "b": fine}, batch_timeout=0.3)
+    await engine.load(bundles["a"])
+    wedged = engine.submit(request("x"))
+    with pytest.raises(GenerationFailedError, match="longer than"):
+        await wedged.result()
+    await engine.load(bundles["b"])  # the new worker thread is free, though the old one is still stuck
+    assert (await engine.generate(request("y"))).sample.text == "b:y"
+    stuck.gate.set()  # let the abandoned thread end
+    await engine.close()
+    assert engine.stats.failed_batches == 1
+
+
+async def test_close_serves_the_queue_while_time_allows(bundles) -> None:
+    engine = make_engine({"a": StandInSampler("a", delay=0.05)}, max_batch=2)
+    await engine.load(bundles["a"])
+    await engine.generate(request("warm"))  # the engine learns how long a batch takes
+    tickets = [engine.submit(request(str(i))) for i in range(6)]
+    await engine.close(grace=5)
+    assert [(await t.result()).sample.text for t in tickets] == [f"a:{i}" for i in range(6)]
+    assert not engine.abandoned
+
+
+async def test_close_fails_what_cannot_finish_at_once_and_abandons_a_batch_past_its_grace(bundles) -> None:
+    sampler = StandInSampler("a", hold=True)
+    engine = make_engine({"a": sampler})
+    await engine.load(bundles["a"])
+    running = engine.submit(request("x"))
+    await until(sampler.started.is_set)
+    queued = engine.submit(request("y"))
+    started = time.monotonic()
+    await engine.close(grace=0.2)
+    assert time.monotonic() - started < 2 and engine.abandoned
+    for ticket in (running, queued):
+        with pytest.raises(EngineClosedError):
+            await ticket.result()
+    sampler.gate.set()
 
 
 # ---------------------------------------------------------------------------------------------

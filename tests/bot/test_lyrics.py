@@ -6,19 +6,28 @@ import asyncio
 import itertools
 import math
 import re
+import time
 
 import pytest
 
 from bot import messages
-from bot.client import LyricsBot
+from bot.client import SHUTDOWN_SECONDS, LyricsBot
+from bot.engine import Engine
 from bot.exts.lyrics import Gate, check_options
+from bot.messages import GENERATION_FAILED, TOO_SLOW
 from bot.settings import Limits
 from model.sample import SampleRequest
-from tests.bot.helpers import bot_env
+from tests.bot.helpers import SteppedSampler, bot_env
 from tests.fakediscord import FakeDiscord, make_user
 
 SEED = "窗外的麻雀"
 FOOTER = re.compile(r"temperature (?P<t>[\d.]+) · length (?P<n>\d+) · random seed (?P<r>\d+)")
+PLACE = re.compile(r"排队中 · #(\d+) in the queue")
+
+
+def standin_engine(sampler: SteppedSampler, **options) -> Engine:
+    """An engine whose every load gives `sampler` (the test's bundle file is only checked to exist)."""
+    return Engine(loader=lambda path, device: sampler, torch_threads=1, **options)
 
 
 def footer(message) -> str:
@@ -40,6 +49,17 @@ async def test_synced_command_payload(fake_discord: FakeDiscord, lyrics_bot: Lyr
     for option in options.values():
         assert 1 <= len(option["description"]) <= 100
     # A reply keeps the per-test checks (allowed mentions) meaningful.
+    await (await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 5})).wait_final()
+
+
+async def test_commands_are_for_servers_installs_only(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
+    """Every command is synced as installable to servers only (integration type 0, no user installs), usable in
+    servers and in DMs with the bot (contexts 0 and 1), never in group DMs (2), which only user installs reach."""
+    synced = fake_discord.commands[int(fake_discord.guild["id"])]
+    assert {c["name"] for c in synced} == {"lyrics", "train", "model", "favourites"}
+    for command in synced:
+        assert command["integration_types"] == [0], command["name"]
+        assert sorted(command["contexts"]) == [0, 1], command["name"]
     await (await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 5})).wait_final()
 
 
@@ -66,7 +86,7 @@ async def test_lyrics_replies_with_a_stored_song(fake_discord: FakeDiscord, lyri
 
     # The footer is enough to write the same song again.
     again = await lyrics_bot.engine.generate(
-        SampleRequest(seed=SEED, temperature=0.9, length=40, random_seed=random_seed, no_copy=True)
+        SampleRequest(seed=SEED, temperature=0.9, length=40, random_seed=random_seed)  # /lyrics uses the defaults
     )
     assert again.sample.text == song.text
 
@@ -77,7 +97,14 @@ async def test_lyrics_replies_with_a_stored_song(fake_discord: FakeDiscord, lyri
         ({"seed": ""}, "empty"),
         ({"seed": "   "}, "empty"),
         ({"seed": "雨" * 201}, "201 characters"),
-        ({"seed": "窗外\x07的麻雀"}, "control character"),
+        ({"seed": "窗外\x07的麻雀"}, "control character (U+0007"),
+        ({"seed": "窗外\u200b的麻雀"}, "invisible formatting character (U+200B ZERO WIDTH SPACE)"),
+        ({"seed": "窗外\u202e的麻雀"}, "U+202E RIGHT-TO-LEFT OVERRIDE"),  # makes text display reversed
+        ({"seed": "窗外\u00ad的麻雀"}, "U+00AD SOFT HYPHEN"),
+        ({"seed": "\U000e0041窗外"}, "U+E0041 TAG LATIN CAPITAL LETTER A"),
+        ({"seed": "窗外\ue000的麻雀"}, "private-use character (U+E000)"),
+        ({"seed": "窗外\u3164的麻雀"}, "invisible character (U+3164 HANGUL FILLER)"),
+        ({"seed": "Z" + "\u0301\u0300\u0302\u0303" + "algo"}, "more than 3 combining marks"),
         ({"seed": SEED, "temperature": 0}, "temperature 0 is out of range"),
         ({"seed": SEED, "temperature": 1e9}, "temperature 1e+09 is out of range"),
         ({"seed": SEED, "temperature": math.nan}, "temperature must be a number"),
@@ -155,16 +182,96 @@ async def test_cooldown_says_when_to_come_back(fake_discord: FakeDiscord, start_
     assert not other.ephemeral  # the cooldown is per member
 
 
-async def test_in_flight_bounds(fake_discord: FakeDiscord, start_bot) -> None:
-    async with start_bot(LYRICS_COOLDOWN=0, LYRICS_MAX_IN_FLIGHT=2):
-        fans = [fake_discord.user, fake_discord.user, make_user("b"), make_user("c")]
-        sent = [
-            await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 500}, user=fan) for fan in fans
-        ]
-        mine_again, overall = [await inter.wait_final(timeout=30) for inter in sent[1::2]]
-        await asyncio.gather(*(inter.wait_final(timeout=30) for inter in sent[::2]))
-    assert mine_again.ephemeral and "already have a song" in mine_again.content
-    assert overall.ephemeral and "busy" in overall.content and "try again in" in overall.content
+async def test_one_song_in_progress_per_member(fake_discord: FakeDiscord, start_bot, tmp_path) -> None:
+    sampler = SteppedSampler("model")
+    async with start_bot(engine=standin_engine(sampler), LYRICS_COOLDOWN=0):
+        first = await fake_discord.send_slash_command("lyrics", {"seed": SEED})
+        await fake_discord.wait_until(lambda: sampler.batches, what="the first song's batch")
+        again = await (await fake_discord.send_slash_command("lyrics", {"seed": SEED})).wait_final()
+        assert again.ephemeral and "already have a song" in again.content and "try again in" in again.content
+        sampler.step()
+        assert not (await first.wait_final()).ephemeral
+
+
+async def test_a_full_queue_is_the_only_refusal(fake_discord: FakeDiscord, start_bot) -> None:
+    sampler = SteppedSampler("model")
+    env = {"LYRICS_COOLDOWN": 0, "LYRICS_MAX_QUEUE": 2, "LYRICS_MAX_BATCH": 2}
+    async with start_bot(engine=standin_engine(sampler, max_batch=2, max_queue=2), **env):
+        fans = [make_user(f"fan{i}") for i in range(4)]
+        running = await fake_discord.send_slash_command("lyrics", {"seed": SEED}, user=fans[0])
+        await fake_discord.wait_until(lambda: sampler.batches, what="the first batch")
+        waiting = [await fake_discord.send_slash_command("lyrics", {"seed": SEED}, user=fan) for fan in fans[1:3]]
+        await fake_discord.wait_until(
+            lambda: all(inter.content and "#2 in the queue" in inter.content for inter in waiting[1:]),
+            what="the second waiting song's place",
+        )
+        refused = await (await fake_discord.send_slash_command("lyrics", {"seed": SEED}, user=fans[3])).wait_final()
+        assert refused.ephemeral and "The queue is full: 2 songs are waiting" in refused.content
+        assert "try again in" in refused.content
+        sampler.step()
+        sampler.step()
+        for inter in (running, *waiting):
+            assert (await inter.wait_final(until=lambda i: i.embeds)).embeds[0]["description"] == f"model:{SEED}"
+    assert sampler.batches == [[SEED], [SEED, SEED]]
+
+
+async def test_a_burst_of_200_is_queued_and_members_see_their_place(fake_discord: FakeDiscord, start_bot) -> None:
+    """200 members at once, with the real (tiny) model: all get songs, none is refused, those whose song waits
+    see their place, edited as the queue moves, and the gateway's heartbeats stay on time."""
+    async with start_bot(LYRICS_COOLDOWN=0) as bot:
+        members = [make_user(f"fan{i}") for i in range(200)]
+        await fake_discord.wait_until(lambda: len(fake_discord.heartbeats) >= 2, timeout=5)
+        first_beat = len(fake_discord.heartbeats) - 1
+        sent = await asyncio.gather(
+            *(fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 60}, user=m) for m in members)
+        )
+        finals = await asyncio.gather(*(inter.wait_final(timeout=240, until=lambda i: i.embeds) for inter in sent))
+        beats = fake_discord.heartbeats[first_beat:]
+        stats = bot.engine.stats
+    assert all(not message.ephemeral and message.embeds[0]["description"].startswith(SEED) for message in finals)
+    assert stats.requests == 200 and stats.refused == 0 and stats.longest_queue > bot.engine.max_batch
+    places = [
+        [int(PLACE.search(edit["content"])[1]) for edit in inter.edits if PLACE.search(edit.get("content") or "")]
+        for inter in sent
+    ]
+    waited = [seen for seen in places if seen]
+    assert len(waited) >= 200 - 2 * bot.engine.max_batch  # at most the first batches' songs did not wait
+    assert any(len(seen) >= 2 for seen in waited), places  # some places moved while their songs waited
+    assert all(seen == sorted(seen, reverse=True) for seen in waited)  # a place only ever moves up
+    interval = fake_discord.heartbeat_interval_ms / 1000
+    worst = max(b - a for a, b in itertools.pairwise(beats))
+    assert worst < interval + 0.5, f"heartbeat gap {worst:.2f}s with a {interval}s interval"
+
+
+async def test_a_batcher_that_raises_recovers(fake_discord: FakeDiscord, start_bot) -> None:
+    """Songs waiting when the batcher dies are told to try again; the next song is written by a new batcher."""
+    sampler = SteppedSampler("model")
+    async with start_bot(engine=standin_engine(sampler, max_batch=1), LYRICS_COOLDOWN=0) as bot:
+        fans = [make_user(f"fan{i}") for i in range(3)]
+        dying = await fake_discord.send_slash_command("lyrics", {"seed": "abort"}, user=fans[0])
+        await fake_discord.wait_until(lambda: sampler.batches, what="the batch that aborts")
+        waiting = [await fake_discord.send_slash_command("lyrics", {"seed": SEED}, user=fan) for fan in fans[1:]]
+        await fake_discord.wait_until(lambda: all(inter.content for inter in waiting), what="places in the queue")
+        sampler.step()  # the batch raises something the batcher does not catch: it dies
+        for inter in (dying, *waiting):
+            message = await inter.wait_final(until=lambda i: i.content == GENERATION_FAILED)
+            assert not message.embeds
+        after = await fake_discord.send_slash_command("lyrics", {"seed": SEED}, user=fans[0])
+        sampler.step()
+        assert (await after.wait_final(until=lambda i: i.embeds)).embeds[0]["description"] == f"model:{SEED}"
+        assert bot.engine.stats.batcher_restarts == 1
+
+
+async def test_a_song_past_its_timeout_is_withdrawn(fake_discord: FakeDiscord, start_bot) -> None:
+    sampler = SteppedSampler("model")
+    async with start_bot(engine=standin_engine(sampler), LYRICS_COOLDOWN=0, LYRICS_REQUEST_TIMEOUT=1) as bot:
+        slow = await fake_discord.send_slash_command("lyrics", {"seed": SEED})
+        await fake_discord.wait_until(lambda: sampler.batches, what="its batch")
+        queued = await fake_discord.send_slash_command("lyrics", {"seed": "later"}, user=make_user("b"))
+        for inter in (slow, queued):
+            assert (await inter.wait_final(timeout=5, until=lambda i: i.content == TOO_SLOW)).content == TOO_SLOW
+        assert bot.engine.waiting == 0  # the waiting one left the queue
+        sampler.step()
 
 
 async def test_close_lets_songs_in_progress_finish(fake_discord: FakeDiscord, start_bot) -> None:
@@ -174,7 +281,32 @@ async def test_close_lets_songs_in_progress_finish(fake_discord: FakeDiscord, st
         await bot.close()
     assert bot.is_closed()
     message = inter.message
-    assert message is not None and not message.loading and message.embeds[0]["description"].startswith(SEED)
+    assert message is not None and not message.loading, message
+    assert message.embeds and message.embeds[0]["description"].startswith(SEED), message.content
+
+
+async def test_shutdown_meets_its_deadline_with_a_batch_that_will_not_finish(
+    fake_discord: FakeDiscord, start_bot, tmp_path
+) -> None:
+    """A batch stuck in the worker thread and songs queued behind it: close() still returns within the
+    deadline (inside docker stop's 10 s), every member is told the bot is restarting, and the database is
+    closed (SQLite removes the -wal file when the last connection closes cleanly)."""
+    sampler = SteppedSampler("model")
+    async with start_bot(engine=standin_engine(sampler), LYRICS_COOLDOWN=0) as bot:
+        fans = [make_user(f"fan{i}") for i in range(4)]
+        running = await fake_discord.send_slash_command("lyrics", {"seed": SEED}, user=fans[0])
+        await fake_discord.wait_until(lambda: sampler.batches, what="the batch that never finishes")
+        queued = [await fake_discord.send_slash_command("lyrics", {"seed": SEED}, user=fan) for fan in fans[1:]]
+        await fake_discord.wait_until(lambda: all(inter.content for inter in queued), what="places in the queue")
+        started = time.monotonic()
+        await bot.close()
+        took = time.monotonic() - started
+    sampler.step()  # let the abandoned worker thread end
+    assert took < SHUTDOWN_SECONDS + 0.5, f"shutdown took {took:.1f}s"
+    for inter in (running, *queued):
+        assert inter.content == messages.SHUTTING_DOWN
+    assert bot.engine.abandoned
+    assert not (tmp_path / "lyrics.db-wal").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,23 +324,26 @@ def test_check_options_reports_every_problem() -> None:
     assert "U+202E" in check_options("abc\u202edef", 0.8, 150)[0]  # a right-to-left override hides text
 
 
+def test_real_text_passes_the_character_checks() -> None:
+    for seed in ("窗外的麻雀", "Tiếng Việt", "e\u0301 a\u0300\u0323", "שָׁלוֹם", "さくら", "café ☕", "1, 2, 3!"):
+        assert check_options(seed, 0.8, 150) == [], seed
+
+
 def test_gate_cooldown_and_bounds() -> None:
     now = [100.0]
-    gate = Gate(Limits(cooldown_s=10, per_user=1, overall=2), clock=lambda: now[0])
+    gate = Gate(Limits(cooldown_s=10, per_user=1), clock=lambda: now[0])
     assert gate.admit(1) is None
     assert gate.admit(1).reason.startswith("You already have")
     gate.release(1)
     now[0] += 4
     refusal = gate.admit(1)
     assert refusal is not None and refusal.retry_after == pytest.approx(6)
-    assert gate.admit(2) is None and gate.admit(3) is None
-    assert gate.admit(4).reason.startswith("I'm busy")
-    gate.release(2)
-    assert gate.admit(4) is None and gate.in_flight == 2
+    assert all(gate.admit(user) is None for user in range(2, 100))  # many members: the queue bounds them, not the gate
+    assert gate.in_flight == 98
     now[0] += 10
-    gate.release(3)
-    gate.release(4)
-    assert gate.admit(1) is None
+    for user in range(2, 100):
+        gate.release(user)
+    assert gate.admit(1) is None and gate.in_flight == 1
 
 
 def test_bot_env_builds_valid_settings(tmp_path) -> None:

@@ -40,7 +40,9 @@ def test_every_variable(tmp_path: Path) -> None:
         LYRICS_TORCH_THREADS="3",
         LYRICS_COOLDOWN="2.5",
         LYRICS_USER_IN_FLIGHT="2",
-        LYRICS_MAX_IN_FLIGHT="64",
+        LYRICS_MAX_QUEUE="64",
+        LYRICS_REQUEST_TIMEOUT="300",
+        LYRICS_BATCH_TIMEOUT="30",
         LYRICS_BATCHING="off",
         LYRICS_MAX_BATCH="8",
         LYRICS_DISCORD_API="http://127.0.0.1:1234/api/v10",
@@ -52,7 +54,15 @@ def test_every_variable(tmp_path: Path) -> None:
     assert settings.guild_ids == (42, 7)
     assert settings.train_guild_ids == {42, 9}
     assert settings.device == "cuda" and settings.torch_threads == 3
-    assert settings.limits == Limits(cooldown_s=2.5, per_user=2, overall=64, batching=False, max_batch=8)
+    assert settings.limits == Limits(
+        cooldown_s=2.5,
+        per_user=2,
+        max_queue=64,
+        batching=False,
+        max_batch=8,
+        request_timeout_s=300,
+        batch_timeout_s=30,
+    )
     assert settings.discord_api.startswith("http://") and settings.discord_gateway.startswith("ws://")
 
 
@@ -74,7 +84,10 @@ def test_every_variable(tmp_path: Path) -> None:
         ({"LYRICS_COOLDOWN": "-1"}, "LYRICS_COOLDOWN"),
         ({"LYRICS_COOLDOWN": "nan"}, "LYRICS_COOLDOWN"),
         ({"LYRICS_USER_IN_FLIGHT": "0"}, "LYRICS_USER_IN_FLIGHT=0 must be at least 1"),
-        ({"LYRICS_MAX_IN_FLIGHT": "1.5"}, "LYRICS_MAX_IN_FLIGHT"),
+        ({"LYRICS_MAX_IN_FLIGHT": "32"}, "LYRICS_MAX_IN_FLIGHT is gone"),  # replaced by the queue
+        ({"LYRICS_MAX_QUEUE": "0"}, "LYRICS_MAX_QUEUE=0 must be at least 1"),
+        ({"LYRICS_REQUEST_TIMEOUT": "3600"}, "15 minutes"),
+        ({"LYRICS_BATCH_TIMEOUT": "0"}, "LYRICS_BATCH_TIMEOUT"),
         ({"LYRICS_BATCHING": "maybe"}, "LYRICS_BATCHING"),
         ({"LYRICS_DISCORD_API": "127.0.0.1:80"}, "LYRICS_DISCORD_API"),
         ({"LYRICS_DISCORD_GATEWAY": "http://x"}, "LYRICS_DISCORD_GATEWAY"),

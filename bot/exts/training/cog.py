@@ -112,6 +112,7 @@ class Training(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_cleanup(self.shut_down)
+        self.bot.add_abort(self.jobs.kill)  # a second SIGTERM must not leave the child training alone
 
     async def cog_unload(self) -> None:
         await self.shut_down()
