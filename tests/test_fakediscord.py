@@ -258,3 +258,20 @@ async def test_close_is_clean(fake_discord: FakeDiscord) -> None:
     await fake_discord.wait_until(lambda: not fake_discord._sockets, what="gateway socket still open")
     leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
     assert leftover == [], leftover
+
+
+async def test_injected_errors_and_held_requests(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
+    channel = bot.get_channel(int(fake_discord.channel["id"]))
+    fault = fake_discord.fail("POST", r"/channels/\d+/messages$", status=503, times=1)
+    with pytest.raises(discord.DiscordServerError):  # discord.py retries 500/502/504, not 503
+        await channel.send("first")
+    assert fault.hits == 1
+    sent = await channel.send("second")  # the fault was for one request only
+    release = fake_discord.hold("PATCH", rf"/messages/{sent.id}$")
+    editing = asyncio.create_task(sent.edit(content="held"))
+    await asyncio.sleep(0.2)
+    [record] = [m for m in fake_discord.messages if m.id == str(sent.id)]
+    assert not editing.done() and record.content == "second"  # Discord is slow: the edit waits
+    release.set()
+    await editing
+    assert record.content == "held"

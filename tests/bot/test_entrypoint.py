@@ -144,3 +144,38 @@ async def test_run_answer_and_sigterm(fake_discord: FakeDiscord, tiny_bundle: Pa
     async with await Store.open(tmp_path / "lyrics.db") as store:
         assert (await store.get_song(1)).seed == "窗外的麻雀"
         assert (await store.get_song(2)).message_id == int(second.message.id)
+
+
+async def test_a_second_sigterm_exits_at_once(fake_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path) -> None:
+    """The first SIGTERM starts the clean shutdown, which waits for a reply Discord is slow to take; the second
+    one ends the process at once, with 128 + 15."""
+    log = tmp_path / "bot.log"
+    env = fake_env(
+        fake_discord, tmp_path, LYRICS_MODEL=tiny_bundle, LYRICS_GUILD_IDS=fake_discord.guild["id"], LYRICS_COOLDOWN=0
+    )
+    release = fake_discord.hold("PATCH", r"/messages/@original$")  # the song's reply hangs
+    with log.open("wb") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdout=sink, stderr=sink
+        )
+        try:
+            await fake_discord.wait_ready(timeout=START_TIMEOUT)
+            song = await fake_discord.send_slash_command("lyrics", {"seed": "窗外的麻雀", "length": 20})
+            await fake_discord.wait_until(lambda: any(f.hits for f in fake_discord.faults), timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(1.0)
+            assert proc.returncode is None  # still shutting down: the reply is in progress
+            proc.send_signal(signal.SIGTERM)
+            started = asyncio.get_running_loop().time()
+            code = await asyncio.wait_for(proc.wait(), 10)
+            took = asyncio.get_running_loop().time() - started
+        finally:
+            release.set()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    output = log.read_text()
+    assert code == 128 + signal.SIGTERM, output
+    assert took < 2.0, f"the second SIGTERM took {took:.1f}s to end the process"
+    assert "received SIGTERM again; exiting at once" in output and "Traceback" not in output
+    assert song.response_type == 5

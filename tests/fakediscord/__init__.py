@@ -2,11 +2,12 @@
 
 from .fixtures import running_bot
 from .payloads import make_guild, make_member, make_text_channel, make_user
-from .server import Attachment, FakeDiscord, HttpRequest, Interaction, SentMessage, Violation
+from .server import Attachment, FakeDiscord, Fault, HttpRequest, Interaction, SentMessage, Violation
 
 __all__ = [
     "Attachment",
     "FakeDiscord",
+    "Fault",
     "HttpRequest",
     "Interaction",
     "SentMessage",

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import mimetypes
+import re
 import secrets
 import socket
 import time
@@ -64,6 +65,24 @@ class HttpRequest:
     query: dict[str, str]
     json: Any
     files: dict[str, Attachment]
+
+
+@dataclass
+class Fault:
+    """What the fake does to the bot's requests matching `method` and `path` (a regex on the path after
+    /api/v10): hold them until `release` is set, then (if `status`) answer with that error, `times` times."""
+
+    method: str
+    path: re.Pattern[str]
+    status: int | None = None
+    code: int = 0
+    message: str = ""
+    times: int | None = 1  # None: every matching request
+    release: asyncio.Event | None = None
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == self.method and (self.times is None or self.hits < self.times) and bool(self.path.search(path))
 
 
 @dataclass
@@ -269,6 +288,7 @@ class FakeDiscord:
         self.identifies: list[dict[str, Any]] = []
         self.gateway_sent: list[dict[str, Any]] = []  # every gateway payload the fake sent
         self.heartbeats: list[float] = []  # time.monotonic() at each op 1 arrival
+        self.faults: list[Fault] = []  # see fail() and hold()
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._sockets: list[_GatewaySession] = []
@@ -382,6 +402,33 @@ class FakeDiscord:
                 if cmd["name"] == name and cmd.get("type", 1) == 1:
                     return cmd, scope is not None
         return None, False
+
+    # ---- faults: Discord failing or slow ---------------------------------------------------------------------
+
+    def fail(
+        self, method: str, path: str, *, status: int, code: int = 0, message: str = "", times: int | None = 1
+    ) -> Fault:
+        """Answer the next `times` requests `method path` (a regex, e.g. r"/messages/@original$") with an error,
+        as Discord does when it is down (503), or a message was deleted (404, code 10008)."""
+        fault = Fault(method, re.compile(path), status, code, message or f"{status}: injected", times)
+        self.faults.append(fault)
+        return fault
+
+    def hold(self, method: str, path: str, *, times: int | None = None) -> asyncio.Event:
+        """Keep matching requests waiting (Discord being slow) until the returned event is set."""
+        release = asyncio.Event()
+        self.faults.append(Fault(method, re.compile(path), times=times, release=release))
+        return release
+
+    async def _apply_faults(self, method: str, path: str) -> web.Response | None:
+        for fault in self.faults:
+            if fault.matches(method, path):
+                fault.hits += 1
+                if fault.release is not None:
+                    await fault.release.wait()
+                if fault.status is not None:
+                    return _error(fault.status, fault.code, fault.message)
+        return None
 
     # ---- driving the bot ------------------------------------------------------------------------------------
 
@@ -593,6 +640,8 @@ class FakeDiscord:
         ):
             return _error(401, 0, "401: Unauthorized")
         try:
+            if (injected := await self._apply_faults(request.method, path)) is not None:
+                return injected
             return await handler(request)
         finally:
             await self._notify()
