@@ -28,12 +28,15 @@ _JOINERS = {"\u200d", "\u20e3"}  # zero-width joiner, combining keycap: the next
 
 
 def escape(text: str) -> str:
-    """Show text literally: no markdown, and mentions made inert (a zero-width space after the @).
+    """Show text literally: no markdown, mentions made inert (a zero-width space after the @), links as text.
 
     The client's allowed_mentions (none) already stops the pings; this also stops "@everyone" from
-    *looking* like one.
+    *looking* like one. Discord turns "https://..." into a clickable link (and `[x](url)` into a masked one,
+    which escape_markdown already defuses); a zero-width space between "https:" and "//" leaves the address
+    readable but not clickable, so a seed cannot plant a link in the bot's message.
     """
-    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+    text = discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+    return text.replace("://", ":\u200b//")
 
 
 def fit_lines(text: str, limit: int, mark: str = CUT_MARK) -> tuple[str, bool]:

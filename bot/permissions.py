@@ -23,6 +23,9 @@ An owner (of the one model every server shares: training, cancelling, forcing a 
     Administrator permission there.
 Any other server's Administrator is not an owner: whoever creates a server and invites the bot must
 not be able to replace the model every other server uses.
+
+Who may *see* a song: whoever can read the channel it was written in (`can_read`). Song ids are
+sequential, so /favourites must not show one to a member who merely guesses its number.
 """
 
 from __future__ import annotations
@@ -88,6 +91,39 @@ async def is_owner(interaction: discord.Interaction[LyricsBot]) -> bool:
     except discord.HTTPException as exc:
         log.warning("could not fetch the application's owners from Discord (%s); treating %d as no owner", exc, user.id)
         return False
+
+
+def can_read(interaction: discord.Interaction, channel_id: int) -> bool:
+    """Whether the member behind a guild `interaction` can read channel (or thread) `channel_id` of that guild.
+
+    From the guild's cached roles and permission overwrites (discord.py's `permissions_for`) and the roles
+    the interaction reports for the member: View Channel and Read Message History. A channel the bot does
+    not know (deleted, or an archived thread) counts as unreadable, and so does a private thread the member
+    cannot manage: songs are hidden rather than shown by mistake.
+    """
+    if interaction.channel_id == channel_id:
+        return True  # they are in it
+    guild, member = interaction.guild, interaction.user
+    if guild is None or not isinstance(member, discord.Member):
+        return False
+    channel = guild.get_channel_or_thread(channel_id)
+    if channel is None or isinstance(channel, discord.CategoryChannel):
+        return False
+    permissions = channel.permissions_for(member)
+    if not (permissions.view_channel and permissions.read_message_history):
+        return False
+    if isinstance(channel, discord.Thread) and channel.is_private():
+        return permissions.manage_threads or channel.owner_id == member.id
+    return True
+
+
+def readable_channels(interaction: discord.Interaction) -> set[int]:
+    """The ids of the channels and active threads of the interaction's guild its member can read."""
+    guild = interaction.guild
+    if guild is None:
+        return set()
+    places: list[discord.abc.Snowflake] = [*guild.channels, *guild.threads]
+    return {place.id for place in places if can_read(interaction, place.id)}
 
 
 def admin_only() -> Callable[[T], T]:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -450,20 +451,32 @@ class Store:
                 (count,) = await cur.fetchone()
         return VoteResult(voted=voted, count=count)
 
-    async def top_songs(self, guild_id: int, *, since: datetime | None = None, limit: int = 10) -> list[Song]:
+    async def top_songs(
+        self,
+        guild_id: int,
+        *,
+        since: datetime | None = None,
+        limit: int = 10,
+        channel_ids: Collection[int] | None = None,
+    ) -> list[Song]:
         """The guild's most-voted songs, ties broken newest first.
 
         `since` keeps songs *written* at or after that moment (a week's leaderboard shows
         that week's songs, counting all their votes); None means all time. Songs without a
-        vote are left out: a leaderboard of zeros is noise.
+        vote are left out: a leaderboard of zeros is noise. `channel_ids` keeps only songs
+        written in those channels (the ones the asker can read); None means every channel.
         """
         since_text = _ts(since) if since is not None else ""  # every timestamp sorts after ""
+        where, params = "s.guild_id = ? AND s.created_at >= ?", [guild_id, since_text]
+        if channel_ids is not None:
+            # json_each keeps it one parameter however many channels a guild has (SQLite caps parameters).
+            where += " AND s.channel_id IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(sorted(channel_ids)))
         async with self._read() as db:
             rows = await db.execute_fetchall(
                 f"SELECT {_SONG_COLUMNS}, COUNT(*) AS votes FROM songs s JOIN votes v ON v.song_id = s.id"
-                " WHERE s.guild_id = ? AND s.created_at >= ?"
-                " GROUP BY s.id ORDER BY votes DESC, s.created_at DESC, s.id DESC LIMIT ?",
-                (guild_id, since_text, limit),
+                f" WHERE {where} GROUP BY s.id ORDER BY votes DESC, s.created_at DESC, s.id DESC LIMIT ?",
+                (*params, limit),
             )
         return [_song(row) for row in rows]
 

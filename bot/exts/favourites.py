@@ -9,8 +9,9 @@ The buttons are the persistent `DynamicItem`s of bot/views.py; this cog is their
 A click on a button under a song is answered within Discord's 3 seconds either by updating the message
 in place (callback type 7: the new vote count, or "deleted") or with an ephemeral note.
 
-Songs are visible where they were written: in their guild, or in their DM channel. A song id from
-elsewhere is answered exactly like an id that does not exist, so nothing leaks across servers.
+Songs are visible where they were written: in their guild to members who can read the channel they were
+written in, or in their DM channel. A song id from elsewhere is answered exactly like an id that does not
+exist, so nothing leaks across servers or out of private channels (song ids are sequential: easy to guess).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages, views
-from bot.permissions import is_admin
+from bot.permissions import can_read, is_admin, readable_channels
 from bot.replies import tell
 from bot.store import SelfVoteError, Song, SongNotFoundError
 from bot.views import ForgetChoice, SongAction
@@ -116,10 +117,14 @@ class Favourites(
     # ---- helpers
 
     async def _visible_song(self, interaction: discord.Interaction, song_id: int) -> Song | None:
-        """The song if it belongs where the interaction happens (its guild; in DMs, its DM channel)."""
-        return await self.bot.store.visible_song(
+        """The song if the member may see it from where they are: written in this guild in a channel they can
+        read, or (in DMs) in this DM channel. Otherwise None, exactly as for a song that does not exist."""
+        song = await self.bot.store.visible_song(
             song_id, guild_id=interaction.guild_id, channel_id=interaction.channel_id
         )
+        if song is not None and interaction.guild_id is not None and not can_read(interaction, song.channel_id):
+            return None
+        return song
 
     # ---- the buttons under a song
 
@@ -265,7 +270,9 @@ class Favourites(
             return
         back, words = PERIODS[period]
         since = self.bot.store.clock() - back if back is not None else None
-        songs = await self.bot.store.top_songs(interaction.guild_id, since=since, limit=TOP_LIMIT)
+        songs = await self.bot.store.top_songs(
+            interaction.guild_id, since=since, limit=TOP_LIMIT, channel_ids=readable_channels(interaction)
+        )
         if not songs:
             await tell(interaction, messages.no_votes_text(words))
             return

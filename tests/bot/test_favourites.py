@@ -14,6 +14,7 @@ from bot.messages import FORGET_CANCELLED, INTERNAL_ERROR, NO_FAVOURITES, NOT_YO
 from bot.store import NewSong
 from tests.bot.helpers import SEED, click, component, ephemeral_text, song_id, write_song
 from tests.fakediscord import FakeDiscord, Interaction, make_user
+from tests.fakediscord import payloads as p
 
 LISTED = re.compile(r"\*\*#(\d+)\*\*")
 
@@ -32,11 +33,17 @@ async def command(
 
 
 def new_song(
-    guild_id: int, author_id: int, *, text: str = "窗外的麻雀\n在电线杆上多嘴", random_seed: int = 1
+    guild_id: int,
+    author_id: int,
+    *,
+    channel_id: int = 1,
+    text: str = "窗外的麻雀\n在电线杆上多嘴",
+    random_seed: int = 1,
 ) -> NewSong:
+    """A song as if written in `channel_id` (a channel the fake does not have is one nobody can read)."""
     return NewSong(
         guild_id=guild_id,
-        channel_id=1,
+        channel_id=channel_id,
         author_id=author_id,
         seed=SEED,
         temperature=0.8,
@@ -118,12 +125,13 @@ async def test_mine_is_newest_first_and_paginated(fake_discord: FakeDiscord, lyr
 
 async def test_top_orders_by_votes_and_filters_by_period(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
     store, guild_id = lyrics_bot.store, int(fake_discord.guild["id"])
+    general = int(fake_discord.channel["id"])
     now = datetime.now(UTC)
     fans = list(range(1000, 1010))
 
     async def song_with_votes(written: datetime, votes: int, guild: int = guild_id) -> int:
         store.clock = at(written)
-        sid = await store.add_song(new_song(guild, 1))
+        sid = await store.add_song(new_song(guild, 1, channel_id=general))
         for fan in fans[:votes]:
             await store.toggle_vote(sid, fan)
         return sid
@@ -270,3 +278,43 @@ async def test_failures_of_commands_and_buttons_end_in_one_apology(
     assert mine.message.ephemeral and mine.content == INTERNAL_ERROR
     save = await click(fake_discord, message, "save", make_user("bob"))
     assert await ephemeral_text(save) == INTERNAL_ERROR
+
+
+async def test_songs_from_channels_a_member_cannot_read_stay_hidden(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
+    """Song ids are sequential, so anyone can guess one: /favourites show and top reveal a song only to members
+    who can read the channel it was written in."""
+    guild_id = fake_discord.guild["id"]
+    staff = await fake_discord.add_role("staff")
+    insider = make_user("insider")
+    fake_discord.give_role(insider, staff)
+    private = await fake_discord.add_channel(
+        "staff-room",
+        overwrites=[
+            p.overwrite(guild_id, p.ROLE_OVERWRITE, deny=p.VIEW_CHANNEL),  # @everyone: no
+            p.overwrite(staff["id"], p.ROLE_OVERWRITE, allow=p.VIEW_CHANNEL),
+            p.overwrite(fake_discord.bot_user["id"], p.MEMBER_OVERWRITE, allow=p.VIEW_CHANNEL),
+        ],
+    )
+    inside = await (
+        await fake_discord.send_slash_command(
+            "lyrics", {"seed": "秘密", "length": 10}, user=insider, channel_id=private["id"]
+        )
+    ).wait_final(timeout=30)
+    outside = await write_song(fake_discord, user=make_user("bob"))  # in #general
+    secret, public = song_id(inside), song_id(outside)
+    for sid in (secret, public):
+        await lyrics_bot.store.toggle_vote(sid, 4242)  # both on the leaderboard
+    member = fake_discord.user  # alice: no staff role
+
+    shown = await command(fake_discord, "favourites show", {"id": secret}, user=member)
+    assert shown.message.ephemeral and shown.content == not_found(secret)  # as if it did not exist
+    assert "秘密" not in str(shown.message.embeds)
+    board = await command(fake_discord, "favourites top", user=member)
+    assert listed_ids(board) == [public]
+
+    # Those who can read the channel see it, from any channel of the server.
+    seen = await command(fake_discord, "favourites show", {"id": secret}, user=insider)
+    assert seen.message.embeds[0]["description"].startswith("秘密")
+    assert sorted(listed_ids(await command(fake_discord, "favourites top", user=insider))) == sorted([secret, public])

@@ -131,6 +131,14 @@ async def test_mentions_in_the_seed_ping_nobody(fake_discord: FakeDiscord, lyric
     assert fake_discord.allowed_mentions and all(m == {"parse": []} for m in fake_discord.allowed_mentions)
 
 
+async def test_links_in_the_seed_are_shown_as_text(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
+    seed = "看https://evil.example/x [点我](https://evil.example/y)"
+    message = await (await fake_discord.send_slash_command("lyrics", {"seed": seed, "length": 5})).wait_final()
+    shown = message.embeds[0]["description"]
+    assert "://" not in shown  # what Discord turns into a clickable link
+    assert "https:\u200b//evil.example/x" in shown and "\\[点我](https:\u200b//evil.example/y)" in shown
+
+
 async def test_concurrent_requests_are_batched_and_heartbeats_stay_on_time(
     fake_discord: FakeDiscord, lyrics_bot: LyricsBot
 ) -> None:

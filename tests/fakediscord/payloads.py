@@ -19,6 +19,10 @@ _increment = itertools.count()
 # What an ordinary member may do in a channel: view, send, embed links, attach files, read history,
 # use application commands. Admin tests pass their own (e.g. 8 = ADMINISTRATOR).
 DEFAULT_MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 31)
+ADMINISTRATOR = 1 << 3
+VIEW_CHANNEL = 1 << 10
+READ_MESSAGE_HISTORY = 1 << 16
+ROLE_OVERWRITE, MEMBER_OVERWRITE = 0, 1
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
@@ -94,7 +98,35 @@ def make_member(user: dict[str, Any], *, roles: Iterable[str] = (), permissions:
     return member
 
 
-def make_text_channel(guild_id: str, name: str, *, id: int | str | None = None, position: int = 0) -> dict[str, Any]:
+def make_role(guild_id: str, name: str, *, permissions: int = 0, position: int = 1) -> dict[str, Any]:
+    """A guild role; the @everyone role is built by make_guild (its id is the guild's)."""
+    return {
+        "id": guild_id if name == "@everyone" else snowflake(),
+        "name": name,
+        "color": 0,
+        "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+        "hoist": False,
+        "position": position,
+        "permissions": str(permissions),
+        "managed": False,
+        "mentionable": False,
+        "flags": 0,
+    }
+
+
+def overwrite(target_id: str, kind: int, *, allow: int = 0, deny: int = 0) -> dict[str, Any]:
+    """A channel permission overwrite for a role (ROLE_OVERWRITE) or a member (MEMBER_OVERWRITE)."""
+    return {"id": target_id, "type": kind, "allow": str(allow), "deny": str(deny)}
+
+
+def make_text_channel(
+    guild_id: str,
+    name: str,
+    *,
+    id: int | str | None = None,
+    position: int = 0,
+    overwrites: Iterable[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """A guild text channel (type 0)."""
     return {
         "id": str(id or snowflake()),
@@ -102,7 +134,7 @@ def make_text_channel(guild_id: str, name: str, *, id: int | str | None = None, 
         "guild_id": guild_id,
         "name": name,
         "position": position,
-        "permission_overwrites": [],
+        "permission_overwrites": list(overwrites),
         "nsfw": False,
         "topic": None,
         "last_message_id": None,
@@ -127,18 +159,7 @@ def make_guild(
     guild_id = str(id or snowflake())
     members = list(members)
     owner_id = (owner or (members[0] if members else {"id": snowflake()}))["id"]
-    everyone = {
-        "id": guild_id,  # the @everyone role shares the guild's id
-        "name": "@everyone",
-        "color": 0,
-        "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
-        "hoist": False,
-        "position": 0,
-        "permissions": str(DEFAULT_MEMBER_PERMISSIONS),
-        "managed": False,
-        "mentionable": False,
-        "flags": 0,
-    }
+    everyone = make_role(guild_id, "@everyone", permissions=DEFAULT_MEMBER_PERMISSIONS, position=0)
     return {
         "id": guild_id,
         "name": name,
@@ -221,6 +242,7 @@ def make_interaction(
     guild: dict[str, Any] | None,
     permissions: int,
     message: dict[str, Any] | None = None,
+    roles: Iterable[str] = (),
 ) -> dict[str, Any]:
     """An INTERACTION_CREATE payload; a guild one carries ``member`` (with permissions), a DM one ``user``."""
     payload: dict[str, Any] = {
@@ -242,7 +264,7 @@ def make_interaction(
             guild_id=guild["id"],
             guild={"id": guild["id"], "locale": "en-US", "features": []},
             guild_locale="en-US",
-            member=make_member(user, permissions=permissions),
+            member=make_member(user, roles=roles, permissions=permissions),
             authorizing_integration_owners={"0": guild["id"]},
             context=0,
         )
@@ -259,3 +281,33 @@ def error(code: int, message: str, errors: dict[str, Any] | None = None) -> dict
     if errors:
         body["errors"] = errors
     return body
+
+
+def channel_permissions(guild: dict[str, Any], channel: dict[str, Any], user_id: str) -> int:
+    """A member's permissions in a guild channel, computed as Discord does: the guild owner and Administrator
+    have all; else @everyone's and the member's roles' permissions, then the channel's overwrites for
+    @everyone, for the member's roles (together), and for the member."""
+    everything = (1 << 53) - 1
+    if guild["owner_id"] == user_id:
+        return everything
+    member = next((m for m in guild["members"] if m["user"]["id"] == user_id), None)
+    roles = set(member["roles"]) if member else set()
+    permissions = 0
+    for role in guild["roles"]:
+        if role["id"] == guild["id"] or role["id"] in roles:
+            permissions |= int(role["permissions"])
+    if permissions & ADMINISTRATOR:
+        return everything
+    overwrites = channel.get("permission_overwrites") or []
+    for entry in overwrites:
+        if entry["id"] == guild["id"]:
+            permissions = (permissions & ~int(entry["deny"])) | int(entry["allow"])
+    allow = deny = 0
+    for entry in overwrites:
+        if entry["type"] == ROLE_OVERWRITE and entry["id"] in roles:
+            allow, deny = allow | int(entry["allow"]), deny | int(entry["deny"])
+    permissions = (permissions & ~deny) | allow
+    for entry in overwrites:
+        if entry["type"] == MEMBER_OVERWRITE and entry["id"] == user_id:
+            permissions = (permissions & ~int(entry["deny"])) | int(entry["allow"])
+    return permissions

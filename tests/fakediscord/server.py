@@ -523,6 +523,7 @@ class FakeDiscord:
             if channel is None:
                 raise ValueError(f"no channel {channel_id} in guild {guild['id']}")
         perms = getattr(permissions, "value", permissions)
+        member = next((m for m in guild["members"] if m["user"]["id"] == user["id"]), None) if guild else None
         payload = p.make_interaction(
             type=type,
             application_id=self.application_id,
@@ -532,12 +533,54 @@ class FakeDiscord:
             guild=guild,
             permissions=p.DEFAULT_MEMBER_PERMISSIONS if perms is None else int(perms),
             message=source.to_api() if source else None,
+            roles=member["roles"] if member else (),
         )
         inter = Interaction(self, payload, source)
         self.interactions[inter.id] = inter
         inter.dispatched_at = time.monotonic()  # Discord's 3 s starts when it sends the event
         await self.dispatch("INTERACTION_CREATE", payload)
         return inter
+
+    # ---- roles and channels -----------------------------------------------------------------------------
+
+    async def add_role(self, name: str, *, permissions: int = 0, guild_id: Any = None) -> dict[str, Any]:
+        """A new role in a guild (told to a connected bot with GUILD_ROLE_CREATE)."""
+        guild = self._guild(guild_id)
+        role = p.make_role(guild["id"], name, permissions=permissions, position=len(guild["roles"]))
+        guild["roles"].append(role)
+        if any(s.ready for s in self._sockets):
+            await self.dispatch("GUILD_ROLE_CREATE", {"guild_id": guild["id"], "role": role})
+        return role
+
+    def give_role(self, user: dict[str, Any], role: dict[str, Any], *, guild_id: Any = None) -> None:
+        """Make `user` a member of the guild (if not yet) with `role`. Interactions from them carry it; the bot,
+        without the privileged members intent, learns members' roles from those interactions only."""
+        guild = self._guild(guild_id)
+        member = next((m for m in guild["members"] if m["user"]["id"] == user["id"]), None)
+        if member is None:
+            member = p.make_member(user)
+            guild["members"].append(member)
+        member["roles"].append(role["id"])
+
+    async def add_channel(
+        self, name: str, *, overwrites: list[dict[str, Any]] | None = None, guild_id: Any = None
+    ) -> dict[str, Any]:
+        """A new text channel (told to a connected bot with CHANNEL_CREATE), e.g. a private one:
+        ``overwrites=[p.overwrite(guild_id, p.ROLE_OVERWRITE, deny=p.VIEW_CHANNEL), ...]``."""
+        guild = self._guild(guild_id)
+        channel = p.make_text_channel(guild["id"], name, position=len(guild["channels"]), overwrites=overwrites or [])
+        guild["channels"].append(channel)
+        if any(s.ready for s in self._sockets):
+            await self.dispatch("CHANNEL_CREATE", channel)
+        return channel
+
+    def _bot_can_view(self, channel: dict[str, Any]) -> bool:
+        """Whether the bot may see a channel (DMs: always). Discord answers 403 Missing Access otherwise."""
+        guild_id = channel.get("guild_id")
+        if guild_id is None:
+            return True
+        guild = self._guild(guild_id)
+        return bool(p.channel_permissions(guild, channel, self.bot_user["id"]) & p.VIEW_CHANNEL)
 
     def _guild(self, guild_id: Any) -> dict[str, Any]:
         if guild_id is None:
@@ -873,6 +916,8 @@ class FakeDiscord:
         channel = self._channel(request.match_info["cid"])
         if channel is None:
             return _error(404, 10003, "Unknown Channel")
+        if not self._bot_can_view(channel):
+            return _error(403, 50001, "Missing Access")
         body, files = request[_JSON], request[_FILES]
         if problems := validate_message(body):
             return self._invalid(request, problems)
@@ -891,6 +936,11 @@ class FakeDiscord:
 
     async def _channel_message(self, request: web.Request) -> web.Response:
         cid, mid = request.match_info["cid"], request.match_info["mid"]
+        channel = self._channel(cid)
+        if channel is None:
+            return _error(404, 10003, "Unknown Channel")
+        if not self._bot_can_view(channel):
+            return _error(403, 50001, "Missing Access")
         msg = next((m for m in self.messages if m.id == mid and m.channel_id == cid and not m.deleted), None)
         if msg is None:
             return _error(404, 10008, "Unknown Message")
