@@ -16,7 +16,7 @@ from pathlib import Path
 
 import discord
 
-from bot.store import Song
+from bot.store import ForgetReport, Song
 
 CONTENT_LIMIT = 2000
 DESCRIPTION_LIMIT = 4096
@@ -220,10 +220,6 @@ NO_FAVOURITES = "You have no saved songs yet (还没有收藏): click ⭐ under 
 NOT_YOUR_LIST = "These are someone else's favourites: use /favourites mine to see yours."
 NOT_YOUR_QUESTION = "Only the member who asked to be forgotten can answer this."
 TOP_IN_DMS = "Leaderboards are per server (排行榜只在服务器里): use /favourites top in a server."
-FORGET_QUESTION = (
-    "This deletes everything the bot stores about you (删除你的所有数据): your votes and your saved songs "
-    "are deleted, and the songs you asked for stay but no longer name you. It cannot be undone."
-)
 FORGET_CANCELLED = "Cancelled: nothing was deleted (已取消)."
 FAVOURITES_TITLE = "⭐ Your saved songs (我的收藏)"
 TOP_FOOTER = "/favourites show id:<n> shows one in full"
@@ -265,8 +261,36 @@ def no_votes_text(period_words: str) -> str:
     return f"No votes yet for songs written {period_words} (还没有投票): click 👍 under a song you like."
 
 
-def forgotten_text(votes: int, favourites: int, songs: int) -> str:
-    return (
-        f"Done (已删除): {votes} vote(s) and {favourites} saved song(s) deleted; "
-        f"{songs} song(s) you asked for no longer name you."
+def _forget_items(report: ForgetReport) -> list[str]:
+    return [
+        f"• your {report.votes} vote(s)",
+        f"• your {report.favourites} saved song(s) (the saves; the songs stay for whoever wrote them)",
+        f"• the {report.songs} song(s) you asked for, and their messages where the bot can still reach them",
+        f"• with those songs, the {report.votes_on_songs} vote(s) and {report.saves_of_songs} save(s) other "
+        "members gave them",
+    ]
+
+
+def forget_question(report: ForgetReport) -> str:
+    """The confirmation of forget-me: exactly what goes."""
+    return "\n".join(
+        [
+            "This deletes everything the bot stores about you, for good (删除你的所有数据):",
+            *_forget_items(report),
+            "It cannot be undone.",
+        ]
     )
+
+
+def forgotten_text(report: ForgetReport, *, messages_deleted: int, messages_unreachable: int) -> str:
+    """What forget-me deleted, after the confirmation."""
+    lines = ["Done (已删除). Deleted:", *_forget_items(report)]
+    found = len(report.messages)
+    if found:
+        lines.append(f"Messages of those songs deleted: {messages_deleted} of {found}.")
+        if messages_unreachable:
+            lines.append(
+                f"{messages_unreachable} could not be reached (the bot was removed from the channel or server); "
+                "a server's moderators can delete them."
+            )
+    return "\n".join(lines)

@@ -51,19 +51,25 @@ async def update(interaction: discord.Interaction, **fields: Any) -> None:
 
 
 async def defer_if_slow(
-    interaction: discord.Interaction, work: Awaitable[T], *, thinking: bool = False, after: float = SLOW_S
+    interaction: discord.Interaction,
+    work: Awaitable[T],
+    *,
+    thinking: bool = False,
+    ephemeral: bool = False,
+    after: float = SLOW_S,
 ) -> T:
     """Await `work`; if it is still running after `after` seconds, defer the interaction meanwhile.
 
     For a click, thinking=False acknowledges it silently (the message it is on is `update`d later), and
-    thinking=True shows "thinking…" as the start of a new message. Either way `tell` and `update` answer
-    correctly afterwards. The work is never cancelled here: a vote that was counted stays counted.
+    thinking=True shows "thinking…" as the start of a new message. A command always shows "thinking…",
+    only to the member who asked if `ephemeral`. Either way `tell` and `update` answer correctly afterwards.
+    The work is never cancelled here: a vote that was counted stays counted.
     """
     task = asyncio.ensure_future(work)
     done, _ = await asyncio.wait({task}, timeout=after)
     if not done and not interaction.response.is_done():
         try:
-            await interaction.response.defer(thinking=thinking)
+            await interaction.response.defer(thinking=thinking, ephemeral=ephemeral)
         except discord.HTTPException as exc:  # too late already; the answer will fail too, the work still counts
             log.warning("could not defer a slow interaction: %s", exc)
     return await task

@@ -101,9 +101,14 @@ class VoteResult:
 
 @dataclass(frozen=True)
 class ForgetReport:
-    votes_removed: int
-    favourites_removed: int
-    songs_anonymised: int  # songs kept, author_id set to NULL
+    """What forget-me deletes (forget_preview) or deleted (forget_user)."""
+
+    votes: int  # the member's votes
+    favourites: int  # the member's saved songs (the saves, not the songs)
+    songs: int  # the songs the member asked for, deleted with everything attached to them:
+    votes_on_songs: int  # other members' votes for those songs
+    saves_of_songs: int  # other members' saves of those songs
+    messages: tuple[tuple[int, int], ...] = ()  # (channel_id, message_id) of the deleted songs' messages
 
 
 # -----------------------------------------------------------------------------
@@ -232,26 +237,32 @@ async def _user_version(db: aiosqlite.Connection) -> int:
 
 @asynccontextmanager
 async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error (cancellation included).
+    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error (cancellation and a failed COMMIT included).
 
     IMMEDIATE takes the write lock up front, so read-then-write (count after toggle, version
     check before migrating) cannot interleave with another connection's writer; a second
     process waits on busy_timeout instead of failing with SQLITE_BUSY half-way through.
+    A COMMIT can fail too (a deferred constraint, a full disk, an I/O error) and then leaves the
+    transaction open: it is rolled back, so the connection is never left inside a transaction
+    (where every later BEGIN would fail).
     """
     await db.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        await db.execute("COMMIT")
     except BaseException:
-        # No transaction may be left to roll back (e.g. cancelled while COMMIT ran).
+        # No transaction may be left to roll back (e.g. cancelled after COMMIT ran).
         with contextlib.suppress(sqlite3.OperationalError):
             await db.execute("ROLLBACK")
         raise
-    await db.execute("COMMIT")
 
 
 async def _configure(db: aiosqlite.Connection, path: str) -> None:
     await db.execute("PRAGMA busy_timeout = 5000")  # another process (a backup, the shell) may hold the lock
     await db.execute("PRAGMA foreign_keys = ON")  # per connection; the cascades need it
+    # Per connection too: deleted rows are overwritten with zeros, so a forgotten song's text does not
+    # linger in free pages of the file (forget_user then checkpoints it out of the -wal file as well).
+    await db.execute("PRAGMA secure_delete = ON")
     # Check again read-write before the first write below (the WAL switch rewrites the
     # header): the file may have changed since _inspect. A DatabaseError here means it is
     # no database at all.
@@ -521,14 +532,50 @@ class Store:
 
     # ---- privacy and maintenance
 
-    async def forget_user(self, user_id: int) -> ForgetReport:
-        """Delete the user's votes and favourites and drop their name from songs they asked for.
+    async def forget_preview(self, user_id: int) -> ForgetReport:
+        """What forget_user would delete now (the confirmation lists it); nothing is changed."""
+        async with self._read() as db:
+            return await _forget_counts(db, user_id)
 
-        The songs stay (other members voted for and saved them) but no longer say who asked.
-        One transaction: a crash leaves the user either fully remembered or fully forgotten.
+    async def forget_user(self, user_id: int) -> ForgetReport:
+        """Delete the user's votes, favourites and the songs they asked for (with other members' votes and
+        saves of those songs); returns what went, with the songs' messages for the caller to delete.
+
+        One transaction: a crash leaves the user either fully remembered or fully forgotten. Then a
+        checkpoint moves the change out of the -wal file, so that with secure_delete no deleted text stays
+        in either file.
         """
         async with self._write() as db:
-            votes = await db.execute("DELETE FROM votes WHERE user_id = ?", (user_id,))
-            favourites = await db.execute("DELETE FROM favourites WHERE user_id = ?", (user_id,))
-            songs = await db.execute("UPDATE songs SET author_id = NULL WHERE author_id = ?", (user_id,))
-            return ForgetReport(votes.rowcount, favourites.rowcount, songs.rowcount)
+            counts = await _forget_counts(db, user_id)
+            rows = await db.execute_fetchall(
+                "SELECT channel_id, message_id FROM songs WHERE author_id = ? AND message_id IS NOT NULL ORDER BY id",
+                (user_id,),
+            )
+            await db.execute("DELETE FROM votes WHERE user_id = ?", (user_id,))
+            await db.execute("DELETE FROM favourites WHERE user_id = ?", (user_id,))
+            await db.execute("DELETE FROM songs WHERE author_id = ?", (user_id,))  # cascades to votes, favourites
+        async with self._read() as db:
+            # TRUNCATE: the -wal file is emptied too. Busy (a reader elsewhere) only postpones it to the next one.
+            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return ForgetReport(
+            counts.votes,
+            counts.favourites,
+            counts.songs,
+            counts.votes_on_songs,
+            counts.saves_of_songs,
+            tuple((row["channel_id"], row["message_id"]) for row in rows),
+        )
+
+
+async def _forget_counts(db: aiosqlite.Connection, user_id: int) -> ForgetReport:
+    query = (
+        "SELECT (SELECT COUNT(*) FROM votes WHERE user_id = :u),"
+        " (SELECT COUNT(*) FROM favourites WHERE user_id = :u),"
+        " (SELECT COUNT(*) FROM songs WHERE author_id = :u),"
+        " (SELECT COUNT(*) FROM votes v JOIN songs s ON s.id = v.song_id WHERE s.author_id = :u AND v.user_id != :u),"
+        " (SELECT COUNT(*) FROM favourites f JOIN songs s ON s.id = f.song_id"
+        "  WHERE s.author_id = :u AND f.user_id != :u)"
+    )
+    async with db.execute(query, {"u": user_id}) as cur:
+        row = await cur.fetchone()
+    return ForgetReport(*row)

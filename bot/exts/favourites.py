@@ -30,8 +30,8 @@ from discord.ext import commands
 
 from bot import messages, views
 from bot.permissions import can_read, is_admin, readable_channels
-from bot.replies import tell
-from bot.store import SelfVoteError, Song, SongNotFoundError
+from bot.replies import defer_if_slow, tell, update
+from bot.store import SelfVoteError, Song, SongNotFoundError, VoteResult
 from bot.views import ForgetChoice, SongAction
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_MESSAGE = 10008  # Discord's error code for a message that no longer exists
 PAGE_SIZE = 5  # songs per page of /favourites mine
 TOP_LIMIT = 10  # songs on a leaderboard
 SONG_ID_MAX = 2**53  # the largest integer option Discord accepts; ids never get near it
@@ -136,61 +137,68 @@ class Favourites(
         async with self.bot.busy():  # a shutdown lets the click finish before the store closes
             await handle(interaction, song_id)
 
+    # Each click's database work runs under defer_if_slow: answered at once (one callback that both
+    # acknowledges and updates) when the database is quick, deferred first when it is slow, so that a
+    # busy database never costs a click Discord's 3 seconds.
+
     async def _vote(self, interaction: discord.Interaction, song_id: int) -> None:
         async with self.labels.update(song_id) as burst:
-            if await self._visible_song(interaction, song_id) is None:
-                await tell(interaction, messages.not_found(song_id))
+            answer = await defer_if_slow(interaction, self._toggle_vote(interaction, song_id))
+            if isinstance(answer, str):
+                await tell(interaction, answer)
                 return
-            try:
-                result = await self.bot.store.toggle_vote(song_id, interaction.user.id)
-            except SelfVoteError:
-                await tell(interaction, messages.SELF_VOTE)
-                return
-            except SongNotFoundError:  # deleted since the check above
-                await tell(interaction, messages.not_found(song_id))
-                return
-            # One callback (type 7) both acknowledges the click and shows the new count.
-            await interaction.response.edit_message(view=views.song_view(song_id, votes=result.count))
+            await update(interaction, view=views.song_view(song_id, votes=answer.count))
             burst.last = interaction
+
+    async def _toggle_vote(self, interaction: discord.Interaction, song_id: int) -> VoteResult | str:
+        """The click's vote in the store, or the refusal to tell the clicker."""
+        if await self._visible_song(interaction, song_id) is None:
+            return messages.not_found(song_id)
+        try:
+            return await self.bot.store.toggle_vote(song_id, interaction.user.id)
+        except SelfVoteError:
+            return messages.SELF_VOTE
+        except SongNotFoundError:  # deleted since the check above
+            return messages.not_found(song_id)
 
     async def _save(self, interaction: discord.Interaction, song_id: int) -> None:
         """A first click saves the song for the clicker, the next one unsaves it."""
+        await tell(interaction, await defer_if_slow(interaction, self._toggle_save(interaction, song_id)))
+
+    async def _toggle_save(self, interaction: discord.Interaction, song_id: int) -> str:
         if await self._visible_song(interaction, song_id) is None:
-            await tell(interaction, messages.not_found(song_id))
-            return
+            return messages.not_found(song_id)
         user_id = interaction.user.id
         try:
             saved = await self.bot.store.add_favourite(user_id, song_id)
         except SongNotFoundError:
-            await tell(interaction, messages.not_found(song_id))
-            return
+            return messages.not_found(song_id)
         if saved:
-            text = messages.saved_text(song_id)
-        else:
-            await self.bot.store.remove_favourite(user_id, song_id)
-            text = messages.unsaved_text(song_id)
-        await tell(interaction, text)
+            return messages.saved_text(song_id)
+        await self.bot.store.remove_favourite(user_id, song_id)
+        return messages.unsaved_text(song_id)
 
     async def _delete(self, interaction: discord.Interaction, song_id: int) -> None:
+        async with self.labels.update(song_id) as burst:  # a vote click in flight must not put the buttons back
+            refusal, by = await defer_if_slow(interaction, self._delete_song(interaction, song_id))
+            if refusal is not None:
+                await tell(interaction, refusal)
+                return
+            await update(interaction, content=messages.removed_text(song_id, by), embed=None, view=None)
+            burst.last = interaction
+
+    async def _delete_song(self, interaction: discord.Interaction, song_id: int) -> tuple[str | None, str]:
+        """Delete the song if the clicker may: (None, who deleted it), or (the refusal to tell, "")."""
         song = await self._visible_song(interaction, song_id)
         if song is None:
-            await tell(interaction, messages.not_found(song_id))
-            return
+            return messages.not_found(song_id), ""
         is_author = song.author_id is not None and song.author_id == interaction.user.id
         if not is_author and not is_admin(interaction, self.bot.settings):
-            await tell(interaction, messages.DELETE_REFUSED)
-            return
-        async with self.labels.update(song_id) as burst:  # a vote click in flight must not put the buttons back
-            if not await self.bot.store.delete_song(song_id):
-                await tell(interaction, messages.not_found(song_id))  # someone else deleted it a moment ago
-                return
-            log.info(
-                "song %d deleted by user %d (%s)", song_id, interaction.user.id, "author" if is_author else "admin"
-            )
-            await interaction.response.edit_message(
-                content=messages.removed_text(song_id, "its author" if is_author else "an admin"), embed=None, view=None
-            )
-            burst.last = interaction
+            return messages.DELETE_REFUSED, ""
+        if not await self.bot.store.delete_song(song_id):
+            return messages.not_found(song_id), ""  # someone else deleted it a moment ago
+        log.info("song %d deleted by user %d (%s)", song_id, interaction.user.id, "author" if is_author else "admin")
+        return None, "its author" if is_author else "an admin"
 
     async def _refresh_song_message(self, song_id: int, interaction: discord.Interaction) -> None:
         """Show the song's stored state on its message (see LabelSync), through a click that edited it."""
@@ -210,12 +218,12 @@ class Favourites(
             await tell(interaction, messages.NOT_YOUR_LIST)
             return
         async with self.bot.busy():
-            shown = await self._favourites_page(owner_id, page)
+            shown = await defer_if_slow(interaction, self._favourites_page(owner_id, page))
         if shown is None:  # unsaved everything since the list was shown
-            await interaction.response.edit_message(content=messages.NO_FAVOURITES, embed=None, view=None)
+            await update(interaction, content=messages.NO_FAVOURITES, embed=None, view=None)
             return
         embed, pager = shown
-        await interaction.response.edit_message(embed=embed, view=pager)
+        await update(interaction, embed=embed, view=pager)
 
     async def _favourites_page(self, user_id: int, page: int) -> tuple[discord.Embed, discord.ui.View | None] | None:
         """Page `page` (0-based, clamped to the last one) of the user's saved songs, newest first."""
@@ -242,13 +250,46 @@ class Favourites(
         if choice is ForgetChoice.CANCEL:
             await interaction.response.edit_message(content=messages.FORGET_CANCELLED, view=None)
             return
+        # Deleting touches the database and then every song's message: acknowledge the click first.
+        await interaction.response.defer()
         async with self.bot.busy():
             report = await self.bot.store.forget_user(owner_id)
-        log.info("forgot user %d: %s", owner_id, report)
-        await interaction.response.edit_message(
-            content=messages.forgotten_text(report.votes_removed, report.favourites_removed, report.songs_anonymised),
+            deleted, unreachable = await self._delete_messages(report.messages)
+        log.info(
+            "forgot user %d: %d votes, %d favourites, %d songs; %d of %d messages deleted",
+            owner_id,
+            report.votes,
+            report.favourites,
+            report.songs,
+            deleted,
+            len(report.messages),
+        )
+        await interaction.edit_original_response(
+            content=messages.forgotten_text(report, messages_deleted=deleted, messages_unreachable=unreachable),
             view=None,
         )
+
+    async def _delete_messages(self, where: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+        """Delete the bot's messages at (channel_id, message_id); returns (deleted, could not be reached).
+
+        A message already gone counts as deleted. discord.py waits out Discord's rate limits between them.
+        """
+        deleted = unreachable = 0
+        for channel_id, message_id in where:
+            message = self.bot.get_partial_messageable(channel_id).get_partial_message(message_id)
+            try:
+                await message.delete()
+            except discord.NotFound as exc:
+                if exc.code == UNKNOWN_MESSAGE:
+                    deleted += 1
+                else:  # the channel itself is gone, or the bot left the server
+                    unreachable += 1
+            except discord.HTTPException as exc:  # Forbidden: the bot lost access to the channel
+                log.info("could not delete message %d in channel %d: %s", message_id, channel_id, exc)
+                unreachable += 1
+            else:
+                deleted += 1
+        return deleted, unreachable
 
     # ---- /favourites ...
 
@@ -307,9 +348,15 @@ class Favourites(
 
     @app_commands.command(name="forget-me", description="删除我的数据 · Delete everything the bot stores about you")
     async def forget_me(self, interaction: discord.Interaction) -> None:
-        await interaction.response.send_message(
-            messages.FORGET_QUESTION, view=views.forget_view(interaction.user.id), ephemeral=True
-        )
+        report = await defer_if_slow(interaction, self.bot.store.forget_preview(interaction.user.id), ephemeral=True)
+        if not interaction.response.is_done():
+            await interaction.response.send_message(
+                messages.forget_question(report), view=views.forget_view(interaction.user.id), ephemeral=True
+            )
+        else:  # deferred (ephemeral: see below) while the database was slow
+            await interaction.edit_original_response(
+                content=messages.forget_question(report), view=views.forget_view(interaction.user.id)
+            )
 
 
 async def setup(bot: LyricsBot) -> None:

@@ -191,15 +191,29 @@ async def test_unknown_and_other_servers_songs(fake_discord: FakeDiscord, lyrics
     assert board.message.ephemeral and "No votes yet" in board.content
 
 
-async def test_forget_me_after_confirmation(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
+async def test_forget_me_really_deletes(fake_discord: FakeDiscord, lyrics_bot: LyricsBot, tmp_path) -> None:
+    """Her votes, her saves and the songs she asked for (with others' votes and saves of them) go from the
+    database, and their text from the file itself (secure_delete); their messages go where the bot can still
+    reach them. The confirmation lists exactly that, and the outcome says what happened."""
     alice, bob = fake_discord.user, make_user("bob")
     alice_id, bob_id = int(alice["id"]), int(bob["id"])
-    hers = await write_song(fake_discord, user=alice)
+    marker = "忘记我吧"
+    hers = await write_song(fake_discord, user=alice, seed=marker)
     his = await write_song(fake_discord, user=bob)
     for user, message in ((alice, his), (bob, hers)):
         await click(fake_discord, message, "vote", user)
         await click(fake_discord, message, "save", user)
     await click(fake_discord, his, "save", bob)  # bob saves his own song too
+    # A second song of hers, in a channel the bot has since lost access to: its message cannot be reached.
+    hidden = await fake_discord.add_channel("archive")
+    elsewhere = await (
+        await fake_discord.send_slash_command(
+            "lyrics", {"seed": marker, "length": 10}, user=alice, channel_id=hidden["id"]
+        )
+    ).wait_final(timeout=30)
+    hidden["permission_overwrites"].append(
+        p.overwrite(fake_discord.bot_user["id"], p.MEMBER_OVERWRITE, deny=p.VIEW_CHANNEL)
+    )
 
     def data(user_id: int) -> tuple[int, int, int]:
         return (
@@ -208,10 +222,16 @@ async def test_forget_me_after_confirmation(fake_discord: FakeDiscord, lyrics_bo
             rows(lyrics_bot, "SELECT COUNT(*) FROM songs WHERE author_id = ?", user_id)[0][0],
         )
 
-    assert data(alice_id) == (1, 1, 1) and data(bob_id) == (1, 2, 1)
+    assert data(alice_id) == (1, 1, 2) and data(bob_id) == (1, 2, 1)
 
     question = await command(fake_discord, "favourites forget-me", user=alice)
     assert question.message.ephemeral
+    assert question.content.splitlines()[1:5] == [
+        "• your 1 vote(s)",
+        "• your 1 saved song(s) (the saves; the songs stay for whoever wrote them)",
+        "• the 2 song(s) you asked for, and their messages where the bot can still reach them",
+        "• with those songs, the 1 vote(s) and 1 save(s) other members gave them",
+    ]
     confirm, cancel = f"forget:{alice_id}:confirm", f"forget:{alice_id}:cancel"
     assert question.message.custom_ids() == [confirm, cancel]
 
@@ -220,20 +240,28 @@ async def test_forget_me_after_confirmation(fake_discord: FakeDiscord, lyrics_bo
     cancelled = await fake_discord.click_button(question.message, cancel, user=alice)
     assert (await cancelled.wait_response())["type"] == 7
     assert question.message.content == FORGET_CANCELLED and question.message.components == []
-    assert data(alice_id) == (1, 1, 1)
+    assert data(alice_id) == (1, 1, 2)
 
     question = await command(fake_discord, "favourites forget-me", user=alice)
     done = await fake_discord.click_button(question.message, confirm, user=alice)
-    assert (await done.wait_response())["type"] == 7
-    assert "1 vote(s) and 1 saved song(s) deleted; 1 song(s)" in question.message.content
+    assert (await done.wait_response())["type"] == 6  # acknowledged at once; deleting takes a while
+    await done.wait_final(until=lambda i: i.edits)
+    outcome = question.message.content
+    assert outcome.startswith("Done") and "• the 2 song(s) you asked for" in outcome
+    assert "Messages of those songs deleted: 1 of 2." in outcome and "1 could not be reached" in outcome
     assert question.message.components == []
 
     assert data(alice_id) == (0, 0, 0)
-    assert data(bob_id) == (1, 2, 1)  # bob's vote for her song stays: it is his
-    song = await lyrics_bot.store.get_song(song_id(hers))
-    assert song is not None and song.author_id is None and song.votes == 1
+    assert data(bob_id) == (0, 1, 1)  # his vote for her song and his save of it went with it; his own stay
+    assert await lyrics_bot.store.get_song(song_id(hers)) is None
+    assert await lyrics_bot.store.get_song(song_id(elsewhere)) is None
+    assert (await lyrics_bot.store.get_song(song_id(his))).votes == 0  # her vote for his song is gone
+    assert hers.deleted and not elsewhere.deleted and not his.deleted  # the unreachable one stays, as reported
     mine = await command(fake_discord, "favourites mine", user=alice)
     assert mine.content == NO_FAVOURITES
+    # Not in the database file, nor in its write-ahead log: secure_delete zeroed the freed pages.
+    for file in tmp_path.glob("lyrics.db*"):
+        assert marker.encode() not in file.read_bytes(), file.name
 
 
 async def test_synced_command_payload(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:

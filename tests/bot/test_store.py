@@ -383,6 +383,8 @@ async def test_reopen_keeps_everything(tmp_path: Path, clock: Clock) -> None:
 
 async def test_forget_user_removes_exactly_their_data(store: Store) -> None:
     alices = await store.add_song(new_song(author=ALICE))
+    await store.set_message_id(alices, 77)
+    unsent = await store.add_song(new_song(author=ALICE))  # never got a message
     bobs = await store.add_song(new_song(author=BOB))
     await store.toggle_vote(bobs, ALICE)
     await store.toggle_vote(alices, BOB)
@@ -390,17 +392,32 @@ async def test_forget_user_removes_exactly_their_data(store: Store) -> None:
     await store.add_favourite(ALICE, bobs)
     await store.add_favourite(ALICE, alices)
     await store.add_favourite(BOB, alices)
+    await store.add_favourite(CAROL, unsent)
 
+    expected = ForgetReport(votes=1, favourites=2, songs=2, votes_on_songs=1, saves_of_songs=2)
+    assert await store.forget_preview(ALICE) == expected
     report = await store.forget_user(ALICE)
 
-    assert report == ForgetReport(votes_removed=1, favourites_removed=2, songs_anonymised=1)
-    kept = await store.get_song(alices)
-    assert kept is not None and kept.author_id is None and kept.votes == 1  # Bob's vote stays
+    assert report == ForgetReport(1, 2, 2, 1, 2, messages=((3_300_000_000_000_000_001, 77),))
+    assert await store.get_song(alices) is None and await store.get_song(unsent) is None
     assert (await store.get_song(bobs)).author_id == BOB
     assert (await store.get_song(bobs)).votes == 1  # Carol's vote only
     assert await store.count_favourites(ALICE) == 0
-    assert [s.id for s in await store.list_favourites(BOB)] == [alices]
-    assert await store.forget_user(ALICE) == ForgetReport(0, 0, 0)
+    assert [s.id for s in await store.list_favourites(BOB)] == []  # his save of her song went with it
+    assert await store.forget_user(ALICE) == ForgetReport(0, 0, 0, 0, 0)
+
+
+async def test_a_failed_commit_rolls_back(store: Store) -> None:
+    """A COMMIT that fails (here a deferred foreign key: a vote for no song) leaves no transaction open."""
+    song = await store.add_song(new_song())
+    with pytest.raises(sqlite3.IntegrityError):
+        async with store._write() as db:
+            await db.execute("PRAGMA defer_foreign_keys = ON")  # checked at COMMIT, not at the INSERT
+            await db.execute("INSERT INTO votes (song_id, user_id, created_at) VALUES (?, ?, ?)", (9999, BOB, "x"))
+            await db.execute("INSERT INTO votes (song_id, user_id, created_at) VALUES (?, ?, ?)", (song, CAROL, "x"))
+    assert not store._db.in_transaction
+    assert (await store.get_song(song)).votes == 0  # the good row of the failed transaction is gone too
+    assert await store.toggle_vote(song, BOB) == VoteResult(voted=True, count=1)  # the next write works
 
 
 CHILD = textwrap.dedent(

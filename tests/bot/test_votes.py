@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
+import threading
 
 import discord
 
@@ -147,3 +149,40 @@ async def test_old_buttons_work_after_a_restart(fake_discord: FakeDiscord, start
         assert await bot.store.list_favourites(int(saver["id"])) == []
         again = await click(fake_discord, message, "again", voter)
         assert again.response_type == 5 and song_id(await again.wait_final(timeout=30)) > sid
+
+
+async def test_buttons_are_answered_in_time_while_the_database_is_slow(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
+    """Another process holds SQLite's write lock for 4 s (a backup, the sqlite3 shell): the clicks that wait
+    on it are deferred within Discord's 3 s, and each gets its answer once the database is free."""
+    message = await write_song(fake_discord)
+    sid, voter, saver, replayer = song_id(message), bob(), make_user("carol"), make_user("dave")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_write_lock() -> None:
+        with sqlite3.connect(lyrics_bot.store.path, isolation_level=None) as other:
+            other.execute("BEGIN IMMEDIATE")
+            locked.set()
+            release.wait(10)
+            other.execute("ROLLBACK")
+
+    holder = asyncio.create_task(asyncio.to_thread(hold_the_write_lock))
+    await asyncio.to_thread(locked.wait, 5)
+    clicks = [
+        await fake_discord.click_button(message, f"song:vote:{sid}", user=voter),
+        await fake_discord.click_button(message, f"song:save:{sid}", user=saver),
+        await fake_discord.click_button(message, f"song:again:{sid}", user=replayer),  # waits behind the writes
+    ]
+    answers = await asyncio.gather(*(inter.wait_response(timeout=5) for inter in clicks))
+    assert [answer["type"] for answer in answers] == [6, 6, 5]  # deferred: silently, silently, "thinking…"
+    assert all(answer["elapsed"] < 3 for answer in answers)
+    await asyncio.sleep(4 - max(answer["elapsed"] for answer in answers))
+    release.set()
+    await holder
+
+    _, save, again = clicks
+    await fake_discord.wait_until(lambda: vote_label(message) == "1", timeout=10, what="the vote on the button")
+    assert "Saved song" in (await save.wait_final(timeout=10, until=lambda i: i.followups)).content
+    assert (await again.wait_final(timeout=30)).embeds[0]["description"].startswith(SEED)
+    assert (await lyrics_bot.store.get_song(sid)).votes == 1
