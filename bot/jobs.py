@@ -242,11 +242,13 @@ class TrainingJob:
         argv: Sequence[str],
         *,
         env: dict[str, str] | None = None,
+        unset: Sequence[str] = (),
         nice: int = NICE_INCREMENT,
         stderr_lines: int = STDERR_TAIL_LINES,
     ) -> None:
         self.argv = list(argv)
         self.env = env
+        self.unset = tuple(unset)
         self.nice = nice
         self.status = JobStatus()
         self.process: asyncio.subprocess.Process | None = None
@@ -258,8 +260,13 @@ class TrainingJob:
     # ---- starting
 
     async def start(self) -> None:
-        """Spawn the child. Raises OSError if it cannot be started (then the job is FAILED)."""
-        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}  # each line as soon as it is printed
+        """Spawn the child. Raises OSError if it cannot be started (then the job is FAILED).
+
+        It inherits this process' environment with `env` added and the variables named in `unset` removed
+        (secrets it has no use for: a child that crashes or is inspected must not leak them).
+        """
+        inherited = {key: value for key, value in os.environ.items() if key not in self.unset}
+        env = {**inherited, **(self.env or {}), "PYTHONUNBUFFERED": "1"}  # each line as soon as it is printed
         self.status.started_at = time.monotonic()
         try:
             self.process = await asyncio.create_subprocess_exec(
@@ -488,14 +495,16 @@ class JobManager:
         job = self.current
         return job if job is not None and not job.done else None
 
-    async def start(self, argv: Sequence[str], *, env: dict[str, str] | None = None) -> TrainingJob:
-        """Start a job. Raises JobBusyError if one is running, JobError after close(), OSError if it
-        cannot be spawned."""
+    async def start(
+        self, argv: Sequence[str], *, env: dict[str, str] | None = None, unset: Sequence[str] = ()
+    ) -> TrainingJob:
+        """Start a job (see TrainingJob.start for `env` and `unset`). Raises JobBusyError if one is running,
+        JobError after close(), OSError if it cannot be spawned."""
         if self._closed:
             raise JobError("the bot is shutting down")
         if (running := self.running) is not None:
             raise JobBusyError(running)
-        job = TrainingJob(argv, env=env, nice=self.nice)
+        job = TrainingJob(argv, env=env, unset=unset, nice=self.nice)
         self.current = job  # before awaiting: a second start arriving meanwhile sees this one
         await job.start()
         return job

@@ -8,6 +8,7 @@ without editing the file. Nothing here touches Discord or torch: parsing is chea
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import shlex
@@ -219,16 +220,45 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
 
 
 def _train_args(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """Extra `python -m model train` flags, split like a shell would (quotes allowed)."""
+    """Extra `python -m model train` flags, split like a shell would (quotes allowed), checked against the
+    child's own flags (TrainConfig's) by an argparse parser with allow_abbrev=False: an abbreviation such as
+    `--ou` (which the child's parser would read as `--out`) is refused like any unknown flag, so nothing
+    gets past the flags the bot sets itself."""
     raw = env.get(name, "").strip()
     try:
         args = tuple(shlex.split(raw))
     except ValueError as exc:
         raise SettingsError(f"{name}={raw!r} cannot be split into flags: {exc}") from None
+    if not args:
+        return args
+    parser = _train_parser()
+    try:
+        _, unknown = parser.parse_known_args(args)
+    except argparse.ArgumentError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+    if unknown:
+        raise SettingsError(
+            f"{name}: {' '.join(unknown)!r} is not a `python -m model train` flag"
+            " (spell flags in full: abbreviations are not accepted)"
+        )
     for arg in args:
-        if arg.split("=", 1)[0] in _BOT_TRAIN_FLAGS:
-            raise SettingsError(f"{name} may not contain {arg.split('=', 1)[0]}: the bot sets it for every run")
+        spelled = arg.split("=", 1)[0]
+        if spelled in _BOT_TRAIN_FLAGS or spelled.replace("--no-", "--", 1) in _BOT_TRAIN_FLAGS:
+            raise SettingsError(f"{name} may not contain {spelled}: the bot sets it for every run")
     return args
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    """The child's `train` flags, none required, without abbreviations, raising instead of exiting."""
+    # Imported here: model.config imports torch, which parsing settings without LYRICS_TRAIN_ARGS never needs.
+    from model import config
+
+    parser = argparse.ArgumentParser(prog="LYRICS_TRAIN_ARGS", allow_abbrev=False, exit_on_error=False, add_help=False)
+    config.add_arguments(parser)
+    parser.add_argument("--progress")
+    for action in parser._actions:  # only the flags are checked here; --corpus comes from the bot
+        action.required = False
+    return parser
 
 
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:

@@ -29,7 +29,7 @@ from bot.engine import Engine, load_sampler
 from bot.exts.training import Training
 from bot.exts.training.options import StartOptions, option, slash_options
 from bot.exts.training.progress import ProgressUpdater
-from bot.exts.training.texts import duration, failure_text, progress_bar
+from bot.exts.training.texts import duration, failure_text, progress_bar, stderr_text
 from bot.jobs import JobState, JobStatus, train_argv
 from bot.messages import OWNER_ONLY
 from bot.settings import Settings, SettingsError
@@ -87,6 +87,11 @@ async def poll_until(predicate: Callable[[], Any], timeout: float, what: str) ->
 
 def has(text: str) -> Callable[[Any], bool]:
     return lambda inter: text in (inter.content or "")
+
+
+def followups_of(inter: Any) -> list[SentMessage]:
+    """The follow-up messages an interaction got besides its reply."""
+    return [m for m in inter.followups if m is not inter.original]
 
 
 async def admin_command(fake: FakeDiscord, name: str, options: dict | None = None, **kw: Any):
@@ -175,7 +180,14 @@ async def test_a_better_model_goes_live_without_a_restart(
     fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
 ) -> None:
     model = live_bundle(tiny_bundle, tmp_path, bpc=99.0)  # any new model beats this
-    async with start_bot(**training_env(model)) as bot:
+    loads: list[Path] = []
+
+    def counting_loader(path: Path, device: str):
+        loads.append(path)
+        return load_sampler(path, device)
+
+    engine = Engine(device="cpu", torch_threads=1, loader=counting_loader)
+    async with start_bot(engine=engine, **training_env(model)) as bot:
         old_hash = bot.engine.info.bundle_hash
         assert await write_song(fake_discord, bot) == old_hash
 
@@ -198,6 +210,11 @@ async def test_a_better_model_goes_live_without_a_restart(
 
         status = await (await admin_command(fake_discord, "train status")).wait_final()
         assert status.ephemeral and status.content.startswith("State: finished")
+        info = await (await fake_discord.send_slash_command("model info")).wait_final()
+        assert info.embeds[0]["footer"]["text"].startswith(f"bundle {new_hash[:12]}")
+    # The live bundle once at start, the candidate once: deciding, reporting, swapping and /model info
+    # all use the bundle the engine loaded.
+    assert loads == [model, tmp_path / "lyrics.candidate.pt"]
 
 
 async def test_a_worse_model_stays_out_and_progress_outlives_the_reply_token(
@@ -257,7 +274,12 @@ async def test_cancel_resume_and_one_job_at_a_time(fake_discord: FakeDiscord, st
         # Resuming with another network shape fails in the child; its stderr says why.
         wrong = await admin_command(fake_discord, "train start", {"resume": True, "cell": "gru"})
         failed = await wrong.wait_final(timeout=60, until=has("Training failed"))
-        assert "another network shape" in failed.content and "```" in failed.content  # the stderr tail
+        assert "another network shape" in failed.content and not failed.ephemeral
+        # Its stderr goes to the owner who started it, ephemerally, never to the public progress message.
+        assert "```" not in failed.content and "Traceback" not in failed.content
+        await fake_discord.wait_until(lambda: followups_of(wrong), what="the stderr for the owner")
+        [tail] = followups_of(wrong)
+        assert tail.ephemeral and "```" in tail.content and "stderr" in tail.content
 
         resumed = await admin_command(fake_discord, "train start", {"resume": True, "epochs": done + 1})
         await resumed.wait_final(timeout=60, until=has("Training finished"))
@@ -279,13 +301,17 @@ async def test_a_killed_child_is_reported_while_lyrics_keep_answering(
 
         final = await inter.wait_final(timeout=30, until=has("Training failed"))
         assert "SIGKILL" in final.content and "The live model keeps serving" in final.content
-        assert "stderr" in final.content
+        assert "```" not in final.content  # no stderr in public
         assert await write_song(fake_discord, bot) == old_hash
         status = await (await admin_command(fake_discord, "train status")).wait_final()
         assert status.content.startswith("State: failed") and "SIGKILL" in status.content
+        assert status.ephemeral and "stderr" in status.content  # the owners see its last lines there
 
 
-async def test_shutdown_stops_the_child(fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path) -> None:
+async def test_shutdown_stops_the_child(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "the-bot-token-in-the-environment")
     async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
         inter = await admin_command(fake_discord, "train start", {"epochs": 500})
         await inter.wait_response()
@@ -293,11 +319,41 @@ async def test_shutdown_stops_the_child(fake_discord: FakeDiscord, start_bot, ti
         await poll_until(lambda: job.status.training_since, 60, "training to begin")
         # Training yields the CPU to the bot: it runs niced.
         assert os.getpriority(os.PRIO_PROCESS, job.status.pid) > os.getpriority(os.PRIO_PROCESS, 0)
+        # The child never talks to Discord: it does not inherit the token.
+        environ = Path(f"/proc/{job.status.pid}/environ").read_bytes().split(b"\0")
+        assert not [v for v in environ if v.startswith(b"DISCORD_TOKEN=")] and any(
+            v.startswith(b"PATH=") for v in environ
+        )
         started = time.monotonic()
         await bot.close()
         assert time.monotonic() - started < 10
     assert job.done and job.status.state is JobState.CANCELLED and gone(job.status.pid)
     assert "Training cancelled" in inter.content
+
+
+async def test_failed_edits_do_not_stop_the_updates_and_the_outcome_is_always_posted(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
+    """Discord fails a progress edit (503): the next update still comes. Then the message is deleted (404):
+    the outcome, swapped or not and why, is posted as a new message in the channel."""
+    model = live_bundle(tiny_bundle, tmp_path, bpc=99.0)
+    async with start_bot(**training_env(model)) as bot:
+        inter = await admin_command(fake_discord, "train start", {"epochs": 3})
+        await inter.wait_response()
+        outage = fake_discord.fail("PATCH", r"/messages/@original$", status=503, times=1)
+        await fake_discord.wait_until(lambda: outage.hits == 1, timeout=60, what="a progress edit that fails")
+        await fake_discord.wait_until(lambda: inter.edits, timeout=60, what="a later progress edit")
+        assert "Training a new model" in inter.edits[0]["content"]
+        gone = fake_discord.fail("PATCH", r"/messages/@original$", status=404, code=10008, times=None)
+        await fake_discord.wait_until(
+            lambda: any("Training finished" in m.content for m in fake_discord.messages if m.message_type == 0),
+            timeout=90,
+            what="the outcome as a channel message",
+        )
+        assert gone.hits >= 1 and bot.engine.info.bundle_hash == file_sha256(model)
+    [outcome] = [m for m in fake_discord.messages if m.message_type == 0]
+    assert "live model 99.000 → new model" in outcome.content and "now live" in outcome.content
+    assert png_of(outcome).startswith(PNG_SIGNATURE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,8 +365,14 @@ async def test_model_info_shows_the_live_model_and_its_loss_curve(
 ) -> None:
     model = live_bundle(tiny_bundle, tmp_path)
     bundle = load_bundle(model)
-    async with start_bot(**training_env(model)):
+    async with start_bot(**training_env(model)) as bot:
         message = await (await fake_discord.send_slash_command("model info", user=make_user("fan"))).wait_final()
+        # Public, with a picture: once per channel in a while; the chart is drawn once per model.
+        again = await (await fake_discord.send_slash_command("model info", user=make_user("fan2"))).wait_final()
+        assert again.ephemeral and "/model info was just used here" in again.content and "try again in" in again.content
+        music = await fake_discord.add_channel("music")
+        elsewhere = await (await fake_discord.send_slash_command("model info", channel_id=music["id"])).wait_final()
+        assert png_of(elsewhere) == png_of(message) and cog(bot).charts_drawn == 1
     assert not message.ephemeral
     [embed] = message.embeds
     fields = {field["name"]: field["value"] for field in embed["fields"]}
@@ -338,7 +400,9 @@ def test_texts() -> None:
     assert progress_bar(0.5, width=4) == "██░░" and progress_bar(2.0, width=2) == "██"
     assert (duration(42), duration(185), duration(3720), duration(None)) == ("42s", "3m 05s", "1h 02m", "?")
     status = JobStatus(state=JobState.FAILED, error="boom", stderr_tail=[f"line {i} " + "x" * 100 for i in range(50)])
-    text = failure_text(status, budget=1000)
+    public = failure_text(status)
+    assert "boom" in public and "line 49" not in public and "```" not in public  # stderr never in public
+    text = stderr_text(status, budget=1000)
     assert len(text) <= 1000 and "line 49" in text and "line 0 " not in text and text.count("```") == 2
 
 
@@ -423,7 +487,17 @@ def test_training_settings(tmp_path) -> None:
     train = Settings.from_env(env, env_file=None).train
     assert (train.processes, train.threads, train.args, train.update_s) == (2, 1, ("--hidden", "256", "--lr=1e-3"), 10)
     assert Settings.from_env(bot_env(tmp_path), env_file=None).train.processes == 1
-    for bad, problem in [("--out x.pt", "--out"), ("--corpus=a.txt", "--corpus"), ("--hidden '32", "cannot be split")]:
+    for bad, problem in [
+        ("--out x.pt", "may not contain --out"),
+        ("--corpus=a.txt", "may not contain --corpus"),
+        ("--hidden '32", "cannot be split"),
+        # The child's argparse would read --ou as --out: parsed with allow_abbrev=False, it is an unknown flag.
+        ("--ou elsewhere.pt", "'--ou elsewhere.pt' is not a `python -m model train` flag"),
+        ("--cor /etc/passwd", "is not a `python -m model train` flag"),
+        ("--no-resume", "may not contain --no-resume"),
+        ("--progress=bar", "may not contain --progress"),
+        ("--hidden many", "invalid int value: 'many'"),
+    ]:
         with pytest.raises(SettingsError, match=problem):
             Settings.from_env(bot_env(tmp_path, LYRICS_TRAIN_ARGS=bad), env_file=None)
 

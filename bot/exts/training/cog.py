@@ -22,11 +22,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
-from bot.engine import metric, sibling
+from bot.engine import ModelInfo, metric, sibling
 from bot.exts.training import texts
 from bot.exts.training.options import StartOptions, slash_options
 from bot.exts.training.progress import EDIT_WINDOW_S, PLOT_NAME, ProgressMessage, ProgressUpdater
 from bot.jobs import JobBusyError, JobError, JobManager, JobState, JobStatus, TrainingJob, train_argv
+from bot.messages import CONTENT_LIMIT
 from bot.permissions import owner_only
 from bot.replies import tell
 from model.checkpoint import Bundle, BundleError
@@ -40,7 +41,9 @@ log = logging.getLogger(__name__)
 CANCEL_GRACE_S = 10.0  # /train cancel: SIGTERM, then SIGKILL after this long (the model stops at the next batch)
 SHUTDOWN_GRACE_S = 3.0  # bot shutdown: less, so the whole shutdown fits in `docker stop`'s 10 s
 FAREWELL_S = 3.0  # on shutdown, how long the progress message may take to say the run was stopped
+MODEL_INFO_COOLDOWN_S = 30.0  # /model info posts publicly, with a picture: once per channel in this long
 PROJECT_ROOT = Path(__file__).resolve().parents[3]  # where `python -m model` is found
+CHILD_SECRETS = ("DISCORD_TOKEN",)  # the training child never talks to Discord: it does not get the token
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,9 @@ class Training(commands.Cog):
         self.run: Run | None = None  # the running run, or the last one
         self.edit_window = EDIT_WINDOW_S
         self._closing = False
+        self._chart: tuple[str, bytes | None] | None = None  # (bundle hash, its loss curve) for /model info
+        self._chart_lock = asyncio.Lock()
+        self.charts_drawn = 0
 
     @property
     def candidate_path(self) -> Path:
@@ -137,7 +143,7 @@ class Training(commands.Cog):
             await tell(interaction, problem)
             return
         try:
-            job = await self.jobs.start(self._argv(options), env=self._child_env())
+            job = await self.jobs.start(self._argv(options), env=self._child_env(), unset=CHILD_SECRETS)
         except JobBusyError:  # a start raced this one between the check above and here
             await tell(interaction, texts.already_running(self._status_text()))
             return
@@ -205,7 +211,22 @@ class Training(commands.Cog):
             if updater is not None:
                 run.job.remove_listener(updater.on_event)
         if run.progress is not None:
-            await run.progress.show(run.outcome.text, run.outcome.png)
+            await run.progress.post_outcome(run.outcome.text, run.outcome.png)
+        if run.job.status.state is JobState.FAILED:
+            await self._report_stderr(run)
+
+    async def _report_stderr(self, run: Run) -> None:
+        """A failed run's stderr goes to the log and to the owner who started it, never to the public message."""
+        status = run.job.status
+        tail = "\n".join(status.stderr_tail)
+        log.warning("training failed: %s; the last lines of its stderr:\n%s", status.error, tail)
+        progress = run.progress
+        if progress is None or not progress.token_valid:
+            return  # /train status shows the lines to the owners
+        try:
+            await progress.interaction.followup.send(texts.stderr_text(status), ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("could not send the stderr of the failed run to the owner who started it: %s", exc)
 
     async def _conclude(self, run: Run, status: JobStatus) -> Outcome:
         """The outcome of a run that ended; a finished one is handed to the engine, which decides the swap."""
@@ -234,7 +255,10 @@ class Training(commands.Cog):
             return texts.idle_text(self.bot.engine.info)
         state = run.job.status.state
         if run.outcome is not None:
-            return f"State: {state}.\n{run.outcome.text}"
+            text = f"State: {state}.\n{run.outcome.text}"
+            if state is JobState.FAILED:  # /train status is ephemeral and for owners only
+                text += "\n" + texts.stderr_text(run.job.status, budget=CONTENT_LIMIT - len(text) - 1)
+            return text
         if state is JobState.RUNNING:
             text = f"State: running.\n{run.progress_text()}"
             if run.progress is not None and run.progress.stopped:
@@ -262,21 +286,32 @@ class Training(commands.Cog):
     # ---- /model info
 
     @model.command(name="info", description="当前模型 · The live model: settings, scores and loss curve")
+    # Public and with a picture: once per channel every MODEL_INFO_COOLDOWN_S (on_error says when to come back).
+    @app_commands.checks.cooldown(1, MODEL_INFO_COOLDOWN_S, key=lambda i: (i.guild_id, i.channel_id))
     async def info(self, interaction: discord.Interaction) -> None:
         live = self.bot.engine.info
         if live is None:
             settings = self.settings
             await tell(interaction, messages.no_model(settings.corpus_path, settings.model_path, train_command=True))
             return
-        await interaction.response.defer()  # drawing the curve takes a moment
+        await interaction.response.defer()  # drawing the curve (the first time) takes a moment
         # The engine holds the live bundle: describe what serves, not whatever the file holds now.
-        png = await asyncio.to_thread(_plot, live.bundle, live.path.name)
+        png = await self._chart_of(live)
         embed = texts.model_embed(live)
         files = []
         if png is not None:
             files.append(discord.File(io.BytesIO(png), PLOT_NAME))
             embed.set_image(url=f"attachment://{PLOT_NAME}")
         await interaction.edit_original_response(embed=embed, attachments=files)
+
+    async def _chart_of(self, live: ModelInfo) -> bytes | None:
+        """The live model's loss curve, drawn once per model (matplotlib takes a good part of a second)."""
+        async with self._chart_lock:  # two /model info at once draw it once
+            if self._chart is None or self._chart[0] != live.bundle_hash:
+                png = await asyncio.to_thread(_plot, live.bundle, live.path.name)
+                self.charts_drawn += 1
+                self._chart = (live.bundle_hash, png)
+            return self._chart[1]
 
     # ---- shutdown
 

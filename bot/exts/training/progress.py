@@ -2,7 +2,8 @@
 
 An interaction's token only lasts 15 minutes, so before then the progress moves from the reply to an
 ordinary channel message (or, where the bot may not post, the edits stop and say so). Edits are paced:
-Discord rate-limits them, and a burst of epochs should cost one edit, not one each.
+Discord rate-limits them, and a burst of epochs should cost one edit, not one each. A failed edit does not
+stop the ones after it, and the outcome is always posted (`ProgressMessage.post_outcome`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from model.events import Event, StepEvent
 log = logging.getLogger(__name__)
 
 # An interaction token lasts 15 minutes; hand the progress over to a channel message a minute before.
-EDIT_WINDOW_S = 14 * 60.0
+TOKEN_LIFE_S = 15 * 60.0
+EDIT_WINDOW_S = TOKEN_LIFE_S - 60.0
 STEP_REFRESH_S = 30.0  # within a long epoch, show batch progress at most this often
 PLOT_NAME = "loss-curve.png"
 
@@ -34,8 +36,9 @@ PLOT_NAME = "loss-curve.png"
 class ProgressMessage:
     """The message that follows a run: the interaction's reply, then (after EDIT_WINDOW_S) a channel message.
 
-    Edits that fail (the message was deleted, the bot lost access) stop the updates rather than the run;
-    /train status still shows everything.
+    An edit that fails is logged and the next update tries again; only a message that is gone (deleted)
+    stops the edits. The outcome is posted whatever happened (`post_outcome`). /train status still shows
+    everything.
     """
 
     interaction: discord.Interaction
@@ -43,6 +46,7 @@ class ProgressMessage:
     created: float = field(default_factory=time.monotonic)
     channel_message: discord.Message | None = None
     stopped: str | None = None  # why updates stopped, if they did
+    failed_edits: int = 0
 
     def seconds_to_handover(self, now: float | None = None) -> float | None:
         """How long until the reply must move to a channel message; None once that is settled."""
@@ -50,24 +54,62 @@ class ProgressMessage:
             return None
         return max(0.0, self.created + self.window - (now if now is not None else time.monotonic()))
 
-    async def show(self, content: str, png: bytes | None = None) -> None:
-        """Replace the message's content (and attach `png`), moving it first if the token is about to expire."""
+    @property
+    def token_valid(self) -> bool:
+        """Whether the interaction's token still works (15 minutes): for follow-ups such as an ephemeral note."""
+        return time.monotonic() < self.created + TOKEN_LIFE_S
+
+    async def show(self, content: str, png: bytes | None = None) -> bool:
+        """Replace the message's content (and attach `png`), moving it first if the token is about to expire.
+
+        Returns whether the message shows `content` now.
+        """
         if self.stopped:
-            return
+            return False
         content = content[:CONTENT_LIMIT]
         try:
             if self.seconds_to_handover() == 0.0:
                 await self._hand_over(content)
-                if self.stopped or png is None:
-                    return
+                if self.stopped:
+                    return False
+                if png is None:
+                    return True
             files = [discord.File(io.BytesIO(png), PLOT_NAME)] if png else []
             if self.channel_message is not None:
                 self.channel_message = await self.channel_message.edit(content=content, attachments=files)
             else:
                 await self.interaction.edit_original_response(content=content, attachments=files)
-        except discord.HTTPException as exc:
-            log.warning("could not update the training progress message (%s); no more updates", exc)
-            self.stopped = f"the message could not be edited ({exc.status})"
+        except discord.NotFound as exc:
+            log.warning("the training progress message is gone (%s); no more edits", exc)
+            self.stopped = "the message was deleted"
+            return False
+        except discord.HTTPException as exc:  # Discord down for a moment, a rate limit...: the next edit retries
+            self.failed_edits += 1
+            log.warning("could not update the training progress message (%s); the next update tries again", exc)
+            return False
+        return True
+
+    async def post_outcome(self, content: str, png: bytes | None = None) -> None:
+        """Show how the run ended, whatever happened to the progress message: edited into it if that works,
+        else as a new message in the channel, else as a follow-up of the command (while its token lasts)."""
+        if await self.show(content, png):
+            return
+        content = content[:CONTENT_LIMIT]
+        channel = self.interaction.channel
+        if isinstance(channel, discord.abc.Messageable):
+            try:
+                files = [discord.File(io.BytesIO(png), PLOT_NAME)] if png else []
+                self.channel_message = await channel.send(content, files=files)
+                return
+            except discord.HTTPException as exc:
+                log.warning("could not post the training outcome in the channel: %s", exc)
+        if self.token_valid:
+            try:
+                await self.interaction.followup.send(content)
+                return
+            except discord.HTTPException as exc:
+                log.warning("could not post the training outcome as a follow-up: %s", exc)
+        log.error("the training outcome could not be posted anywhere; /train status shows it: %s", content)
 
     async def _hand_over(self, content: str) -> None:
         """Post the progress as a channel message (editable for good) and point the reply at it."""

@@ -85,23 +85,30 @@ def progress_text(status: JobStatus, *, options: str, started_by: str, now: floa
     return "\n".join(lines)
 
 
-def failure_text(status: JobStatus, budget: int = CONTENT_LIMIT) -> str:
-    """Why a run failed, with as much of its stderr tail as fits in `budget` characters."""
-    text = f"**Training failed** after {duration(status.elapsed())}: {status.error or 'no reason given'}."
-    text += "\nThe live model keeps serving."
+def failure_text(status: JobStatus) -> str:
+    """Why a run failed, for the public progress message: the reason in a sentence, never its stderr (which
+    may hold paths, settings or a traceback: that goes to the log and to the owner who started the run)."""
+    return (
+        f"**Training failed** after {duration(status.elapsed())}: {status.error or 'no reason given'}.\n"
+        "The live model keeps serving. The last lines the training process wrote are in the bot's log; "
+        "`/train status` shows them to the bot's owners."
+    )
+
+
+def stderr_text(status: JobStatus, budget: int = CONTENT_LIMIT) -> str:
+    """The last lines of a failed run's stderr, as much as fits in `budget` characters (an ephemeral reply)."""
+    head = "Last lines of the training process' stderr (only you can see this):"
     tail: list[str] = []
-    room = budget - len(text) - 40
+    room = budget - len(head) - 10
     for line in reversed(status.stderr_tail):
         line = line.replace("```", "'''")[:300]  # a stray code fence would end ours
         if room - len(line) - 1 < 0:
             break
         tail.insert(0, line)
         room -= len(line) + 1
-    if tail:
-        text += "\nLast lines of its stderr:\n```\n" + "\n".join(tail) + "\n```"
-    else:
-        text += "\n(It wrote nothing on stderr.)"
-    return text
+    if not tail:
+        return "The training process wrote nothing on stderr."
+    return head + "\n```\n" + "\n".join(tail) + "\n```"
 
 
 def cancelled_text(status: JobStatus, *, cancelled_by: str | None, checkpoint: Path) -> str:
