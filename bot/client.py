@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -46,6 +47,7 @@ CLOSING_SECONDS = 1.0  # and how long is kept back for closing the database and 
 # and in DMs with the bot. The Developer Portal's Installation page must match (User Install off).
 INSTALLS = app_commands.AppInstallationType(guild=True, user=False)
 CONTEXTS = app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=False)
+GIL_SWITCH_S = 0.001  # see create_bot
 
 
 def use_discord_endpoints(api: str | None, gateway: str | None) -> None:
@@ -294,4 +296,9 @@ class LyricsBot(commands.Bot):
 
 def create_bot(settings: Settings, **options: Any) -> LyricsBot:
     """The bot as `python -m bot` runs it. `options` go to discord.py (tests shorten guild_ready_timeout)."""
+    # The engine's worker thread runs the sampler's Python code between torch calls and shares the GIL
+    # with the event loop; with the default 5 ms switch interval the loop waits longer for each turn, and
+    # under a burst its heartbeats went out up to 0.3 s late (bench/bench_bot.py: worst gap 0.44-0.56 s
+    # against 0.26-0.34 s at 1 ms, for the same songs per second).
+    sys.setswitchinterval(GIL_SWITCH_S)
     return LyricsBot(settings, **options)

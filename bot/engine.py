@@ -151,6 +151,7 @@ class EngineStats:
     requests: int = 0  # samples written
     batches: int = 0  # forward-pass loops run (a batch of one counts too)
     largest_batch: int = 0
+    batch_seconds: float = 0.0  # time spent in successful batches, all told
     longest_queue: int = 0  # the most songs waiting at once
     refused: int = 0  # QueueFullError
     failed_batches: int = 0  # batches lost to a timeout or a dead batcher
@@ -545,6 +546,7 @@ class Engine:
         log.debug("batch of %d in %.2fs (%d waiting)", len(jobs), elapsed, len(self._waiting))
         self.stats.requests += len(jobs)
         self.stats.batches += 1
+        self.stats.batch_seconds += elapsed
         self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
         for job, sample in zip(jobs, samples, strict=True):
             if not job.future.done():
