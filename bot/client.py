@@ -276,11 +276,11 @@ class LyricsBot(commands.Bot):
         await self._wait_idle(left(CLOSING_SECONDS))
         if self._store is not None:
             try:
-                await asyncio.wait_for(self._store.close(), max(left(), 0.5))
+                await asyncio.wait_for(self._store.close(), max(left(CLOSING_SECONDS / 2), 0.1))
             except Exception:
                 log.exception("while closing the store")
         try:
-            await asyncio.wait_for(super().close(), max(left(), 0.5))
+            await asyncio.wait_for(super().close(), max(left(), 0.1))
         except TimeoutError:
             log.warning("the gateway connection did not close in time")
         log.info("shut down cleanly in %.1fs", SHUTDOWN_SECONDS - left())

@@ -165,7 +165,9 @@ class SteppedSampler(StandInSampler):
 
     def generate_many(self, requests: list[SampleRequest]) -> list[Sample]:
         self.batches.append([r.seed for r in requests])
-        self.permits.acquire(timeout=10)
+        # Long enough for any test to step it (a busy machine is slow); a test that fails first still ends.
+        if not self.permits.acquire(timeout=30):
+            raise TimeoutError("the test never stepped this batch")
         return self.write(requests)
 
 

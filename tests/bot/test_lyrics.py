@@ -310,9 +310,8 @@ async def test_shutdown_meets_its_deadline_with_a_batch_that_will_not_finish(
         await bot.close()
         took = time.monotonic() - started
     sampler.step()  # let the abandoned worker thread end
-    assert took < SHUTDOWN_SECONDS + 0.5, f"shutdown took {took:.1f}s"
-    for inter in (running, *queued):
-        assert inter.content == messages.SHUTTING_DOWN
+    assert took < SHUTDOWN_SECONDS + 0.5, f"shutdown took {took:.1f}s"  # docker stop allows 10 s
+    assert [inter.content for inter in (running, *queued)] == [messages.SHUTTING_DOWN] * 4
     assert bot.engine.abandoned
     assert not (tmp_path / "lyrics.db-wal").exists()
 
