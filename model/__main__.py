@@ -1,4 +1,4 @@
-"""Command line: ``python -m model train | evaluate | generate``.
+"""Command line: ``python -m model train | evaluate | generate | judge``.
 
 People get a tqdm bar and a line per epoch; programs (the bot) pass ``--progress jsonl`` and read one
 JSON object per line on stdout. Errors are one line on stderr (and an ``error`` event) with a
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from . import config, distributed
 from .checkpoint import BundleError, load_bundle
 from .config import TrainingError
-from .corpus import CorpusError
+from .corpus import CorpusError, load_corpus
 from .events import (
     CancelledEvent,
     DoneEvent,
@@ -33,7 +33,9 @@ from .events import (
     TimeLimitEvent,
     to_json,
 )
+from .judge import judge
 from .network import DeviceError, pick_device
+from .rhyme import rhyme_name
 from .sample import Sampler, SampleRequest, SamplingError
 from .score import evaluate_bundle
 from .train import TrainingCancelled, train
@@ -53,18 +55,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
-    g = commands.add_parser("generate", help="write a song from a seed")
+    g = commands.add_parser("generate", help="write a song from a seed (defaults: /lyrics' defaults)")
     g.add_argument("bundle")
     g.add_argument("seed", nargs="?", default="")
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--length", type=int, default=150, help="tokens to write (default %(default)s)")
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--max-lines", type=int, default=0)
+    defaults = SampleRequest()
+    g.add_argument("--temperature", type=float, default=defaults.temperature)
+    g.add_argument("--length", type=int, default=defaults.length, help="tokens to write (default %(default)s)")
+    g.add_argument("--top-k", type=int, default=defaults.top_k)
+    g.add_argument("--top-p", type=float, default=defaults.top_p)
+    g.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
+    g.add_argument("--max-lines", type=int, default=defaults.max_lines)
+    g.add_argument("--rhyme", default=defaults.rhyme, help="auto, off, or a character whose rhyme to use")
+    g.add_argument("--candidates", type=int, default=defaults.candidates, help="lines written per line kept")
     g.add_argument("--random-seed", type=int, default=None, help="reproduce a song (default: a fresh one)")
-    g.add_argument("--no-copy", action="store_true", help="never reproduce a training line of 6+ characters")
+    g.add_argument(
+        "--allow-copies",
+        dest="no_copy",
+        action="store_false",
+        help="let the song reproduce training lines and 8-character spans (no-copy is on by default)",
+    )
     g.add_argument("--device", default="cpu")
+
+    j = commands.add_parser("judge", help="the song-quality report: a bundle's songs against the corpus")
+    j.add_argument("bundle")
+    j.add_argument("--corpus", required=True)
+    j.add_argument("--songs", type=int, default=60, help="songs to write (default %(default)s)")
+    j.add_argument("--device", default="cpu")
+    j.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -177,13 +194,31 @@ def run_generate(args: argparse.Namespace) -> int:
             repetition_penalty=args.repetition_penalty,
             max_lines=args.max_lines,
             no_copy=args.no_copy,
+            rhyme=args.rhyme,
+            candidates=args.candidates,
         )
     )
     print(sample.text)
     notes = [f"random seed {seed}", f"{len(sample.copied_lines)} of its lines are verbatim training lines"]
+    if sample.rhyme:
+        notes.append(f"rhyme {rhyme_name(sample.rhyme)}")
     if sample.unknown:
         notes.append(f"not in the vocabulary: {' '.join(sample.unknown)}")
     print(f"\n({'; '.join(notes)})", file=sys.stderr)
+    return ExitCode.DONE
+
+
+def run_judge(args: argparse.Namespace) -> int:
+    if args.songs < 10:
+        raise SamplingError(f"--songs must be at least 10 for the fluency tests to mean anything, not {args.songs}")
+    sampler = Sampler.load(args.bundle, device=args.device)
+    report = judge(sampler, load_corpus(args.corpus), args.songs)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        print(report.table())
+        met = sum(report.targets.values())
+        print(f"{met} of {len(report.targets)} targets met at /lyrics' defaults; an example:\n\n{report.examples[0]}")
     return ExitCode.DONE
 
 
@@ -191,6 +226,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": run_train,
     "evaluate": run_evaluate,
     "generate": run_generate,
+    "judge": run_judge,
 }
 
 

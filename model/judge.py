@@ -26,7 +26,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .corpus import Corpus
 from .rhyme import line_rhyme
+from .sample import Sampler, SampleRequest
 from .vocab import NEWLINE, segment
 
 # Seeds the report writes from. Outside checks use others; tune nothing on these alone.
@@ -311,15 +313,49 @@ def song_requests(n: int, seeds: Sequence[str] = SEEDS) -> list[tuple[str, int]]
 
 
 def markov_songs(text: str, n: int, length: int, seeds: Sequence[str] = SEEDS) -> list[str]:
+    """n songs of ``length`` tokens from a word Markov chain built on ``text``."""
     chain = WordMarkov(text)
     return [chain.generate(seed, length, np.random.default_rng(rs)) for seed, rs in song_requests(n, seeds)]
 
 
-def bundle_songs(
-    write: Callable[[list[tuple[str, int]]], list[str]], n: int, seeds: Sequence[str] = SEEDS
-) -> list[str]:
-    """Songs from ``write``, which takes (seed, random seed) pairs and returns texts in order."""
-    return write(song_requests(n, seeds))
+def sampler_songs(sampler: Sampler, n: int, seeds: Sequence[str] = SEEDS, batch: int = 32) -> list[str]:
+    """n songs at /lyrics' defaults (SampleRequest's), written in batches."""
+    requests = [SampleRequest(seed=seed, random_seed=rs) for seed, rs in song_requests(n, seeds)]
+    return [s.text for i in range(0, n, batch) for s in sampler.generate_many(requests[i : i + batch])]
+
+
+@dataclass
+class Report:
+    """The report's three columns, and which targets the bundle's songs meet."""
+
+    corpus: Figures
+    markov: Figures
+    bundle: Figures
+    targets: dict[str, bool]
+    examples: list[str]
+
+    def to_dict(self) -> dict:
+        return {
+            "corpus": self.corpus.to_dict(),
+            "markov": self.markov.to_dict(),
+            "bundle": self.bundle.to_dict(),
+            "targets": self.targets,
+            "examples": self.examples,
+        }
+
+    def table(self) -> str:
+        return format_report({"corpus": self.corpus, "markov": self.markov, "bundle": self.bundle}, self.targets)
+
+
+def judge(sampler: Sampler, corpus: Corpus, songs: int = 60, seeds: Sequence[str] = SEEDS) -> Report:
+    """Write ``songs`` songs with the sampler and measure them, the corpus and a Markov chain."""
+    reference = Reference.build(corpus.text)
+    written = sampler_songs(sampler, songs, seeds)
+    bundle = figures(written, reference)
+    corpus_column = corpus_figures(corpus.train, corpus.heldout, reference)
+    length = SampleRequest().length
+    markov = figures(markov_songs(corpus.text, songs, length, seeds), reference)
+    return Report(corpus_column, markov, bundle, Targets().check(bundle, corpus_column), written[:2])
 
 
 TABLE_ROWS: list[tuple[str, str, Callable[[float], str]]] = [
@@ -352,6 +388,10 @@ def format_report(columns: dict[str, Figures], targets: dict[str, bool] | None =
     return "\n".join(out)
 
 
-def summary(figures_: Figures) -> dict[str, float]:
-    """The figures a bundle's metrics keep (rounded; plain floats so weights_only loading accepts them)."""
-    return {k: round(float(v), 4) for k, v in figures_.to_dict().items() if isinstance(v, float)}
+def summary(report: Report) -> dict[str, float]:
+    """The figures a bundle's metrics keep: its songs', with the corpus' for comparison (plain floats)."""
+    keep = {f"{k}": round(float(v), 4) for k, v in report.bundle.to_dict().items()}
+    keep.update({f"corpus_{k}": round(float(v), 4) for k, v in report.corpus.to_dict().items() if k != "songs"})
+    keep["targets_met"] = float(sum(report.targets.values()))
+    keep["targets"] = float(len(report.targets))
+    return keep

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 from model.config import TrainConfig
@@ -70,3 +73,15 @@ def write_corpus(path: Path, lines: int = 400, seed: int = 0) -> Path:
         out.append("".join(line))
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     return path
+
+
+def run_cli(*args: object, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`python -m model ARGS` in a subprocess from the repository root, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "model", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )

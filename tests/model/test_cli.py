@@ -1,29 +1,17 @@
 """`python -m model` driven as a user would, in a subprocess."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from model.corpus import load_corpus
-
-from tests.helpers import REPO, SAMPLE_CORPUS
+from tests.helpers import SAMPLE_CORPUS, run_cli
 
 TINY = ["--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "16", "--device", "cpu", "--threads", "1"]
 
 
 def cli(*args, timeout=120):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "model", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run_cli(*args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

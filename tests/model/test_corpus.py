@@ -92,3 +92,13 @@ def test_split_leaks_nothing_beyond_the_corpus_own_repeats():
 def test_too_short_corpus_is_refused():
     with pytest.raises(CorpusError, match="too few"):
         split_lines("一行\n", 0.1)
+
+
+def test_the_held_out_tail_splits_into_dev_then_test(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("".join(f"第{i}行\n" for i in range(100)), encoding="utf-8")
+    data = load_corpus(path, heldout_fraction=0.2)
+    # 20 held-out lines: dev is the first 10, test the last 10, both contiguous, nothing lost or shared.
+    assert data.dev + data.test == data.heldout
+    assert data.dev.splitlines() == [f"第{i}行" for i in range(80, 90)]
+    assert data.test.splitlines() == [f"第{i}行" for i in range(90, 100)]
