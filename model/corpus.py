@@ -36,7 +36,7 @@ _TEXT_CONTROLS = frozenset(b"\t\n\r\f")
 FETCHED_CORPUS = Path("data/jaychou_lyrics.txt.zip")
 SAMPLE_CORPUS = Path("data/sample_lyrics.txt")
 SAMPLE_NOTE = (
-    "using data/sample_lyrics.txt, 323 lines we wrote ourselves, not Jay Chou's lyrics: "
+    "using data/sample_lyrics.txt, a few hundred lines we wrote ourselves, not Jay Chou's lyrics: "
     "run `python -m model fetch` to download the real corpus to data/jaychou_lyrics.txt.zip"
 )
 
