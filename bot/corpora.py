@@ -235,7 +235,10 @@ class Corpora:
         seen = set(base_lines)
         known_words = set(self._words_of(base_text))
         for entry in entries:
-            added_text = (self.folder / entry.name).read_text(encoding="utf-8")
+            try:  # read as training reads it: a file put there by hand may be GBK, or unreadable
+                added_text = "".join(normalise(t) for _, t in read_texts(self.folder / entry.name))
+            except CorpusError as exc:
+                raise UploadRefused(f"An added file cannot be read ({exc}): remove it first.") from exc
             seen.update(added_text.splitlines())
             known_words |= self._words_of(added_text)
         kept, duplicates = new_lines(text, seen)

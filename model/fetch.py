@@ -118,10 +118,7 @@ def _download(url: str, handle: BinaryIO, *, timeout: float, progress: bool, lab
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, TimeoutError):
             raise _timed_out(url, timeout) from exc
-        raise FetchError(
-            f"cannot reach {host} ({exc.reason}): are you offline? Nothing written; "
-            "train on the bundled sample meanwhile, or copy the corpus to data/jaychou_lyrics.txt.zip by hand"
-        ) from exc
+        raise FetchError(f"cannot reach {host} ({exc.reason}): are you offline? Nothing written") from exc
     except TimeoutError as exc:
         raise _timed_out(url, timeout) from exc
     except (http.client.HTTPException, OSError) as exc:  # the server hung up mid-transfer, a reset...

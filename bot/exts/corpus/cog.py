@@ -80,7 +80,7 @@ class CorpusCog(commands.Cog, name="Corpus"):
 
     @corpus.command(name="list", description="语料列表 · The base corpus and the files added to it")
     @owners_only()
-    async def list(self, interaction: discord.Interaction) -> None:
+    async def list_files(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # the base corpus is read once: a moment
         async with self._lock:
             base, entries = await asyncio.to_thread(self._listing)
