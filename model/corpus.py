@@ -50,11 +50,13 @@ def default_corpus() -> Path:
     return FETCHED_CORPUS if FETCHED_CORPUS.is_file() else SAMPLE_CORPUS
 
 
+_CHECKOUT_SAMPLE = Path(__file__).resolve().parents[1] / SAMPLE_CORPUS  # the same file, by an absolute path
+
+
 def is_sample(path: str | Path) -> bool:
     """Whether `path` is the bundled sample corpus (to say so wherever it is used)."""
-    path = Path(path)
     try:
-        return path.resolve() == SAMPLE_CORPUS.resolve()
+        return Path(path).resolve() in (SAMPLE_CORPUS.resolve(), _CHECKOUT_SAMPLE)
     except OSError:
         return False
 

@@ -12,12 +12,14 @@ from model.corpus import (
     ZipLimits,
     decode_text,
     default_corpus,
+    is_sample,
     load_corpus,
     normalise,
     read_texts,
     read_zip,
     split_lines,
 )
+from tests.helpers import SAMPLE_CORPUS as SAMPLE_REFERENCE
 
 
 def test_gbk_file_inside_zip_is_decoded(tmp_path):
@@ -249,3 +251,4 @@ def test_the_default_corpus_is_the_fetched_one_else_the_sample(tmp_path, monkeyp
     assert default_corpus() == FETCHED_CORPUS
     assert TrainConfig().corpus == str(FETCHED_CORPUS)
     assert TrainConfig(corpus="mine.txt").corpus == "mine.txt"
+    assert is_sample(SAMPLE_REFERENCE) and not is_sample(FETCHED_CORPUS)  # the checkout's sample, from anywhere
