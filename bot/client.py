@@ -33,10 +33,11 @@ from bot.replies import tell
 from bot.settings import Settings
 from bot.store import Store
 from model.checkpoint import BundleError
+from model.corpus import SAMPLE_NOTE, is_sample
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.exts.lyrics", "bot.exts.training", "bot.exts.favourites")
+EXTENSIONS = ("bot.exts.lyrics", "bot.exts.training", "bot.exts.corpus", "bot.exts.favourites")
 DRAIN_SECONDS = 8.0  # on shutdown, how long replies in progress may take to finish (docker stop gives 10 s)
 FAREWELL_SECONDS = 2.0  # then how long the ones that could not finish get to say so
 
@@ -132,6 +133,8 @@ class LyricsBot(commands.Bot):
         if self.serve:
             if self._store is None:
                 self._store = await Store.open(self.settings.db_path)
+            if is_sample(self.settings.corpus_path):
+                log.warning("training (/train start) uses the bundled sample corpus: %s", SAMPLE_NOTE)
             await self.load_model()
         for name in EXTENSIONS:
             await self.load_extension(name)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m model train | evaluate | generate | judge``.
+"""Command line: ``python -m model fetch | train | evaluate | generate | judge``.
 
 People get a tqdm bar and a line per epoch; programs (the bot) pass ``--progress jsonl`` and read one
 JSON object per line on stdout. Errors are one line on stderr (and an ``error`` event) with a
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from . import config, distributed
 from .checkpoint import BundleError, load_bundle
 from .config import TrainingError
-from .corpus import CorpusError, load_corpus
+from .corpus import SAMPLE_NOTE, CorpusError, default_corpus, is_sample, load_corpus
 from .events import (
     CancelledEvent,
     DoneEvent,
@@ -33,6 +33,7 @@ from .events import (
     TimeLimitEvent,
     to_json,
 )
+from .fetch import DEFAULT_OUT, DEFAULT_SHA256, DEFAULT_URL, TIMEOUT_S, FetchError, fetch
 from .judge import judge
 from .network import DeviceError, pick_device
 from .rhyme import rhyme_name
@@ -45,13 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description="Train and use the lyrics model.")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    f = commands.add_parser("fetch", help="download the reference corpus (the d2l-zh book's Jay Chou lyrics)")
+    f.add_argument("--url", default=DEFAULT_URL, help="where to download it from (default %(default)s)")
+    f.add_argument("--sha256", default=DEFAULT_SHA256, help="the checksum it must have (default %(default)s)")
+    f.add_argument("--out", default=str(DEFAULT_OUT), help="where to write it (default %(default)s)")
+    f.add_argument(
+        "--timeout", type=float, default=TIMEOUT_S, help="seconds to wait for the server (default %(default)s)"
+    )
+
     t = commands.add_parser("train", help="train a model and write a bundle")
     config.add_arguments(t)  # one flag per TrainConfig field
     t.add_argument("--progress", choices=["bar", "jsonl", "none"], default="bar")
 
     e = commands.add_parser("evaluate", help="print a bundle's held-out figures on a corpus")
     e.add_argument("bundle")
-    e.add_argument("--corpus", required=True)
+    e.add_argument(
+        "--corpus", default="", help="default data/jaychou_lyrics.txt.zip if fetched, else data/sample_lyrics.txt"
+    )
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -78,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     j = commands.add_parser("judge", help="the song-quality report: a bundle's songs against the corpus")
     j.add_argument("bundle")
-    j.add_argument("--corpus", required=True)
+    j.add_argument(
+        "--corpus", default="", help="default data/jaychou_lyrics.txt.zip if fetched, else data/sample_lyrics.txt"
+    )
     j.add_argument("--songs", type=int, default=60, help="songs to write (default %(default)s)")
     j.add_argument("--device", default="cpu")
     j.add_argument("--json", action="store_true", help="print one JSON object")
@@ -138,8 +151,24 @@ class Reporter:
             self.bar = None
 
 
+def run_fetch(args: argparse.Namespace) -> int:
+    fetched = fetch(args.url, args.out, args.sha256, timeout=args.timeout)
+    if fetched.downloaded:
+        print(f"wrote {fetched.path} ({fetched.size:,} bytes, sha256 verified)")
+    else:
+        print(f"{fetched.path} is already there and verified; nothing to do")
+    return ExitCode.DONE
+
+
+def note_sample(corpus: str) -> None:
+    """Say so when the corpus is the bundled sample rather than Jay Chou's lyrics."""
+    if is_sample(corpus):
+        print(f"note: {SAMPLE_NOTE}", file=sys.stderr)
+
+
 def run_train(args: argparse.Namespace) -> int:
     train_config = config.from_args(args)
+    note_sample(train_config.corpus)
     report = Reporter(args.progress)
     stop = {"requested": False}
 
@@ -162,8 +191,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    corpus = args.corpus or str(default_corpus())
+    note_sample(corpus)
     bundle = load_bundle(args.bundle)
-    figures = evaluate_bundle(bundle, args.corpus, pick_device(args.device))
+    figures = evaluate_bundle(bundle, corpus, pick_device(args.device))
     if args.json:
         print(json.dumps(figures, ensure_ascii=False))
     else:
@@ -211,8 +242,10 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_judge(args: argparse.Namespace) -> int:
     if args.songs < 10:
         raise SamplingError(f"--songs must be at least 10 for the fluency tests to mean anything, not {args.songs}")
+    corpus = args.corpus or str(default_corpus())
+    note_sample(corpus)
     sampler = Sampler.load(args.bundle, device=args.device)
-    report = judge(sampler, load_corpus(args.corpus), args.songs)
+    report = judge(sampler, load_corpus(corpus), args.songs)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
@@ -223,6 +256,7 @@ def run_judge(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "fetch": run_fetch,
     "train": run_train,
     "evaluate": run_evaluate,
     "generate": run_generate,
@@ -234,7 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CorpusError, TrainingError, BundleError, SamplingError, DeviceError, distributed.DistributedError) as exc:
+    except (
+        CorpusError,
+        TrainingError,
+        BundleError,
+        SamplingError,
+        DeviceError,
+        FetchError,
+        distributed.DistributedError,
+    ) as exc:
         if getattr(args, "progress", None) == "jsonl":
             print(to_json(ErrorEvent(message=str(exc))), flush=True)
         print(f"error: {exc}", file=sys.stderr)

@@ -54,20 +54,22 @@ class Prepared:
     dev: HeldoutSet  # early stopping, the learning rate, the mixture weights
     test: HeldoutSet  # only reported
     rare: torch.Tensor  # bool per vocabulary id: seen once in training, sometimes shown as <unk>
-    corpus_sha256: str
+    corpus_sha256: str  # of the base corpus, whose tail dev and test are
     trigram_bpc: float  # the character-trigram bar, on test
+    added: tuple[corpus.AddedText, ...] = ()  # texts that joined the training part (--added-corpora)
 
 
 def prepare(config: TrainConfig) -> Prepared:
-    """Read and split the corpus, build the vocabulary and encode every part."""
-    data = corpus.load_corpus(config.corpus, config.heldout_fraction)
+    """Read and split the corpus (added texts join the training part), build the vocabulary, encode every part."""
+    data = corpus.load_corpus(config.corpus, config.heldout_fraction, config.added_corpora or None)
     train_words = segment(data.train)
     vocab = Vocab.build(train_words, config.min_count)
     train_ids = vocab.words_to_ids(train_words).ids
     dev, test = dev_and_test(vocab, train_ids, data.dev, data.test)
     counts = Counter(train_ids)
     rare = torch.tensor([counts[i] == 1 for i in range(len(vocab))])
-    return Prepared(vocab, train_ids, dev, test, rare, data.sha256, char_ngram_bpc(data.train + data.dev, data.test))
+    trigram_bpc = char_ngram_bpc(data.train + data.dev, data.test)
+    return Prepared(vocab, train_ids, dev, test, rare, data.sha256, trigram_bpc, data.added)
 
 
 def batchify(ids: list[int], batch_size: int) -> torch.Tensor:
@@ -289,6 +291,7 @@ def train(
             loop.history,
             asdict(config),
             data.corpus_sha256,
+            added_corpora=[added.to_dict() for added in data.added],
         )
     emit(
         DoneEvent(

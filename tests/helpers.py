@@ -75,13 +75,13 @@ def write_corpus(path: Path, lines: int = 400, seed: int = 0) -> Path:
     return path
 
 
-def run_cli(*args: object, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """`python -m model ARGS` in a subprocess from the repository root, as a user would run it."""
+def run_cli(*args: object, timeout: float = 180, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """`python -m model ARGS` in a subprocess (from the repository root unless `cwd` says), as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "model", *map(str, args)],
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
     )

@@ -71,7 +71,15 @@ START = to_json(start_event())
 EPOCH = to_json(epoch_event(1, 2))
 DONE = to_json(
     DoneEvent(
-        path="out.pt", bpc=6.0, net_bpc=8.25, trigram_bpc=7.5, heldout_chars=150, unk_chars=0, epochs=1, seconds=2.0
+        path="out.pt",
+        bpc=6.0,
+        static_bpc=6.5,
+        net_bpc=8.25,
+        trigram_bpc=7.5,
+        heldout_chars=150,
+        unk_chars=0,
+        epochs=1,
+        seconds=2.0,
     )
 )
 
@@ -235,7 +243,15 @@ async def test_a_grandchild_holding_the_pipes_does_not_hang_the_job(monkeypatch)
 def test_parse_event() -> None:
     assert parse_event(b'{"event": "time_limit", "epoch": 3}') == TimeLimitEvent(epoch=3)
     assert parse_event(DONE) == DoneEvent(
-        path="out.pt", bpc=6.0, net_bpc=8.25, trigram_bpc=7.5, heldout_chars=150, unk_chars=0, epochs=1, seconds=2.0
+        path="out.pt",
+        bpc=6.0,
+        static_bpc=6.5,
+        net_bpc=8.25,
+        trigram_bpc=7.5,
+        heldout_chars=150,
+        unk_chars=0,
+        epochs=1,
+        seconds=2.0,
     )
     for line in (b"", b"garbage", b"[]", b'{"event": 3}', b"\xff", b"[" * 100_000, b'{"event": "done", "bpc": 1.5}'):
         assert parse_event(line) is None

@@ -128,3 +128,19 @@ def test_state_is_carried_between_batches(corpus, tmp_path):
     streams = batchify(list(range(103)), 4)
     assert streams.shape == (4, 25)
     assert torch.equal(streams[1], torch.arange(25, 50))
+
+
+def test_added_texts_are_trained_on_and_recorded_while_the_heldout_text_stays(corpus, tmp_path):
+    folder = tmp_path / "corpora"
+    folder.mkdir()
+    (folder / "added.txt").write_text("麒麟飞过琥珀色的海\n" * 3 + "琥珀色的海上有麒麟\n", encoding="utf-8")
+    run(tiny_config(corpus, tmp_path / "base.pt", epochs=1))
+    run(tiny_config(corpus, tmp_path / "more.pt", epochs=1, added_corpora=str(folder)))
+    base, more = load_bundle(tmp_path / "base.pt"), load_bundle(tmp_path / "more.pt")
+    assert "麒" not in base.vocab and {"麒", "琥", "珀"} <= set(more.vocab)  # the added text was trained on
+    assert more.corpus_sha256 == base.corpus_sha256  # ...and both were scored on the same held-out text
+    assert more.metrics["heldout_chars"] == base.metrics["heldout_chars"]
+    [record] = more.added_corpora
+    assert (record["name"], record["lines"]) == ("added.txt", 2)  # its repeated line counted once
+    assert len(record["sha256"]) == 64 and base.added_corpora == []
+    assert more.train_config["added_corpora"] == str(folder)
