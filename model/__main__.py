@@ -26,6 +26,7 @@ from .events import (
     EarlyStopEvent,
     EpochEvent,
     ErrorEvent,
+    JudgingEvent,
     Event,
     ExitCode,
     StartEvent,
@@ -137,6 +138,8 @@ class Reporter:
                 )
             case TimeLimitEvent():
                 tqdm.write(f"stopped after epoch {event.epoch}: --max-minutes ran out")
+            case JudgingEvent():
+                tqdm.write(f"writing {event.songs} songs for the song-quality report (--judge-songs 0 skips it)")
             case DoneEvent():
                 self.close()
                 tqdm.write(

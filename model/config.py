@@ -79,6 +79,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = _option(0, "torch threads (0: torch's choice)")
     resume: bool = _option(False, "continue from the checkpoint beside --out")
+    judge_songs: int = _option(60, "songs written for the bundle's song-quality report (0: no report)")
     max_minutes: float = _option(0.0, "stop after the first epoch that ends past this many minutes (0: no limit)")
 
     def __post_init__(self) -> None:
@@ -98,6 +99,7 @@ class TrainConfig:
             (self.min_count >= 1, "--min-count must be at least 1"),
             (0 <= self.weight_drop < 1, "--weight-drop must be in [0, 1)"),
             (0 <= self.average < 1, "--average must be in [0, 1)"),
+            (self.judge_songs == 0 or self.judge_songs >= 10, "--judge-songs must be 0 (no report) or at least 10"),
             (0 <= self.cache_weight < 1, "--cache-weight must be in [0, 1)"),
         ]
         for ok, message in checks:

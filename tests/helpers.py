@@ -55,6 +55,7 @@ def tiny_config(corpus: Path, out: Path, **overrides) -> TrainConfig:
         seed=0,
         patience=3,
         threads=1,
+        judge_songs=0,  # the song-quality report has tests of its own
     )
     values.update(overrides)
     return TrainConfig(**values)

@@ -9,7 +9,22 @@ import pytest
 from model.corpus import load_corpus
 from tests.helpers import REPO, SAMPLE_CORPUS, run_cli
 
-TINY = ["--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "16", "--device", "cpu", "--threads", "1"]
+TINY = [
+    "--hidden",
+    "32",
+    "--embed",
+    "16",
+    "--batch-size",
+    "8",
+    "--seq-len",
+    "16",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--judge-songs",
+    "0",
+]
 
 
 def cli(*args, timeout=120, cwd=REPO):
