@@ -18,6 +18,7 @@ chain built from it:
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter, defaultdict
@@ -58,7 +59,7 @@ FLUENCY_MIN_CHARS = 4  # shorter lines ("oh", "啦啦") say nothing about fluenc
 NOVEL_NGRAM = 8
 LOOP_REPEATS = 5
 CORPUS_STRETCH = 20  # lines per stretch when the corpus' own loop rate is measured
-_LOOP = re.compile(r"(.{2,}?)\1{%d,}" % (LOOP_REPEATS - 1), re.DOTALL)
+_LOOP = re.compile(r"(.{2,}?)\1{" + str(LOOP_REPEATS - 1) + ",}", re.DOTALL)
 
 
 @dataclass
@@ -127,7 +128,7 @@ def rhyme_rates(songs: Iterable[Sequence[str]]) -> tuple[float, float]:
     """(all adjacent pairs, adjacent pairs of different lines) whose last characters rhyme."""
     pairs = distinct = rhymed = rhymed_distinct = 0
     for lines in songs:
-        for a, b in zip(lines, lines[1:]):
+        for a, b in itertools.pairwise(lines):
             group = line_rhyme(a)
             hit = group is not None and group == line_rhyme(b)
             pairs += 1

@@ -111,7 +111,8 @@ class SampleRequest:
             bad(f"top_p must be in (0, 1], not {self.top_p!r}")
         if not _is_number(self.repetition_penalty) or not 1 <= self.repetition_penalty <= MAX_REPETITION_PENALTY:
             bad(
-                f"repetition_penalty must be from 1 (off) to {MAX_REPETITION_PENALTY:g}, not {self.repetition_penalty!r}"
+                f"repetition_penalty must be from 1 (off) to {MAX_REPETITION_PENALTY:g}, "
+                f"not {self.repetition_penalty!r}"
             )
         if not _is_int(self.max_lines) or self.max_lines < 0:
             bad(f"max_lines must be 0 (no limit) or a positive whole number, not {self.max_lines!r}")
@@ -310,7 +311,7 @@ class Sampler:
     def _start(self, index: int, request: SampleRequest) -> _Song:
         encoded = self.vocab.encode(request.seed.strip())
         # Songs start at a line break, so the seed begins a line like the corpus' lines do.
-        history = [self.newline_id] + encoded.ids
+        history = [self.newline_id, *encoded.ids]
         cache = self.mixture.new_cache(len(self.vocab)) if "cache" in self.weights else None
         if cache is not None:
             for i in range(len(history)):
@@ -500,7 +501,7 @@ class Sampler:
             candidates = [song.prefix + r.text for r in rows]
             best = rows[self.scorer.best(candidates, song.target, song.rhyme if song.rhymed else None)]
         line = song.prefix + best.text
-        tokens = best.tokens + [self.newline_id]
+        tokens = [*best.tokens, self.newline_id]
         for token in tokens:
             song.history.append(token)
             song.generated.append(token)
@@ -593,5 +594,5 @@ def _copy_rows(state: State, source: int, targets: torch.Tensor) -> State:
 def _where_state(mask: torch.Tensor, new: State, old: State) -> State:
     keep = mask.view(1, -1, 1)
     if isinstance(new, tuple):
-        return tuple(torch.where(keep, n, o) for n, o in zip(new, old))
+        return tuple(torch.where(keep, n, o) for n, o in zip(new, old, strict=False))
     return torch.where(keep, new, old)

@@ -29,8 +29,8 @@ from .events import (
     DoneEvent,
     EarlyStopEvent,
     EpochEvent,
-    JudgingEvent,
     Event,
+    JudgingEvent,
     ResumeEvent,
     StartEvent,
     StepEvent,
@@ -38,8 +38,8 @@ from .events import (
 )
 from .mixture import fit_mixture
 from .network import LyricsNet, detach
-from .sample import Sampler
 from .ngram import char_ngram_bpc
+from .sample import Sampler
 from .vocab import Vocab, segment
 
 
@@ -76,7 +76,7 @@ def prepare(config: TrainConfig) -> Prepared:
 
 
 def judge_bundle(path: Path, source: corpus.Corpus, songs: int) -> dict[str, float]:
-    """The song-quality report's figures for the bundle at ``path``, as its metrics keep them (/model info shows them)."""
+    """The song-quality report's figures for the bundle at ``path``, as its metrics keep them (/model info)."""
     sampler = Sampler(checkpoint.load_bundle(path), torch.device("cpu"))
     return judge.summary(judge.judge(sampler, source, songs))
 
