@@ -34,10 +34,11 @@ from bot.replies import tell
 from bot.settings import Settings
 from bot.store import Store
 from model.checkpoint import BundleError
+from model.corpus import SAMPLE_NOTE, is_sample
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.exts.lyrics", "bot.exts.training", "bot.exts.favourites")
+EXTENSIONS = ("bot.exts.lyrics", "bot.exts.training", "bot.exts.corpus", "bot.exts.favourites")
 # Shutdown meets one deadline, database closed inside it: `docker stop` (and systemd's default) sends SIGKILL
 # 10 s after SIGTERM, and the process still has to exit after the bot has closed.
 SHUTDOWN_SECONDS = 8.0
@@ -155,6 +156,8 @@ class LyricsBot(commands.Bot):
         if self.serve:
             if self._store is None:
                 self._store = await Store.open(self.settings.db_path)
+            if is_sample(self.settings.corpus_path):
+                log.warning("training (/train start) uses the bundled sample corpus: %s", SAMPLE_NOTE)
             await self.load_model()
         for name in EXTENSIONS:
             await self.load_extension(name)

@@ -11,7 +11,9 @@
 
 While the bot runs, a new model goes live through `promote`: it loads the candidate once, compares
 it with the live model, and only then touches files (the old bundle kept as *.previous, the new one moved
-in by os.replace) and swaps; requests already running finish on the old model.
+in by os.replace) and swaps; requests already running finish on the old model. Two held-out scores
+compare only on the same held-out text: when the live model was scored on another (another base corpus),
+`promote` has it re-scored on the candidate's first, in the worker thread, between two batches.
 
 Why one thread: torch modules are not safe to run concurrently from several threads, and a single
 worker keeps requests in a fair FIFO order. Why batches: an RNN step costs nearly the same for 1 or
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import math
@@ -46,6 +49,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 from model.checkpoint import Bundle, fsync_dir
+from model.errors import first_line
 from model.sample import Sample, Sampler, SampleRequest
 from model.vocab import warm_up
 
@@ -134,6 +138,29 @@ class Promotion:
     decision: SwapDecision
     swapped: bool = False
     error: str | None = None  # why a swap that was decided did not happen (the old model keeps serving)
+    rescored: dict[str, Any] | None = None  # the live model's metrics on the candidate's held-out text
+    rescore_error: str | None = None  # why re-scoring the live model failed (then nothing compares)
+
+    @property
+    def live_metrics(self) -> dict[str, Any] | None:
+        """The live model's metrics the decision compared: re-scored ones if it was re-scored."""
+        if self.rescored is not None:
+            return self.rescored
+        return self.live.metrics if self.live is not None else None
+
+
+# Scores the live bundle (first argument) on the held-out text of the candidate (second); runs in the worker
+# thread, so it may use the live network. Raises what it likes: the engine reports it, nothing swaps.
+Rescorer = Callable[[Bundle, Bundle], dict[str, Any]]
+
+
+def same_heldout(live: Bundle, candidate: Bundle) -> bool:
+    """Whether two bundles' held-out scores are on the same text: the same base corpus, split the same way."""
+
+    def fraction(bundle: Bundle) -> float:
+        return float(bundle.train_config.get("heldout_fraction", 0.1))
+
+    return live.corpus_sha256 == candidate.corpus_sha256 and fraction(live) == fraction(candidate)
 
 
 @dataclass(frozen=True)
@@ -362,30 +389,55 @@ class Engine:
         return info
 
     async def promote(
-        self, candidate: str | os.PathLike[str], live: str | os.PathLike[str], *, force: bool = False
+        self,
+        candidate: str | os.PathLike[str],
+        live: str | os.PathLike[str],
+        *,
+        force: bool = False,
+        rescore: Rescorer | None = None,
     ) -> Promotion:
         """Make the bundle at `candidate` the live model if it is better than the one serving (or `force`).
 
-        In order: load the candidate (once, in the worker thread); compare held-out bpc with the live
-        model; if it wins, move it onto `live` with os.replace (the old file kept as *.previous) and swap
-        it in. Raises model.checkpoint.BundleError if the candidate cannot be loaded, and then nothing
-        has changed. A failure while moving the files is put back and reported in `Promotion.error`:
-        the files and the live model stay as they were, so a restart serves what serves now.
+        In order: load the candidate (once, in the worker thread); if the live model was scored on other
+        held-out text (`same_heldout`), re-score it on the candidate's with `rescore`, in the worker
+        thread too; compare held-out bpc; if the candidate wins, move it onto `live` with os.replace (the
+        old file kept as *.previous) and swap it in. Raises model.checkpoint.BundleError if the candidate
+        cannot be loaded, and then nothing has changed. A re-score that fails keeps the live model (the
+        scores do not compare) unless `force`. A failure while moving the files is put back and reported
+        in `Promotion.error`: the files and the live model stay as they were, so a restart serves what
+        serves now.
         """
         if self._closed:
             raise EngineClosedError("the engine is closed")
         candidate, live = Path(candidate), Path(live)
         sampler = await self._load_sampler(candidate)
+        new = sampler.bundle
         before = self.info
-        decision = decide_swap(before.metrics if before else None, sampler.bundle.metrics, force=force)
-        promotion = Promotion(candidate=sampler.bundle, live=before, decision=decision)
+        rescored, rescore_error = None, None
+        if before is not None and rescore is not None and not same_heldout(before.bundle, new):
+            try:
+                rescored = await self._rescore(rescore, before.bundle, new)
+            except Exception as exc:  # noqa: BLE001 - any failure means the scores do not compare; it is reported
+                log.error("could not re-score the live model on the new held-out text: %s", exc)
+                rescore_error = first_line(exc)
+        if rescore_error is not None and not force:
+            decision = SwapDecision(
+                False,
+                "The live model was scored on other held-out text and re-scoring it failed "
+                f"({rescore_error}), so the two cannot be compared: the live model stays. "
+                "Use force:true to swap anyway.",
+            )
+        else:
+            live_metrics = rescored if rescored is not None else before.metrics if before else None
+            decision = decide_swap(live_metrics, new.metrics, force=force)
+        promotion = Promotion(new, before, decision, rescored=rescored, rescore_error=rescore_error)
         if not decision.swap:
             return promotion
         try:
             await asyncio.to_thread(_replace_keeping_previous, candidate, live)
         except OSError as exc:
             log.error("could not move %s onto %s: %s", candidate, live, exc)
-            return Promotion(sampler.bundle, before, decision, error=str(exc))
+            return dataclasses.replace(promotion, error=str(exc))
         info = self._go_live(sampler, live)
         log.info(
             "promoted %s: bundle %s (%s) is live%s",
@@ -394,7 +446,19 @@ class Engine:
             _describe_metrics(info.metrics),
             f", replacing {before.bundle_hash[:12]}" if before else "",
         )
-        return Promotion(sampler.bundle, before, decision, swapped=True)
+        return dataclasses.replace(promotion, swapped=True)
+
+    async def _rescore(self, rescore: Rescorer, live: Bundle, candidate: Bundle) -> dict[str, Any]:
+        """Run `rescore` in the worker thread: it may use the live network, which only that thread runs."""
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        figures = await loop.run_in_executor(self._executor, rescore, live, candidate)
+        log.info(
+            "re-scored the live model on the new held-out text in %.1fs: %s",
+            time.monotonic() - started,
+            _describe_metrics(figures),
+        )
+        return figures
 
     async def _load_sampler(self, path: Path) -> SamplerLike:
         loop = asyncio.get_running_loop()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from model.corpus import SAMPLE_CORPUS, default_corpus
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -55,7 +57,7 @@ class TrainSettings:
 
 
 # Flags the bot sets itself for every run; LYRICS_TRAIN_ARGS may not override them.
-_BOT_TRAIN_FLAGS = ("--corpus", "--out", "--progress", "--resume", "--threads")
+_BOT_TRAIN_FLAGS = ("--corpus", "--added-corpora", "--out", "--progress", "--resume", "--threads")
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ class Settings:
     token: str = field(repr=False)  # never printed in logs or reprs
     model_path: Path = Path("models/lyrics.pt")
     db_path: Path = Path("data/lyrics.db")
-    corpus_path: Path = Path("data/sample_lyrics.txt")
+    corpus_path: Path = SAMPLE_CORPUS  # from_env: data/jaychou_lyrics.txt.zip if fetched, else the sample
+    corpora_path: Path = Path("data/corpora")  # lyrics owners added from chat (/corpus add)
     admin_ids: frozenset[int] = frozenset()  # the bot's owners, with the application's owner and team
     guild_ids: tuple[int, ...] = ()
     train_guild_ids: frozenset[int] = frozenset()  # servers whose Administrators count as owners too
@@ -134,7 +137,8 @@ class Settings:
             token=token,
             model_path=_readable_file(env, "LYRICS_MODEL", cls.model_path),
             db_path=_writable_file(env, "LYRICS_DB", cls.db_path),
-            corpus_path=_readable_file(env, "LYRICS_CORPUS", cls.corpus_path),
+            corpus_path=_readable_file(env, "LYRICS_CORPUS", default_corpus()),
+            corpora_path=_folder(env, "LYRICS_CORPORA", cls.corpora_path),
             admin_ids=frozenset(_ids(env, "LYRICS_ADMIN_IDS")),
             guild_ids=tuple(dict.fromkeys(_ids(env, "LYRICS_GUILD_IDS"))),  # dedupe, keep order
             train_guild_ids=frozenset(_ids(env, "LYRICS_TRAIN_GUILD_IDS")),
@@ -275,6 +279,14 @@ def _readable_file(env: Mapping[str, str], name: str, default: Path) -> Path:
             raise SettingsError(f"{name}={str(path)!r} is not a file")
         if not os.access(path, os.R_OK):
             raise SettingsError(f"{name}={str(path)!r} is not readable by this user")
+    return path
+
+
+def _folder(env: Mapping[str, str], name: str, default: Path) -> Path:
+    """A folder the bot writes files into: created when first needed, so it need not exist yet."""
+    path = _path(env, name, default)
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"{name}={str(path)!r} is not a folder")
     return path
 
 

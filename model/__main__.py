@@ -1,4 +1,4 @@
-"""Command line: ``python -m model train | evaluate | generate``.
+"""Command line: ``python -m model fetch | train | evaluate | generate | judge``.
 
 People get a tqdm bar and a line per epoch; programs (the bot) pass ``--progress jsonl`` and read one
 JSON object per line on stdout. Errors are one line on stderr (and an ``error`` event) with a
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from . import config, distributed
 from .checkpoint import BundleError, load_bundle
 from .config import TrainingError
-from .corpus import CorpusError
+from .corpus import SAMPLE_NOTE, CorpusError, default_corpus, is_sample, load_corpus
 from .events import (
     CancelledEvent,
     DoneEvent,
@@ -28,12 +28,16 @@ from .events import (
     ErrorEvent,
     Event,
     ExitCode,
+    JudgingEvent,
     StartEvent,
     StepEvent,
     TimeLimitEvent,
     to_json,
 )
+from .fetch import DEFAULT_OUT, DEFAULT_SHA256, DEFAULT_URL, TIMEOUT_S, FetchError, fetch
+from .judge import judge
 from .network import DeviceError, pick_device
+from .rhyme import rhyme_name
 from .sample import Sampler, SampleRequest, SamplingError
 from .score import evaluate_bundle
 from .train import TrainingCancelled, train
@@ -43,28 +47,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description="Train and use the lyrics model.")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    f = commands.add_parser("fetch", help="download the reference corpus (the d2l-zh book's Jay Chou lyrics)")
+    f.add_argument("--url", default=DEFAULT_URL, help="where to download it from (default %(default)s)")
+    f.add_argument("--sha256", default=DEFAULT_SHA256, help="the checksum it must have (default %(default)s)")
+    f.add_argument("--out", default=str(DEFAULT_OUT), help="where to write it (default %(default)s)")
+    f.add_argument(
+        "--timeout", type=float, default=TIMEOUT_S, help="seconds to wait for the server (default %(default)s)"
+    )
+
     t = commands.add_parser("train", help="train a model and write a bundle")
     config.add_arguments(t)  # one flag per TrainConfig field
     t.add_argument("--progress", choices=["bar", "jsonl", "none"], default="bar")
 
     e = commands.add_parser("evaluate", help="print a bundle's held-out figures on a corpus")
     e.add_argument("bundle")
-    e.add_argument("--corpus", required=True)
+    e.add_argument(
+        "--corpus", default="", help="default data/jaychou_lyrics.txt.zip if fetched, else data/sample_lyrics.txt"
+    )
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
-    g = commands.add_parser("generate", help="write a song from a seed")
+    g = commands.add_parser("generate", help="write a song from a seed (defaults: /lyrics' defaults)")
     g.add_argument("bundle")
     g.add_argument("seed", nargs="?", default="")
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--length", type=int, default=150, help="tokens to write (default %(default)s)")
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--max-lines", type=int, default=0)
+    defaults = SampleRequest()
+    g.add_argument("--temperature", type=float, default=defaults.temperature)
+    g.add_argument("--length", type=int, default=defaults.length, help="tokens to write (default %(default)s)")
+    g.add_argument("--top-k", type=int, default=defaults.top_k)
+    g.add_argument("--top-p", type=float, default=defaults.top_p)
+    g.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
+    g.add_argument("--max-lines", type=int, default=defaults.max_lines)
+    g.add_argument("--rhyme", default=defaults.rhyme, help="auto, off, or a character whose rhyme to use")
+    g.add_argument("--candidates", type=int, default=defaults.candidates, help="lines written per line kept")
     g.add_argument("--random-seed", type=int, default=None, help="reproduce a song (default: a fresh one)")
-    g.add_argument("--no-copy", action="store_true", help="never reproduce a training line of 6+ characters")
+    g.add_argument(
+        "--allow-copies",
+        dest="no_copy",
+        action="store_false",
+        help="let the song reproduce training lines and 8-character spans (no-copy is on by default)",
+    )
     g.add_argument("--device", default="cpu")
+
+    j = commands.add_parser("judge", help="the song-quality report: a bundle's songs against the corpus")
+    j.add_argument("bundle")
+    j.add_argument(
+        "--corpus", default="", help="default data/jaychou_lyrics.txt.zip if fetched, else data/sample_lyrics.txt"
+    )
+    j.add_argument("--songs", type=int, default=60, help="songs to write (default %(default)s)")
+    j.add_argument("--device", default="cpu")
+    j.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -107,6 +138,8 @@ class Reporter:
                 )
             case TimeLimitEvent():
                 tqdm.write(f"stopped after epoch {event.epoch}: --max-minutes ran out")
+            case JudgingEvent():
+                tqdm.write(f"writing {event.songs} songs for the song-quality report (--judge-songs 0 skips it)")
             case DoneEvent():
                 self.close()
                 tqdm.write(
@@ -121,8 +154,24 @@ class Reporter:
             self.bar = None
 
 
+def run_fetch(args: argparse.Namespace) -> int:
+    fetched = fetch(args.url, args.out, args.sha256, timeout=args.timeout)
+    if fetched.downloaded:
+        print(f"wrote {fetched.path} ({fetched.size:,} bytes, sha256 verified)")
+    else:
+        print(f"{fetched.path} is already there and verified; nothing to do")
+    return ExitCode.DONE
+
+
+def note_sample(corpus: str) -> None:
+    """Say so when the corpus is the bundled sample rather than Jay Chou's lyrics."""
+    if is_sample(corpus):
+        print(f"note: {SAMPLE_NOTE}", file=sys.stderr)
+
+
 def run_train(args: argparse.Namespace) -> int:
     train_config = config.from_args(args)
+    note_sample(train_config.corpus)
     report = Reporter(args.progress)
     stop = {"requested": False}
 
@@ -145,8 +194,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    corpus = args.corpus or str(default_corpus())
+    note_sample(corpus)
     bundle = load_bundle(args.bundle)
-    figures = evaluate_bundle(bundle, args.corpus, pick_device(args.device))
+    figures = evaluate_bundle(bundle, corpus, pick_device(args.device))
     if args.json:
         print(json.dumps(figures, ensure_ascii=False))
     else:
@@ -177,20 +228,42 @@ def run_generate(args: argparse.Namespace) -> int:
             repetition_penalty=args.repetition_penalty,
             max_lines=args.max_lines,
             no_copy=args.no_copy,
+            rhyme=args.rhyme,
+            candidates=args.candidates,
         )
     )
     print(sample.text)
     notes = [f"random seed {seed}", f"{len(sample.copied_lines)} of its lines are verbatim training lines"]
+    if sample.rhyme:
+        notes.append(f"rhyme {rhyme_name(sample.rhyme)}")
     if sample.unknown:
         notes.append(f"not in the vocabulary: {' '.join(sample.unknown)}")
     print(f"\n({'; '.join(notes)})", file=sys.stderr)
     return ExitCode.DONE
 
 
+def run_judge(args: argparse.Namespace) -> int:
+    if args.songs < 10:
+        raise SamplingError(f"--songs must be at least 10 for the fluency tests to mean anything, not {args.songs}")
+    corpus = args.corpus or str(default_corpus())
+    note_sample(corpus)
+    sampler = Sampler.load(args.bundle, device=args.device)
+    report = judge(sampler, load_corpus(corpus), args.songs)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        print(report.table())
+        met = sum(report.targets.values())
+        print(f"{met} of {len(report.targets)} targets met at /lyrics' defaults; an example:\n\n{report.examples[0]}")
+    return ExitCode.DONE
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "fetch": run_fetch,
     "train": run_train,
     "evaluate": run_evaluate,
     "generate": run_generate,
+    "judge": run_judge,
 }
 
 
@@ -198,7 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CorpusError, TrainingError, BundleError, SamplingError, DeviceError, distributed.DistributedError) as exc:
+    except (
+        CorpusError,
+        TrainingError,
+        BundleError,
+        SamplingError,
+        DeviceError,
+        FetchError,
+        distributed.DistributedError,
+    ) as exc:
         if getattr(args, "progress", None) == "jsonl":
             print(to_json(ErrorEvent(message=str(exc))), flush=True)
         print(f"error: {exc}", file=sys.stderr)

@@ -204,9 +204,10 @@ class Bundle:
     metrics: dict[str, Any]
     history: list[dict[str, float]]
     train_config: dict[str, Any]
-    corpus_sha256: str
+    corpus_sha256: str  # of the base corpus: which held-out text `metrics` are on
     created_at: str
     sha256: str
+    added_corpora: list[dict[str, Any]] = field(default_factory=list)  # {name, sha256, lines} trained on too
 
 
 def save_bundle(
@@ -219,6 +220,7 @@ def save_bundle(
     history: list[dict],
     train_config: dict,
     corpus_sha256: str,
+    added_corpora: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write the serving bundle atomically (weights on CPU, so any device can load it)."""
     atomic_save(
@@ -234,6 +236,7 @@ def save_bundle(
             "history": history,
             "train_config": train_config,
             "corpus_sha256": corpus_sha256,
+            "added_corpora": list(added_corpora or []),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
         path,
@@ -264,6 +267,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
             corpus_sha256=str(obj["corpus_sha256"]),
             created_at=str(obj["created_at"]),
             sha256=file_sha256(path),
+            added_corpora=[dict(added) for added in obj.get("added_corpora", [])],  # absent before issue 11
         )
     except BundleError:
         raise

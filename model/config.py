@@ -16,6 +16,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .corpus import default_corpus
 from .network import CELLS, NetConfig
 
 
@@ -37,7 +38,16 @@ def _option(default: Any = MISSING, help: str = "", **metadata: Any) -> Any:
 class TrainConfig:
     """Everything a training run needs; defaults are the tuned configuration for 2 CPU cores."""
 
-    corpus: str = _option(help=".txt file or .zip of .txt files (UTF-8 or GBK)")
+    corpus: str = _option(
+        "",
+        ".txt file or .zip of .txt files (UTF-8 or GBK); default data/jaychou_lyrics.txt.zip once "
+        "`python -m model fetch` has downloaded it, else the bundled sample data/sample_lyrics.txt",
+    )
+    added_corpora: str = _option(
+        "",
+        "a folder of .txt files to train on as well (what /corpus add stores); they join the training part "
+        "only: the held-out text stays the tail of --corpus",
+    )
     out: str = _option("models/lyrics.pt", "bundle path")
     cell: str = _option("lstm", "recurrent cell", choices=tuple(CELLS))
     layers: int = 1
@@ -69,9 +79,12 @@ class TrainConfig:
     seed: int = 0
     threads: int = _option(0, "torch threads (0: torch's choice)")
     resume: bool = _option(False, "continue from the checkpoint beside --out")
+    judge_songs: int = _option(60, "songs written for the bundle's song-quality report (0: no report)")
     max_minutes: float = _option(0.0, "stop after the first epoch that ends past this many minutes (0: no limit)")
 
     def __post_init__(self) -> None:
+        if not self.corpus:
+            self.corpus = str(default_corpus())
         checks = [
             (self.layers >= 1, "--layers must be at least 1"),
             (self.hidden >= 1 and self.embed >= 1, "--hidden and --embed must be positive"),
@@ -86,6 +99,7 @@ class TrainConfig:
             (self.min_count >= 1, "--min-count must be at least 1"),
             (0 <= self.weight_drop < 1, "--weight-drop must be in [0, 1)"),
             (0 <= self.average < 1, "--average must be in [0, 1)"),
+            (self.judge_songs == 0 or self.judge_songs >= 10, "--judge-songs must be 0 (no report) or at least 10"),
             (0 <= self.cache_weight < 1, "--cache-weight must be in [0, 1)"),
         ]
         for ok, message in checks:
@@ -140,7 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             options["action"] = argparse.BooleanOptionalAction  # --resume and --no-resume
         else:
             options["type"] = kind
-            if f.default is not MISSING:
+            if f.default not in (MISSING, ""):  # an empty default's help says what it means
                 help_text = f"{help_text} (default %(default)s)" if help_text else "default %(default)s"
         if "choices" in f.metadata:
             options["choices"] = f.metadata["choices"]

@@ -106,6 +106,14 @@ class TimeLimitEvent:
 
 
 @dataclass(frozen=True)
+class JudgingEvent:
+    """The bundle is trained and scored; `songs` songs are being written for its song-quality report."""
+
+    kind: ClassVar[str] = "judging"
+    songs: int
+
+
+@dataclass(frozen=True)
 class DoneEvent:
     """The bundle is written; the figures are its metrics on the test half of the held-out tail."""
 
@@ -145,6 +153,7 @@ Event = (
     | CheckpointEvent
     | EarlyStopEvent
     | TimeLimitEvent
+    | JudgingEvent
     | DoneEvent
     | ErrorEvent
     | CancelledEvent

@@ -18,6 +18,7 @@ chain built from it:
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter, defaultdict
@@ -26,7 +27,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .corpus import Corpus
 from .rhyme import line_rhyme
+from .sample import Sampler, SampleRequest
 from .vocab import NEWLINE, segment
 
 # Seeds the report writes from. Outside checks use others; tune nothing on these alone.
@@ -56,7 +59,7 @@ FLUENCY_MIN_CHARS = 4  # shorter lines ("oh", "啦啦") say nothing about fluenc
 NOVEL_NGRAM = 8
 LOOP_REPEATS = 5
 CORPUS_STRETCH = 20  # lines per stretch when the corpus' own loop rate is measured
-_LOOP = re.compile(r"(.{2,}?)\1{%d,}" % (LOOP_REPEATS - 1), re.DOTALL)
+_LOOP = re.compile(r"(.{2,}?)\1{" + str(LOOP_REPEATS - 1) + ",}", re.DOTALL)
 
 
 @dataclass
@@ -125,7 +128,7 @@ def rhyme_rates(songs: Iterable[Sequence[str]]) -> tuple[float, float]:
     """(all adjacent pairs, adjacent pairs of different lines) whose last characters rhyme."""
     pairs = distinct = rhymed = rhymed_distinct = 0
     for lines in songs:
-        for a, b in zip(lines, lines[1:]):
+        for a, b in itertools.pairwise(lines):
             group = line_rhyme(a)
             hit = group is not None and group == line_rhyme(b)
             pairs += 1
@@ -311,15 +314,49 @@ def song_requests(n: int, seeds: Sequence[str] = SEEDS) -> list[tuple[str, int]]
 
 
 def markov_songs(text: str, n: int, length: int, seeds: Sequence[str] = SEEDS) -> list[str]:
+    """n songs of ``length`` tokens from a word Markov chain built on ``text``."""
     chain = WordMarkov(text)
     return [chain.generate(seed, length, np.random.default_rng(rs)) for seed, rs in song_requests(n, seeds)]
 
 
-def bundle_songs(
-    write: Callable[[list[tuple[str, int]]], list[str]], n: int, seeds: Sequence[str] = SEEDS
-) -> list[str]:
-    """Songs from ``write``, which takes (seed, random seed) pairs and returns texts in order."""
-    return write(song_requests(n, seeds))
+def sampler_songs(sampler: Sampler, n: int, seeds: Sequence[str] = SEEDS, batch: int = 32) -> list[str]:
+    """n songs at /lyrics' defaults (SampleRequest's), written in batches."""
+    requests = [SampleRequest(seed=seed, random_seed=rs) for seed, rs in song_requests(n, seeds)]
+    return [s.text for i in range(0, n, batch) for s in sampler.generate_many(requests[i : i + batch])]
+
+
+@dataclass
+class Report:
+    """The report's three columns, and which targets the bundle's songs meet."""
+
+    corpus: Figures
+    markov: Figures
+    bundle: Figures
+    targets: dict[str, bool]
+    examples: list[str]
+
+    def to_dict(self) -> dict:
+        return {
+            "corpus": self.corpus.to_dict(),
+            "markov": self.markov.to_dict(),
+            "bundle": self.bundle.to_dict(),
+            "targets": self.targets,
+            "examples": self.examples,
+        }
+
+    def table(self) -> str:
+        return format_report({"corpus": self.corpus, "markov": self.markov, "bundle": self.bundle}, self.targets)
+
+
+def judge(sampler: Sampler, corpus: Corpus, songs: int = 60, seeds: Sequence[str] = SEEDS) -> Report:
+    """Write ``songs`` songs with the sampler and measure them, the corpus and a Markov chain."""
+    reference = Reference.build(corpus.text)
+    written = sampler_songs(sampler, songs, seeds)
+    bundle = figures(written, reference)
+    corpus_column = corpus_figures(corpus.train, corpus.heldout, reference)
+    length = SampleRequest().length
+    markov = figures(markov_songs(corpus.text, songs, length, seeds), reference)
+    return Report(corpus_column, markov, bundle, Targets().check(bundle, corpus_column), written[:2])
 
 
 TABLE_ROWS: list[tuple[str, str, Callable[[float], str]]] = [
@@ -352,6 +389,10 @@ def format_report(columns: dict[str, Figures], targets: dict[str, bool] | None =
     return "\n".join(out)
 
 
-def summary(figures_: Figures) -> dict[str, float]:
-    """The figures a bundle's metrics keep (rounded; plain floats so weights_only loading accepts them)."""
-    return {k: round(float(v), 4) for k, v in figures_.to_dict().items() if isinstance(v, float)}
+def summary(report: Report) -> dict[str, float]:
+    """The figures a bundle's metrics keep: its songs', with the corpus' for comparison (plain floats)."""
+    keep = {f"{k}": round(float(v), 4) for k, v in report.bundle.to_dict().items()}
+    keep.update({f"corpus_{k}": round(float(v), 4) for k, v in report.corpus.to_dict().items() if k != "songs"})
+    keep["targets_met"] = float(sum(report.targets.values()))
+    keep["targets"] = float(len(report.targets))
+    return keep

@@ -154,7 +154,7 @@ def fit_mixture(
 
     def fit(names: tuple[str, ...]) -> dict[str, float]:
         weights = em_weights(np.stack([dev_probs[n] for n in names]))
-        return {n: float(w) for n, w in zip(names, weights)}
+        return {n: float(w) for n, w in zip(names, weights, strict=False)}
 
     for names in [("net",), ("ngram",), ("cache",), ("net", "ngram"), ("net", "cache"), COMPONENTS]:
         label = "+".join(names) + (" (EM)" if "cache" in names and len(names) > 1 else "")

@@ -82,13 +82,14 @@ class NgramModel:
             cached = self._arrays[context] = (ids, np.maximum(vals - self.discount, 0.0))
         return cached
 
-    def freeze(self, memo: int = 2048) -> NgramModel:
-        """Stop counting and remember up to ``memo`` recent distributions (songs share many contexts)."""
-        self._memo = functools.lru_cache(maxsize=memo)(self._distribution_of)
+    def freeze(self, memo: int = 2048, dtype: type = np.float64) -> NgramModel:
+        """Stop counting and remember up to ``memo`` recent distributions (songs share many contexts), as ``dtype``."""
+        compute = self._distribution_of if dtype is np.float64 else (lambda h: self._distribution_of(h).astype(dtype))
+        self._memo = functools.lru_cache(maxsize=memo)(compute)
         return self
 
     def distribution(self, history: Sequence[int]) -> np.ndarray:
-        """The whole next-symbol distribution (float64, sums to 1) over integer symbols. Do not modify it."""
+        """The whole next-symbol distribution (sums to 1) over integer symbols. Do not modify it."""
         key = tuple(history[max(0, len(history) - (self.order - 1)) :]) if self.order > 1 else ()
         return (self._memo or self._distribution_of)(key)
 

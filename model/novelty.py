@@ -63,10 +63,9 @@ class NoveltyGuard:
         tokens = set(self.line_ends.get(line, ()))
         if line in self.lines:
             tokens.add(self.newline_id)
-        for i in range(1, self.max_token_chars + 1):
+        # i characters of the next token complete the span: the line must supply the other span - i.
+        for i in range(max(1, self.span_chars - len(line)), self.max_token_chars + 1):
             keep = self.span_chars - i
-            if len(line) < keep:
-                break
             for end in self.span_ends[i].get(line[len(line) - keep :], ()):
                 tokens.update(self.tokens_starting.get(end, ()))
         return tuple(sorted(tokens))

@@ -30,6 +30,26 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "eng": ("eng", "ing", "ong", "iong", "ueng"),  # 中东
 }
 _GROUP_OF_FINAL = {final: group for group, finals in GROUPS.items() for final in finals}
+TRACKS = {  # the 十三辙 name of each group, for people
+    "a": "发花",
+    "o": "梭波",
+    "e": "乜斜",
+    "i": "一七",
+    "u": "姑苏",
+    "ai": "怀来",
+    "ei": "灰堆",
+    "ao": "遥条",
+    "ou": "由求",
+    "an": "言前",
+    "en": "人辰",
+    "ang": "江阳",
+    "eng": "中东",
+}
+
+
+def rhyme_name(group: str) -> str:
+    """How a rhyme group is shown: its final and its track, e.g. "-ang (江阳)"."""
+    return f"-{group} ({TRACKS[group]})" if group in TRACKS else group
 
 
 def is_han(ch: str) -> bool:

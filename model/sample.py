@@ -33,7 +33,7 @@ from .checkpoint import Bundle, load_bundle
 from .network import State, pick_device
 from .ngram import NgramModel
 from .novelty import LINE_CHARS, NoveltyGuard
-from .rerank import Candidate, LineScorer, ScoreWeights, TagModel
+from .rerank import LineScorer, ScoreWeights
 from .rhyme import char_rhyme, is_han, line_rhyme
 from .vocab import NEWLINE, Vocab
 
@@ -50,12 +50,17 @@ RHYME_AUTO, RHYME_OFF = "auto", "off"
 # corpus' own rate of rhyming neighbours (about 55%) rather than a forced 100%.
 RHYMED_SHARE = 0.8  # lines after the first that must end in the song's rhyme group
 VERSE_LINES = 8  # lines per verse; a new verse may take a new rhyme (set by its first line)
-LINE_SLACK = 6  # characters a line may run past its planned length before its break is forced
+LINE_SLACK = 3  # characters a line may run past its planned length before its break is forced
+SHORT_SLACK = 3  # characters a line may fall short of its planned length and still end
 MAX_LINE_TOKENS = 40
 # How hard the line break is pulled towards the plan while a candidate is written (log-probability units).
 LENGTH_PULL = 0.7  # per character of distance from the planned length
-RHYME_PULL = 2.0  # for (or against) ending the line on this character
-UNIGRAM_NEUTRAL = 0.0
+RHYME_PULL = 3.0  # for (or against) ending the line on this character
+# Temperature below 1 sharpens the distribution, which over-produces the commonest words (我, 的, 你) far
+# beyond how often the corpus uses them: the generic, bland lines of a cold sampler. So temperature
+# scales what the model knows about this context, and leaves this share of the words' plain frequency
+# (the unigram) at temperature 1: p ∝ p_model^(1/T) · p_unigram^(FREQUENCY_SHARE · (1 - 1/T)).
+FREQUENCY_SHARE = 0.5
 
 
 class SamplingError(ValueError):
@@ -78,11 +83,11 @@ class SampleRequest:
     random_seed: int = 0
     top_k: int = 0
     top_p: float = 1.0
-    repetition_penalty: float = 1.0
+    repetition_penalty: float = 1.2
     max_lines: int = 0
     no_copy: bool = True
     rhyme: str = RHYME_AUTO
-    candidates: int = 8
+    candidates: int = 4
 
     def validate(self) -> None:
         """Raise SamplingError on any parameter outside its range; nothing is clamped silently."""
@@ -106,7 +111,8 @@ class SampleRequest:
             bad(f"top_p must be in (0, 1], not {self.top_p!r}")
         if not _is_number(self.repetition_penalty) or not 1 <= self.repetition_penalty <= MAX_REPETITION_PENALTY:
             bad(
-                f"repetition_penalty must be from 1 (off) to {MAX_REPETITION_PENALTY:g}, not {self.repetition_penalty!r}"
+                f"repetition_penalty must be from 1 (off) to {MAX_REPETITION_PENALTY:g}, "
+                f"not {self.repetition_penalty!r}"
             )
         if not _is_int(self.max_lines) or self.max_lines < 0:
             bad(f"max_lines must be 0 (no limit) or a positive whole number, not {self.max_lines!r}")
@@ -163,7 +169,6 @@ class _Row:
     song: _Song
     tokens: list[int] = field(default_factory=list)
     text: str = ""  # the line so far (for the first line, after the seed's part of it)
-    log2p: float = 0.0
     done: bool = False
 
 
@@ -173,7 +178,8 @@ class _Song:
 
     index: int
     request: SampleRequest
-    rng: np.random.Generator
+    plan_rng: np.random.Generator  # line lengths and which lines rhyme
+    rng: np.random.Generator  # the tokens' draws
     history: list[int]  # every token so far: a line break, the seed, the committed lines
     generated: list[int]  # the committed tokens after the seed
     unknown: list[str]
@@ -206,14 +212,16 @@ class Sampler:
         self.mixture = bundle.mixture
         self.weights = {k: w for k, w in self.mixture.sampling_weights.items() if w > 0}
         self.ngram = (
-            self.mixture.static_model(bundle.train_ids, len(self.vocab)).freeze() if "ngram" in self.weights else None
+            self.mixture.static_model(bundle.train_ids, len(self.vocab)).freeze(dtype=np.float32)
+            if "ngram" in self.weights
+            else None
         )
         train_text = self.vocab.decode(bundle.train_ids)
         counts = np.bincount(np.asarray(bundle.train_ids, dtype=np.int64), minlength=len(self.vocab)) + 1.0
-        self.log_unigram = torch.from_numpy(np.log(counts / counts.sum()))
+        self.log_unigram = torch.from_numpy(np.log(counts / counts.sum())).float()
         self.guard = NoveltyGuard(train_text, self.vocab)
         self.line_lengths = np.array([len(line) for line in train_text.split(NEWLINE) if line] or [8])
-        self.scorer = LineScorer(weights or ScoreWeights(), TagModel(self.vocab, bundle.train_ids))
+        self.scorer = LineScorer(weights)
         # The last character of every token, as a rhyme group, for pulling line ends towards the plan.
         self.token_rhyme = [char_rhyme(t[-1]) if t and is_han(t[-1]) else None for t in self.vocab.itos]
         self.tokens_by_rhyme: dict[str, torch.Tensor] = {}
@@ -268,8 +276,8 @@ class Sampler:
         while rows:
             drawing = [i for i, row in enumerate(rows) if not row.done]
             tokens = self._choose([rows[i] for i in drawing], batch_logits[drawing])
-            for i, (token, log2p) in zip(drawing, tokens):
-                self._append(rows[i], token, log2p)
+            for i, token in zip(drawing, tokens, strict=True):
+                self._append(rows[i], token)
                 pending[i] = token
             restart: list[int] = []
             for song in {id(r.song): r.song for r in rows if all(x.done for x in r.song.rows)}.values():
@@ -303,7 +311,7 @@ class Sampler:
     def _start(self, index: int, request: SampleRequest) -> _Song:
         encoded = self.vocab.encode(request.seed.strip())
         # Songs start at a line break, so the seed begins a line like the corpus' lines do.
-        history = [self.newline_id] + encoded.ids
+        history = [self.newline_id, *encoded.ids]
         cache = self.mixture.new_cache(len(self.vocab)) if "cache" in self.weights else None
         if cache is not None:
             for i in range(len(history)):
@@ -315,7 +323,7 @@ class Sampler:
         return _Song(
             index,
             request,
-            np.random.default_rng(request.random_seed),
+            *_generators(request),
             history,
             [],
             encoded.unknown,
@@ -326,7 +334,7 @@ class Sampler:
 
     def _begin_line(self, song: _Song) -> None:
         """Draw the next line's plan and give the song fresh candidate rows."""
-        rng = song.rng
+        rng = song.plan_rng
         target = int(rng.choice(self.line_lengths))
         song.target = max(target, len(song.prefix) + 2) if song.prefix else target
         verse_start = song.lines_done % VERSE_LINES == 0
@@ -340,55 +348,57 @@ class Sampler:
         song.memo.clear()
         if song.rows:
             for row in song.rows:
-                row.tokens, row.text, row.log2p, row.done = [], "", 0.0, False
+                row.tokens, row.text, row.done = [], "", False
         else:
             song.rows = [_Row(song) for _ in range(song.width)]
 
     # ---- one step
 
     def _log_probs(self, rows: list[_Row], logits: torch.Tensor) -> torch.Tensor:
-        """log p(next token) under the bundle's sampling mixture, float64 (rows, vocab)."""
-        log_net = torch.log_softmax(logits.double(), dim=-1).cpu()
+        """log p(next token) under the bundle's sampling mixture, float32 (rows, vocab)."""
+        log_net = torch.log_softmax(logits.float(), dim=-1).cpu()
         if self.weights.keys() == {"net"}:
             return log_net
-        probs = log_net.exp_().mul_(self.weights.get("net", 0.0)).numpy()
+        counts = np.zeros((len(rows), len(self.vocab)), dtype=np.float32)
         ngram_w, cache_w = self.weights.get("ngram", 0.0), self.weights.get("cache", 0.0)
         for r, row in enumerate(rows):
             song = row.song
             context = (song.history + row.tokens)[-3:]
             if self.ngram is not None:
-                probs[r] += ngram_w * self.ngram.distribution(context)
+                np.multiply(self.ngram.distribution(context), ngram_w, out=counts[r])
             if song.cache is not None:
                 key = tuple(context)
                 cached = song.memo.get(key)
                 if cached is None:
-                    cached = song.memo[key] = song.cache.distribution(context)
-                probs[r] += cache_w * cached
-        return torch.from_numpy(np.log(probs))
+                    cached = song.memo[key] = (cache_w * song.cache.distribution(context)).astype(np.float32)
+                counts[r] += cached
+        probs = log_net.exp_().mul_(self.weights.get("net", 0.0)).add_(torch.from_numpy(counts))
+        return probs.log_()
 
-    def _choose(self, rows: list[_Row], logits: torch.Tensor) -> list[tuple[int, float]]:
-        """Apply each row's controls, then draw every row's next token at once; returns (token, log2 p)."""
-        logp = self._log_probs(rows, logits)
-        model_logp = logp.clone()  # what the model thinks, before the plan pulls: for scoring candidates
-        logp[:, self.vocab.unk_id] = -math.inf
-        for r, row in enumerate(rows):
-            self._shape(logp[r], row)
-        temperature = torch.tensor([row.song.request.temperature for row in rows], dtype=logp.dtype)
+    def _choose(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
+        """Apply each row's controls, then draw every row's next token at once."""
+        shaped = self._log_probs(rows, logits)
+        shaped[:, self.vocab.unk_id] = -math.inf
+        self._shape(shaped, rows)
+        temperature = torch.tensor([row.song.request.temperature for row in rows], dtype=shaped.dtype)
         greedy = temperature == 0
-        inverse = 1 / temperature.clamp_min(1e-3).unsqueeze(1)
-        scaled = logp * inverse
-        if UNIGRAM_NEUTRAL:
-            scaled = scaled + UNIGRAM_NEUTRAL * (1 - inverse) * self.log_unigram
         for r, row in enumerate(rows):
             top_k = row.song.request.top_k
-            if top_k and top_k < scaled.size(1):
-                kth = torch.topk(scaled[r], top_k).values[-1]
-                scaled[r].masked_fill_(scaled[r] < kth, -math.inf)
+            if top_k and top_k < shaped.size(1):
+                # The k tokens the model ranks highest: ranked before the frequency share below reorders them.
+                kth = torch.topk(shaped[r], top_k).values[-1]
+                shaped[r].masked_fill_(shaped[r] < kth, -math.inf)
         # A row whose every token is blocked (possible only with no_copy) ends its line instead.
-        blocked = ~torch.isfinite(scaled).any(1)
-        scaled[blocked, self.newline_id] = 0.0
+        dead = torch.isneginf(shaped.amax(1))
+        if bool(dead.any()):
+            shaped[dead, self.newline_id] = 0.0
+        best = shaped.argmax(1)  # greedy writing takes the model's choice, not the frequency-damped one
+        inverse = 1 / temperature.clamp_min(1e-3).unsqueeze(1)
+        scaled = shaped.mul_(inverse)
+        if FREQUENCY_SHARE:
+            scaled += FREQUENCY_SHARE * (1 - inverse) * self.log_unigram
         if bool(greedy.all()):
-            chosen = scaled.argmax(1)
+            chosen = best
         else:
             probs = torch.softmax(scaled, dim=1)
             for r, row in enumerate(rows):
@@ -397,60 +407,85 @@ class Sampler:
                     # Keep the smallest set of most likely tokens whose mass reaches top_p.
                     outside = (sorted_probs.cumsum(0) - sorted_probs) >= row.song.request.top_p
                     probs[r, order[outside]] = 0
-            cdf = probs.cumsum(1)
+            cdf = probs.cumsum_(1)
             # Inverse-CDF draws, each from its song's own generator: independent of the rest of the batch.
             u = torch.tensor(
-                [0.0 if g else row.song.rng.random() for row, g in zip(rows, greedy.tolist())], dtype=cdf.dtype
+                [0.0 if g else row.song.rng.random() for row, g in zip(rows, greedy.tolist(), strict=True)],
+                dtype=cdf.dtype,
             )
             chosen = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1).clamp_max(cdf.size(1) - 1)
             if bool(greedy.any()):
-                chosen = torch.where(greedy, scaled.argmax(1), chosen)
-        picked = model_logp.gather(1, chosen.unsqueeze(1)).squeeze(1) / math.log(2)
-        return list(zip(chosen.tolist(), picked.tolist()))
+                chosen = torch.where(greedy, best, chosen)
+        return chosen.tolist()
 
-    def _shape(self, logp: torch.Tensor, row: _Row) -> None:
-        """The plan's pull on the line break, the repetition penalty and the no-copy block, in place."""
-        song, request = row.song, row.song.request
-        line = song.prefix + row.text
-        if request.repetition_penalty > 1:
-            # CTRL's penalty on probabilities, once per recent use: a word used twice in the last few
-            # lines is divided by penalty². Line breaks are exempt, or lines would run on.
-            recent = Counter((song.generated + row.tokens)[-REPETITION_WINDOW:])
-            recent.pop(self.newline_id, None)
-            if recent:
-                ids = torch.tensor(list(recent.keys()), dtype=torch.long)
-                uses = torch.tensor(list(recent.values()), dtype=logp.dtype)
-                logp[ids] -= uses * math.log(request.repetition_penalty)
+    def _shape(self, logp: torch.Tensor, rows: list[_Row]) -> None:
+        """The plan's pulls on the line break, the repetition penalty and the no-copy block, on every row at once.
+
+        The rows are walked once in Python to collect what applies where; the changes land in a few batched
+        tensor operations, because a handful of small ones per row would cost more than the network's step.
+        """
+        newline = torch.zeros(len(rows), dtype=logp.dtype)
+        penalised: tuple[list[int], list[int], list[float]] = ([], [], [])
+        blocked: tuple[list[int], list[int]] = ([], [])
+        forced: list[int] = []
+        rhyming: dict[str, list[int]] = {}
+        for r, row in enumerate(rows):
+            song, request = row.song, row.song.request
+            line = song.prefix + row.text
+            if request.repetition_penalty > 1:
+                # CTRL's penalty on probabilities, once per recent use: a word used twice in the last few
+                # lines is divided by penalty². Line breaks are exempt, or lines would run on.
+                recent = Counter((song.generated + row.tokens)[-REPETITION_WINDOW:])
+                recent.pop(self.newline_id, None)
+                step = math.log(request.repetition_penalty)
+                for token, uses in recent.items():
+                    penalised[0].append(r)
+                    penalised[1].append(token)
+                    penalised[2].append(-uses * step)
+            newline[r] = self._line_end_pull(song, row, line, rhyming, r)
+            if len(row.tokens) >= MAX_LINE_TOKENS or len(line) >= song.target + LINE_SLACK:
+                forced.append(r)
+            if request.no_copy:
+                for token in self.guard.forbidden(line):
+                    blocked[0].append(r)
+                    blocked[1].append(token)
+        if penalised[0]:
+            logp.index_put_(
+                (torch.tensor(penalised[0]), torch.tensor(penalised[1])),
+                torch.tensor(penalised[2], dtype=logp.dtype),
+                accumulate=True,
+            )
+        for group, group_rows in rhyming.items():
+            logp[torch.tensor(group_rows).unsqueeze(1), self.tokens_by_rhyme[group].unsqueeze(0)] += RHYME_PULL / 2
+        logp[:, self.newline_id] += newline
+        if forced:
+            # The line has run long enough: only its break may follow.
+            index = torch.tensor(forced)
+            keep = logp[index, self.newline_id].nan_to_num(neginf=0.0)
+            logp[index] = -math.inf
+            logp[index, self.newline_id] = keep
+        if blocked[0]:
+            logp[torch.tensor(blocked[0]), torch.tensor(blocked[1])] = -math.inf
+
+    def _line_end_pull(self, song: _Song, row: _Row, line: str, rhyming: dict[str, list[int]], r: int) -> float:
+        """How much to add to the line break's log-probability: towards the planned length and, on a rhymed
+        line, towards a rhyming last character. Near the planned end, row r is listed in ``rhyming`` so that
+        tokens ending in the rhyme are favoured."""
         if not line:
-            logp[self.newline_id] = -math.inf  # no empty lines: the corpus has none
-        else:
-            self._pull_line_end(logp, song, line, row)
-        if len(row.tokens) >= MAX_LINE_TOKENS or len(line) >= song.target + LINE_SLACK:
-            keep = logp[self.newline_id].item()
-            logp.fill_(-math.inf)  # the line has run long enough: end it here
-            logp[self.newline_id] = keep if math.isfinite(keep) else 0.0
-        if request.no_copy:
-            blocked = self.guard.forbidden(line)
-            if blocked:
-                logp[list(blocked)] = -math.inf
-
-    def _pull_line_end(self, logp: torch.Tensor, song: _Song, line: str, row: _Row) -> None:
-        """Pull the line break towards the planned length and, on a rhymed line, towards a rhyming last
-        character; near the planned end, favour tokens that end in the rhyme."""
+            return -math.inf  # no empty lines: the corpus has none
         distance = len(line) - song.target
+        if distance < -SHORT_SLACK:
+            return -math.inf
         pull = LENGTH_PULL * max(-8, min(8, distance))
         if song.rhymed and song.rhyme is not None:
             # The last token's own reading: pypinyin on the whole line at every step would cost more than the step.
             last = self.token_rhyme[row.tokens[-1]] if row.tokens else char_rhyme(line[-1])
             pull += RHYME_PULL if last == song.rhyme else -RHYME_PULL
-            if distance >= -4:
-                rhyming = self.tokens_by_rhyme.get(song.rhyme)
-                if rhyming is not None:
-                    logp[rhyming] += RHYME_PULL / 2
-        logp[self.newline_id] += pull
+            if distance >= -4 and song.rhyme in self.tokens_by_rhyme:
+                rhyming.setdefault(song.rhyme, []).append(r)
+        return pull
 
-    def _append(self, row: _Row, token: int, log2p: float) -> None:
-        row.log2p += log2p
+    def _append(self, row: _Row, token: int) -> None:
         if token == self.newline_id:
             row.done = True
             return
@@ -463,10 +498,10 @@ class Sampler:
         if len(rows) == 1:
             best = rows[0]
         else:
-            candidates = [Candidate(song.prefix + r.text, r.tokens, r.log2p) for r in rows]
+            candidates = [song.prefix + r.text for r in rows]
             best = rows[self.scorer.best(candidates, song.target, song.rhyme if song.rhymed else None)]
         line = song.prefix + best.text
-        tokens = best.tokens + [self.newline_id]
+        tokens = [*best.tokens, self.newline_id]
         for token in tokens:
             song.history.append(token)
             song.generated.append(token)
@@ -501,6 +536,15 @@ class Sampler:
             tokens=len(song.generated),
             rhyme=rhyme,
         )
+
+
+def _generators(request: SampleRequest) -> tuple[np.random.Generator, np.random.Generator]:
+    """The song's plan and draw generators, both from its random seed and apart, so the plan does not depend on
+    how many draws the writing took. Greedy writing draws nothing but the plan: every random seed gets the plan
+    of seed 0, so greedy gives one song."""
+    seed = 0 if request.temperature == 0 else request.random_seed
+    plan, draws = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(plan), np.random.default_rng(draws)
 
 
 @contextlib.contextmanager
@@ -550,5 +594,5 @@ def _copy_rows(state: State, source: int, targets: torch.Tensor) -> State:
 def _where_state(mask: torch.Tensor, new: State, old: State) -> State:
     keep = mask.view(1, -1, 1)
     if isinstance(new, tuple):
-        return tuple(torch.where(keep, n, o) for n, o in zip(new, old))
+        return tuple(torch.where(keep, n, o) for n, o in zip(new, old, strict=False))
     return torch.where(keep, new, old)

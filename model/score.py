@@ -7,6 +7,7 @@ the character-trigram bar.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,14 +20,19 @@ from .ngram import char_ngram_bpc
 from .vocab import Vocab, segment
 
 
-def evaluate_bundle(bundle: Bundle, corpus_path: str, device: torch.device) -> dict[str, Any]:
+def evaluate_bundle(
+    bundle: Bundle, corpus_path: str | Path, device: torch.device, heldout_fraction: float | None = None
+) -> dict[str, Any]:
     """Score a bundle on the test half of a corpus' held-out tail, split as in training, with its own weights.
 
     ``bpc`` is the served mixture, song cache included; ``static_bpc`` the same without the cache (what
     the model knows rather than what the held-out text repeats of itself); ``net_bpc`` the network alone.
+    The tail is the bundle's own ``heldout_fraction`` of the corpus unless `heldout_fraction` says
+    otherwise (to score it on another model's held-out text). ``corpus_sha256`` names the text scored on.
     """
-    fraction = float(bundle.train_config.get("heldout_fraction", 0.1))
-    data = load_corpus(corpus_path, fraction)
+    if heldout_fraction is None:
+        heldout_fraction = float(bundle.train_config.get("heldout_fraction", 0.1))
+    data = load_corpus(corpus_path, heldout_fraction)
     vocab = Vocab(bundle.vocab)
     train_ids = vocab.words_to_ids(segment(data.train)).ids
     _, test = dev_and_test(vocab, train_ids, data.dev, data.test)
@@ -42,4 +48,6 @@ def evaluate_bundle(bundle: Bundle, corpus_path: str, device: torch.device) -> d
         "tokens": len(test.ids),
         "weights": mixture.weights,
         "same_corpus": data.sha256 == bundle.corpus_sha256,
+        "corpus_sha256": data.sha256,
+        "heldout_fraction": heldout_fraction,
     }

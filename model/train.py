@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from . import checkpoint, corpus, distributed
+from . import checkpoint, corpus, distributed, judge
 from .checkpoint import LoopState
 from .config import TrainConfig, TrainingError
 from .evaluate import HeldoutSet, bpc_of, dev_and_test, shard, token_log2probs
@@ -30,6 +30,7 @@ from .events import (
     EarlyStopEvent,
     EpochEvent,
     Event,
+    JudgingEvent,
     ResumeEvent,
     StartEvent,
     StepEvent,
@@ -38,6 +39,7 @@ from .events import (
 from .mixture import fit_mixture
 from .network import LyricsNet, detach
 from .ngram import char_ngram_bpc
+from .sample import Sampler
 from .vocab import Vocab, segment
 
 
@@ -54,20 +56,29 @@ class Prepared:
     dev: HeldoutSet  # early stopping, the learning rate, the mixture weights
     test: HeldoutSet  # only reported
     rare: torch.Tensor  # bool per vocabulary id: seen once in training, sometimes shown as <unk>
-    corpus_sha256: str
+    corpus_sha256: str  # of the base corpus, whose tail dev and test are
     trigram_bpc: float  # the character-trigram bar, on test
+    added: tuple[corpus.AddedText, ...] = ()  # texts that joined the training part (--added-corpora)
+    source: corpus.Corpus | None = None  # the text itself, for the song-quality report
 
 
 def prepare(config: TrainConfig) -> Prepared:
-    """Read and split the corpus, build the vocabulary and encode every part."""
-    data = corpus.load_corpus(config.corpus, config.heldout_fraction)
+    """Read and split the corpus (added texts join the training part), build the vocabulary, encode every part."""
+    data = corpus.load_corpus(config.corpus, config.heldout_fraction, config.added_corpora or None)
     train_words = segment(data.train)
     vocab = Vocab.build(train_words, config.min_count)
     train_ids = vocab.words_to_ids(train_words).ids
     dev, test = dev_and_test(vocab, train_ids, data.dev, data.test)
     counts = Counter(train_ids)
     rare = torch.tensor([counts[i] == 1 for i in range(len(vocab))])
-    return Prepared(vocab, train_ids, dev, test, rare, data.sha256, char_ngram_bpc(data.train + data.dev, data.test))
+    trigram_bpc = char_ngram_bpc(data.train + data.dev, data.test)
+    return Prepared(vocab, train_ids, dev, test, rare, data.sha256, trigram_bpc, data.added, data)
+
+
+def judge_bundle(path: Path, source: corpus.Corpus, songs: int) -> dict[str, float]:
+    """The song-quality report's figures for the bundle at ``path``, as its metrics keep them (/model info)."""
+    sampler = Sampler(checkpoint.load_bundle(path), torch.device("cpu"))
+    return judge.summary(judge.judge(sampler, source, songs))
 
 
 def batchify(ids: list[int], batch_size: int) -> torch.Tensor:
@@ -289,7 +300,24 @@ def train(
             loop.history,
             asdict(config),
             data.corpus_sha256,
+            added_corpora=[added.to_dict() for added in data.added],
         )
+        if config.judge_songs and data.source is not None:
+            emit(JudgingEvent(songs=config.judge_songs))
+            metrics["judge"] = judge_bundle(out, data.source, config.judge_songs)
+            metrics["seconds"] = time.monotonic() - started
+            checkpoint.save_bundle(
+                out,
+                net,
+                data.vocab.itos,
+                data.train_ids,
+                mixture,
+                metrics,
+                loop.history,
+                asdict(config),
+                data.corpus_sha256,
+                added_corpora=[added.to_dict() for added in data.added],
+            )
     emit(
         DoneEvent(
             path=str(out),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 from model.config import TrainConfig
@@ -52,6 +55,7 @@ def tiny_config(corpus: Path, out: Path, **overrides) -> TrainConfig:
         seed=0,
         patience=3,
         threads=1,
+        judge_songs=0,  # the song-quality report has tests of its own
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -70,3 +74,15 @@ def write_corpus(path: Path, lines: int = 400, seed: int = 0) -> Path:
         out.append("".join(line))
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     return path
+
+
+def run_cli(*args: object, timeout: float = 180, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """`python -m model ARGS` in a subprocess (from the repository root unless `cwd` says), as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "model", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
+    )

@@ -87,6 +87,20 @@ def make_bot() -> commands.Bot:
     async def write(interaction: discord.Interaction, temperature: float, lines: int = 4) -> None:
         await interaction.response.send_message(f"t={temperature} lines={lines}")
 
+    @bot.tree.command(description="Reads a file")
+    async def upload(interaction: discord.Interaction, file: discord.Attachment) -> None:
+        data = await file.read()
+        await interaction.response.send_message(f"{file.filename} {file.size} {file.content_type} {data.decode()}")
+
+    async def colours(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        names = ["red", "green", "blue"]
+        return [app_commands.Choice(name=n, value=n) for n in names if current in n]
+
+    @bot.tree.command(description="Picks a colour")
+    @app_commands.autocomplete(colour=colours)
+    async def pick(interaction: discord.Interaction, colour: str) -> None:
+        await interaction.response.send_message(colour)
+
     bot.tree.add_command(lyrics)
 
     async def setup_hook() -> None:
@@ -114,7 +128,9 @@ async def test_login_ready_and_sync(fake_discord: FakeDiscord, bot: commands.Bot
     paths = [(r.method, r.path) for r in fake_discord.requests]
     assert paths[:2] == [("GET", "/users/@me"), ("GET", "/oauth2/applications/@me")]
     synced = {c["name"]: c for c in fake_discord.global_commands}
-    assert set(synced) == {"hello", "slow", "secret", "toolong", "twice", "panel", "lyrics", "feedback", "edited"}
+    assert set(synced) == {
+        *("hello", "slow", "secret", "toolong", "twice", "panel", "lyrics", "feedback", "edited", "upload", "pick")
+    }
     assert [(o["name"], o["type"]) for o in synced["hello"]["options"]] == [("name", 3), ("times", 4), ("loud", 5)]
     assert synced["lyrics"]["options"][0]["type"] == 1
     assert fake_discord.violations == [] and fake_discord.unknown_routes == []
@@ -136,6 +152,29 @@ async def test_subcommand_and_number_option(fake_discord: FakeDiscord, bot: comm
     assert option["type"] == 1 and option["options"][0] == {"name": "temperature", "type": 10, "value": 0.8}
     with pytest.raises(ValueError):
         await fake_discord.send_slash_command("lyrics write", {"temprature": 1.0})
+
+
+async def test_an_attached_file_is_resolved_and_served_on_loopback(
+    fake_discord: FakeDiscord, bot: commands.Bot
+) -> None:
+    upload = fake_discord.upload("../歌词 1.txt", "窗外的麻雀".encode())
+    inter = await fake_discord.send_slash_command("upload", {"file": upload})
+    assert (await inter.wait_final()).content == "../歌词 1.txt 15 text/plain 窗外的麻雀"
+    option = inter.payload["data"]["options"][0]
+    assert option == {"name": "file", "type": 11, "value": upload.id}  # the id; the file itself is in `resolved`
+    resolved = inter.payload["data"]["resolved"]["attachments"][upload.id]
+    assert resolved["url"].startswith(fake_discord.base_url + "/attachments/") and resolved["size"] == 15
+    assert fake_discord.downloads == [upload.id]
+    assert fake_discord.violations == [] and fake_discord.unknown_routes == []
+
+
+async def test_autocomplete_choices(fake_discord: FakeDiscord, bot: commands.Bot) -> None:
+    inter = await fake_discord.send_autocomplete("pick", {"colour": "re"}, "colour")
+    response = await inter.wait_response()
+    assert response["type"] == 8
+    assert response["data"]["choices"] == [{"name": "red", "value": "red"}, {"name": "green", "value": "green"}]
+    assert inter.payload["data"]["options"][0]["focused"] is True
+    assert fake_discord.violations == []
 
 
 async def test_deferred_then_followup_with_file(fake_discord: FakeDiscord, bot: commands.Bot) -> None:

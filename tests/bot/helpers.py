@@ -33,6 +33,7 @@ def bot_env(tmp_path: Path, **overrides: Any) -> dict[str, str]:
         "LYRICS_MODEL": str(tmp_path / "missing.pt"),
         "LYRICS_DB": str(tmp_path / "lyrics.db"),
         "LYRICS_CORPUS": str(SAMPLE_CORPUS),
+        "LYRICS_CORPORA": str(tmp_path / "corpora"),  # never the checkout's data/corpora
         "LYRICS_DEVICE": "cpu",
         "LYRICS_TORCH_THREADS": "1",  # two shared cores: one for torch, one for the event loop and the fake
     }

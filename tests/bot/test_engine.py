@@ -7,7 +7,9 @@ the engine's own seam, hands it samplers that record their batches and can be he
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from bot.engine import (
     decide_swap,
 )
 from model.checkpoint import BundleError
+from model.corpus import CorpusError
 from model.sample import SampleRequest, SamplingError
 from tests.bot.helpers import StandInSampler, SteppedSampler
 
@@ -366,3 +369,65 @@ def test_decide_swap() -> None:
     assert decide_swap({"bpc": 4.0}, {"bpc": 5.0}, force=True).swap
     assert not decide_swap({"bpc": 4.0}, {"bpc": 4.0}, force=False).swap  # a tie keeps what is known to work
     assert not decide_swap({"bpc": 4.0}, {"bpc": float("nan")}, force=False).swap
+
+
+# ---------------------------------------------------------------------------------------------
+# scores compare on the same held-out text only: a live model scored on another is re-scored first
+
+
+def on_corpus(sampler: StandInSampler, corpus_sha256: str) -> StandInSampler:
+    sampler.bundle = dataclasses.replace(sampler.bundle, corpus_sha256=corpus_sha256)
+    return sampler
+
+
+async def test_a_live_model_scored_on_other_heldout_text_is_rescored_before_the_decision(files) -> None:
+    samplers = {
+        # Scored 3.0 on its own (other) held-out text, which would beat the candidate's 5.0 ...
+        "lyrics": on_corpus(StandInSampler("old", bpc=3.0), "old corpus"),
+        "lyrics.candidate": on_corpus(StandInSampler("new", bpc=5.0), "new corpus"),
+    }
+    engine = make_engine(samplers)
+    await engine.load(files["live"])
+    calls = []
+
+    def rescore(live, candidate):
+        calls.append((live.sha256, candidate.sha256, threading.current_thread().name))
+        return {"bpc": 6.0, "corpus_sha256": candidate.corpus_sha256}  # ... but scores 6.0 on the candidate's
+
+    promotion = await engine.promote(files["candidate"], files["live"], rescore=rescore)
+    [(live, candidate, thread)] = calls
+    assert (live, candidate) == ("old", "new") and thread.startswith("lyrics-engine")  # the model's own thread
+    assert promotion.rescored == {"bpc": 6.0, "corpus_sha256": "new corpus"} and promotion.live_metrics["bpc"] == 6.0
+    assert promotion.swapped and "5.000 < 6.000" in promotion.decision.reason
+    await engine.close()
+
+
+async def test_the_same_heldout_text_needs_no_rescore(files) -> None:
+    samplers = {
+        "lyrics": on_corpus(StandInSampler("old", bpc=3.0), "same"),
+        "lyrics.candidate": on_corpus(StandInSampler("new", bpc=5.0), "same"),
+    }
+    engine = make_engine(samplers)
+    await engine.load(files["live"])
+    promotion = await engine.promote(files["candidate"], files["live"], rescore=lambda live, new: pytest.fail())
+    assert promotion.rescored is None and not promotion.swapped and promotion.live_metrics["bpc"] == 3.0
+    await engine.close()
+
+
+async def test_a_failed_rescore_keeps_the_live_model_unless_forced(files) -> None:
+    samplers = {
+        "lyrics": on_corpus(StandInSampler("old", bpc=9.0), "old corpus"),
+        "lyrics.candidate": on_corpus(StandInSampler("new", bpc=1.0), "new corpus"),
+    }
+    engine = make_engine(samplers)
+    await engine.load(files["live"])
+
+    def rescore(live, candidate):
+        raise CorpusError("data/jaychou_lyrics.txt.zip: no such file")
+
+    kept = await engine.promote(files["candidate"], files["live"], rescore=rescore)
+    assert not kept.swapped and kept.rescore_error == "data/jaychou_lyrics.txt.zip: no such file"
+    assert "cannot be compared" in kept.decision.reason and engine.info.bundle_hash == "old"
+    forced = await engine.promote(files["candidate"], files["live"], force=True, rescore=rescore)
+    assert forced.swapped and engine.info.bundle_hash == "new"
+    await engine.close()

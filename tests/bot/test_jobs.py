@@ -73,7 +73,7 @@ DONE = to_json(
     DoneEvent(
         path="out.pt",
         bpc=6.0,
-        static_bpc=7.0,
+        static_bpc=6.5,
         net_bpc=8.25,
         trigram_bpc=7.5,
         heldout_chars=150,
@@ -245,7 +245,7 @@ def test_parse_event() -> None:
     assert parse_event(DONE) == DoneEvent(
         path="out.pt",
         bpc=6.0,
-        static_bpc=7.0,
+        static_bpc=6.5,
         net_bpc=8.25,
         trigram_bpc=7.5,
         heldout_chars=150,

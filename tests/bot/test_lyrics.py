@@ -56,7 +56,7 @@ async def test_commands_are_for_servers_installs_only(fake_discord: FakeDiscord,
     """Every command is synced as installable to servers only (integration type 0, no user installs), usable in
     servers and in DMs with the bot (contexts 0 and 1), never in group DMs (2), which only user installs reach."""
     synced = fake_discord.commands[int(fake_discord.guild["id"])]
-    assert {c["name"] for c in synced} == {"lyrics", "train", "model", "favourites"}
+    assert {c["name"] for c in synced} == {"lyrics", "train", "model", "corpus", "favourites"}
     for command in synced:
         assert command["integration_types"] == [0], command["name"]
         assert sorted(command["contexts"]) == [0, 1], command["name"]

@@ -14,16 +14,26 @@ def parse(**env: str) -> Settings:
     return Settings.from_env({"DISCORD_TOKEN": "abc.def.ghi", **env}, env_file=None)
 
 
-def test_defaults() -> None:
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a checkout where `python -m model fetch` has not run
     settings = parse()
     assert settings.token == "abc.def.ghi"
     assert settings.model_path == Path("models/lyrics.pt")
     assert settings.db_path == Path("data/lyrics.db")
     assert settings.corpus_path == Path("data/sample_lyrics.txt")
+    assert settings.corpora_path == Path("data/corpora")
     assert settings.admin_ids == frozenset() and settings.guild_ids == () and settings.train_guild_ids == frozenset()
     assert settings.device == "auto" and settings.limits == Limits()
     assert settings.discord_api is None and settings.discord_gateway is None
     assert "abc.def.ghi" not in repr(settings)  # the token never ends up in a log line
+
+
+def test_the_default_corpus_is_the_fetched_one_when_it_is_there(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "jaychou_lyrics.txt.zip").write_bytes(b"PK")
+    assert parse().corpus_path == Path("data/jaychou_lyrics.txt.zip")
+    assert parse(LYRICS_CORPUS="mine.txt").corpus_path == Path("mine.txt")
 
 
 def test_every_variable(tmp_path: Path) -> None:
@@ -33,6 +43,7 @@ def test_every_variable(tmp_path: Path) -> None:
         LYRICS_MODEL=str(model),
         LYRICS_DB=str(tmp_path / "new" / "dir" / "x.db"),
         LYRICS_CORPUS=str(tmp_path / "c.zip"),
+        LYRICS_CORPORA=str(tmp_path / "added"),
         LYRICS_ADMIN_IDS=" 123456789012345678, 234567890123456789 ,",
         LYRICS_GUILD_IDS="42,42,7",
         LYRICS_TRAIN_GUILD_IDS="42, 9",
@@ -49,6 +60,7 @@ def test_every_variable(tmp_path: Path) -> None:
         LYRICS_DISCORD_GATEWAY="ws://127.0.0.1:1234/gateway/",
     )
     assert settings.model_path == model
+    assert settings.corpora_path == tmp_path / "added"
     assert settings.db_path == tmp_path / "new" / "dir" / "x.db"
     assert settings.admin_ids == {123456789012345678, 234567890123456789}
     assert settings.guild_ids == (42, 7)
@@ -105,6 +117,9 @@ def test_paths_must_be_usable(tmp_path: Path) -> None:
         parse(LYRICS_MODEL=str(tmp_path))
     with pytest.raises(SettingsError, match=r"LYRICS_DB.*is not a file"):
         parse(LYRICS_DB=str(tmp_path))
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(SettingsError, match=r"LYRICS_CORPORA.*is not a folder"):
+        parse(LYRICS_CORPORA=str(tmp_path / "plain"))
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     with pytest.raises(SettingsError, match=r"LYRICS_DB.*cannot be created"):

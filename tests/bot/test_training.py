@@ -41,7 +41,7 @@ from tests.bot.helpers import PNG_SIGNATURE, bot_env, gone
 from tests.fakediscord import FakeDiscord, SentMessage, make_user, running_bot
 
 ADMINISTRATOR = 1 << 3
-TINY = "--hidden 32 --embed 16 --batch-size 8 --seq-len 16 --min-count 2 --seed 0"
+TINY = "--hidden 32 --embed 16 --batch-size 8 --seq-len 16 --min-count 2 --seed 0 --judge-songs 0"
 SEED = "窗外的麻雀"
 
 pytestmark = pytest.mark.slow

@@ -109,6 +109,21 @@ def validate_modal(data: dict[str, Any]) -> list[tuple[tuple, str, str]]:
     return problems
 
 
+def validate_choices(data: dict[str, Any]) -> list[tuple[tuple, str, str]]:
+    """Autocomplete choices (interaction callback type 8): at most 25, names 1-100 characters, values at most 100."""
+    problems: list[tuple[tuple, str, str]] = []
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        return [(("choices",), "BASE_TYPE_REQUIRED", "This field is required")]
+    _max_len(problems, ("choices",), choices, 25)
+    for i, choice in enumerate(choices):
+        if not 1 <= len(str(choice.get("name", ""))) <= 100:
+            problems.append((("choices", i, "name"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."))
+        if isinstance(choice.get("value"), str):
+            _max_len(problems, ("choices", i, "value"), choice["value"], 100)
+    return problems
+
+
 def validate_command(cmd: dict[str, Any], path: tuple = ()) -> list[tuple[tuple, str, str]]:
     """Names, descriptions and option counts of a command (or option) as Discord checks them on sync."""
     problems: list[tuple[tuple, str, str]] = []

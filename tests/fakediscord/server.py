@@ -18,6 +18,7 @@ import re
 import secrets
 import socket
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,14 @@ import yarl
 from aiohttp import WSMsgType, web
 
 from . import payloads as p
-from .rules import form_errors, validate_command, validate_message, validate_modal, walk_components
+from .rules import (
+    form_errors,
+    validate_choices,
+    validate_command,
+    validate_message,
+    validate_modal,
+    walk_components,
+)
 
 API = "/api/v10"
 GATEWAY_PATH = "/gateway/"
@@ -37,19 +45,24 @@ _FILES = web.RequestKey("files", dict)  # multipart files by field name, e.g. 'f
 
 @dataclass
 class Attachment:
-    """A file the bot uploaded, with its bytes."""
+    """A file with its bytes: one the bot uploaded, or one a member attaches to a command (`FakeDiscord.upload`).
+
+    Either is served at its `url` on the fake's loopback port, as Discord's CDN serves attachments.
+    `declared_size` is the size Discord reports, when a test wants it to differ from the bytes served.
+    """
 
     id: str
     filename: str
     data: bytes
     content_type: str
+    declared_size: int | None = None
 
     def to_api(self, base: str) -> dict[str, Any]:
-        url = f"{base}/attachments/{self.id}/{self.filename}"
+        url = f"{base}/attachments/{self.id}/{urllib.parse.quote(self.filename, safe='')}"
         return {
             "id": self.id,
             "filename": self.filename,
-            "size": len(self.data),
+            "size": len(self.data) if self.declared_size is None else self.declared_size,
             "url": url,
             "proxy_url": url,
             "content_type": self.content_type,
@@ -296,6 +309,8 @@ class FakeDiscord:
         self._changed: asyncio.Condition | None = None
         self._ready = asyncio.Event()
         self._dm_channels: dict[str, dict[str, Any]] = {}
+        self.uploads: dict[str, Attachment] = {}  # files members attached to commands, by id
+        self.downloads: list[str] = []  # attachment ids the bot fetched from the fake's "CDN"
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -338,6 +353,7 @@ class FakeDiscord:
         r.add_route("*", API + "/channels/{cid}/messages/{mid}", self._channel_message)
         r.add_post(API + "/channels/{cid}/typing", _no_content)
         r.add_post(API + "/users/@me/channels", self._open_dm)
+        r.add_get("/attachments/{id}/{filename:.*}", self._attachment)
         r.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -439,6 +455,19 @@ class FakeDiscord:
             raise RuntimeError(f"no identified gateway connection to send {event} to")
         await live[-1].dispatch(event, data)
 
+    def upload(
+        self, filename: str, data: bytes, *, content_type: str | None = None, declared_size: int | None = None
+    ) -> Attachment:
+        """A file a member attaches: pass it as an attachment option's value to `send_slash_command`.
+
+        It is sent in the interaction's ``resolved`` data as Discord sends it, and served at its URL.
+        """
+        attachment = Attachment(
+            p.snowflake(), filename, data, content_type or _sniff(filename, data, None), declared_size
+        )
+        self.uploads[attachment.id] = attachment
+        return attachment
+
     async def send_slash_command(
         self,
         name: str,
@@ -454,10 +483,41 @@ class FakeDiscord:
         """Dispatch INTERACTION_CREATE type 2 for ``/name [subcommand...]`` with ``options`` (name -> value).
 
         ``name`` may hold the whole path ("lyrics write"); option types come from the synced schema when there is
-        one, else from the Python type. ``dm=True`` sends it from a DM (``user``, no guild).
+        one, else from the Python type (an `Attachment` from `upload` is an attachment option). ``dm=True`` sends
+        it from a DM (``user``, no guild).
         """
-        path = name.split() + (subcommand.split() if subcommand else [])
         guild = None if dm else self._guild(guild_id)
+        data = self._command_data(name, options, subcommand, guild)
+        return await self._interact(2, data, user, guild, channel_id, permissions)
+
+    async def send_autocomplete(
+        self,
+        name: str,
+        options: dict[str, Any],
+        focused: str,
+        *,
+        user: dict[str, Any] | None = None,
+        permissions: Any = None,
+        dm: bool = False,
+    ) -> Interaction:
+        """Dispatch INTERACTION_CREATE type 4: ``user`` is typing option ``focused`` of ``/name``.
+
+        The bot answers with callback type 8; its choices are in ``wait_response()["data"]["choices"]``.
+        """
+        guild = None if dm else self._guild(None)
+        data = self._command_data(name, options, None, guild)
+        leaf = data
+        while leaf.get("options") and leaf["options"][0]["type"] in (1, 2):
+            leaf = leaf["options"][0]
+        [option] = [o for o in leaf.get("options", []) if o["name"] == focused]
+        option["focused"] = True
+        return await self._interact(4, data, user, guild, None, permissions)
+
+    def _command_data(
+        self, name: str, options: dict[str, Any] | None, subcommand: str | None, guild: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The ``data`` of a command interaction: options typed from the synced schema, attachments resolved."""
+        path = name.split() + (subcommand.split() if subcommand else [])
         schema, guild_scoped = self.find_command(path[0], guild and guild["id"])
         node = schema
         for sub in path[1:]:  # descend the schema along subcommand groups / subcommands
@@ -466,12 +526,15 @@ class FakeDiscord:
             raise ValueError(f"/{' '.join(path)} is not in the synced command {schema['name']!r}")
         known = {o["name"]: o for o in (node or {}).get("options", []) if o.get("type") not in (1, 2)}
         opts = []
+        resolved: dict[str, Any] = {}
         for key, value in (options or {}).items():
             if node is not None and key not in known:
                 raise ValueError(f"/{' '.join(path)} has no option {key!r}; it has {sorted(known)}")
-            opts.append(
-                {"name": key, "type": known[key]["type"] if key in known else _option_type(value), "value": value}
-            )
+            kind = known[key]["type"] if key in known else _option_type(value)
+            if isinstance(value, Attachment):  # Discord sends the id, and the attachment in `resolved`
+                resolved.setdefault("attachments", {})[value.id] = value.to_api(self.base_url)
+                value = value.id
+            opts.append({"name": key, "type": kind, "value": value})
         for depth in range(len(path) - 1, 0, -1):  # wrap leaf options in subcommand (1) / group (2) options
             opts = [{"name": path[depth], "type": 1 if depth == len(path) - 1 else 2, "options": opts}]
         data: dict[str, Any] = {
@@ -480,9 +543,11 @@ class FakeDiscord:
             "type": 1,
             "options": opts,
         }
+        if resolved:
+            data["resolved"] = resolved
         if guild_scoped and guild is not None:
             data["guild_id"] = guild["id"]  # discord.py looks guild commands up by this
-        return await self._interact(2, data, user, guild, channel_id, permissions)
+        return data
 
     async def click_button(
         self,
@@ -774,7 +839,7 @@ class FakeDiscord:
             return _error(404, 10062, "Unknown interaction")
         body, files = request[_JSON], request[_FILES]
         kind, data = body.get("type"), body.get("data") or {}
-        allowed = {2: (4, 5, 9), 3: (4, 5, 6, 7, 9), 5: (4, 5, 6, 7)}.get(inter.type, (4, 5))
+        allowed = {2: (4, 5, 9), 3: (4, 5, 6, 7, 9), 4: (8,), 5: (4, 5, 6, 7)}.get(inter.type, (4, 5))
         if kind not in allowed:
             self._violate(request, "bad-callback-type", f"type {kind} for interaction type {inter.type}")
             return _error(
@@ -783,7 +848,15 @@ class FakeDiscord:
                 "Invalid Form Body",
                 {"type": {"_errors": [{"code": "INTERACTION_RESPONSE_TYPE_INVALID", "message": "bad"}]}},
             )
-        problems = validate_modal(data) if kind == 9 else validate_message(data) if kind in (4, 7) else []
+        problems = (
+            validate_modal(data)
+            if kind == 9
+            else validate_message(data)
+            if kind in (4, 7)
+            else validate_choices(data)
+            if kind == 8
+            else []
+        )
         if problems:
             return self._invalid(request, problems, wrap="data")
         if kind == 4 and not _has_content(data, files):
@@ -799,6 +872,8 @@ class FakeDiscord:
         elif kind == 5:  # the "thinking..." placeholder a later edit or followup fills
             loading = {"content": "", "flags": p.LOADING | ((data.get("flags") or 0) & p.EPHEMERAL)}
             inter.original = self._new_message(loading, {}, message_type=20, webhook=True, interaction=inter, **where)
+        elif kind == 8:
+            pass  # autocomplete choices: recorded in callbacks, no message
         elif kind in (6, 7):
             inter.original = inter.source
             if kind == 7 and inter.source is not None:
@@ -946,6 +1021,15 @@ class FakeDiscord:
             return _error(404, 10008, "Unknown Message")
         return await self._message_verb(request, msg)
 
+    async def _attachment(self, request: web.Request) -> web.Response:
+        """The "CDN": a file a member attached, or one the bot sent. No authorisation, as on Discord's CDN."""
+        aid = request.match_info["id"]
+        found = self.uploads.get(aid) or next((a for m in self.messages for a in m.attachments if a.id == aid), None)
+        if found is None:
+            return _error(404, 0, "404: Not Found")
+        self.downloads.append(aid)
+        return web.Response(body=found.data, content_type=found.content_type)
+
     async def _open_dm(self, request: web.Request) -> web.Response:
         rid = str(request[_JSON].get("recipient_id"))
         users = [m["user"] for g in self.guilds for m in g["members"]] + [self.owner, self.user]
@@ -1038,7 +1122,10 @@ class _GatewaySession:
 
 
 def _option_type(value: Any) -> int:
-    """Application command option type for a Python value: boolean 5, integer 4, number 10, string 3."""
+    """Application command option type for a Python value: boolean 5, integer 4, number 10, attachment 11,
+    string 3."""
+    if isinstance(value, Attachment):
+        return 11
     if isinstance(value, bool):
         return 5
     if isinstance(value, int):

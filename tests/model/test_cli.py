@@ -1,29 +1,34 @@
 """`python -m model` driven as a user would, in a subprocess."""
 
 import json
-import os
-import subprocess
-import sys
+import shutil
+import zipfile
 
 import pytest
 
 from model.corpus import load_corpus
+from tests.helpers import REPO, SAMPLE_CORPUS, run_cli
 
-from tests.helpers import REPO, SAMPLE_CORPUS
+TINY = [
+    "--hidden",
+    "32",
+    "--embed",
+    "16",
+    "--batch-size",
+    "8",
+    "--seq-len",
+    "16",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--judge-songs",
+    "0",
+]
 
-TINY = ["--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "16", "--device", "cpu", "--threads", "1"]
 
-
-def cli(*args, timeout=120):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "model", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+def cli(*args, timeout=120, cwd=REPO):
+    return run_cli(*args, timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +111,29 @@ def test_error_event_in_jsonl_mode(tmp_path):
     assert result.returncode == 2
     event = json.loads(result.stdout.splitlines()[-1])
     assert event["event"] == "error" and "not UTF-8 or GBK" in event["message"]
+
+
+def test_the_default_corpus_and_the_sample_note(trained, tmp_path):
+    # Run where data/ holds the sample only (a fresh clone offline), then where fetch has put the corpus.
+    out, events = trained
+    (tmp_path / "data").mkdir()
+    shutil.copy(SAMPLE_CORPUS, tmp_path / "data" / "sample_lyrics.txt")
+    sample = cli("evaluate", out, "--json", cwd=tmp_path)
+    assert sample.returncode == 0, sample.stderr
+    assert "sample_lyrics.txt" in sample.stderr and "python -m model fetch" in sample.stderr
+    assert json.loads(sample.stdout)["bpc"] == pytest.approx(events[-1]["bpc"], rel=1e-6)
+
+    with zipfile.ZipFile(tmp_path / "data" / "jaychou_lyrics.txt.zip", "w") as archive:
+        archive.write(SAMPLE_CORPUS, "jaychou_lyrics.txt")  # stands in for the fetched corpus
+    fetched = cli("evaluate", out, "--json", cwd=tmp_path)
+    assert fetched.returncode == 0, fetched.stderr
+    assert "python -m model fetch" not in fetched.stderr
+    assert json.loads(fetched.stdout)["corpus_sha256"] == json.loads(sample.stdout)["corpus_sha256"]
+
+    # train says so too, before anything else (here it then stops at once on a device it does not know).
+    result = cli("train", "--device", "tpu", cwd=tmp_path)
+    assert result.returncode == 2 and "python -m model fetch" not in result.stderr
+    (tmp_path / "data" / "jaychou_lyrics.txt.zip").unlink()
+    result = cli("train", "--device", "tpu", cwd=tmp_path)
+    assert result.returncode == 2 and "note: using data/sample_lyrics.txt" in result.stderr
+    assert "python -m model fetch" in result.stderr and "unknown device" in result.stderr

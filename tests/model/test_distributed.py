@@ -30,6 +30,8 @@ TINY = [
     "2",
     "--seed",
     "0",
+    "--judge-songs",
+    "0",
     "--dropout",
     "0",
     "--embed-dropout",

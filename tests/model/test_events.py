@@ -60,7 +60,7 @@ def test_the_cli_accepts_every_config_field():
         elif isinstance(default, float):
             values[f.name] = default / 2 if default else 0.25
         else:
-            values[f.name] = f"{default}-other"
+            values[f.name] = f"{default or f.name}-other"  # not "-other": argparse would take it for a flag
     expected = TrainConfig(**values)
     argv = config.to_argv(values)
     assert "--clip" in argv and "--no-tie" in argv and "--resume" in argv

@@ -6,7 +6,9 @@ import torch
 from model.checkpoint import save_bundle
 from model.mixture import Mixture
 from model.network import LyricsNet, NetConfig
-from model.sample import Sampler, SampleRequest, SamplingError
+from model.novelty import SPAN_CHARS
+from model.rhyme import line_rhyme
+from model.sample import LINE_SLACK, MAX_LINE_TOKENS, SHORT_SLACK, Sampler, SampleRequest, SamplingError
 from model.train import train
 from tests.conftest import tiny_config
 
@@ -34,6 +36,12 @@ def crafted_sampler(tmp_path, probs, train_text="甲乙\n"):
     path = tmp_path / "crafted.pt"
     save_bundle(path, net, CRAFTED_VOCAB, train_ids, Mixture(weights={"net": 1.0}), {}, [], {}, "0" * 64)
     return Sampler.load(path, device="cpu")
+
+
+def plain(**fields) -> SampleRequest:
+    """A request with the song-level controls off (no rhyme, one candidate per line, no penalty), for tests of
+    the token-level ones on crafted models."""
+    return SampleRequest(**{"rhyme": "off", "candidates": 1, "repetition_penalty": 1.0, **fields})
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +74,8 @@ def test_songs_in_mixed_batches_match_batch_one(sampler):
             top_k=[0, 5][i % 2],
             top_p=[1.0, 0.9, 1.0][i % 3],
             repetition_penalty=[1.0, 1.3][i % 2],
+            rhyme=["auto", "off", "雨", "auto", "花"][i % 5],
+            candidates=[4, 1, 8][i % 3],
         )
         for i in range(100)
     ]
@@ -73,21 +83,25 @@ def test_songs_in_mixed_batches_match_batch_one(sampler):
     batched = []
     for start in range(0, 100, 25):
         batched += [s.text for s in sampler.generate_many(requests[start : start + 25])]
-    same = sum(a == b for a, b in zip(alone, batched))
+    same = sum(a == b for a, b in zip(alone, batched, strict=False))
     assert same >= 99, f"only {same} of 100 songs reproduced inside a batch"
 
 
 def test_results_come_back_in_order_and_short_songs_leave_early(sampler):
     requests = [SampleRequest(seed="雨", length=n, random_seed=n) for n in (50, 1, 20)]
     samples = sampler.generate_many(requests)
-    assert [s.tokens for s in samples] == [50, 1, 20]
     assert [s.request.length for s in samples] == [50, 1, 20]
+    # A song ends with the line on which it reaches its length: never sooner, and never a line later.
+    for sample in samples:
+        assert sample.request.length <= sample.tokens < sample.request.length + MAX_LINE_TOKENS
+    assert samples[1].lines == 1
     assert sampler.generate_many([]) == []
 
 
 def test_top_k_one_equals_greedy(sampler):
-    greedy = sampler.generate(SampleRequest(seed="天空", temperature=0, length=50))
-    top1 = sampler.generate(SampleRequest(seed="天空", temperature=1.5, top_k=1, length=50, random_seed=3))
+    greedy = sampler.generate(SampleRequest(seed="天空", temperature=0, length=50, random_seed=3))
+    # Greedy writing follows the plan of random seed 0 (it draws nothing else); top-k 1 with that seed does too.
+    top1 = sampler.generate(SampleRequest(seed="天空", temperature=1.5, top_k=1, length=50, random_seed=0))
     assert top1.text == greedy.text
 
 
@@ -98,19 +112,19 @@ def test_top_p_never_samples_outside_the_nucleus(tmp_path):
     text = "".join(
         s.text
         for s in sampler.generate_many(
-            [SampleRequest(temperature=1.0, top_p=0.8, length=200, random_seed=i) for i in range(10)]
+            [plain(temperature=1.0, top_p=0.8, length=200, random_seed=i) for i in range(10)]
         )
     )
     counts = Counter(text)
-    assert set(counts) <= {"甲", "乙"}
+    assert set(counts) <= {"甲", "乙", "\n"}  # line breaks: the plan ends each line at its planned length
     assert counts["甲"] > counts["乙"] > 0
     wide = "".join(
         s.text
         for s in sampler.generate_many(
-            [SampleRequest(temperature=1.0, top_p=1.0, length=200, random_seed=i) for i in range(10)]
+            [plain(temperature=1.0, top_p=1.0, length=200, random_seed=i) for i in range(10)]
         )
     )
-    assert set(wide) - {"甲", "乙"}, "without top-p the tail should appear"
+    assert set(wide) - {"甲", "乙", "\n"}, "without top-p the tail should appear"
 
 
 def test_repetition_penalty_lowers_repeats(tmp_path):
@@ -119,14 +133,14 @@ def test_repetition_penalty_lowers_repeats(tmp_path):
 
     def share_of_top_token(penalty):
         songs = sampler.generate_many(
-            [SampleRequest(temperature=1.0, length=100, random_seed=i, repetition_penalty=penalty) for i in range(10)]
+            [plain(temperature=1.0, length=100, random_seed=i, repetition_penalty=penalty) for i in range(10)]
         )
         text = "".join(s.text for s in songs)
         return text.count("甲") / len(text.replace("\n", ""))
 
-    plain, penalised = share_of_top_token(1.0), share_of_top_token(3.0)
-    assert plain > 0.5
-    assert penalised < plain * 0.6
+    unpenalised, penalised = share_of_top_token(1.0), share_of_top_token(3.0)
+    assert unpenalised > 0.5
+    assert penalised < unpenalised * 0.6
 
 
 def test_unk_is_never_produced(tmp_path):
@@ -153,6 +167,13 @@ def test_unk_is_never_produced(tmp_path):
         ("random_seed", -1, "random_seed"),
         ("max_lines", -2, "max_lines"),
         ("seed", "雨" * 3000, "seed"),
+        ("rhyme", "xyz", "rhyme"),
+        ("rhyme", "", "rhyme"),
+        ("rhyme", "花花", "rhyme"),
+        ("candidates", 0, "candidates"),
+        ("candidates", 65, "candidates"),
+        ("candidates", True, "candidates"),
+        ("no_copy", "yes", "no_copy"),
     ],
 )
 def test_invalid_parameters_raise_the_specific_error(sampler, field, value, message):
@@ -202,7 +223,7 @@ def parrot(tmp_path_factory):
 def test_copied_lines_are_reported(parrot):
     sampler, lines = parrot
     samples = sampler.generate_many(
-        [SampleRequest(seed="", temperature=0.5, length=60, random_seed=i) for i in range(10)]
+        [SampleRequest(seed="", temperature=0.5, length=60, random_seed=i, no_copy=False) for i in range(10)]
     )
     copied = [line for s in samples for line in s.copied_lines]
     assert copied and set(copied) <= lines
@@ -221,3 +242,36 @@ def test_no_copy_never_emits_a_training_line(parrot):
         produced = set(sample.text.split("\n"))
         assert not produced & lines, sample.text
         assert sample.copied_lines == [] or all(len(line) < 6 for line in sample.copied_lines)
+
+
+def test_a_rhyme_character_sets_the_song_rhyme(sampler):
+    samples = sampler.generate_many([SampleRequest(seed="窗外", rhyme="花", random_seed=i) for i in range(6)])
+    ends = [line_rhyme(line) for s in samples for line in s.text.split("\n")]
+    assert all(s.rhyme == "a" for s in samples)
+    assert ends.count("a") / len(ends) >= 0.5, ends
+
+
+def test_rhyme_off_writes_without_a_plan_for_rhyme(sampler):
+    sample = sampler.generate(SampleRequest(seed="窗外", rhyme="off", random_seed=1))
+    assert sample.rhyme is None
+
+
+def test_lines_follow_the_planned_lengths(tmp_path):
+    # Every training line has 5 characters, so every planned line does; line breaks are rare in the model.
+    probs = [0.0, 0.02, 0.3, 0.2, 0.2, 0.1, 0.1, 0.08]
+    sampler = crafted_sampler(tmp_path, probs, train_text="甲乙丙丁戊\n" * 20)
+    songs = sampler.generate_many([SampleRequest(temperature=1.0, length=120, random_seed=i) for i in range(5)])
+    lengths = [len(line) for s in songs for line in s.text.split("\n")]
+    assert all(5 - SHORT_SLACK <= n <= 5 + LINE_SLACK for n in lengths), lengths
+    assert abs(sum(lengths) / len(lengths) - 5) < 1.0
+
+
+def test_no_copy_never_reproduces_an_eight_character_span(parrot):
+    sampler, lines = parrot
+    spans = {line[i : i + SPAN_CHARS] for line in lines for i in range(len(line) - SPAN_CHARS + 1)}
+    samples = sampler.generate_many(
+        [SampleRequest(seed="", temperature=t, random_seed=i) for i, t in enumerate([0.5, 0.8, 1.0] * 4)]
+    )
+    for sample in samples:
+        for line in sample.text.split("\n"):
+            assert not any(line[i : i + SPAN_CHARS] in spans for i in range(len(line) - SPAN_CHARS + 1)), line

@@ -5,7 +5,7 @@ import torch
 
 from model.checkpoint import load_bundle, safe_load
 from model.config import TrainConfig, TrainingError
-from model.events import CheckpointEvent, DoneEvent, EarlyStopEvent, EpochEvent, ResumeEvent, StartEvent
+from model.events import CheckpointEvent, DoneEvent, EarlyStopEvent, EpochEvent, JudgingEvent, ResumeEvent, StartEvent
 from model.train import TrainingCancelled, train
 from tests.helpers import tiny_config, write_corpus
 
@@ -128,3 +128,40 @@ def test_state_is_carried_between_batches(corpus, tmp_path):
     streams = batchify(list(range(103)), 4)
     assert streams.shape == (4, 25)
     assert torch.equal(streams[1], torch.arange(25, 50))
+
+
+def test_added_texts_are_trained_on_and_recorded_while_the_heldout_text_stays(corpus, tmp_path):
+    folder = tmp_path / "corpora"
+    folder.mkdir()
+    (folder / "added.txt").write_text("麒麟飞过琥珀色的海\n" * 3 + "琥珀色的海上有麒麟\n", encoding="utf-8")
+    run(tiny_config(corpus, tmp_path / "base.pt", epochs=1))
+    run(tiny_config(corpus, tmp_path / "more.pt", epochs=1, added_corpora=str(folder)))
+    base, more = load_bundle(tmp_path / "base.pt"), load_bundle(tmp_path / "more.pt")
+    assert "麒" not in base.vocab and {"麒", "琥", "珀"} <= set(more.vocab)  # the added text was trained on
+    assert more.corpus_sha256 == base.corpus_sha256  # ...and both were scored on the same held-out text
+    assert more.metrics["heldout_chars"] == base.metrics["heldout_chars"]
+    [record] = more.added_corpora
+    assert (record["name"], record["lines"]) == ("added.txt", 2)  # its repeated line counted once
+    assert len(record["sha256"]) == 64 and base.added_corpora == []
+    assert more.train_config["added_corpora"] == str(folder)
+
+
+def test_the_bundle_keeps_its_song_quality_report(corpus, tmp_path):
+    events = run(tiny_config(corpus, tmp_path / "m.pt", epochs=1, judge_songs=10))
+    assert any(isinstance(e, JudgingEvent) and e.songs == 10 for e in events)
+    report = load_bundle(tmp_path / "m.pt").metrics["judge"]
+    assert report["songs"] == 10
+    for key in ("rhyme", "line_mean", "char_auc", "syntax_auc", "wordlike", "verbatim", "novel_ngrams", "loops"):
+        assert isinstance(report[key], float), key
+        assert isinstance(report[f"corpus_{key}"], float), key
+    assert 0 <= report["targets_met"] <= report["targets"] == 8
+
+
+def test_static_bpc_and_the_dev_test_split_are_reported(corpus, tmp_path):
+    events = run(tiny_config(corpus, tmp_path / "m.pt", epochs=2))
+    done = events[-1]
+    metrics = load_bundle(tmp_path / "m.pt").metrics
+    assert metrics["static_bpc"] == pytest.approx(done.static_bpc)
+    # The static mixture (no song cache) can only be as good as what the cache adds on top of it allows.
+    assert metrics["bpc"] <= metrics["static_bpc"] + 0.5
+    assert metrics["dev_net_bpc"] == pytest.approx(min(e.bpc for e in epochs(events)))

@@ -4,12 +4,14 @@ The flow of one run:
   1. `/train start` is @owner_only (checked on OUR side: Discord's default_permissions is only a hint;
      the model is shared by every server, so a server's Administrator is not enough: bot.permissions),
      refuses a second job, starts `python -m model train --progress jsonl` as a child process (bot.jobs)
-     writing a candidate bundle beside the live one, and replies at once with a progress message;
+     on LYRICS_CORPUS plus the files /corpus add stored (--added-corpora: training part only), writing a
+     candidate bundle beside the live one, and replies at once with a progress message;
   2. as epochs end, that message is edited (at most every LYRICS_TRAIN_UPDATE_INTERVAL seconds) with a
      progress bar, the losses and an ETA; an interaction's token only lasts 15 minutes, so before then the
      progress moves to an ordinary channel message (or, where the bot may not post, the edits stop and say so);
   3. when the child ends, the message shows the outcome. A finished run goes to `Engine.promote`, which
-     loads the candidate once, compares held-out bpc, and makes it live when it is better (or force:true,
+     loads the candidate once, compares held-out bpc on the same held-out text (re-scoring the live model
+     first if it was scored on another base corpus), and makes it live when it is better (or force:true,
      or there is no live model): the file by os.replace (atomic: same folder, the old one kept as
      *.previous), the engine by one assignment (songs being written finish on the old model). A failed
      run shows the last lines of its stderr; the live model keeps serving whatever happens.

@@ -32,6 +32,8 @@ from bot.permissions import owner_only
 from bot.replies import tell
 from model.checkpoint import Bundle, BundleError
 from model.config import checkpoint_path
+from model.corpus import added_files
+from model.score import evaluate_bundle
 
 if TYPE_CHECKING:
     from bot.client import LyricsBot
@@ -63,6 +65,7 @@ class Run:
     options: StartOptions
     started_by: str
     candidate: Path
+    corpus: str = ""  # what it trains on, in words: the base corpus and how many added files
     progress: ProgressMessage | None = None
     outcome: Outcome | None = None
     cancelled_by: str | None = None
@@ -74,7 +77,9 @@ class Run:
         return self.outcome is None
 
     def progress_text(self) -> str:
-        return texts.progress_text(self.job.status, options=self.options.describe(), started_by=self.started_by)
+        return texts.progress_text(
+            self.job.status, options=self.options.describe(), started_by=self.started_by, corpus=self.corpus
+        )
 
 
 def _plot(bundle: Bundle, title: str) -> bytes | None:
@@ -142,8 +147,9 @@ class Training(commands.Cog):
         if problem := self._cannot_start(options):
             await tell(interaction, problem)
             return
+        added = self._added_files()
         try:
-            job = await self.jobs.start(self._argv(options), env=self._child_env(), unset=CHILD_SECRETS)
+            job = await self.jobs.start(self._argv(options, bool(added)), env=self._child_env(), unset=CHILD_SECRETS)
         except JobBusyError:  # a start raced this one between the check above and here
             await tell(interaction, texts.already_running(self._status_text()))
             return
@@ -151,7 +157,13 @@ class Training(commands.Cog):
             log.error("could not start training: %s", exc)
             await tell(interaction, texts.could_not_start(exc))
             return
-        run = Run(job=job, options=options, started_by=interaction.user.display_name, candidate=self.candidate_path)
+        run = Run(
+            job=job,
+            options=options,
+            started_by=interaction.user.display_name,
+            candidate=self.candidate_path,
+            corpus=texts.corpus_words(self.settings.corpus_path, added),
+        )
         self.run = run
         log.info("%s (%d) started training: %s", interaction.user, interaction.user.id, options.describe())
         try:
@@ -169,15 +181,26 @@ class Training(commands.Cog):
             return texts.no_checkpoint(self.checkpoint_path)
         return None
 
-    def _argv(self, options: StartOptions) -> list[str]:
-        """The child's command line: the deployment's settings, LYRICS_TRAIN_ARGS, then this run's options."""
+    def _added_files(self) -> list[Path]:
+        """The files /corpus add stored: the child reads them itself, this only says how many there are."""
+        folder = self.settings.corpora_path
+        return added_files(folder) if folder.is_dir() else []
+
+    def _argv(self, options: StartOptions, added: bool = False) -> list[str]:
+        """The child's command line: the deployment's settings, LYRICS_TRAIN_ARGS, then this run's options.
+
+        With files added from chat (`added`), the child reads that folder too: they join the training part
+        only, and the held-out text stays the base corpus' tail.
+        """
         settings = self.settings
-        fixed = {
+        fixed: dict[str, Any] = {
             "corpus": settings.corpus_path,
             "out": self.candidate_path,
             "device": settings.device,
             "threads": settings.train.threads,
         }
+        if added:
+            fixed["added_corpora"] = settings.corpora_path
         return train_argv(fixed, options.child_options(), extra=settings.train.args, processes=settings.train.processes)
 
     @staticmethod
@@ -235,12 +258,29 @@ class Training(commands.Cog):
         if status.state is not JobState.FINISHED:
             return Outcome(texts.failure_text(status))
         try:
-            promotion = await self.bot.engine.promote(run.candidate, self.settings.model_path, force=run.options.force)
+            promotion = await self.bot.engine.promote(
+                run.candidate, self.settings.model_path, force=run.options.force, rescore=self._rescore
+            )
         except BundleError as exc:
             return Outcome(texts.unusable_text(exc))
         text = texts.finished_text(status, promotion, kept_at=run.candidate)
         png = await asyncio.to_thread(_plot, promotion.candidate, "new model")
         return Outcome(text, png, promotion.swapped)
+
+    def _rescore(self, live: Bundle, candidate: Bundle) -> dict[str, Any]:
+        """The live model's figures on the candidate's held-out text (the engine runs this in its worker thread).
+
+        The live model was scored on another base corpus (or split): score it on the base corpus the
+        candidate was trained and scored on, split as the candidate's was.
+        """
+        device = next(live.net.parameters()).device
+        fraction = float(candidate.train_config.get("heldout_fraction", 0.1))
+        figures = evaluate_bundle(live, self.settings.corpus_path, device, heldout_fraction=fraction)
+        if figures["corpus_sha256"] != candidate.corpus_sha256:
+            raise ValueError(
+                f"{self.settings.corpus_path} changed while the new model trained, so its held-out text is gone"
+            )
+        return figures
 
     # ---- /train status and /train cancel
 

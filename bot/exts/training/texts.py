@@ -13,6 +13,7 @@ from bot.engine import ModelInfo, Promotion, metric
 from bot.jobs import JobState, JobStatus
 from bot.messages import CONTENT_LIMIT
 from model.checkpoint import Bundle
+from model.corpus import is_sample
 
 BAR_WIDTH = 20
 
@@ -59,9 +60,22 @@ def _num(value: float | None) -> str:
 # a run
 
 
-def progress_text(status: JobStatus, *, options: str, started_by: str, now: float | None = None) -> str:
-    """The progress message while the job runs; `options` is StartOptions.describe()."""
-    head = f"**Training a new model** ({options}), started by {messages.escape(started_by)}."
+def corpus_words(corpus: Path, added: list[Path]) -> str:
+    """What a run trains on, for its progress message: the base corpus and how many files were added."""
+    words = f"`{corpus.name}`"
+    if is_sample(corpus):
+        words += " (the bundled sample, not Jay Chou's lyrics: `python -m model fetch` gets them)"
+    if added:
+        words += f" + {len(added)} added file{'s' if len(added) != 1 else ''}"
+    return words
+
+
+def progress_text(
+    status: JobStatus, *, options: str, started_by: str, corpus: str = "", now: float | None = None
+) -> str:
+    """The progress message while the job runs; `options` is StartOptions.describe(), `corpus` corpus_words()."""
+    on = f" on {corpus}" if corpus else ""
+    head = f"**Training a new model**{on} ({options}), started by {messages.escape(started_by)}."
     if status.training_since is None:
         return f"{head}\nReading the corpus and building the vocabulary… (elapsed {duration(status.elapsed(now))})"
     fraction = status.fraction_done()
@@ -124,11 +138,19 @@ def cancelled_text(status: JobStatus, *, cancelled_by: str | None, checkpoint: P
     return text + "\nThe live model keeps serving."
 
 
+def added_words(added: list[dict], limit: int = 5) -> str:
+    """A bundle's added files in words: "`a.txt` (120 lines), `b.txt` (30 lines)"."""
+    shown = [f"`{a.get('name', '?')}` ({a.get('lines', '?')} lines)" for a in added[:limit]]
+    more = f" and {len(added) - limit} more" if len(added) > limit else ""
+    return ", ".join(shown) + more
+
+
 def finished_text(status: JobStatus, promotion: Promotion, *, kept_at: Path) -> str:
-    """A finished run: the scores before and after, and whether the new model went live."""
+    """A finished run: what it trained on, the scores before and after, and whether the new model went live."""
     new = promotion.candidate
     live = promotion.live
-    before = _num(metric(live.metrics, "bpc")) if live is not None else "none"
+    live_metrics = promotion.live_metrics
+    before = _num(metric(live_metrics, "bpc")) if live_metrics is not None else "none"
     stopped = (
         " (stopped early: no better held-out score)"
         if status.early_stopped
@@ -142,10 +164,22 @@ def finished_text(status: JobStatus, promotion: Promotion, *, kept_at: Path) -> 
         f"(network alone {_num(metric(new.metrics, 'net_bpc'))}; "
         f"character-trigram bar {_num(metric(new.metrics, 'trigram_bpc'))}).",
     ]
-    if live is not None and live.bundle.corpus_sha256 != new.corpus_sha256:
+    if new.added_corpora:
+        lines.insert(
+            1,
+            f"Trained on the base corpus and {len(new.added_corpora)} added file"
+            f"{'s' if len(new.added_corpora) != 1 else ''}: {added_words(new.added_corpora)}; "
+            "scored on the base corpus' held-out text.",
+        )
+    if promotion.rescored is not None and live is not None:
         lines.append(
-            "Note: the corpus changed since the live model was trained, so the two scores are on "
-            "different held-out text."
+            "The live model had been scored on other held-out text (another base corpus), so it was re-scored "
+            f"on the new model's: {_num(metric(live.metrics, 'bpc'))} there, {before} here."
+        )
+    elif promotion.rescore_error is not None:
+        lines.append(
+            f"The live model had been scored on other held-out text, and re-scoring it failed: "
+            f"{promotion.rescore_error}."
         )
     lines.append(promotion.decision.reason)
     if promotion.error is not None:
@@ -232,11 +266,10 @@ def model_embed(live: ModelInfo) -> discord.Embed:
             f"{train_config.get('seq_len', '?')} tokens · lr {train_config.get('lr', '?')}"
         ),
     )
-    embed.add_field(
-        name="Corpus",
-        inline=False,
-        value=f"`{Path(str(train_config.get('corpus', '?'))).name}` · sha256 `{bundle.corpus_sha256[:16]}`",
-    )
+    corpus = f"`{Path(str(train_config.get('corpus', '?'))).name}` · sha256 `{bundle.corpus_sha256[:16]}`"
+    if bundle.added_corpora:
+        corpus += f"\n+ added from chat: {added_words(bundle.added_corpora)}"
+    embed.add_field(name="Corpus", inline=False, value=corpus[:1024])
     embed.add_field(
         name="Held-out bits per character (lower is better)",
         inline=False,

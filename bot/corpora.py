@@ -1,0 +1,354 @@
+"""Lyrics owners add from chat (/corpus add): checked, stored, listed and removed. Knows nothing of Discord.
+
+    corpora = Corpora(settings.corpora_path, settings.corpus_path)
+    refusal = check_attachment(filename, declared_size)     # before downloading anything
+    added = corpora.add(filename, data, Uploader(id, name))  # -> Added (a preview), or raises UploadRefused
+    corpora.entries()                                        # what is stored, in training order
+    corpora.remove("七里香.txt")
+    corpora.base()                                           # the base corpus: lines, characters, bytes
+
+An upload is read exactly as the training corpus is (model.corpus: UTF-8, then GBK, per file; a zip's
+.txt members; normalised), with the limits a stranger's file needs: 2 MB as sent, and for a zip its
+member count and unpacked size. Lines the corpus already has (the base corpus, the files added before,
+earlier lines of the same upload) are dropped, so what is stored is only what is new.
+
+Each added file is `<name>.txt` in the folder (normalised UTF-8: what `python -m model train
+--added-corpora FOLDER` reads) beside `<name>.json`, its record: who added it, when, from which file. The
+record is written first and the text last, each atomically (temp file, fsync, os.replace), so training
+never sees half a file; removing deletes the text first. A name comes from the upload's file name with
+every path part and unsafe character taken out, and never replaces another.
+
+Everything here blocks (files, jieba): call it from a thread, one writer at a time (the cog holds a lock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from model.checkpoint import fsync_dir
+from model.corpus import (
+    CorpusError,
+    Text,
+    ZipLimits,
+    added_files,
+    decode_text,
+    is_sample,
+    new_lines,
+    normalise,
+    read_texts,
+    read_zip,
+)
+from model.vocab import segment
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # as sent: a .txt, or a .zip of .txt
+UPLOAD_ZIP_LIMITS = ZipLimits(members=200, total_bytes=4 * 1024 * 1024)  # unpacked: a zip bomb stops here
+MAX_FILES = 200  # added files kept at once: the list, the autocomplete and each training run stay small
+NAME_CHARS = 40
+KINDS = (".txt", ".zip")
+SAMPLE_LINES = 3
+
+
+class UploadRefused(ValueError):
+    """The upload (or removal) cannot be done; the message says why, in a sentence for the member."""
+
+
+@dataclass(frozen=True)
+class Uploader:
+    """Who added a file: their Discord user id and the name they went by then."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One added file."""
+
+    name: str  # the file in the folder, e.g. "七里香.txt"
+    lines: int
+    chars: int
+    size: int  # bytes on disk
+    added_by: Uploader | None = None  # None: no record (a file put there by hand)
+    added_at: datetime | None = None
+    source: str | None = None  # the file name it was uploaded as
+
+
+@dataclass(frozen=True)
+class BaseCorpus:
+    """The base corpus: the file LYRICS_CORPUS names, whose tail is the held-out text."""
+
+    path: Path
+    lines: int
+    chars: int
+    size: int
+    sample: bool  # the bundled sample rather than Jay Chou's lyrics
+
+
+@dataclass(frozen=True)
+class Added:
+    """What /corpus add stored, for its preview."""
+
+    entry: Entry
+    new_words: list[str]  # words (jieba) the corpus did not have, in order of first use
+    samples: list[str]  # a few lines from across the file
+    duplicates: int  # lines dropped: the corpus (or the upload itself) already had them
+    unreadable: int  # lines dropped: bytes neither UTF-8 nor GBK
+    skipped: list[str]  # zip members left out, "name (why)"
+
+
+def check_attachment(filename: str, size: int) -> str | None:
+    """Why an attachment cannot be a corpus, from what Discord says of it, before downloading; None if it may."""
+    name = display_name(filename)
+    if PurePosixPath(name).suffix.lower() not in KINDS:
+        return f"`{name}` is not a .txt file or a .zip of .txt files: send the lyrics as plain text (UTF-8 or GBK)."
+    if size > MAX_UPLOAD_BYTES:
+        return f"`{name}` is {size / 1024 / 1024:.1f} MB; a corpus file may be at most {_mb(MAX_UPLOAD_BYTES)}."
+    if size == 0:
+        return f"`{name}` is empty."
+    return None
+
+
+def display_name(filename: str) -> str:
+    """The last part of a file name, whichever separator it uses, for messages (`..` and the like removed)."""
+    name = PurePosixPath(filename.replace("\\", "/")).name
+    name = "".join(ch for ch in name if ch.isprintable() and ch != "`")
+    return name.strip(". ")[:100] or "the file"
+
+
+def safe_stem(filename: str) -> str:
+    """A file name's stem with no path and nothing but letters, digits, `_` and `-`.
+
+    'a/../七里香 (live).txt' -> '七里香_live'; a name with nothing left becomes 'lyrics'.
+    """
+    name = PurePosixPath(unicodedata.normalize("NFKC", filename).replace("\\", "/")).name
+    stem = PurePosixPath(name).stem if name not in ("", ".", "..") else ""
+    stem = re.sub(r"[^\w-]+", "_", stem).strip("_-")
+    return stem[:NAME_CHARS].rstrip("_-") or "lyrics"
+
+
+def words(text: str) -> set[str]:
+    """The words of a text as the model segments them (jieba), punctuation and spaces left out."""
+    return {w for w in segment(text) if any(ch.isalpha() for ch in w)}
+
+
+class Corpora:
+    """The folder of added files and the base corpus they are added to; see the module docstring."""
+
+    def __init__(self, folder: Path, base: Path) -> None:
+        self.folder = Path(folder)
+        self.base_path = Path(base)
+        self._base_cache: tuple[tuple[int, int], str, BaseCorpus, set[str]] | None = None
+        self._word_cache: dict[str, set[str]] = {}  # a text's sha256 -> its words (jieba is slow)
+
+    # ---- reading
+
+    def names(self) -> list[str]:
+        """The added files' names, in name order, without reading them (for autocomplete)."""
+        return [path.name for path in added_files(self.folder)] if self.folder.is_dir() else []
+
+    def entries(self) -> list[Entry]:
+        """The added files, in name order (the order training reads them in)."""
+        if not self.folder.is_dir():
+            return []
+        return [self._entry(path) for path in added_files(self.folder)]
+
+    def base(self) -> BaseCorpus:
+        """The base corpus' size (read once per change of the file). Raises CorpusError if it cannot be read."""
+        return self._base()[1]
+
+    def _base(self) -> tuple[str, BaseCorpus, set[str]]:
+        """The base corpus' text, size and lines, cached by the file's size and modification time."""
+        stat = self.base_path.stat() if self.base_path.is_file() else None
+        key = (stat.st_size, stat.st_mtime_ns) if stat else (-1, -1)
+        if self._base_cache is None or self._base_cache[0] != key:
+            text = "".join(normalise(t) for _, t in read_texts(self.base_path))
+            info = BaseCorpus(
+                self.base_path, text.count("\n"), len(text), stat.st_size if stat else 0, is_sample(self.base_path)
+            )
+            self._base_cache = (key, text, info, set(text.splitlines()))
+        _, text, info, lines = self._base_cache
+        return text, info, lines
+
+    def _entry(self, path: Path) -> Entry:
+        record = _read_record(path.with_suffix(".json"))
+        size = path.stat().st_size
+        if (
+            record.get("bytes") == size
+            and isinstance(record.get("lines"), int)
+            and isinstance(record.get("chars"), int)
+        ):
+            lines, chars = record["lines"], record["chars"]  # the record of this very file: no need to read it
+        else:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            lines, chars = text.count("\n"), len(text)
+        added_by = record.get("added_by") or {}
+        try:
+            uploader = Uploader(int(added_by["id"]), str(added_by["name"]))
+        except (KeyError, TypeError, ValueError):
+            uploader = None
+        try:
+            added_at = datetime.fromisoformat(str(record["added_at"]))
+        except (KeyError, ValueError):
+            added_at = None
+        source = record.get("source")
+        return Entry(
+            name=path.name,
+            lines=lines,
+            chars=chars,
+            size=size,
+            added_by=uploader,
+            added_at=added_at,
+            source=str(source) if source else None,
+        )
+
+    # ---- adding
+
+    def add(self, filename: str, data: bytes, uploader: Uploader, *, now: datetime | None = None) -> Added:
+        """Check, deduplicate and store an upload; raise UploadRefused (nothing stored) saying why it cannot be."""
+        shown = display_name(filename)
+        if problem := check_attachment(filename, len(data)):
+            raise UploadRefused(problem)
+        entries = self.entries()
+        if len(entries) >= MAX_FILES:
+            raise UploadRefused(f"There are already {MAX_FILES} added files: remove some with `/corpus remove` first.")
+        texts, skipped = _read_upload(shown, data)
+        unreadable = sum(t.dropped_lines for t in texts)
+        text = "".join(normalise(t.text) for t in texts)
+        if not text:
+            raise UploadRefused(f"`{shown}` holds no line of text: it is empty once blank lines are left out.")
+        try:
+            base_text, _, base_lines = self._base()
+        except CorpusError as exc:
+            raise UploadRefused(f"The base corpus cannot be read ({exc}), so nothing can be compared with it.") from exc
+        seen = set(base_lines)
+        known_words = set(self._words_of(base_text))
+        for entry in entries:
+            try:  # read as training reads it: a file put there by hand may be GBK, or unreadable
+                added_text = "".join(normalise(t) for _, t in read_texts(self.folder / entry.name))
+            except CorpusError as exc:
+                raise UploadRefused(f"An added file cannot be read ({exc}): remove it first.") from exc
+            seen.update(added_text.splitlines())
+            known_words |= self._words_of(added_text)
+        kept, duplicates = new_lines(text, seen)
+        if not kept:
+            raise UploadRefused(
+                f"Nothing new in `{shown}`: all its {duplicates:,} lines are already in the corpus, "
+                "so it was not added."
+            )
+        body = "".join(line + "\n" for line in kept)
+        new_words = [w for w in dict.fromkeys(segment(body)) if w not in known_words and any(c.isalpha() for c in w)]
+        name = self._free_name(safe_stem(filename), entries)
+        when = now or datetime.now(UTC)
+        record = {
+            "name": name,
+            "source": shown,
+            "added_by": {"id": uploader.id, "name": uploader.name},
+            "added_at": when.isoformat(timespec="seconds"),
+            "lines": len(kept),
+            "chars": len(body),
+            "bytes": len(body.encode()),
+            "sha256": hashlib.sha256(body.encode()).hexdigest(),
+            "duplicates": duplicates,
+            "unreadable": unreadable,
+            "skipped": skipped,
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / name
+        # The record first: a crash between the two leaves a record without a text, which nothing trains on.
+        atomic_write(target.with_suffix(".json"), json.dumps(record, ensure_ascii=False, indent=1).encode())
+        atomic_write(target, body.encode())
+        log.info("added %s (%d lines) from %r for %s (%d)", name, len(kept), shown, uploader.name, uploader.id)
+        step = max(1, len(kept) // SAMPLE_LINES)
+        return Added(
+            entry=self._entry(target),
+            new_words=new_words,
+            samples=kept[::step][:SAMPLE_LINES],
+            duplicates=duplicates,
+            unreadable=unreadable,
+            skipped=skipped,
+        )
+
+    def _words_of(self, text: str) -> set[str]:
+        key = hashlib.sha256(text.encode()).hexdigest()
+        if key not in self._word_cache:
+            self._word_cache[key] = words(text)
+        return self._word_cache[key]
+
+    def _free_name(self, stem: str, entries: list[Entry]) -> str:
+        """`<stem>.txt`, or `<stem>-2.txt`... : no clash with a file or a record there, whatever the case."""
+        taken = {e.name.lower() for e in entries}
+        if self.folder.is_dir():
+            taken |= {p.with_suffix(".txt").name.lower() for p in self.folder.iterdir()}
+        name, n = f"{stem}.txt", 2
+        while name.lower() in taken:
+            name, n = f"{stem}-{n}.txt", n + 1
+        return name
+
+    # ---- removing
+
+    def remove(self, name: str) -> Entry:
+        """Delete an added file and its record; UploadRefused if there is no such file."""
+        wanted = name.strip()
+        entries = {e.name: e for e in self.entries()}
+        entry = entries.get(wanted) or entries.get(f"{wanted}.txt")
+        if entry is None:
+            raise UploadRefused(f"There is no added file called `{display_name(wanted)}`: `/corpus list` shows them.")
+        path = self.folder / entry.name  # a name from the listing, never one built from the request
+        path.unlink()  # the text first: from here on, training no longer reads it
+        path.with_suffix(".json").unlink(missing_ok=True)
+        fsync_dir(self.folder)
+        log.info("removed %s (%d lines)", entry.name, entry.lines)
+        return entry
+
+
+def _read_upload(shown: str, data: bytes) -> tuple[list[Text], list[str]]:
+    """The decoded texts of an upload and the zip members left out; UploadRefused with the reason."""
+    try:
+        if PurePosixPath(shown).suffix.lower() == ".zip":
+            archive = read_zip(data, shown, UPLOAD_ZIP_LIMITS)
+            if not archive.texts:
+                left_out = f" (left out: {'; '.join(archive.skipped[:5])})" if archive.skipped else ""
+                raise UploadRefused(f"`{shown}` holds no .txt file{left_out}.")
+            return archive.texts, archive.skipped
+        return [decode_text(data, shown)], []
+    except CorpusError as exc:
+        raise UploadRefused(f"{exc}.") from exc
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to a temp file beside `path`, fsync, os.replace: readers see the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1024 / 1024:g} MB"

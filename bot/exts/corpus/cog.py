@@ -1,0 +1,113 @@
+"""The Corpus cog: /corpus add | list | remove, for owners. The files are bot.corpora's; this is the Discord side.
+
+Every command is checked on our side (Discord's default_permissions is only a hint), answered ephemerally
+(a corpus is the owners' business, and a preview quotes the file), and deferred first where it reads
+files: a 2 MB upload takes a few seconds to check and segment, in a thread, off the event loop. One
+change at a time: a lock keeps two uploads from racing for a name or missing each other's lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.corpora import BaseCorpus, Corpora, Entry, Uploader, UploadRefused, check_attachment
+from bot.exts.corpus import texts
+from bot.permissions import owner_only
+from bot.replies import tell
+from model.corpus import CorpusError
+
+if TYPE_CHECKING:
+    from bot.client import LyricsBot
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT_S = 60.0
+CHOICES = 25  # Discord's limit on autocomplete choices
+
+
+class CorpusCog(commands.Cog, name="Corpus"):
+    """/corpus add | list | remove."""
+
+    corpus = app_commands.Group(
+        name="corpus",
+        description="歌词语料 · The lyrics the model learns from (owners)",
+        # A hint for Discord's client only: every command below is checked on our side.
+        default_permissions=discord.Permissions(administrator=True),
+    )
+
+    def __init__(self, bot: LyricsBot) -> None:
+        self.bot = bot
+        self.corpora = Corpora(bot.settings.corpora_path, bot.settings.corpus_path)
+        self._lock = asyncio.Lock()
+
+    @corpus.command(name="add", description="添加歌词 · Add lyrics: a .txt, or a .zip of .txt files, up to 2 MB")
+    @app_commands.describe(file="歌词文件 · A .txt (UTF-8 or GBK), or a .zip of .txt files; at most 2 MB")
+    @owner_only()
+    async def add(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
+        # What Discord says of the file decides before a byte is downloaded.
+        if refusal := check_attachment(file.filename, file.size):
+            await tell(interaction, texts.not_added(refusal))
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
+                data = await file.read()
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("could not download %r: %s", file.filename, exc)
+            await tell(interaction, texts.could_not_download(exc))
+            return
+        user = interaction.user
+        try:
+            async with self._lock:
+                added = await asyncio.to_thread(
+                    self.corpora.add, file.filename, data, Uploader(user.id, user.display_name)
+                )
+        except UploadRefused as exc:
+            log.info("refused %r from %s (%d): %s", file.filename, user, user.id, exc)
+            await tell(interaction, texts.not_added(str(exc)))
+            return
+        await tell(interaction, texts.added_text(added))
+
+    @corpus.command(name="list", description="语料列表 · The base corpus and the files added to it")
+    @owner_only()
+    async def list_files(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # the base corpus is read once: a moment
+        async with self._lock:
+            base, entries = await asyncio.to_thread(self._listing)
+        await tell(interaction, texts.list_text(base, entries))
+
+    def _listing(self) -> tuple[BaseCorpus | str, list[Entry]]:
+        try:
+            base: BaseCorpus | str = self.corpora.base()
+        except CorpusError as exc:
+            base = str(exc)
+        return base, self.corpora.entries()
+
+    @corpus.command(
+        name="remove", description="删除语料 · Remove an added file; the next /train start trains without it"
+    )
+    @app_commands.describe(name="文件名 · The added file, as /corpus list shows it")
+    @owner_only()
+    async def remove(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 100]) -> None:
+        try:
+            async with self._lock:
+                entry = await asyncio.to_thread(self.corpora.remove, name)
+        except UploadRefused as exc:
+            await tell(interaction, str(exc))
+            return
+        log.info("%s (%d) removed %s", interaction.user, interaction.user.id, entry.name)
+        await tell(interaction, texts.removed_text(entry))
+
+    @remove.autocomplete("name")
+    @owner_only()  # parent checks do not cover autocomplete: without this, anyone could list the names
+    async def _names(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        names = await asyncio.to_thread(self.corpora.names)
+        wanted = current.casefold()
+        return [app_commands.Choice(name=n, value=n) for n in names if wanted in n.casefold()][:CHOICES]

@@ -1,0 +1,96 @@
+import json
+import random
+
+import pytest
+
+from model import judge
+from model.corpus import load_corpus
+from tests.helpers import SAMPLE_CORPUS, run_cli
+
+LINES = [line for line in load_corpus(SAMPLE_CORPUS).text.splitlines() if len(line) >= 4]
+
+
+def test_the_character_test_cannot_tell_a_sample_of_the_corpus_from_the_corpus():
+    rng = random.Random(0)
+    shuffled = LINES[:]
+    rng.shuffle(shuffled)
+    half = len(shuffled) // 2
+    assert abs(judge.classifier_auc(shuffled[:half], shuffled[half:], analyzer="char") - 0.5) < 0.15
+
+
+def test_the_character_test_tells_word_salad_apart():
+    rng = random.Random(0)
+    chars = [ch for line in LINES for ch in line]
+    salad = ["".join(rng.choice(chars) for _ in range(len(line))) for line in LINES]
+    assert judge.classifier_auc(LINES, salad, analyzer="char") > 0.7
+
+
+def test_the_syntax_test_sees_shape_whatever_the_words():
+    # Same words, scrambled order: the characters are the same, the part-of-speech sequences are not.
+    rng = random.Random(1)
+    scrambled = []
+    for line in LINES:
+        words = list(judge.segment(line))
+        rng.shuffle(words)
+        scrambled.append("".join(words))
+    tags = [judge.pos_tags(line) for line in LINES]
+    scrambled_tags = [judge.pos_tags(line) for line in scrambled]
+    assert judge.classifier_auc(tags, scrambled_tags, analyzer="word") > 0.7
+
+
+def test_word_likeness_prefers_words_to_gibberish():
+    assert judge.wordlike(["我们在一起", "天空很蓝"]) > judge.wordlike(["瘪囧嬲烎", "砼氼犇"]) + 3
+
+
+def test_loops_are_stuck_repetition_not_song_form():
+    chorus = ["窗外的麻雀", "在电线杆上多嘴"]
+    assert not judge.has_loop(chorus * 2 + ["你说这一句", "很有夏天的感觉"] + chorus * 2)
+    assert judge.has_loop(["我想你"] * 5)
+    assert judge.has_loop(["你好你好你好你好你好"])
+    assert not judge.has_loop(["你好你好你好你好", "再见"])
+
+
+def test_rhyme_rate_counts_adjacent_pairs():
+    songs = [["故事的小黄花", "我的家", "天空"], ["风", "中"]]
+    everything, distinct = judge.rhyme_rates(songs)
+    assert everything == pytest.approx(2 / 3)  # 花/家 and 风/中 rhyme, 家/天 do not
+    assert distinct == everything
+
+
+def test_novelty_counts_copied_lines_and_spans():
+    reference = judge.Reference.build("窗外的麻雀在电线杆上多嘴\n你说这一句\n")
+    figures = judge.figures(["窗外的麻雀在电线杆上多嘴\n天空很蓝你的微笑很甜很甜\n你说这一句"] * 10, reference)
+    assert figures.verbatim == pytest.approx(2 / 3)
+    # 13 characters copied give 6 copied 8-grams; the new 13-character line gives 6 new ones.
+    assert figures.novel_ngrams == pytest.approx(6 / 12)
+
+
+def test_judge_reports_on_a_small_corpus(tiny_bundle):
+    result = run_cli("judge", tiny_bundle, "--corpus", SAMPLE_CORPUS, "--songs", "12", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) >= {"corpus", "markov", "bundle", "targets"}
+    assert report["bundle"]["songs"] == 12 and report["markov"]["songs"] == 12
+    for column in ("corpus", "markov", "bundle"):
+        figures = report[column]
+        assert 0 <= figures["rhyme"] <= 1 and 0 <= figures["verbatim"] <= 1 and 0 <= figures["loops"] <= 1
+        assert figures["line_mean"] > 0
+    assert report["corpus"]["char_auc"] == 0.5
+    assert 0 <= report["bundle"]["char_auc"] <= 1
+    assert set(report["targets"]) == {
+        "rhyme",
+        "line_mean",
+        "char_auc",
+        "syntax_auc",
+        "wordlike",
+        "verbatim",
+        "novel_ngrams",
+        "loops",
+    }
+    table = run_cli("judge", tiny_bundle, "--corpus", SAMPLE_CORPUS, "--songs", "10")
+    assert "adjacent lines that rhyme" in table.stdout and "targets met" in table.stdout
+
+
+def test_judge_refuses_too_few_songs(tiny_bundle):
+    result = run_cli("judge", tiny_bundle, "--corpus", SAMPLE_CORPUS, "--songs", "3")
+    assert result.returncode != 0 and "at least 10" in result.stderr
