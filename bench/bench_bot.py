@@ -1,6 +1,6 @@
 """Benchmark of the whole bot under a burst: N different members type /lyrics at once (default 50, then 200).
 
-    python bench/bench_bot.py [models/lyrics.pt] [--members 50,200] [--length 150] [--unbatched]
+    python bench/bench_bot.py [models/lyrics.pt] [--members 50,200] [--length 150] [--unbatched] [--max-batch N]
 
 The real bot (built by `bot.client.create_bot` from settings parsed like `python -m bot` parses them, with
 its default limits: one song per member, a queue of LYRICS_MAX_QUEUE=500, batches of 32) runs against the
@@ -91,7 +91,9 @@ def ensure_bundle(path: Path, workdir: Path) -> Path:
     return out
 
 
-async def burst(bundle: Path, workdir: Path, *, members: int, length: int, batching: bool) -> Result:
+async def burst(
+    bundle: Path, workdir: Path, *, members: int, length: int, batching: bool, max_batch: int | None = None
+) -> Result:
     label = f"{members} members at once" + ("" if batching else " (batching off)")
     fake = FakeDiscord(heartbeat_interval_ms=HEARTBEAT_MS)
     await fake.start()
@@ -102,6 +104,7 @@ async def burst(bundle: Path, workdir: Path, *, members: int, length: int, batch
         "LYRICS_DEVICE": "cpu",
         "LYRICS_GUILD_IDS": fake.guild["id"],
         "LYRICS_BATCHING": "on" if batching else "off",
+        **({"LYRICS_MAX_BATCH": str(max_batch)} if max_batch else {}),
     }
     settings = Settings.from_env(env, env_file=None)  # every other limit at its default
     try:
@@ -181,7 +184,9 @@ async def main(args: argparse.Namespace) -> None:
         )
         for members in args.members:
             for batching in (True, False) if args.unbatched else (True,):
-                result = await burst(bundle, workdir, members=members, length=args.length, batching=batching)
+                result = await burst(
+                    bundle, workdir, members=members, length=args.length, batching=batching, max_batch=args.max_batch
+                )
                 print(result.report(), flush=True)
 
 
@@ -193,5 +198,6 @@ if __name__ == "__main__":
     )
     parser.add_argument("--length", type=int, default=150)
     parser.add_argument("--unbatched", action="store_true", help="also run each burst with batching off")
+    parser.add_argument("--max-batch", type=int, default=None, help="LYRICS_MAX_BATCH (default: the bot's, 32)")
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(main(parser.parse_args()))
