@@ -56,10 +56,10 @@ class TrainConfig:
     dropout: float = 0.65
     embed_dropout: float = 0.2
     tie_weights: bool = _option(True, "tie input and output embeddings (--no-tie unties them)", flag="tie")
-    locked_dropout: bool = _option(False, "one dropout mask per sequence for every time step")
+    locked_dropout: bool = _option(True, "one dropout mask per sequence for every time step")
     weight_drop: float = _option(0.0, "DropConnect on the recurrent weights while training")
     average: float = _option(
-        0.0, "keep an exponential moving average of the weights with this decay per batch and serve it (0: off)"
+        0.99, "keep an exponential moving average of the weights with this decay per batch and serve it (0: off)"
     )
     min_count: int = 3
     unk_rate: float = 0.5

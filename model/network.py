@@ -70,7 +70,9 @@ class LyricsNet(nn.Module):
         """Dropout on (batch, time, features); locked: the same features are dropped at every time step,
         so the recurrent state cannot route around a dropped unit by waiting a step (Gal & Ghahramani)."""
         p = self.config.dropout
-        if not self.training or p == 0 or not self.config.locked_dropout:
+        if not self.training or p == 0:
+            return x
+        if not self.config.locked_dropout:
             return self.drop(x)
         mask = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - p) / (1 - p)
         return x * mask

@@ -48,11 +48,12 @@ RHYME_AUTO, RHYME_OFF = "auto", "off"
 
 # The plan. Real songs rhyme most lines with one group and change it now and then; these give the
 # corpus' own rate of rhyming neighbours (about 55%) rather than a forced 100%.
-RHYMED_SHARE = 0.8  # lines after the first that must end in the song's rhyme group
+RHYMED_SHARE = 0.9  # lines after the first that must end in the song's rhyme group
 VERSE_LINES = 8  # lines per verse; a new verse may take a new rhyme (set by its first line)
 LINE_SLACK = 3  # characters a line may run past its planned length before its break is forced
 SHORT_SLACK = 3  # characters a line may fall short of its planned length and still end
 MAX_LINE_TOKENS = 40
+BRANCH_CHARS = 4  # a line is written once until this close to its planned end, then as its candidates
 # How hard the line break is pulled towards the plan while a candidate is written (log-probability units).
 LENGTH_PULL = 0.7  # per character of distance from the planned length
 RHYME_PULL = 3.0  # for (or against) ending the line on this character
@@ -162,7 +163,7 @@ def clean(text: str) -> str:
     return NEWLINE.join(line.strip() for line in text.split(NEWLINE))
 
 
-@dataclass
+@dataclass(eq=False)  # rows are told apart by identity: two candidates may read the same
 class _Row:
     """One candidate for the current line of a song: a row of the batch."""
 
@@ -172,7 +173,7 @@ class _Row:
     done: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class _Song:
     """The state of one request inside a batch."""
 
@@ -212,7 +213,7 @@ class Sampler:
         self.mixture = bundle.mixture
         self.weights = {k: w for k, w in self.mixture.sampling_weights.items() if w > 0}
         self.ngram = (
-            self.mixture.static_model(bundle.train_ids, len(self.vocab)).freeze(dtype=np.float32)
+            self.mixture.static_model(bundle.train_ids, len(self.vocab)).freeze(memo=16384, dtype=np.float32)
             if "ngram" in self.weights
             else None
         )
@@ -263,50 +264,81 @@ class Sampler:
         songs = [self._start(i, r) for i, r in enumerate(requests)]
         logits, states = [], []
         for song in songs:
-            # Each seed is primed on its own (seeds differ in length), then copied to the song's candidate rows.
+            # Each seed is primed on its own: seeds differ in length and priming is a small share of the work.
             step_logits, state = self.net(torch.tensor([song.history], device=self.device))
-            rows = song.width
-            logits.append(step_logits[:, -1].expand(rows, -1))
-            states.append(_repeat_state(state, rows))
+            logits.append(step_logits[:, -1])
+            states.append(state)
             self._begin_line(song)
-        rows = [row for song in songs for row in song.rows]
+        rows = [song.rows[0] for song in songs]
         batch_logits = torch.cat(logits)
         batch_state = _cat_states(states)
-        pending = torch.zeros(len(rows), dtype=torch.long, device=self.device)
+        pending = [0] * len(rows)  # the token each row feeds the network next
         while rows:
             drawing = [i for i, row in enumerate(rows) if not row.done]
             tokens = self._choose([rows[i] for i in drawing], batch_logits[drawing])
             for i, token in zip(drawing, tokens, strict=True):
                 self._append(rows[i], token)
                 pending[i] = token
-            restart: list[int] = []
-            for song in {id(r.song): r.song for r in rows if all(x.done for x in r.song.rows)}.values():
-                chosen = self._commit(song)
-                if not song.done:
-                    restart.append(rows.index(song.rows[0]))  # rows of a song are contiguous
-                    source = rows.index(chosen)
-                    span = torch.arange(restart[-1], restart[-1] + len(song.rows), device=self.device)
-                    batch_state = _copy_rows(batch_state, source, span)
-                    pending[span] = self.newline_id
-                    self._begin_line(song)
-            keep = [i for i, row in enumerate(rows) if not row.song.done]
-            if not keep:
+            rows, sources, pending = self._next_rows(songs, rows, pending)
+            if not rows:
                 break
-            if len(keep) < len(rows):
-                # Finished songs leave the batch so they cost nothing further.
-                index = torch.tensor(keep, device=self.device)
-                batch_state, batch_logits, pending = (
-                    _select_state(batch_state, index),
-                    batch_logits[index],
-                    pending[index],
-                )
-                rows = [rows[i] for i in keep]
+            # Every row continues the state of its source: itself, the trunk it forked from, or the candidate
+            # its song kept. Finished songs drop out, so they cost nothing further.
+            index = torch.tensor(sources, device=self.device)
+            batch_state, batch_logits = _select_state(batch_state, index), batch_logits[index]
             stepping = torch.tensor([not row.done for row in rows], device=self.device)
-            out, new_state = self.net(pending.unsqueeze(1), batch_state)
-            # A candidate that has ended its line waits for its siblings: its state must not move.
-            batch_state = _where_state(stepping, new_state, batch_state)
-            batch_logits = torch.where(stepping.unsqueeze(1), out[:, -1], batch_logits)
+            out, new_state = self.net(torch.tensor(pending, device=self.device).unsqueeze(1), batch_state)
+            if bool(stepping.all()):
+                batch_state, batch_logits = new_state, out[:, -1]
+            else:
+                # A candidate that has ended its line waits for its siblings: its state must not move.
+                batch_state = _where_state(stepping, new_state, batch_state)
+                batch_logits = torch.where(stepping.unsqueeze(1), out[:, -1], batch_logits)
         return [self._finish(song) for song in songs]
+
+    def _next_rows(
+        self, songs: list[_Song], rows: list[_Row], pending: list[int]
+    ) -> tuple[list[_Row], list[int], list[int]]:
+        """The rows of the next step, the row each continues, and the token each feeds.
+
+        A song whose candidates have all ended keeps the best as its line and starts the next from it. A line
+        is written once up to BRANCH_CHARS before its planned end, then forks into the request's candidates:
+        they differ where it matters, in how the line ends, and the shared start costs one row, not K.
+        """
+        position = {id(row): i for i, row in enumerate(rows)}
+        next_rows: list[_Row] = []
+        sources: list[int] = []
+        tokens: list[int] = []
+        for song in songs:
+            if song.done:
+                continue
+            if all(row.done for row in song.rows):
+                chosen = self._commit(song)
+                if song.done:
+                    continue
+                self._begin_line(song)
+                next_rows.append(song.rows[0])
+                sources.append(position[id(chosen)])
+                tokens.append(self.newline_id)
+                continue
+            for row in song.rows:
+                next_rows.append(row)
+                sources.append(position[id(row)])
+                tokens.append(pending[position[id(row)]])
+            trunk = song.rows[0]
+            if len(song.rows) < song.width and not trunk.done and self._at_branch(song, trunk):
+                for _ in range(song.width - 1):
+                    clone = _Row(song, list(trunk.tokens), trunk.text)
+                    song.rows.append(clone)
+                    next_rows.append(clone)
+                    sources.append(position[id(trunk)])
+                    tokens.append(pending[position[id(trunk)]])
+        return next_rows, sources, tokens
+
+    @staticmethod
+    def _at_branch(song: _Song, trunk: _Row) -> bool:
+        """Whether the line's one row has come close enough to the planned end to fork into its candidates."""
+        return len(song.prefix) + len(trunk.text) >= song.target - BRANCH_CHARS
 
     def _start(self, index: int, request: SampleRequest) -> _Song:
         encoded = self.vocab.encode(request.seed.strip())
@@ -346,11 +378,7 @@ class Sampler:
             and (rng.random() < RHYMED_SHARE)
         )
         song.memo.clear()
-        if song.rows:
-            for row in song.rows:
-                row.tokens, row.text, row.done = [], "", False
-        else:
-            song.rows = [_Row(song) for _ in range(song.width)]
+        song.rows = [_Row(song)]  # the trunk; it forks into the candidates near the line's end
 
     # ---- one step
 
@@ -392,7 +420,8 @@ class Sampler:
         dead = torch.isneginf(shaped.amax(1))
         if bool(dead.any()):
             shaped[dead, self.newline_id] = 0.0
-        best = shaped.argmax(1)  # greedy writing takes the model's choice, not the frequency-damped one
+        # Greedy writing takes the model's choice, not the frequency-damped one.
+        best = shaped.argmax(1) if bool(greedy.any()) else None
         inverse = 1 / temperature.clamp_min(1e-3).unsqueeze(1)
         scaled = shaped.mul_(inverse)
         if FREQUENCY_SHARE:
@@ -424,8 +453,11 @@ class Sampler:
         The rows are walked once in Python to collect what applies where; the changes land in a few batched
         tensor operations, because a handful of small ones per row would cost more than the network's step.
         """
+        vocab_size = logp.size(1)
         newline = torch.zeros(len(rows), dtype=logp.dtype)
-        penalised: tuple[list[int], list[int], list[float]] = ([], [], [])
+        # The last REPETITION_WINDOW tokens of every row, padded with a column past the vocabulary.
+        recent = np.full((len(rows), REPETITION_WINDOW), vocab_size, dtype=np.int64)
+        penalty = torch.zeros(len(rows), dtype=logp.dtype)
         blocked: tuple[list[int], list[int]] = ([], [])
         forced: list[int] = []
         rhyming: dict[str, list[int]] = {}
@@ -433,28 +465,29 @@ class Sampler:
             song, request = row.song, row.song.request
             line = song.prefix + row.text
             if request.repetition_penalty > 1:
-                # CTRL's penalty on probabilities, once per recent use: a word used twice in the last few
-                # lines is divided by penalty². Line breaks are exempt, or lines would run on.
-                recent = Counter((song.generated + row.tokens)[-REPETITION_WINDOW:])
-                recent.pop(self.newline_id, None)
-                step = math.log(request.repetition_penalty)
-                for token, uses in recent.items():
-                    penalised[0].append(r)
-                    penalised[1].append(token)
-                    penalised[2].append(-uses * step)
+                window = (song.generated[-REPETITION_WINDOW:] + row.tokens)[-REPETITION_WINDOW:]
+                recent[r, REPETITION_WINDOW - len(window) :] = window
+                penalty[r] = math.log(request.repetition_penalty)
             newline[r] = self._line_end_pull(song, row, line, rhyming, r)
-            if len(row.tokens) >= MAX_LINE_TOKENS or len(line) >= song.target + LINE_SLACK:
+            if (
+                len(row.tokens) >= MAX_LINE_TOKENS
+                or len(line) >= song.target + LINE_SLACK
+                # A sibling has ended its line as the plan asks and this one is long enough: waiting on it would
+                # cost steps for a candidate that can only score worse on length.
+                or (len(line) >= song.target and self._line_settled(song))
+            ):
                 forced.append(r)
             if request.no_copy:
                 for token in self.guard.forbidden(line):
                     blocked[0].append(r)
                     blocked[1].append(token)
-        if penalised[0]:
-            logp.index_put_(
-                (torch.tensor(penalised[0]), torch.tensor(penalised[1])),
-                torch.tensor(penalised[2], dtype=logp.dtype),
-                accumulate=True,
-            )
+        if bool(penalty.any()):
+            # CTRL's penalty on probabilities, once per recent use: a word used twice in the last few lines is
+            # divided by penalty². Line breaks are exempt, or lines would run on.
+            uses = torch.zeros(len(rows), vocab_size + 1, dtype=logp.dtype)
+            uses.scatter_add_(1, torch.from_numpy(recent), torch.ones(recent.shape, dtype=logp.dtype))
+            uses[:, self.newline_id] = 0
+            logp -= uses[:, :vocab_size] * penalty.unsqueeze(1)
         for group, group_rows in rhyming.items():
             logp[torch.tensor(group_rows).unsqueeze(1), self.tokens_by_rhyme[group].unsqueeze(0)] += RHYME_PULL / 2
         logp[:, self.newline_id] += newline
@@ -466,6 +499,13 @@ class Sampler:
             logp[index, self.newline_id] = keep
         if blocked[0]:
             logp[torch.tensor(blocked[0]), torch.tensor(blocked[1])] = -math.inf
+
+    def _line_settled(self, song: _Song) -> bool:
+        """Whether a candidate has already ended the current line well: in the rhyme, if the line needs one."""
+        for row in song.rows:
+            if row.done and (not song.rhymed or line_rhyme(song.prefix + row.text) == song.rhyme):
+                return True
+        return False
 
     def _line_end_pull(self, song: _Song, row: _Row, line: str, rhyming: dict[str, list[int]], r: int) -> float:
         """How much to add to the line break's log-probability: towards the planned length and, on a rhymed
@@ -572,23 +612,8 @@ def _cat_states(states: list[State]) -> State:
     return torch.cat(states, dim=1)
 
 
-def _repeat_state(state: State, rows: int) -> State:
-    return _map_state(state, lambda s: s.expand(-1, rows, -1).contiguous())
-
-
 def _select_state(state: State, rows: torch.Tensor) -> State:
     return _map_state(state, lambda s: s.index_select(1, rows))
-
-
-def _copy_rows(state: State, source: int, targets: torch.Tensor) -> State:
-    """Every row in ``targets`` takes row ``source``'s state (the chosen candidate's)."""
-
-    def copy(s: torch.Tensor) -> torch.Tensor:
-        s = s.clone()
-        s[:, targets] = s[:, source : source + 1].clone()
-        return s
-
-    return _map_state(state, copy)
 
 
 def _where_state(mask: torch.Tensor, new: State, old: State) -> State:
