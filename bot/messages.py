@@ -17,6 +17,7 @@ from pathlib import Path
 import discord
 
 from bot.store import ForgetReport, Song
+from model.rhyme import rhyme_name
 
 CONTENT_LIMIT = 2000
 DESCRIPTION_LIMIT = 4096
@@ -91,6 +92,8 @@ class SongCard:
     random_seed: int
     unknown: Sequence[str] = ()  # seed words the model did not know
     song_id: int | None = None  # None when the song could not be stored
+    rhyme: str | None = None  # what the member asked ("auto", "off" or a character); None: not known
+    rhyme_group: str | None = None  # the rhyme group most lines end in (model.rhyme.GROUPS)
 
     @classmethod
     def of(cls, song: Song) -> SongCard:
@@ -113,7 +116,10 @@ def song_embed(card: SongCard, *, record: Song | None = None) -> discord.Embed:
     embed = discord.Embed(description=description, colour=EMBED_COLOUR)
     footer = []
     if record is None:
-        footer.append(f"temperature {card.temperature:g} · length {card.length} · random seed {card.random_seed}")
+        settings = f"temperature {card.temperature:g} · length {card.length} · random seed {card.random_seed}"
+        if card.rhyme is not None:
+            settings += " · " + rhyme_text(card.rhyme, card.rhyme_group)
+        footer.append(settings)
     else:
         _add_record(embed, record)
         footer.append("The same seed, temperature, length and random seed on the same model write this song again.")
@@ -125,6 +131,14 @@ def song_embed(card: SongCard, *, record: Song | None = None) -> discord.Embed:
         footer.append(f"song #{card.song_id}")
     embed.set_footer(text=cap("\n".join(footer), FOOTER_LIMIT))
     return embed
+
+
+def rhyme_text(asked: str, group: str | None) -> str:
+    """The footer's word on rhyme: what the song rhymes on, and what was asked when it was not auto."""
+    if asked == "off" or group is None:
+        return "rhyme off (不押韵)" if asked == "off" else "no rhyme found"
+    shown = f"rhyme {rhyme_name(group)}"
+    return shown if asked == "auto" else f"{shown}, as {asked}"
 
 
 def _add_record(embed: discord.Embed, song: Song) -> None:

@@ -34,6 +34,7 @@ from bot.engine import EngineClosedError, GenerationFailedError, ModelNotLoadedE
 from bot.replies import defer_if_slow, tell
 from bot.settings import Limits
 from bot.store import DM_GUILD_ID, NewSong, StoreError
+from model.rhyme import char_rhyme
 from model.sample import SampleRequest, SamplingError
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ SEED_MAX = 200
 TEMPERATURE_MIN, TEMPERATURE_MAX, TEMPERATURE_DEFAULT = 0.1, 2.0, 0.8
 LENGTH_MIN, LENGTH_MAX, LENGTH_DEFAULT = 1, 500, 150
 RANDOM_SEEDS = 2**32  # a random seed fits in 10 digits: short enough to read out of the footer
+# What the rhyme option accepts besides one character whose rhyme to use.
+RHYME_WORDS = {"": "auto", "auto": "auto", "自动": "auto", "off": "off", "none": "off", "不押韵": "off", "无": "off"}
 PLACE_EDIT_INTERVAL_S = 1.0  # the least time between two edits of a member's place in the queue
 # Letters that render as nothing (Hangul fillers, the braille blank): invisible text, like a zero-width space.
 _BLANK_LETTERS = set("\u115f\u1160\u3164\uffa0\u2800")
@@ -65,9 +68,22 @@ MAX_COMBINING_RUN = 3  # marks on one letter; real scripts stack two or three, "
 # step 1: the options
 
 
-def check_options(seed: str, temperature: float, length: float) -> list[str]:
+def parse_rhyme(value: str | None) -> str | None:
+    """The sampler's rhyme request for the option's text: "auto", "off" or one Chinese character; None if invalid."""
+    text = (value or "").strip().lower()
+    if text in RHYME_WORDS:
+        return RHYME_WORDS[text]
+    return text if len(text) == 1 and char_rhyme(text) is not None else None
+
+
+def check_options(seed: str, temperature: float, length: float, rhyme: str | None = None) -> list[str]:
     """What is wrong with the options, one sentence per problem, each saying what to change."""
     problems = []
+    if rhyme is not None and parse_rhyme(rhyme) is None:
+        problems.append(
+            f"The rhyme {rhyme[:20]!r} is not one I know: leave it out (auto), say off, or give one Chinese "
+            "character whose rhyme the song should use, e.g. 花."
+        )
     if not seed.strip():
         problems.append("The seed is empty (only spaces): type the words the song should start with, e.g. 窗外的麻雀.")
     elif len(seed) > SEED_MAX:
@@ -178,6 +194,7 @@ class Lyrics(commands.Cog):
         seed="歌词的开头，例如「窗外的麻雀」· The words the song starts with (up to 200 characters)",
         temperature="创意程度：低＝稳，高＝野 (0.1–2.0，默认 0.8) · Low is safe, high is wild",
         length="写多少个词 (1–500，默认 150) · How many words to write",
+        rhyme="押韵：默认自动，off 不押，或一个字押它的韵（如「花」）· Rhyme: auto, off, or a character to rhyme with",
     )
     async def lyrics(
         self,
@@ -185,11 +202,12 @@ class Lyrics(commands.Cog):
         seed: app_commands.Range[str, 1, SEED_MAX],
         temperature: app_commands.Range[float, TEMPERATURE_MIN, TEMPERATURE_MAX] = TEMPERATURE_DEFAULT,
         length: app_commands.Range[int, LENGTH_MIN, LENGTH_MAX] = LENGTH_DEFAULT,
+        rhyme: app_commands.Range[str, 1, 10] | None = None,
     ) -> None:
-        if problems := check_options(seed, float(temperature), float(length)):
+        if problems := check_options(seed, float(temperature), float(length), rhyme):
             await tell(interaction, "\n".join(problems))
             return
-        await self.write(interaction, seed.strip(), float(temperature), int(length))
+        await self.write(interaction, seed.strip(), float(temperature), int(length), parse_rhyme(rhyme) or "auto")
 
     async def on_replay(self, interaction: discord.Interaction, song_id: int) -> None:
         """🎲: the same seed, temperature and length with a new random seed, as a new reply with its own buttons."""
@@ -207,7 +225,9 @@ class Lyrics(commands.Cog):
             return
         await self.write(interaction, song.seed, song.temperature, song.length)
 
-    async def write(self, interaction: discord.Interaction, seed: str, temperature: float, length: int) -> None:
+    async def write(
+        self, interaction: discord.Interaction, seed: str, temperature: float, length: int, rhyme: str = "auto"
+    ) -> None:
         """Write a song for `interaction` and reply with it and its buttons; the options must be valid already.
 
         Both /lyrics and 🎲 come through here, so a replayed song passes the same gate (cooldown, songs
@@ -229,15 +249,21 @@ class Lyrics(commands.Cog):
             return
         try:
             async with self.bot.busy():
-                await self._write(interaction, seed, temperature, length)
+                await self._write(interaction, seed, temperature, length, rhyme)
         finally:
             self.gate.release(user_id)
 
-    async def _write(self, interaction: discord.Interaction, seed: str, temperature: float, length: int) -> None:
+    async def _write(
+        self, interaction: discord.Interaction, seed: str, temperature: float, length: int, rhyme: str
+    ) -> None:
         """Queue, defer, show the place while waiting, store, reply."""
         # The sampler's defaults are /lyrics' (line by line, several candidates per line, no copied lines).
         request = SampleRequest(
-            seed=seed, temperature=temperature, length=length, random_seed=secrets.randbelow(RANDOM_SEEDS)
+            seed=seed,
+            temperature=temperature,
+            length=length,
+            random_seed=secrets.randbelow(RANDOM_SEEDS),
+            rhyme=rhyme,
         )
         try:
             ticket = self.bot.engine.submit(request)  # before the defer: a full queue is refused ephemerally
@@ -292,6 +318,8 @@ class Lyrics(commands.Cog):
             random_seed=request.random_seed,
             unknown=tuple(sample.unknown),
             song_id=song_id,
+            rhyme=request.rhyme,
+            rhyme_group=sample.rhyme,
         )
         # A song that could not be stored gets no buttons: they would point at no row.
         buttons = views.song_view(song_id, votes=0) if song_id is not None else None

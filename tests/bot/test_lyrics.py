@@ -13,15 +13,15 @@ import pytest
 from bot import messages
 from bot.client import SHUTDOWN_SECONDS, LyricsBot
 from bot.engine import Engine
-from bot.exts.lyrics import Gate, check_options
+from bot.exts.lyrics import Gate, check_options, parse_rhyme
 from bot.messages import GENERATION_FAILED, TOO_SLOW
 from bot.settings import Limits
 from model.sample import SampleRequest
-from tests.bot.helpers import SteppedSampler, bot_env
+from tests.bot.helpers import SteppedSampler, bob, bot_env
 from tests.fakediscord import FakeDiscord, make_user
 
 SEED = "窗外的麻雀"
-FOOTER = re.compile(r"temperature (?P<t>[\d.]+) · length (?P<n>\d+) · random seed (?P<r>\d+)")
+FOOTER = re.compile(r"temperature (?P<t>[\d.]+) · length (?P<n>\d+) · random seed (?P<r>\d+) · (?P<rhyme>[^\n]+)")
 PLACE = re.compile(r"排队中 · #(\d+) in the queue")
 
 
@@ -39,7 +39,9 @@ async def test_synced_command_payload(fake_discord: FakeDiscord, lyrics_bot: Lyr
     assert command is not None and guild_scoped
     assert command["description"]
     options = {option["name"]: option for option in command["options"]}
-    assert list(options) == ["seed", "temperature", "length"]
+    assert list(options) == ["seed", "temperature", "length", "rhyme"]
+    rhyme = options["rhyme"]
+    assert (rhyme["type"], rhyme.get("required", False), rhyme["max_length"]) == (3, False, 10)
     seed, temperature, length = options["seed"], options["temperature"], options["length"]
     assert (seed["type"], seed["required"], seed["min_length"], seed["max_length"]) == (3, True, 1, 200)
     assert (temperature["type"], temperature.get("required", False)) == (10, False)
@@ -84,6 +86,7 @@ async def test_lyrics_replies_with_a_stored_song(fake_discord: FakeDiscord, lyri
     assert song.bundle_hash == lyrics_bot.engine.info.bundle_hash
     assert embed["description"] == song.text
 
+    assert found["rhyme"].startswith("rhyme -")  # auto: the first line sets it, and the footer names it
     # The footer is enough to write the same song again.
     again = await lyrics_bot.engine.generate(
         SampleRequest(seed=SEED, temperature=0.9, length=40, random_seed=random_seed)  # /lyrics uses the defaults
@@ -111,6 +114,8 @@ async def test_lyrics_replies_with_a_stored_song(fake_discord: FakeDiscord, lyri
         ({"seed": SEED, "temperature": math.inf}, "temperature must be a number"),
         ({"seed": SEED, "length": 0}, "length 0 is out of range"),
         ({"seed": SEED, "length": 501}, "length 501 is out of range"),
+        ({"seed": SEED, "rhyme": "xyz"}, "The rhyme 'xyz' is not one I know"),
+        ({"seed": SEED, "rhyme": "花花"}, "one Chinese character"),
     ],
 )
 async def test_invalid_options_are_refused(
@@ -391,3 +396,31 @@ def test_song_embed_footer() -> None:
         "seed words the model did not know: J, a, y",
         "song #12",
     ]
+
+
+async def test_a_rhyme_character_is_asked_for_and_shown(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
+    inter = await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 60, "rhyme": "花"})
+    message = await inter.wait_final()
+    found = FOOTER.search(footer(message))
+    assert found and found["rhyme"] == "rhyme -a (发花), as 花"
+    random_seed = int(found["r"])
+    again = await lyrics_bot.engine.generate(SampleRequest(seed=SEED, length=60, random_seed=random_seed, rhyme="花"))
+    assert again.sample.text == message.embeds[0]["description"]
+    off = await (
+        await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 20, "rhyme": "off"}, user=bob())
+    ).wait_final()
+    assert "rhyme off" in footer(off)
+
+
+def test_the_rhyme_option_reads_words_and_characters() -> None:
+    assert [parse_rhyme(v) for v in (None, "", "auto", "自动", "OFF", "不押韵", "花", " 天 ")] == [
+        "auto",
+        "auto",
+        "auto",
+        "auto",
+        "off",
+        "off",
+        "花",
+        "天",
+    ]
+    assert [parse_rhyme(v) for v in ("xyz", "花花", "a", "1")] == [None, None, None, None]

@@ -544,3 +544,35 @@ async def test_progress_edits_are_throttled_and_coalesced() -> None:
     assert 1 <= len(times) <= 3, message.shown  # 20 events over 0.4 s: one edit per interval at most
     assert all(b - a >= 0.29 for a, b in itertools.pairwise(times))
     assert time.monotonic() - times[-1] >= 0.29  # stop() waited out the interval before the final edit
+
+
+async def test_model_info_shows_the_song_quality_report(fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path):
+    model = live_bundle(tiny_bundle, tmp_path)
+    data = safe_load(model, BUNDLE_FORMAT)
+    report = {
+        "songs": 60.0,
+        "rhyme": 0.58,
+        "corpus_rhyme": 0.55,
+        "line_mean": 9.9,
+        "corpus_line_mean": 9.7,
+        "char_auc": 0.51,
+        "syntax_auc": 0.56,
+        "wordlike": -8.61,
+        "corpus_wordlike": -8.67,
+        "verbatim": 0.0,
+        "corpus_verbatim": 0.009,
+        "novel_ngrams": 1.0,
+        "corpus_novel_ngrams": 0.999,
+        "loops": 0.0,
+        "corpus_loops": 0.014,
+        "targets_met": 8.0,
+        "targets": 8.0,
+    }
+    data["metrics"]["judge"] = report
+    atomic_save(data, model)  # a bundle trained with --judge-songs 60 carries exactly this
+    async with start_bot(**training_env(model)):
+        message = await (await fake_discord.send_slash_command("model info")).wait_final()
+    fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
+    songs = fields["Its songs (python -m model judge)"]
+    assert "rhyming neighbours 58% (corpus 55%)" in songs and "characters 0.51" in songs
+    assert "word-likeness -8.61 (corpus -8.67)" in songs and "8 of 8 song targets met" in songs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import discord
 
@@ -52,8 +53,8 @@ def duration(seconds: float | None) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-def _num(value: float | None) -> str:
-    return "?" if value is None else f"{value:.3f}"
+def _num(value: float | None, digits: int = 3) -> str:
+    return "?" if value is None else f"{value:.{digits}f}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,13 +239,14 @@ def model_embed(live: ModelInfo) -> discord.Embed:
     bundle: Bundle = live.bundle
     config = bundle.net.config
     metrics = bundle.metrics
-    bpc, net_bpc, bar = (metric(metrics, key) for key in ("bpc", "net_bpc", "trigram_bpc"))
+    bpc, static, net_bpc, bar = (metric(metrics, key) for key in ("bpc", "static_bpc", "net_bpc", "trigram_bpc"))
     verdict = ""
-    if bpc is not None and bar is not None:
+    scored = static if static is not None else bpc
+    if scored is not None and bar is not None:
         verdict = (
-            f"\nbeats the character-trigram bar by {bar - bpc:.3f} bpc"
-            if bpc < bar
-            else f"\ndoes not beat the character-trigram bar ({bpc - bar:.3f} bpc worse)"
+            f"\nbeats the character-trigram bar by {bar - scored:.3f} bpc"
+            if scored < bar
+            else f"\ndoes not beat the character-trigram bar ({scored - bar:.3f} bpc worse)"
         )
     embed = discord.Embed(title="The live model (当前模型)", colour=messages.EMBED_COLOUR)
     embed.add_field(
@@ -274,12 +276,33 @@ def model_embed(live: ModelInfo) -> discord.Embed:
         name="Held-out bits per character (lower is better)",
         inline=False,
         value=(
-            f"**{_num(bpc)}** served (network + n-gram mixture) · {_num(net_bpc)} network alone · "
-            f"{_num(bar)} character trigram{verdict}"
+            f"**{_num(bpc)}** served (network + n-gram mixture + song cache) · {_num(static)} without the cache · "
+            f"{_num(net_bpc)} network alone · {_num(bar)} character trigram{verdict}"
         ),
     )
+    if isinstance(metrics.get("judge"), dict):
+        embed.add_field(name="Its songs (python -m model judge)", inline=False, value=judge_text(metrics["judge"]))
     embed.set_footer(text=f"bundle {live.bundle_hash[:12]} · {live.path.name}")
     return embed
+
+
+def judge_text(report: dict[str, Any]) -> str:
+    """The song-quality report a bundle keeps, beside the corpus' own figures."""
+
+    def pair(key: str, fmt: str) -> str:
+        song, corpus = metric(report, key), metric(report, f"corpus_{key}")
+        shown = format(song, fmt) if song is not None else "?"
+        return f"{shown} (corpus {format(corpus, fmt) if corpus is not None else '?'})"
+
+    met, targets = metric(report, "targets_met"), metric(report, "targets")
+    return (
+        f"rhyming neighbours {pair('rhyme', '.0%')} · characters per line {pair('line_mean', '.1f')}\n"
+        f"fluency AUC, 0.5 = reads like the corpus: characters {_num(metric(report, 'char_auc'), 2)} · "
+        f"syntax {_num(metric(report, 'syntax_auc'), 2)} · word-likeness {pair('wordlike', '.2f')}\n"
+        f"lines copied {pair('verbatim', '.1%')} · new 8-character phrases {pair('novel_ngrams', '.1%')} · "
+        f"songs that loop {pair('loops', '.1%')}"
+        + (f"\n{met:.0f} of {targets:.0f} song targets met" if met is not None and targets else "")
+    )[:1024]
 
 
 def _trained_at(created_at: str) -> str:
