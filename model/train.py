@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from . import checkpoint, corpus, distributed, judge
 from .checkpoint import LoopState
@@ -79,6 +79,21 @@ def judge_bundle(path: Path, source: corpus.Corpus, songs: int) -> dict[str, flo
     """The song-quality report's figures for the bundle at ``path``, as its metrics keep them (/model info)."""
     sampler = Sampler(checkpoint.load_bundle(path), torch.device("cpu"))
     return judge.summary(judge.judge(sampler, source, songs))
+
+
+def warm_ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | int], torch.Tensor]:
+    """An exponential moving average whose decay warms up as min(decay, (1 + n) / (10 + n)) after n updates.
+
+    A fixed decay would keep a short run's average near its random start; the warm-up lets the average
+    follow the first updates closely and settle into the long average as training goes on.
+    """
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor | int) -> torch.Tensor:
+        n = int(updates)
+        rate = min(decay, (1 + n) / (10 + n))
+        return averaged + (current - averaged) * (1 - rate)
+
+    return average
 
 
 def batchify(ids: list[int], batch_size: int) -> torch.Tensor:
@@ -176,7 +191,7 @@ def train(
     # The served weights: an exponential moving average of the trained ones, which sits in a flatter,
     # better-generalising spot than any single step's (Polyak averaging, as AWD-LSTM's ASGD).
     average = (
-        AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.average), use_buffers=False)
+        AveragedModel(net, avg_fn=warm_ema(config.average), use_buffers=False)
         if config.average
         else None
     )
