@@ -190,11 +190,7 @@ def train(
     )
     # The served weights: an exponential moving average of the trained ones, which sits in a flatter,
     # better-generalising spot than any single step's (Polyak averaging, as AWD-LSTM's ASGD).
-    average = (
-        AveragedModel(net, avg_fn=warm_ema(config.average), use_buffers=False)
-        if config.average
-        else None
-    )
+    average = AveragedModel(net, avg_fn=warm_ema(config.average), use_buffers=False) if config.average else None
     loop = LoopState()
     ckpt_path = config.checkpoint_path
     if config.resume:
