@@ -59,7 +59,7 @@ class TrainConfig:
     locked_dropout: bool = _option(True, "one dropout mask per sequence for every time step")
     weight_drop: float = _option(0.0, "DropConnect on the recurrent weights while training")
     average: float = _option(
-        0.99, "keep an exponential moving average of the weights with this decay per batch and serve it (0: off)"
+        0.995, "keep an exponential moving average of the weights with this decay per batch and serve it (0: off)"
     )
     min_count: int = 3
     unk_rate: float = 0.5

@@ -82,15 +82,15 @@ def judge_bundle(path: Path, source: corpus.Corpus, songs: int) -> dict[str, flo
 
 
 def warm_ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | int], torch.Tensor]:
-    """An exponential moving average whose decay warms up as min(decay, (1 + n) / (10 + n)) after n updates.
+    """An exponential moving average with ``decay`` per update that starts as the plain mean of the updates so far.
 
-    A fixed decay would keep a short run's average near its random start; the warm-up lets the average
-    follow the first updates closely and settle into the long average as training goes on.
+    Until 1 / (1 - decay) updates have been averaged, each counts equally (decay n / (n + 1)); a fixed decay
+    from the first update would keep a short run's average close to its random start.
     """
 
     def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor | int) -> torch.Tensor:
         n = int(updates)
-        rate = min(decay, (1 + n) / (10 + n))
+        rate = min(decay, n / (n + 1))
         return averaged + (current - averaged) * (1 - rate)
 
     return average
