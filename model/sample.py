@@ -202,7 +202,12 @@ class _Song:
 
 
 class Sampler:
-    """Writes songs from a loaded bundle. Not thread-safe: use one sampler per thread."""
+    """Writes songs from a loaded bundle.
+
+    Calls may overlap (the engine abandons a stuck batch to a thread of its own and goes on): everything a call
+    writes to is its own, and what calls share (the network in eval mode, the memoised n-gram distributions and
+    novelty lookups) is read-only or behind thread-safe caches.
+    """
 
     def __init__(self, bundle: Bundle, device: torch.device, weights: ScoreWeights | None = None):
         self.bundle = bundle

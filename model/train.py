@@ -301,22 +301,8 @@ def train(
     }
     out = Path(config.out)
     if dist.is_main:
-        checkpoint.save_bundle(
-            out,
-            net,
-            data.vocab.itos,
-            data.train_ids,
-            mixture,
-            metrics,
-            loop.history,
-            asdict(config),
-            data.corpus_sha256,
-            added_corpora=[added.to_dict() for added in data.added],
-        )
-        if config.judge_songs and data.source is not None:
-            emit(JudgingEvent(songs=config.judge_songs))
-            metrics["judge"] = judge_bundle(out, data.source, config.judge_songs)
-            metrics["seconds"] = time.monotonic() - started
+
+        def write_bundle() -> None:
             checkpoint.save_bundle(
                 out,
                 net,
@@ -329,6 +315,14 @@ def train(
                 data.corpus_sha256,
                 added_corpora=[added.to_dict() for added in data.added],
             )
+
+        write_bundle()
+        if config.judge_songs and data.source is not None:
+            # The report writes songs from the bundle as it is served, so it comes after the bundle, into it.
+            emit(JudgingEvent(songs=config.judge_songs))
+            metrics["judge"] = judge_bundle(out, data.source, config.judge_songs)
+            metrics["seconds"] = time.monotonic() - started
+            write_bundle()
     emit(
         DoneEvent(
             path=str(out),

@@ -40,6 +40,13 @@ WORDS = [
 ]
 
 
+# `python -m model train` flags for a model that trains in a second or two (the CLI twin of tiny_config).
+TINY_FLAGS = [
+    "--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "16", "--device", "cpu", "--threads", "1",
+    "--judge-songs", "0",
+]  # fmt: skip
+
+
 def tiny_config(corpus: Path, out: Path, **overrides) -> TrainConfig:
     """A model small enough to train in a second or two on two cores."""
     values = dict(

@@ -7,24 +7,9 @@ import zipfile
 import pytest
 
 from model.corpus import load_corpus
-from tests.helpers import REPO, SAMPLE_CORPUS, run_cli
+from tests.helpers import REPO, SAMPLE_CORPUS, TINY_FLAGS, run_cli
 
-TINY = [
-    "--hidden",
-    "32",
-    "--embed",
-    "16",
-    "--batch-size",
-    "8",
-    "--seq-len",
-    "16",
-    "--device",
-    "cpu",
-    "--threads",
-    "1",
-    "--judge-songs",
-    "0",
-]
+TINY = TINY_FLAGS
 
 
 def cli(*args, timeout=120, cwd=REPO):

@@ -11,32 +11,9 @@ from pathlib import Path
 import pytest
 
 from model.checkpoint import load_bundle, safe_load
-from tests.helpers import REPO, write_corpus
+from tests.helpers import REPO, TINY_FLAGS, write_corpus
 
-TINY = [
-    "--hidden",
-    "32",
-    "--embed",
-    "16",
-    "--batch-size",
-    "8",
-    "--seq-len",
-    "16",
-    "--device",
-    "cpu",
-    "--threads",
-    "1",
-    "--min-count",
-    "2",
-    "--seed",
-    "0",
-    "--judge-songs",
-    "0",
-    "--dropout",
-    "0",
-    "--embed-dropout",
-    "0",
-]
+TINY = [*TINY_FLAGS, "--min-count", "2", "--seed", "0", "--dropout", "0", "--embed-dropout", "0"]
 
 
 def model_cmd(nproc: int, *args) -> list[str]:
