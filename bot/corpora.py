@@ -26,16 +26,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from model.checkpoint import fsync_dir
+from model.checkpoint import atomic_write, fsync_dir
 from model.corpus import (
     CorpusError,
     Text,
@@ -267,8 +265,9 @@ class Corpora:
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / name
         # The record first: a crash between the two leaves a record without a text, which nothing trains on.
-        atomic_write(target.with_suffix(".json"), json.dumps(record, ensure_ascii=False, indent=1).encode())
-        atomic_write(target, body.encode())
+        record_bytes = json.dumps(record, ensure_ascii=False, indent=1).encode()
+        atomic_write(target.with_suffix(".json"), lambda handle: handle.write(record_bytes))
+        atomic_write(target, lambda handle: handle.write(body.encode()))
         log.info("added %s (%d lines) from %r for %s (%d)", name, len(kept), shown, uploader.name, uploader.id)
         step = max(1, len(kept) // SAMPLE_LINES)
         return Added(
@@ -333,21 +332,6 @@ def _read_record(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, fsync, os.replace: readers see the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def _mb(size: int) -> str:

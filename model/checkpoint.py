@@ -15,10 +15,11 @@ import pickle
 import random
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -35,8 +36,8 @@ class BundleError(ValueError):
     """A bundle or checkpoint is missing, corrupt, foreign or of an unknown version."""
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """Write with torch.save to a temp file in the same folder, fsync, then os.replace.
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a temp file in the same folder, fsync, then os.replace it onto ``path``.
 
     Readers see the old file or the new one, never half of one, even if we are killed mid-write.
     """
@@ -45,7 +46,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -53,6 +54,11 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save ``obj`` to ``path`` atomically (see atomic_write)."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def fsync_dir(folder: str | Path) -> None:
