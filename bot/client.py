@@ -32,7 +32,7 @@ from bot.engine import Engine, ModelMissingError
 from bot.permissions import NotAdmin, NotOwner
 from bot.replies import tell
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import Store, open_store
 from model.checkpoint import BundleError
 from model.corpus import SAMPLE_NOTE, is_sample
 
@@ -155,7 +155,7 @@ class LyricsBot(commands.Bot):
     async def setup_hook(self) -> None:
         if self.serve:
             if self._store is None:
-                self._store = await Store.open(self.settings.db_path)
+                self._store = await open_store(self.settings.db_path)
             if is_sample(self.settings.corpus_path):
                 log.warning("training (/train start) uses the bundled sample corpus: %s", SAMPLE_NOTE)
             await self.load_model()

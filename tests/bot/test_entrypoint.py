@@ -139,9 +139,9 @@ async def test_run_answer_and_sigterm(fake_discord: FakeDiscord, tiny_bundle: Pa
     assert fake_discord.violations == [] and fake_discord.unknown_routes == []
     assert all(m == {"parse": []} for m in fake_discord.allowed_mentions)
     # The database was closed properly: its songs are there for the next start.
-    from bot.store import Store
+    from bot.store import open_store
 
-    async with await Store.open(tmp_path / "lyrics.db") as store:
+    async with await open_store(tmp_path / "lyrics.db") as store:
         assert (await store.get_song(1)).seed == "窗外的麻雀"
         assert (await store.get_song(2)).message_id == int(second.message.id)
 
