@@ -38,7 +38,7 @@ from bot.permissions import NotAdmin, NotOwner
 from bot.relay import RelayReceiver, RelaySender
 from bot.replies import tell
 from bot.settings import Settings
-from bot.store import Store, open_store
+from bot.store import Store, TrainerTakenError, open_store
 from bot.watcher import BundleWatcher
 from model.checkpoint import BundleError
 from model.corpus import SAMPLE_NOTE, is_sample
@@ -171,15 +171,18 @@ class LyricsBot(commands.AutoShardedBot):
             if is_sample(self.settings.corpus_path):
                 log.warning("training (/train start) uses the bundled sample corpus: %s", SAMPLE_NOTE)
             await self.load_model()
-            self._join_other_processes()
+            await self._join_other_processes()
         for name in EXTENSIONS:
             await self.load_extension(name)
         if self.serve and self.settings.guild_ids:
             await self.sync_to_guilds(self.settings.guild_ids)
 
-    def _join_other_processes(self) -> None:
+    async def _join_other_processes(self) -> None:
         """Sharded over several processes: the trainer takes the others' /train and /corpus; the others hand
-        them over and follow the trainer's model. A single process (the default) does none of this."""
+        them over and follow the trainer's model. A single process (the default) does none of this.
+
+        Raises TrainerTakenError if another process on the database already trains.
+        """
         sharding, store = self.settings.sharding, self.store
         shards = "all shards" if sharding.ids is None else f"shards {', '.join(map(str, sharding.ids))}"
         total = f"of {sharding.count}" if sharding.count else "(Discord's recommended count)"
@@ -187,6 +190,11 @@ class LyricsBot(commands.AutoShardedBot):
         log.info("running %s %s; this process %s; database: %s", shards, total, role, store.description)
         if sharding.trainer:
             if sharding.partial:
+                if not await store.claim_trainer():
+                    raise TrainerTakenError(
+                        f"another process on {store.description} already trains (LYRICS_TRAINER=1): exactly one"
+                        " process may; set LYRICS_TRAINER=0 for this one"
+                    )
                 self.relay_receiver = RelayReceiver(self, store)
                 self.relay_receiver.start()
                 self.add_cleanup(self.relay_receiver.stop)

@@ -34,6 +34,7 @@ from bot.store.base import (
     SongNotFoundError,
     Store,
     StoreError,
+    TrainerTakenError,
     VoteResult,
     utcnow,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "SongNotFoundError",
     "Store",
     "StoreError",
+    "TrainerTakenError",
     "VoteResult",
     "open_store",
     "utcnow",

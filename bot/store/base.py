@@ -53,6 +53,10 @@ class SelfVoteError(StoreError):
     """Members cannot vote for a song they asked for."""
 
 
+class TrainerTakenError(StoreError):
+    """Another process on this database already trains (LYRICS_TRAINER=1): exactly one may."""
+
+
 # -----------------------------------------------------------------------------
 # records
 
@@ -236,6 +240,13 @@ class Store(abc.ABC):
         """Delete the user's votes, favourites and the songs they asked for (with other members' votes and
         saves of those songs), in one transaction; returns what went, with the songs' messages for the
         caller to delete."""
+
+    # ---- the trainer process
+
+    @abc.abstractmethod
+    async def claim_trainer(self) -> bool:
+        """Become the one process on this database that trains and promotes models; False if another process
+        already is. The claim lasts until this store closes or the process dies (no stale claim survives it)."""
 
     # ---- interactions handed to the trainer process (bot/relay.py)
 

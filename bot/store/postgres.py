@@ -53,6 +53,7 @@ CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 15.0  # a statement running longer fails (DatabaseError) instead of holding a click forever
 ATTEMPTS = 5  # tries of a transaction that lost a deadlock or serialization race
 MIGRATION_LOCK = 0x6C797269_63730001  # pg_advisory_xact_lock key ("lyrics" + 1): one migrator at a time
+TRAINER_LOCK = 0x6C797269_63730002  # pg_try_advisory_lock key, held by the trainer process's own connection
 RELAY_CHANNEL = "lyrics_relay"  # NOTIFY channel: an interaction was left for the trainer process
 _RETRY = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 # What a failing server or connection raises; the store turns them into DatabaseError.
@@ -218,6 +219,7 @@ class PostgresStore(Store):
         self._url = url
         self._closed = False
         self._listener: asyncpg.Connection | None = None
+        self._trainer: asyncpg.Connection | None = None  # holds the trainer's claim while it is open
         self._relayed = asyncio.Event()
         self.clock = clock  # tests swap it to write songs and votes "in the past"
 
@@ -253,6 +255,10 @@ class PostgresStore(Store):
             async with pool.acquire() as conn:
                 await _inspect(conn, where)
                 await _migrate(conn, where)
+        except _FAILURES as exc:  # e.g. no right to create tables: one line for the person who starts the bot
+            pool.terminate()
+            notes = "; ".join(getattr(exc, "__notes__", ()))
+            raise DatabaseError(f"{where}: {first_line(exc)}" + (f" ({notes})" if notes else "")) from exc
         except BaseException:
             pool.terminate()
             raise
@@ -268,8 +274,9 @@ class PostgresStore(Store):
         if self._closed:
             return
         self._closed = True
-        if self._listener is not None:
-            self._listener.terminate()  # only ever waits for NOTIFY: nothing to finish
+        for conn in (self._listener, self._trainer):
+            if conn is not None:
+                conn.terminate()  # waits for NOTIFY or holds a lock: nothing to finish
         try:
             await self._pool.close()
         except BaseException:  # cancelled by the shutdown deadline: drop the connections instead
@@ -475,6 +482,23 @@ class PostgresStore(Store):
             )
 
         return await self._write(forget)
+
+    # ---- the trainer process
+
+    async def claim_trainer(self) -> bool:
+        """A session advisory lock on a connection of its own: PostgreSQL drops it with the connection, so a
+        trainer that dies frees the claim for the next one."""
+        if self._trainer is not None:
+            return True
+        try:
+            conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
+        except _FAILURES as exc:
+            raise DatabaseError(f"PostgreSQL failed: {first_line(exc)}") from exc
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", TRAINER_LOCK):
+            self._trainer = conn
+            return True
+        await conn.close()
+        return False
 
     # ---- interactions handed to the trainer process (ages by the database's clock: the same for every machine)
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
@@ -251,6 +253,7 @@ class SqliteStore(Store):
         self._db = db
         self._lock = asyncio.Lock()
         self._closed = False
+        self._trainer_lock: int | None = None  # the file descriptor holding the trainer's claim
         self.path = path
         self.clock = clock  # tests swap it to write songs and votes "in the past"
 
@@ -287,6 +290,8 @@ class SqliteStore(Store):
             if self._closed:
                 return
             self._closed = True
+            if self._trainer_lock is not None:
+                os.close(self._trainer_lock)  # releases the claim
             try:
                 await self._db.execute("PRAGMA optimize")
             finally:
@@ -488,6 +493,22 @@ class SqliteStore(Store):
             counts.saves_of_songs,
             tuple((row["channel_id"], row["message_id"]) for row in rows),
         )
+
+    # ---- the trainer process
+
+    async def claim_trainer(self) -> bool:
+        """An exclusive lock on `<database>.trainer` beside the file: the processes that share a SQLite file share
+        a machine, and the kernel drops the lock with the process that held it."""
+        if self._trainer_lock is not None or self.path == ":memory:":
+            return True
+        fd = os.open(f"{self.path}.trainer", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._trainer_lock = fd
+        return True
 
     # ---- interactions handed to the trainer process
     # Stamped with the wall clock, not `clock`: their age decides whether Discord still waits for an answer.

@@ -26,6 +26,7 @@ import pytest
 from bot.client import create_bot
 from bot.messages import OWNER_ONLY, TRAINER_AWAY
 from bot.settings import Settings
+from bot.store import TrainerTakenError
 from tests.bot.helpers import SEED, assert_well_behaved, bot_env, song_id, vote_label
 from tests.fakediscord import FakeDiscord, SentMessage, make_guild, make_user, running_bot, snowflake_on_shard
 from tests.fakediscord.fixtures import TEST_HEARTBEAT_MS
@@ -69,7 +70,7 @@ async def two_shards(fake: FakeDiscord, tiny_bundle: Path, tmp_path: Path, **ove
     }
     bots = []
     for shard, trainer in ((0, 1), (1, 0)):
-        env = bot_env(tmp_path, LYRICS_SHARD_IDS=shard, LYRICS_TRAINER=trainer, **common)
+        env = bot_env(tmp_path, **{"LYRICS_SHARD_IDS": shard, "LYRICS_TRAINER": trainer, **common})
         bots.append(create_bot(Settings.from_env(env, env_file=None), guild_ready_timeout=0.1))
     async with running_bot(bots[0], fake), running_bot(bots[1], fake):
         await fake.wait_ready(shards=[0, 1])
@@ -102,6 +103,17 @@ async def test_each_shard_serves_its_guilds_and_a_button_works_on_either(
         assert (await click.wait_response())["type"] == 7 and vote_label(in_zero) == "0"
         assert (await second.store.get_song(song_id(in_one))).guild_id == int(one["id"])
     assert_well_behaved(fake)
+
+
+async def test_a_second_trainer_is_refused(sharded_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path) -> None:
+    fake = sharded_discord
+    async with two_shards(fake, tiny_bundle, tmp_path):  # shard 0 trains
+        env = bot_env(tmp_path, LYRICS_MODEL=tiny_bundle, LYRICS_SHARD_COUNT=2, LYRICS_SHARD_IDS=1, LYRICS_TRAINER=1)
+        second = create_bot(Settings.from_env(env, env_file=None))
+        with pytest.raises(TrainerTakenError, match="set LYRICS_TRAINER=0"):
+            async with second:  # as python -m bot runs it: closed on the way out
+                await second.login(fake.token)
+        assert second.is_closed()
 
 
 async def test_train_and_corpus_go_to_the_trainer_whichever_shard_receives_them(

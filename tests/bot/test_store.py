@@ -376,6 +376,26 @@ async def test_forget_me_is_one_transaction(target: str, store: Store) -> None:
     assert await store.toggle_vote(bobs, CAROL) == VoteResult(voted=True, count=2)  # the store works on
 
 
+# ---- the trainer process
+
+
+async def test_one_process_per_database_may_be_the_trainer(target: str, clock: Clock) -> None:
+    first, second = await open_store(target, clock=clock), await open_store(target, clock=clock)
+    try:
+        assert await first.claim_trainer() and await first.claim_trainer()  # its own claim, asked again
+        assert not await second.claim_trainer()
+        await first.close()  # the trainer stops (or dies): its claim goes with it
+        for _ in range(50):  # PostgreSQL ends the closed connection's session (and its lock) a moment later
+            if await second.claim_trainer():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the claim of a closed store was not released")
+    finally:
+        await first.close()
+        await second.close()
+
+
 # ---- interactions relayed to the trainer process
 
 
