@@ -209,3 +209,30 @@ async def test_forget_me_racing_votes_from_two_processes(postgres_url: str) -> N
         assert [await a.get_song(song) for song in hers] == [None] * len(hers)
         assert await a.forget_preview(ALICE) == await b.forget_preview(ALICE)
         assert (await a.forget_preview(ALICE)).votes == 0 and await a.count_favourites(ALICE) == 0
+
+
+async def test_the_store_reconnects_after_the_server_drops_its_connections(postgres_url: str) -> None:
+    """A database restart (here: every connection of the bot's cut by an admin) costs at most the operations in
+    flight, as DatabaseError; the next ones get new connections."""
+    async with await PostgresStore.open(postgres_url, max_size=2) as store:
+        song = await store.add_song(new_song())
+        await store.relay_wait(0.05)  # the LISTEN connection exists now
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            cut = await admin.fetchval(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert cut >= 2
+        results = []
+        for _ in range(3):  # at most the pool's connections fail once each
+            try:
+                results.append(await store.toggle_vote(song, BOB))
+            except DatabaseError:
+                results.append(None)
+        assert results[-1] is not None and results.count(None) <= 2
+        ticket = await store.relay_post("{}")
+        await store.relay_wait(0.05)  # listens again on a new connection
+        assert await store.relay_withdraw(ticket)
