@@ -5,6 +5,8 @@ stop) on a free loopback port, with its data in a temporary folder deleted after
         async with server.database() as url:          # a fresh, empty database, dropped afterwards
             store = await open_store(url)
 
+`python -m tests.postgres` starts and stops one, to check a machine (CI does, before the tests).
+
 pg_ctl is found without a manual step: $LYRICS_PG_CTL, else PATH, else `pg_config --bindir`, else the newest
 /usr/lib/postgresql/*/bin/pg_ctl (where Debian and Ubuntu install the server, off PATH). PostgreSQL refuses
 to run as root, so when the tests run as root (a CI container) the server runs as the `postgres` user the
@@ -14,13 +16,16 @@ marked `postgres` then fail (they are never skipped), or can be left out with `p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +63,7 @@ def find_pg_ctl() -> Path:
         return versions[-1]
     raise PostgresMissing(
         "PostgreSQL server binaries (pg_ctl) were not found: install them (Debian/Ubuntu: apt-get install "
-        f"postgresql-15), or set {PG_CTL_ENV} to pg_ctl's path. The tests marked `postgres` need them; "
+        f"postgresql), or set {PG_CTL_ENV} to pg_ctl's path. The tests marked `postgres` need them; "
         "leave those out with `pytest -m 'not postgres'`"
     )
 
@@ -125,10 +130,42 @@ def _as_server_user(pg_ctl: Path, folder: Path) -> Path:
             f"the tests run as root, which PostgreSQL refuses to run as, and there is no {SERVER_USER!r} user to"
             " run it as (the server package creates one): install the server package or run the tests as a user"
         ) from None
+    setpriv = shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
+    if setpriv is None:
+        raise PostgresMissing("the tests run as root and need util-linux's setpriv to run PostgreSQL as another user")
     os.chown(folder, user.pw_uid, user.pw_gid)
     wrapper = folder / "pg_ctl"
     wrapper.write_text(
-        f'#!/bin/sh\nexec setpriv --reuid={user.pw_uid} --regid={user.pw_gid} --init-groups -- "{pg_ctl}" "$@"\n'
+        f'#!/bin/sh\nexec "{setpriv}" --reuid={user.pw_uid} --regid={user.pw_gid} --init-groups -- "{pg_ctl}" "$@"\n'
     )
     wrapper.chmod(0o755)
     return wrapper
+
+
+def main() -> int:
+    """Start a throwaway server and create a database on it: what the tests marked `postgres` need."""
+    import asyncpg
+
+    started = time.monotonic()
+    try:
+        with throwaway_server() as server:
+
+            async def check() -> str:
+                async with server.database() as url:
+                    conn = await asyncpg.connect(url)
+                    try:
+                        return await conn.fetchval("SHOW server_version")
+                    finally:
+                        await conn.close()
+
+            version = asyncio.run(check())
+    except PostgresMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    took = time.monotonic() - started
+    print(f"PostgreSQL {version} for the tests: {find_pg_ctl()} (started and stopped in {took:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
