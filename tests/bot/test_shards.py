@@ -84,6 +84,25 @@ async def write_song(fake: FakeDiscord, guild: dict[str, Any], *, user: dict[str
     return message
 
 
+async def test_without_settings_the_bot_runs_discords_recommended_shards(
+    sharded_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    fake = sharded_discord
+    fake.recommended_shards = 2
+    env = bot_env(tmp_path, LYRICS_MODEL=tiny_bundle, LYRICS_GUILD_IDS=guild_ids(fake), LYRICS_COOLDOWN=0)
+    bot = create_bot(Settings.from_env(env, env_file=None), guild_ready_timeout=0.1)
+    # discord.py waits 5 s before each IDENTIFY after the first (Discord's rate limit).
+    async with running_bot(bot, fake, timeout=20):
+        assert bot.shard_count == 2 and sorted(bot.shards) == [0, 1]
+        assert sorted(tuple(i["shard"]) for i in fake.identifies) == [(0, 2), (1, 2)]
+        assert bot.relay_sender is None and bot.relay_receiver is None and bot.watcher is None  # one process
+        for guild in fake.guilds:
+            song = await write_song(fake, guild)
+            assert (await bot.store.get_song(song_id(song))).guild_id == int(guild["id"])
+        assert [i.shard for i in fake.interactions.values()] == [0, 1]
+    assert_well_behaved(fake)
+
+
 async def test_each_shard_serves_its_guilds_and_a_button_works_on_either(
     sharded_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path
 ) -> None:
