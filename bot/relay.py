@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +33,7 @@ import discord
 
 from bot import messages
 from bot.replies import tell
-from bot.store import Store, StoreError
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,6 @@ TAKE_BACK_AFTER_S = 1.5  # of Discord's 3 s: then the receiving process answers 
 MAX_AGE_S = 2.5  # a handed-over interaction older than this is dropped: its sender crashed, Discord gave up
 WAIT_S = 1.0  # the trainer looks at least this often, even if a NOTIFY was missed
 _COMMAND, _AUTOCOMPLETE = 2, 4  # interaction types
-_DATABASE_ERRORS = (StoreError, sqlite3.Error)
 
 Parser = Callable[[dict[str, Any]], None]
 
@@ -81,29 +79,31 @@ class RelaySender:
         task.add_done_callback(self._tasks.discard)
 
     async def _hand_over(self, payload: dict[str, Any]) -> None:
+        name = payload["data"]["name"]
         try:
             ticket = await self.store.relay_post(json.dumps(payload))
             self.handed_over += 1
             await asyncio.sleep(TAKE_BACK_AFTER_S)
             if not await self.store.relay_withdraw(ticket):
                 return  # the trainer took it and answers it
-        except _DATABASE_ERRORS as exc:
-            log.error("could not hand /%s to the trainer process: %s", payload["data"]["name"], exc)
-        else:
-            self.taken_back += 1
-            log.warning("the trainer process did not take /%s in time; answered here", payload["data"]["name"])
-        await self._answer_here(payload)
+        except Exception:  # the database failed (or is closing): the member still gets an answer
+            log.exception("could not hand /%s to the trainer process", name)
+            await self._answer_here(payload, messages.INTERNAL_ERROR)
+            return
+        self.taken_back += 1
+        log.warning("the trainer process did not take /%s in time; answered here", name)
+        await self._answer_here(payload, messages.TRAINER_AWAY)
 
-    async def _answer_here(self, payload: dict[str, Any]) -> None:
-        """Tell the member the trainer is not answering (an autocomplete gets no choices)."""
+    async def _answer_here(self, payload: dict[str, Any], text: str) -> None:
+        """Answer with `text` here (an autocomplete gets no choices)."""
         interaction: discord.Interaction = discord.Interaction(data=payload, state=self.client._connection)
         try:
             if payload["type"] == _AUTOCOMPLETE:
                 await interaction.response.autocomplete([])
             else:
-                await tell(interaction, messages.TRAINER_AWAY)
+                await tell(interaction, text)
         except discord.HTTPException as exc:
-            log.warning("could not tell the member the trainer process is away: %s", exc)
+            log.warning("could not answer /%s here either: %s", payload["data"]["name"], exc)
 
     async def close(self) -> None:
         """Stop handing over (on shutdown, before the store closes)."""
@@ -131,19 +131,25 @@ class RelayReceiver:
         while True:
             try:
                 payloads = await self.store.relay_take(max_age_s=MAX_AGE_S)
-            except _DATABASE_ERRORS as exc:
-                log.warning("could not look for interactions handed over by other processes: %s", exc)
+                if not payloads:
+                    await self.store.relay_wait(WAIT_S)
+            except Exception:  # the database is down for a while: keep looking
+                log.exception("could not look for interactions handed over by other processes")
                 await asyncio.sleep(WAIT_S)
                 continue
             for raw in payloads:
-                payload = json.loads(raw)
-                if not is_relayed(payload):  # the table is ours alone; anything else is not run
-                    log.warning("ignored a handed-over interaction that is not /train or /corpus")
-                    continue
-                self.received += 1
-                parse(payload)  # as if this process's gateway had delivered it
-            if not payloads:
-                await self.store.relay_wait(WAIT_S)
+                self._run_here(parse, raw)
+
+    def _run_here(self, parse: Parser, raw: str) -> None:
+        try:
+            payload = json.loads(raw)
+            if not is_relayed(payload):  # the table is ours alone; anything else is not run
+                log.warning("ignored a handed-over interaction that is not /train or /corpus")
+                return
+            self.received += 1
+            parse(payload)  # as if this process's gateway had delivered it
+        except Exception:  # one bad payload must not stop the others
+            log.exception("could not run a handed-over interaction")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -24,7 +24,7 @@ import asyncpg
 import pytest
 
 from bot.client import create_bot
-from bot.messages import OWNER_ONLY, TRAINER_AWAY
+from bot.messages import INTERNAL_ERROR, OWNER_ONLY, TRAINER_AWAY
 from bot.settings import Settings
 from bot.store import TrainerTakenError
 from tests.bot.helpers import SEED, assert_well_behaved, bot_env, song_id, vote_label
@@ -170,6 +170,10 @@ async def test_train_and_corpus_go_to_the_trainer_whichever_shard_receives_them(
         assert shard.relay_sender.taken_back == 1
         lyrics = await fake.send_slash_command("lyrics", {"seed": SEED, "length": 5}, guild_id=one["id"])
         assert (await lyrics.wait_final(timeout=30)).embeds  # everything else is the shard's own
+
+        await shard.store.close()  # the shard's database is gone: the member still gets an answer
+        broken = await fake.send_slash_command("train status", guild_id=one["id"], user=fake.owner)
+        assert (await broken.wait_final(timeout=5)).content == INTERNAL_ERROR
     assert_well_behaved(fake)
 
 

@@ -105,7 +105,8 @@ async def schema_version(target: str) -> int:
 
 
 async def test_both_backends_have_the_same_schema_versions() -> None:
-    assert sqlite_store.LATEST_VERSION == postgres_store.LATEST_VERSION == 3
+    """Migration N means the same schema in both: a new one is added to both or to neither."""
+    assert sqlite_store.LATEST_VERSION == postgres_store.LATEST_VERSION
 
 
 async def test_open_migrates_to_the_latest_schema_and_reopens(target: str, clock: Clock) -> None:
