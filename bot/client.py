@@ -171,9 +171,10 @@ class LyricsBot(commands.AutoShardedBot):
             if is_sample(self.settings.corpus_path):
                 log.warning("training (/train start) uses the bundled sample corpus: %s", SAMPLE_NOTE)
             await self.load_model()
-            await self._join_other_processes()
         for name in EXTENSIONS:
             await self.load_extension(name)
+        if self.serve:
+            await self._join_other_processes()  # with the commands loaded: a handed-over /train finds its cog
         if self.serve and self.settings.guild_ids:
             await self.sync_to_guilds(self.settings.guild_ids)
 
