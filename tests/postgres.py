@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import port_for
+from mirakuru.exceptions import AlreadyRunning
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.janitor import AsyncDatabaseJanitor
 
@@ -38,6 +39,8 @@ PG_CTL_ENV = "LYRICS_PG_CTL"
 SERVER_USER = "postgres"  # the superuser initdb creates, and (as root) the system user the server runs as
 # A test server keeps nothing: no fsync (pytest-postgresql passes -F too), no WAL flushes at commit.
 SERVER_OPTIONS = "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+START_ATTEMPTS = 3
+START_TIMEOUT_S = 120  # pg_ctl start -w on a busy 2-core machine
 _databases = itertools.count(1)
 
 
@@ -96,12 +99,22 @@ def throwaway_server() -> Iterator[Server]:
     pg_ctl = find_pg_ctl()
     folder = Path(tempfile.mkdtemp(prefix="lyrics-postgres-"))
     try:
-        executable = _as_server_user(pg_ctl, folder)
-        port = port_for.select_random()
+        executor = _start(_as_server_user(pg_ctl, folder), folder)
+        try:
+            yield Server(executor.host, executor.port)
+        finally:
+            executor.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _start(executable: Path, folder: Path) -> PostgreSQLExecutor:
+    """Start the server on a free port, trying another if a program took the chosen one first."""
+    for _ in range(START_ATTEMPTS):
         executor = PostgreSQLExecutor(
             executable=str(executable),
             host="127.0.0.1",
-            port=port,
+            port=port_for.select_random(),
             datadir=str(folder / "data"),
             unixsocketdir=str(folder),
             logfile=str(folder / "postgres.log"),
@@ -110,13 +123,17 @@ def throwaway_server() -> Iterator[Server]:
             user=SERVER_USER,
             postgres_options=SERVER_OPTIONS,
         )
-        executor.start()
         try:
-            yield Server("127.0.0.1", port)
-        finally:
-            executor.stop()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+            executor.start()
+        except AlreadyRunning:  # something listens on that port already
+            continue
+        # mirakuru returns as soon as the port accepts connections, which may be another program's that bound
+        # it a moment ago; `pg_ctl start -w` exits 0 only once this server is up and ready for queries.
+        assert executor.process is not None
+        if executor.process.wait(timeout=START_TIMEOUT_S) == 0:
+            return executor
+    log = (folder / "postgres.log").read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"PostgreSQL did not start in {START_ATTEMPTS} tries; its log ends:\n{log}")
 
 
 def _as_server_user(pg_ctl: Path, folder: Path) -> Path:
