@@ -56,8 +56,9 @@ MIGRATION_LOCK = 0x6C797269_63730001  # pg_advisory_xact_lock key ("lyrics" + 1)
 TRAINER_LOCK = 0x6C797269_63730002  # pg_try_advisory_lock key, held by the trainer process's own connection
 RELAY_CHANNEL = "lyrics_relay"  # NOTIFY channel: an interaction was left for the trainer process
 _RETRY = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
-# What a failing server or connection raises; the store turns them into DatabaseError.
-_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# What a failing server or connection raises; the store turns them into DatabaseError. (InternalClientError:
+# what a connection the server cut can raise on its next query.)
+_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 # -----------------------------------------------------------------------------
 # schema: migration N (MIGRATIONS[N-1]) takes schema_version from N-1 to N, and means what SQLite's
