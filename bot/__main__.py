@@ -23,7 +23,7 @@ import discord
 
 from bot.client import LyricsBot, create_bot, use_discord_endpoints
 from bot.settings import Settings, SettingsError
-from bot.store import StoreError
+from bot.store import StoreError, TrainerTakenError
 
 log = logging.getLogger("bot")
 
@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("Discord rejected DISCORD_TOKEN: copy a fresh token from the developer portal", EXIT_CONFIG)
     except discord.PrivilegedIntentsRequired as exc:
         return _fail(f"Discord refused the gateway intents: {exc}", EXIT_CONFIG)
+    except TrainerTakenError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
     except StoreError as exc:
         return _fail(f"cannot open the database: {exc}", EXIT_CONFIG)
     except (aiohttp.ClientError, discord.GatewayNotFound, OSError) as exc:

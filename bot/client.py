@@ -1,4 +1,4 @@
-"""The bot itself: a `commands.Bot` that owns the engine and the store for its whole life.
+"""The bot itself: a `commands.AutoShardedBot` that owns the engine and the store for its whole life.
 
     bot = create_bot(settings)      # what `python -m bot` and the tests both use
     async with bot:
@@ -6,6 +6,11 @@
 
 Resources open in `setup_hook` (which discord.py runs after login, before the gateway connects,
 so no command can arrive before the model is loaded) and close in `close()`, in the reverse order.
+
+It runs Discord's recommended number of shards, or LYRICS_SHARD_COUNT; with LYRICS_SHARD_IDS, only those,
+and other processes (on this machine or others) run the rest, sharing the database (LYRICS_DATABASE_URL)
+and the model file. One of them trains (LYRICS_TRAINER=1): the others hand it /train and /corpus
+(bot/relay.py) and pick up each model it promotes (bot/watcher.py).
 
 Every command's failure ends in one place, `LyricsTree.on_error` (button failures are routed there too,
 see bot/views.py): a failed check is answered with its refusal, anything else is logged with its
@@ -30,9 +35,11 @@ from discord.ext import commands
 from bot import messages
 from bot.engine import Engine, ModelMissingError
 from bot.permissions import NotAdmin, NotOwner
+from bot.relay import RelayReceiver, RelaySender
 from bot.replies import tell
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import Store, TrainerTakenError, open_store
+from bot.watcher import BundleWatcher
 from model.checkpoint import BundleError
 from model.corpus import SAMPLE_NOTE, is_sample
 
@@ -93,7 +100,7 @@ def describe(interaction: discord.Interaction) -> str:
     return f"button {custom_id!r}" if custom_id else f"interaction {interaction.type.name}"
 
 
-class LyricsBot(commands.Bot):
+class LyricsBot(commands.AutoShardedBot):
     """The lyrics bot. Pass `engine` or `store` to use ready-made ones; the bot closes them either way.
 
     `serve=False` builds the bot only far enough to know its commands (for `python -m bot sync`):
@@ -117,6 +124,8 @@ class LyricsBot(commands.Bot):
             tree_cls=LyricsTree,
             allowed_installs=INSTALLS,  # the defaults of every command in the tree
             allowed_contexts=CONTEXTS,
+            shard_count=settings.sharding.count,  # None: Discord's recommendation
+            shard_ids=list(settings.sharding.ids) if settings.sharding.ids is not None else None,
             **options,
         )
         self.settings = settings
@@ -131,6 +140,9 @@ class LyricsBot(commands.Bot):
             torch_threads=settings.torch_threads,
         )
         self._store = store
+        self.watcher: BundleWatcher | None = None  # a process that does not train: follows the trainer's model
+        self.relay_sender: RelaySender | None = None  # ...and hands it /train and /corpus
+        self.relay_receiver: RelayReceiver | None = None  # the trainer, when other processes run shards
         # Extensions push their own clean-ups here (e.g. stopping training child processes); see close().
         self.cleanups = contextlib.AsyncExitStack()
         # What must happen even when the process exits at once (a second SIGTERM): see abort().
@@ -155,14 +167,51 @@ class LyricsBot(commands.Bot):
     async def setup_hook(self) -> None:
         if self.serve:
             if self._store is None:
-                self._store = await Store.open(self.settings.db_path)
+                self._store = await open_store(self.settings.database)
             if is_sample(self.settings.corpus_path):
                 log.warning("training (/train start) uses the bundled sample corpus: %s", SAMPLE_NOTE)
             await self.load_model()
         for name in EXTENSIONS:
             await self.load_extension(name)
+        if self.serve:
+            await self._join_other_processes()  # with the commands loaded: a handed-over /train finds its cog
         if self.serve and self.settings.guild_ids:
             await self.sync_to_guilds(self.settings.guild_ids)
+
+    async def _join_other_processes(self) -> None:
+        """Sharded over several processes: the trainer takes the others' /train and /corpus; the others hand
+        them over and follow the trainer's model. A single process (the default) does none of this.
+
+        Raises TrainerTakenError if another process on the database already trains.
+        """
+        sharding, store = self.settings.sharding, self.store
+        shards = "all shards" if sharding.ids is None else f"shards {', '.join(map(str, sharding.ids))}"
+        total = f"of {sharding.count}" if sharding.count else "(Discord's recommended count)"
+        role = "trains and promotes models" if sharding.trainer else "follows the trainer process's model"
+        log.info("running %s %s; this process %s; database: %s", shards, total, role, store.description)
+        if sharding.trainer:
+            if sharding.partial:
+                if not await store.claim_trainer():
+                    raise TrainerTakenError(
+                        f"another process on {store.description} already trains (LYRICS_TRAINER=1): exactly one"
+                        " process may; set LYRICS_TRAINER=0 for this one"
+                    )
+                self.relay_receiver = RelayReceiver(self, store)
+                self.relay_receiver.start()
+                self.add_cleanup(self.relay_receiver.stop)
+            return
+        if self.settings.database_url is None:
+            log.warning(
+                "LYRICS_TRAINER=0 on SQLite (%s): the processes must share that file on one machine; on several,"
+                " set LYRICS_DATABASE_URL",
+                self.settings.db_path,
+            )
+        self.relay_sender = RelaySender(self, store)
+        self.relay_sender.install()
+        self.add_cleanup(self.relay_sender.close)
+        self.watcher = BundleWatcher(self.engine, self.settings.model_path, interval=sharding.model_poll_s)
+        self.watcher.start()
+        self.add_cleanup(self.watcher.stop)
 
     async def load_model(self) -> bool:
         """Load the configured bundle. Without one the bot still runs and /lyrics explains how to train one."""
@@ -204,7 +253,15 @@ class LyricsBot(commands.Bot):
 
     async def on_ready(self) -> None:
         assert self.user is not None
-        log.info("logged in as %s (id %d) in %d guilds", self.user, self.user.id, len(self.guilds))
+        shards = ", ".join(str(shard) for shard in sorted(self.shards))
+        log.info(
+            "logged in as %s (id %d) in %d guilds, shards %s of %d",
+            self.user,
+            self.user.id,
+            len(self.guilds),
+            shards,
+            self.shard_count or 1,
+        )
 
     # ---- work in progress
 

@@ -173,6 +173,10 @@ GENERATION_FAILED = "Something went wrong while writing your song (出错了): p
 TOO_SLOW = "Your song took too long to write (太慢了): the bot is very busy, please try again in a few minutes."
 INTERNAL_ERROR = "Something went wrong (出错了). It has been logged; please try again."
 UNAVAILABLE = "This button is not available right now (功能暂不可用): try again in a minute."
+TRAINER_AWAY = (
+    "Training and the corpus are looked after by the bot's trainer process, which did not answer just now"
+    " (训练进程暂时没有回应): try again in a minute."
+)
 # For a member who is not an admin: what it takes, without naming who is one.
 ADMIN_ONLY = (
     "Only admins can do that (仅限管理员): members with the Administrator permission in this server, "

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yarl
 from dotenv import dotenv_values
 
 from model.corpus import SAMPLE_CORPUS, default_corpus
@@ -56,6 +57,25 @@ class TrainSettings:
     update_s: float = 5.0  # least time between two edits of the progress message (Discord rate-limits edits)
 
 
+@dataclass(frozen=True)
+class Sharding:
+    """Which of the bot's shards this process runs, and whether it is the one that trains and swaps models.
+
+    Discord requires shards from 2,500 servers on; big bots run them in several processes, on several
+    machines, which then share one database (LYRICS_DATABASE_URL) and one model file.
+    """
+
+    count: int | None = None  # None: Discord's recommended count (GET /gateway/bot)
+    ids: tuple[int, ...] | None = None  # None: all of them
+    trainer: bool = True  # trains and promotes models; the others watch the model file and reload it
+    model_poll_s: float = 2.0  # how often a process that is not the trainer looks at the model file
+
+    @property
+    def partial(self) -> bool:
+        """Whether other processes run the other shards (so /train and /corpus are handed to the trainer)."""
+        return self.ids is not None and self.count is not None and len(self.ids) < self.count
+
+
 # Flags the bot sets itself for every run; LYRICS_TRAIN_ARGS may not override them.
 _BOT_TRAIN_FLAGS = ("--corpus", "--added-corpora", "--out", "--progress", "--resume", "--threads")
 
@@ -67,6 +87,7 @@ class Settings:
     token: str = field(repr=False)  # never printed in logs or reprs
     model_path: Path = Path("models/lyrics.pt")
     db_path: Path = Path("data/lyrics.db")
+    database_url: str | None = field(default=None, repr=False)  # postgresql://...: may hold a password
     corpus_path: Path = SAMPLE_CORPUS  # from_env: data/jaychou_lyrics.txt.zip if fetched, else the sample
     corpora_path: Path = Path("data/corpora")  # lyrics owners added from chat (/corpus add)
     admin_ids: frozenset[int] = frozenset()  # the bot's owners, with the application's owner and team
@@ -76,9 +97,15 @@ class Settings:
     torch_threads: int = 0  # 0: leave one core for the event loop (see Engine)
     limits: Limits = Limits()
     train: TrainSettings = TrainSettings()
+    sharding: Sharding = Sharding()
     # Development and tests only: point discord.py at a local Discord stand-in instead of discord.com.
     discord_api: str | None = None
     discord_gateway: str | None = None
+
+    @property
+    def database(self) -> str:
+        """What `bot.store.open_store` opens: the PostgreSQL URL if there is one, else the SQLite file."""
+        return self.database_url or str(self.db_path)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env") -> Settings:
@@ -137,6 +164,7 @@ class Settings:
             token=token,
             model_path=_readable_file(env, "LYRICS_MODEL", cls.model_path),
             db_path=_writable_file(env, "LYRICS_DB", cls.db_path),
+            database_url=_database_url(env, "LYRICS_DATABASE_URL"),
             corpus_path=_readable_file(env, "LYRICS_CORPUS", default_corpus()),
             corpora_path=_folder(env, "LYRICS_CORPORA", cls.corpora_path),
             admin_ids=frozenset(_ids(env, "LYRICS_ADMIN_IDS")),
@@ -151,6 +179,7 @@ class Settings:
                 args=_train_args(env, "LYRICS_TRAIN_ARGS"),
                 update_s=_float(env, "LYRICS_TRAIN_UPDATE_INTERVAL", TrainSettings.update_s, minimum=0.0),
             ),
+            sharding=_sharding(env),
             discord_api=_url(env, "LYRICS_DISCORD_API", ("http://", "https://")),
             discord_gateway=_url(env, "LYRICS_DISCORD_GATEWAY", ("ws://", "wss://")),
         )
@@ -221,6 +250,55 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     if not raw.startswith(schemes):
         raise SettingsError(f"{name}={raw!r} must start with {' or '.join(schemes)}")
     return raw
+
+
+def _database_url(env: Mapping[str, str], name: str) -> str | None:
+    """A PostgreSQL URL (postgresql://user:password@host:port/database); checked here, connected to at start-up."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(
+            f"{name} must be a PostgreSQL URL such as postgresql://bot:password@db.example.com:5432/lyrics"
+            " (leave it unset to use the SQLite file LYRICS_DB)"
+        )
+    try:
+        url = yarl.URL(raw)
+        url.port  # noqa: B018 - a port that is not a number only fails when read
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not a valid URL: {exc}") from None
+    if not url.path.strip("/") and "dbname" not in url.query:
+        raise SettingsError(f"{name} names no database: add it after the host, e.g. .../lyrics")
+    return raw
+
+
+def _sharding(env: Mapping[str, str]) -> Sharding:
+    count = _int(env, "LYRICS_SHARD_COUNT", 0, minimum=1) or None
+    raw_ids = env.get("LYRICS_SHARD_IDS", "").strip()
+    ids: tuple[int, ...] | None = None
+    if raw_ids:
+        if count is None:
+            raise SettingsError(
+                "LYRICS_SHARD_IDS needs LYRICS_SHARD_COUNT: the total number of shards, across every process"
+            )
+        parts = [part.strip() for part in raw_ids.split(",") if part.strip()]
+        if not all(part.isascii() and part.isdigit() for part in parts):
+            raise SettingsError(f"LYRICS_SHARD_IDS={raw_ids!r} must be shard numbers separated by commas, e.g. 0,1")
+        ids = tuple(dict.fromkeys(int(part) for part in parts))
+        if not ids:
+            raise SettingsError("LYRICS_SHARD_IDS is empty: name the shards this process runs, e.g. 0,1")
+        if too_big := [shard for shard in ids if shard >= count]:
+            raise SettingsError(
+                f"LYRICS_SHARD_IDS has shard {too_big[0]}, but shards are numbered 0 to {count - 1}"
+                f" (LYRICS_SHARD_COUNT={count})"
+            )
+    return Sharding(
+        count=count,
+        ids=ids,
+        # A process running every shard is the only one, so it trains; with several, exactly one says so.
+        trainer=_bool(env, "LYRICS_TRAINER", not Sharding(count, ids).partial),
+        model_poll_s=_float(env, "LYRICS_MODEL_POLL", Sharding.model_poll_s, minimum=0.1),
+    )
 
 
 def _train_args(env: Mapping[str, str], name: str) -> tuple[str, ...]:

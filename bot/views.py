@@ -74,9 +74,13 @@ class ButtonError(app_commands.AppCommandError):
         self.original = original
 
 
+# The bot is an AutoShardedBot, which shares commands.Bot's base class but is not one.
+_BOTS = (commands.Bot, commands.AutoShardedBot)
+
+
 def _handler(client: discord.Client, protocol: type[H]) -> H | None:
     """The loaded cog that implements `protocol`, if any."""
-    if isinstance(client, commands.Bot):
+    if isinstance(client, _BOTS):
         for cog in client.cogs.values():
             if isinstance(cog, protocol):
                 return cog
@@ -91,7 +95,7 @@ async def _dispatch(interaction: discord.Interaction, protocol: type[H], call: C
     """
     bot = interaction.client
     handler = _handler(bot, protocol)
-    if handler is None or not isinstance(bot, commands.Bot):
+    if handler is None or not isinstance(bot, _BOTS):
         await tell(interaction, messages.UNAVAILABLE)
         return
     try:

@@ -9,6 +9,7 @@ models' training stream, metrics, training history and the corpus hash.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import pickle
@@ -72,11 +73,25 @@ def fsync_dir(folder: str | Path) -> None:
 
 def safe_load(path: str | Path, expected_format: str) -> dict[str, Any]:
     """Load a file written by ``atomic_save`` with weights_only=True and check its format and version."""
+    return _parse(path, _read(path), expected_format)
+
+
+def _read(path: str | Path) -> bytes:
     path = Path(path)
-    if not path.is_file():
-        raise BundleError(f"{path}: no such file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BundleError(f"{path}: a folder, not a model file") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot be read ({first_line(exc)})") from exc
+
+
+def _parse(path: str | Path, data: bytes, expected_format: str) -> dict[str, Any]:
+    """`safe_load` on bytes already read: `load_bundle` hashes exactly the bytes it loaded."""
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise BundleError(f"{path}: refused, it holds objects that are not plain data ({first_line(exc)})") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError) as exc:
@@ -250,8 +265,13 @@ def save_bundle(
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
-    """Load and validate a bundle; any inconsistency raises BundleError, nothing is half-loaded."""
-    obj = safe_load(path, BUNDLE_FORMAT)
+    """Load and validate a bundle; any inconsistency raises BundleError, nothing is half-loaded.
+
+    The file is read once: its `sha256` is that of the bytes loaded, even if the file is replaced meanwhile
+    (a process that watches the file for a new bundle compares hashes with it).
+    """
+    data = _read(path)
+    obj = _parse(path, data, BUNDLE_FORMAT)
     try:
         config = NetConfig(**obj["net_config"])
         vocab = list(obj["vocab"])
@@ -272,7 +292,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
             train_config=dict(obj["train_config"]),
             corpus_sha256=str(obj["corpus_sha256"]),
             created_at=str(obj["created_at"]),
-            sha256=file_sha256(path),
+            sha256=hashlib.sha256(data).hexdigest(),
             added_corpora=[dict(added) for added in obj.get("added_corpora", [])],  # absent before issue 11
         )
     except BundleError:

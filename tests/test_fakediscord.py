@@ -10,7 +10,7 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from tests.fakediscord import FakeDiscord, running_bot
+from tests.fakediscord import FakeDiscord, make_guild, make_user, running_bot, snowflake_on_shard
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 NONE = {"parse": []}  # discord.AllowedMentions.none()
@@ -314,3 +314,77 @@ async def test_injected_errors_and_held_requests(fake_discord: FakeDiscord, bot:
     release.set()
     await editing
     assert record.content == "held"
+
+
+# ---- shards
+
+
+def make_sharded_bot(**options) -> commands.AutoShardedBot:
+    """An AutoShardedBot with /where, which says which shard received it."""
+
+    class Sharded(commands.AutoShardedBot):
+        async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+            pass  # discord.py waits 5 s between two IDENTIFYs, Discord's limit; the stand-in has none
+
+    bot = Sharded(command_prefix="!", intents=discord.Intents.default(), guild_ready_timeout=0.1, **options)
+
+    @bot.tree.command(description="Which shard am I on?")
+    async def where(interaction: discord.Interaction) -> None:
+        guild = interaction.guild
+        await interaction.response.send_message(f"shard {guild.shard_id if guild else 0} of {bot.shard_count}")
+
+    return bot
+
+
+async def test_auto_sharded_bot_takes_the_recommended_count_and_gets_each_guild_on_its_shard() -> None:
+    owner, user = make_user("owner"), make_user("alice")
+    guilds = [make_guild(f"g{n}", id=snowflake_on_shard(n % 2, 2), members=[owner, user]) for n in range(4)]
+    fake = FakeDiscord(guilds, shards=2, heartbeat_interval_ms=250)
+    await fake.start()
+    try:
+        with fake.patch_discord():
+            bot = make_sharded_bot()
+            async with running_bot(bot, fake):
+                await bot.tree.sync()
+                assert bot.shard_count == 2 and sorted(bot.shards) == [0, 1]
+                assert sorted(tuple(i["shard"]) for i in fake.identifies) == [(0, 2), (1, 2)]
+                assert {g.id: g.shard_id for g in bot.guilds} == {int(g["id"]): n % 2 for n, g in enumerate(guilds)}
+                for n, guild in enumerate(guilds):
+                    inter = await fake.send_slash_command("where", guild_id=guild["id"], user=user)
+                    assert inter.shard == n % 2 and (await inter.wait_final()).content == f"shard {n % 2} of 2"
+                dm = await fake.send_slash_command("where", dm=True, user=user)
+                assert dm.shard == 0 and (await dm.wait_final()).content == "shard 0 of 2"
+        assert ("GET", "/gateway/bot") in [(r.method, r.path) for r in fake.requests]
+        assert fake.violations == [] and fake.unknown_routes == []
+    finally:
+        await fake.stop()
+
+
+async def test_two_processes_each_run_some_shards() -> None:
+    """Two clients (as two processes would) run shard 0 and shard 1 of 2: each is sent its own guilds only, and
+    a guild's interactions go to its shard's client, unless a test delivers one elsewhere on purpose."""
+    owner, user = make_user("owner"), make_user("alice")
+    zero = make_guild("zero", id=snowflake_on_shard(0, 2), members=[owner, user])
+    one = make_guild("one", id=snowflake_on_shard(1, 2), members=[owner, user])
+    fake = FakeDiscord([zero, one], heartbeat_interval_ms=250)
+    await fake.start()
+    try:
+        with fake.patch_discord():
+            first, second = (
+                make_sharded_bot(shard_count=2, shard_ids=[0]),
+                make_sharded_bot(shard_count=2, shard_ids=[1]),
+            )
+            async with running_bot(first, fake), running_bot(second, fake):
+                await fake.wait_ready(shards=[0, 1])
+                await first.tree.sync()
+                assert [g.name for g in first.guilds] == ["zero"] and [g.name for g in second.guilds] == ["one"]
+                inter = await fake.send_slash_command("where", guild_id=one["id"], user=user)
+                assert inter.shard == 1 and (await inter.wait_final()).content == "shard 1 of 2"
+                inter = await fake.send_slash_command("where", guild_id=zero["id"], user=user)
+                assert inter.shard == 0 and (await inter.wait_final()).content == "shard 0 of 2"
+                elsewhere = await fake.send_slash_command("where", guild_id=zero["id"], user=user, shard=1)
+                # Shard 1's client does not have guild "zero" in its cache, but it answers all the same.
+                assert elsewhere.shard == 1 and (await elsewhere.wait_final()).content == "shard 0 of 2"
+        assert fake.violations == [] and fake.unknown_routes == []
+    finally:
+        await fake.stop()

@@ -94,6 +94,19 @@ async def test_rejected_token_and_damaged_database(fake_discord: FakeDiscord, tm
     assert err.strip().splitlines()[-1].startswith("error: cannot open the database")
 
 
+async def test_a_second_trainer_is_one_line(fake_discord: FakeDiscord, tmp_path: Path) -> None:
+    """Shards in several processes: exactly one trains. A second LYRICS_TRAINER=1 on the database stops at once."""
+    from bot.store.sqlite import SqliteStore
+
+    async with await SqliteStore.open(tmp_path / "lyrics.db") as trainer:  # the database bot_env points at
+        assert await trainer.claim_trainer()
+        env = fake_env(fake_discord, tmp_path, LYRICS_SHARD_COUNT=2, LYRICS_SHARD_IDS=1, LYRICS_TRAINER=1)
+        code, _, err = await run_bot(env, tmp_path)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: another process on SQLite")
+    assert "set LYRICS_TRAINER=0" in err and "Traceback" not in err
+
+
 async def test_sync_publishes_commands_globally(fake_discord: FakeDiscord, tmp_path: Path) -> None:
     code, out, err = await run_bot(fake_env(fake_discord, tmp_path), tmp_path, "sync")
     assert code == 0, err
@@ -139,9 +152,9 @@ async def test_run_answer_and_sigterm(fake_discord: FakeDiscord, tiny_bundle: Pa
     assert fake_discord.violations == [] and fake_discord.unknown_routes == []
     assert all(m == {"parse": []} for m in fake_discord.allowed_mentions)
     # The database was closed properly: its songs are there for the next start.
-    from bot.store import Store
+    from bot.store import open_store
 
-    async with await Store.open(tmp_path / "lyrics.db") as store:
+    async with await open_store(tmp_path / "lyrics.db") as store:
         assert (await store.get_song(1)).seed == "窗外的麻雀"
         assert (await store.get_song(2)).message_id == int(second.message.id)
 

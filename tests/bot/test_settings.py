@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import Limits, Settings, SettingsError
+from bot.settings import Limits, Settings, SettingsError, Sharding
 
 
 def parse(**env: str) -> Settings:
@@ -103,6 +103,16 @@ def test_every_variable(tmp_path: Path) -> None:
         ({"LYRICS_BATCHING": "maybe"}, "LYRICS_BATCHING"),
         ({"LYRICS_DISCORD_API": "127.0.0.1:80"}, "LYRICS_DISCORD_API"),
         ({"LYRICS_DISCORD_GATEWAY": "http://x"}, "LYRICS_DISCORD_GATEWAY"),
+        ({"LYRICS_DATABASE_URL": "mysql://db/lyrics"}, "must be a PostgreSQL URL"),
+        ({"LYRICS_DATABASE_URL": "postgresql://db:port/lyrics"}, "LYRICS_DATABASE_URL is not a valid URL"),
+        ({"LYRICS_DATABASE_URL": "postgresql://bot@db.internal"}, "names no database"),
+        ({"LYRICS_SHARD_COUNT": "0"}, "LYRICS_SHARD_COUNT=0 must be at least 1"),
+        ({"LYRICS_SHARD_IDS": "0"}, "LYRICS_SHARD_IDS needs LYRICS_SHARD_COUNT"),
+        ({"LYRICS_SHARD_COUNT": "2", "LYRICS_SHARD_IDS": "0,2"}, "shards are numbered 0 to 1"),
+        ({"LYRICS_SHARD_COUNT": "2", "LYRICS_SHARD_IDS": "first"}, "shard numbers separated by commas"),
+        ({"LYRICS_SHARD_COUNT": "2", "LYRICS_SHARD_IDS": ","}, "LYRICS_SHARD_IDS is empty"),
+        ({"LYRICS_TRAINER": "sometimes"}, "LYRICS_TRAINER"),
+        ({"LYRICS_MODEL_POLL": "0"}, "LYRICS_MODEL_POLL"),
     ],
 )
 def test_mistakes_are_named(env: dict[str, str], phrase: str) -> None:
@@ -141,3 +151,20 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     assert settings.token == "from-file" and settings.guild_ids == (1, 2)
     assert settings.device == "mps"
     assert Settings.from_env({"DISCORD_TOKEN": "x"}, env_file=tmp_path / "absent.env").token == "x"
+
+
+def test_sharding_and_the_database_url() -> None:
+    alone = parse()
+    assert alone.sharding == Sharding() and alone.sharding.trainer and not alone.sharding.partial
+    assert alone.database == "data/lyrics.db" and alone.database_url is None
+    # Several processes: each runs some shards, and only the one that says so trains.
+    url = "postgresql://bot:s3cret@db.internal:5432/lyrics"
+    shard = parse(LYRICS_SHARD_COUNT="4", LYRICS_SHARD_IDS=" 2, 3,3", LYRICS_DATABASE_URL=url)
+    assert shard.sharding == Sharding(count=4, ids=(2, 3), trainer=False)
+    assert shard.sharding.partial and shard.database == url
+    assert "s3cret" not in repr(shard)  # the URL's password never ends up in a log line
+    trainer = parse(LYRICS_SHARD_COUNT="4", LYRICS_SHARD_IDS="0,1", LYRICS_TRAINER="1", LYRICS_MODEL_POLL="0.5")
+    assert trainer.sharding == Sharding(count=4, ids=(0, 1), trainer=True, model_poll_s=0.5)
+    # A fixed count, every shard in this one process: it is the only process, so it trains.
+    assert parse(LYRICS_SHARD_COUNT="3").sharding == Sharding(count=3)
+    assert parse(LYRICS_SHARD_COUNT="2", LYRICS_SHARD_IDS="0,1").sharding.trainer

@@ -35,6 +35,14 @@ def snowflake() -> str:
     return str((ms << 22) | (next(_increment) & 0x3FFFFF))  # worker/process bits left at 0
 
 
+def snowflake_on_shard(shard: int, count: int) -> str:
+    """A fresh guild id that Discord routes to shard `shard` of `count`: (id >> 22) % count == shard."""
+    fresh = int(snowflake())
+    ms = fresh >> 22
+    ms += (shard - ms % count) % count
+    return str((ms << 22) | (fresh & 0x3FFFFF))
+
+
 def now_iso() -> str:
     """The current time as Discord formats timestamps (ISO 8601, UTC offset)."""
     return datetime.now(UTC).isoformat()

@@ -5,6 +5,10 @@
 messages, enforces the rules a real bot trips over (3 s to acknowledge, one acknowledgement, size limits...) and
 records everything so a test can assert on it: `requests`, `violations`, `unknown_routes`, `heartbeats`,
 `allowed_mentions`, `messages`, `commands`, and one `Interaction` per dispatched interaction.
+
+It serves sharded bots too, in one process or several: ``GET /gateway/bot`` recommends `shards` shards, each
+gateway session IDENTIFYs as ``shard: [id, count]`` and is sent the guilds of its shard, and every event about
+a guild goes to the session of shard ``(guild_id >> 22) % count`` (events without a guild, DMs, to shard 0).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import secrets
 import socket
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +205,7 @@ class Interaction:
         self.modal: dict[str, Any] | None = None
         self.message: SentMessage | None = None  # the message this interaction last created or changed
         self.expired = False
+        self.shard: int | None = None  # the shard whose session it was delivered to
 
     @property
     def response_type(self) -> int | None:
@@ -280,8 +285,10 @@ class FakeDiscord:
         heartbeat_interval_ms: int = 41250,
         token: str = "fake-bot-token",
         ack_deadline: float = ACK_DEADLINE_S,
+        shards: int = 1,
     ) -> None:
         self.token, self.heartbeat_interval_ms, self.ack_deadline = token, heartbeat_interval_ms, ack_deadline
+        self.recommended_shards = shards  # what GET /gateway/bot tells a bot that lets Discord choose
         self.bot_user = p.make_user("Lyrics Bot", bot=True)
         self.application_id: str = self.bot_user["id"]  # bots' application id equals their user id
         self.owner = p.make_user("owner")
@@ -305,7 +312,7 @@ class FakeDiscord:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._sockets: list[_GatewaySession] = []
-        self._sessions: dict[str, int] = {}  # session_id -> last sequence, for RESUME
+        self._sessions: dict[str, tuple[int, tuple[int, int]]] = {}  # session_id -> (last sequence, shard), for RESUME
         self._changed: asyncio.Condition | None = None
         self._ready = asyncio.Event()
         self._dm_channels: dict[str, dict[str, Any]] = {}
@@ -341,6 +348,7 @@ class FakeDiscord:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         r = app.router
         r.add_get(GATEWAY_PATH, self._gateway)
+        r.add_get(API + "/gateway/bot", self._gateway_bot)
         r.add_get(API + "/users/@me", self._me)
         r.add_get(API + "/oauth2/applications/@me", self._application)
         for path in ("/applications/{app}/commands", "/applications/{app}/guilds/{guild}/commands"):
@@ -388,9 +396,36 @@ class FakeDiscord:
         finally:
             Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = old
 
-    async def wait_ready(self, timeout: float = 10.0) -> None:
-        """Wait until a client has identified (or resumed) and been sent READY and its guilds."""
-        await asyncio.wait_for(self._ready.wait(), timeout)
+    async def wait_ready(self, timeout: float = 10.0, *, shards: Iterable[int] | None = None) -> None:
+        """Wait until a client has identified (or resumed) and been sent READY and its guilds; with `shards`,
+        until a session of each of those shards has."""
+        if shards is None:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        else:
+            wanted = set(shards)
+            await self.wait_until(lambda: wanted <= self.ready_shards(), timeout, f"shards {sorted(wanted)} ready")
+
+    def ready_shards(self) -> set[int]:
+        """The shard ids that have a session ready now."""
+        return {session.shard[0] for session in self._sockets if session.ready}
+
+    def shard_of(self, guild_id: str | int, count: int) -> int:
+        """The shard that receives a guild's events when the bot runs `count` shards, as Discord computes it."""
+        return (int(guild_id) >> 22) % count
+
+    def _session_for(self, guild_id: str | int | None, shard: int | None) -> _GatewaySession:
+        """The ready session that receives an event about `guild_id` (None: a DM, shard 0), or for `shard`."""
+        live = [s for s in self._sockets if s.ready]
+        if shard is not None:
+            chosen = [s for s in live if s.shard[0] == shard]
+        elif guild_id is None:
+            chosen = [s for s in live if s.shard[0] == 0]
+        else:
+            chosen = [s for s in live if self.shard_of(guild_id, s.shard[1]) == s.shard[0]]
+        if not chosen:
+            where = f"shard {shard}" if shard is not None else f"guild {guild_id}" if guild_id else "DMs"
+            raise RuntimeError(f"no identified gateway connection for {where}")
+        return chosen[-1]  # the newest, if a reconnecting client has two for a moment
 
     async def wait_until(self, predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> None:
         """Wait until ``predicate()`` is truthy; re-checked whenever the fake records something."""
@@ -448,12 +483,12 @@ class FakeDiscord:
 
     # ---- driving the bot ------------------------------------------------------------------------------------
 
-    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a DISPATCH (op 0) event to the connected client."""
-        live = [s for s in self._sockets if s.ready]
-        if not live:
-            raise RuntimeError(f"no identified gateway connection to send {event} to")
-        await live[-1].dispatch(event, data)
+    async def dispatch(self, event: str, data: dict[str, Any], *, shard: int | None = None) -> int:
+        """Send a DISPATCH (op 0) event to the session of the shard its guild is on (or to `shard`'s); returns
+        the shard it went to."""
+        session = self._session_for(data.get("guild_id"), shard)
+        await session.dispatch(event, data)
+        return session.shard[0]
 
     def upload(
         self, filename: str, data: bytes, *, content_type: str | None = None, declared_size: int | None = None
@@ -479,16 +514,17 @@ class FakeDiscord:
         permissions: Any = None,
         subcommand: str | None = None,
         dm: bool = False,
+        shard: int | None = None,
     ) -> Interaction:
         """Dispatch INTERACTION_CREATE type 2 for ``/name [subcommand...]`` with ``options`` (name -> value).
 
         ``name`` may hold the whole path ("lyrics write"); option types come from the synced schema when there is
         one, else from the Python type (an `Attachment` from `upload` is an attachment option). ``dm=True`` sends
-        it from a DM (``user``, no guild).
+        it from a DM (``user``, no guild). ``shard`` delivers it to that shard's session whatever the guild.
         """
         guild = None if dm else self._guild(guild_id)
         data = self._command_data(name, options, subcommand, guild)
-        return await self._interact(2, data, user, guild, channel_id, permissions)
+        return await self._interact(2, data, user, guild, channel_id, permissions, shard=shard)
 
     async def send_autocomplete(
         self,
@@ -499,19 +535,21 @@ class FakeDiscord:
         user: dict[str, Any] | None = None,
         permissions: Any = None,
         dm: bool = False,
+        guild_id: str | int | None = None,
+        shard: int | None = None,
     ) -> Interaction:
         """Dispatch INTERACTION_CREATE type 4: ``user`` is typing option ``focused`` of ``/name``.
 
         The bot answers with callback type 8; its choices are in ``wait_response()["data"]["choices"]``.
         """
-        guild = None if dm else self._guild(None)
+        guild = None if dm else self._guild(guild_id)
         data = self._command_data(name, options, None, guild)
         leaf = data
         while leaf.get("options") and leaf["options"][0]["type"] in (1, 2):
             leaf = leaf["options"][0]
         [option] = [o for o in leaf.get("options", []) if o["name"] == focused]
         option["focused"] = True
-        return await self._interact(4, data, user, guild, None, permissions)
+        return await self._interact(4, data, user, guild, None, permissions, shard=shard)
 
     def _command_data(
         self, name: str, options: dict[str, Any] | None, subcommand: str | None, guild: dict[str, Any] | None
@@ -556,15 +594,20 @@ class FakeDiscord:
         *,
         user: dict[str, Any] | None = None,
         permissions: Any = None,
+        shard: int | None = None,
     ) -> Interaction:
-        """Dispatch INTERACTION_CREATE type 3: ``user`` clicks the button ``custom_id`` on ``message``."""
+        """Dispatch INTERACTION_CREATE type 3: ``user`` clicks the button ``custom_id`` on ``message``.
+
+        ``shard`` delivers the click to that shard's session instead of the one its guild is on: how a test makes
+        two shard processes receive clicks on the same song (as they may while a bot reshards).
+        """
         if isinstance(message, Interaction):
             message = message.message
         if message is None or custom_id not in message.custom_ids():
             raise ValueError(f"no component {custom_id!r} on {message!r}")
         guild = self._guild(message.guild_id) if message.guild_id else None
         data = {"custom_id": custom_id, "component_type": 2}
-        return await self._interact(3, data, user, guild, message.channel_id, permissions, source=message)
+        return await self._interact(3, data, user, guild, message.channel_id, permissions, source=message, shard=shard)
 
     async def _interact(
         self,
@@ -575,6 +618,7 @@ class FakeDiscord:
         channel_id: Any,
         permissions: Any,
         source: SentMessage | None = None,
+        shard: int | None = None,
     ) -> Interaction:
         user = user or self.user
         if guild is None:
@@ -603,7 +647,7 @@ class FakeDiscord:
         inter = Interaction(self, payload, source)
         self.interactions[inter.id] = inter
         inter.dispatched_at = time.monotonic()  # Discord's 3 s starts when it sends the event
-        await self.dispatch("INTERACTION_CREATE", payload)
+        inter.shard = await self.dispatch("INTERACTION_CREATE", payload, shard=shard)
         return inter
 
     # ---- roles and channels -----------------------------------------------------------------------------
@@ -613,7 +657,7 @@ class FakeDiscord:
         guild = self._guild(guild_id)
         role = p.make_role(guild["id"], name, permissions=permissions, position=len(guild["roles"]))
         guild["roles"].append(role)
-        if any(s.ready for s in self._sockets):
+        if self._guild_connected(guild["id"]):
             await self.dispatch("GUILD_ROLE_CREATE", {"guild_id": guild["id"], "role": role})
         return role
 
@@ -635,9 +679,12 @@ class FakeDiscord:
         guild = self._guild(guild_id)
         channel = p.make_text_channel(guild["id"], name, position=len(guild["channels"]), overwrites=overwrites or [])
         guild["channels"].append(channel)
-        if any(s.ready for s in self._sockets):
+        if self._guild_connected(guild["id"]):
             await self.dispatch("CHANNEL_CREATE", channel)
         return channel
+
+    def _guild_connected(self, guild_id: str) -> bool:
+        return any(s.ready and self.shard_of(guild_id, s.shard[1]) == s.shard[0] for s in self._sockets)
 
     def _bot_can_view(self, channel: dict[str, Any]) -> bool:
         """Whether the bot may see a channel (DMs: always). Discord answers 403 Missing Access otherwise."""
@@ -760,6 +807,21 @@ class FakeDiscord:
 
     async def _me(self, request: web.Request) -> web.Response:
         return _ok(self.bot_user)
+
+    async def _gateway_bot(self, request: web.Request) -> web.Response:
+        """Where to connect, how many shards Discord recommends, and how many sessions may still start."""
+        return _ok(
+            {
+                "url": self.gateway_url,
+                "shards": self.recommended_shards,
+                "session_start_limit": {
+                    "total": 1000,
+                    "remaining": 1000 - len(self.identifies),
+                    "reset_after": 24 * 3600 * 1000,
+                    "max_concurrency": 1,
+                },
+            }
+        )
 
     async def _application(self, request: web.Request) -> web.Response:
         return _ok(
@@ -1053,7 +1115,7 @@ class FakeDiscord:
             if session.ready and not any(s.ready for s in self._sockets):
                 self._ready.clear()
             if session.session_id:
-                self._sessions[session.session_id] = session.seq
+                self._sessions[session.session_id] = (session.seq, session.shard)
             await self._notify()
         return ws
 
@@ -1065,6 +1127,7 @@ class _GatewaySession:
         self.fake, self.ws = fake, ws
         self.seq = 0
         self.session_id: str | None = None
+        self.shard: tuple[int, int] = (0, 1)  # (id, count) from IDENTIFY; a bot that does not shard is shard 0 of 1
         self.ready = False
         self._lock = asyncio.Lock()  # heartbeat ACKs and test dispatches may interleave
 
@@ -1087,13 +1150,19 @@ class _GatewaySession:
             if d.get("token") != fake.token:
                 await self.ws.close(code=4004, message=b"Authentication failed.")
                 return
+            shard_id, count = d.get("shard") or (0, 1)
+            if not 0 <= shard_id < count:
+                await self.ws.close(code=4010, message=b"Invalid shard.")
+                return
+            self.shard = (shard_id, count)
+            guilds = [g for g in fake.guilds if fake.shard_of(g["id"], count) == shard_id]
             self.session_id = secrets.token_hex(16)
             await self.dispatch(
                 "READY",
                 {
                     "v": 10,
                     "user": {**fake.bot_user, "verified": True, "mfa_enabled": False},
-                    "guilds": [{"id": g["id"], "unavailable": True} for g in fake.guilds],
+                    "guilds": [{"id": g["id"], "unavailable": True} for g in guilds],
                     "session_id": self.session_id,
                     "resume_gateway_url": fake.gateway_url,
                     "application": {"id": fake.application_id, "flags": 0},
@@ -1106,13 +1175,14 @@ class _GatewaySession:
                 },
             )
             bot_member = p.make_member(fake.bot_user)
-            for g in fake.guilds:
+            for g in guilds:
                 await self.dispatch("GUILD_CREATE", {**g, "members": [*g["members"], bot_member]})
             self.ready = True
             fake._ready.set()
         elif op == 6:
             if d.get("token") == fake.token and d.get("session_id") in fake._sessions:
-                self.session_id, self.seq = d["session_id"], fake._sessions[d["session_id"]]
+                self.session_id = d["session_id"]
+                self.seq, self.shard = fake._sessions[d["session_id"]]
                 await self.dispatch("RESUMED", {})
                 self.ready = True
                 fake._ready.set()

@@ -92,3 +92,25 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
         atomic_save({"format": BUNDLE_FORMAT, "n": 2, "unpicklable": lambda: None}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["b.pt"]  # no temp file left behind
+
+
+def test_the_hash_is_of_the_bytes_loaded_even_if_the_file_is_replaced_meanwhile(tiny_bundle, tmp_path, monkeypatch):
+    """Another process may os.replace the bundle while it loads: the hash must name what was loaded, not the
+    file's new contents (a process that watches the file compares the two)."""
+    import hashlib
+
+    from model import checkpoint
+
+    path = tmp_path / "live.pt"
+    path.write_bytes(tiny_bundle.read_bytes())
+    original = checkpoint._read
+
+    def read_then_replace(where):
+        data = original(where)
+        path.write_bytes(b"a newer bundle, half written")  # lands between the read and the hashing
+        return data
+
+    monkeypatch.setattr(checkpoint, "_read", read_then_replace)
+    bundle = load_bundle(path)
+    assert bundle.sha256 == hashlib.sha256(tiny_bundle.read_bytes()).hexdigest()
+    assert bundle.sha256 != hashlib.sha256(path.read_bytes()).hexdigest()

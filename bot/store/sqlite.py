@@ -1,115 +1,51 @@
-"""The bot's memory: songs it wrote, members' votes and their saved favourites, in one SQLite file.
+"""The SQLite store: songs, votes and favourites in one file, the embedded default (`LYRICS_DB`).
 
 One long-lived aiosqlite connection per process. Every write is one explicit transaction
 (BEGIN IMMEDIATE ... COMMIT), so a method either happens completely or not at all, and an
 awaited write that returned is in the WAL file (see _configure for what that survives).
+Several processes on one machine may share the file (BEGIN IMMEDIATE serialises their writers);
+shards on several machines share PostgreSQL instead (bot/store/postgres.py).
 
-    store = await Store.open("data/bot.db")      # creates the folder, migrates the schema
+    store = await SqliteStore.open("data/bot.db")   # creates the folder, migrates the schema
     song_id = await store.add_song(NewSong(...))
     result = await store.toggle_vote(song_id, user_id)
-    await store.close()                          # or: async with await Store.open(p) as store
+    await store.close()                             # or: async with await SqliteStore.open(p) as store
 
-This module knows nothing about Discord: ids are plain ints (snowflakes fit SQLite's signed
-64-bit INTEGER), times are aware UTC datetimes, records are frozen dataclasses.
+Times are stored as fixed-width ISO 8601 UTC text, so the file stays readable in the sqlite3 shell.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from os import PathLike
 from pathlib import Path
 from typing import Self
 
 import aiosqlite
 
-DM_GUILD_ID = 0  # the guild_id of songs written in direct messages; no guild has id 0
+from bot.store.base import (
+    CorruptDatabaseError,
+    ForgetReport,
+    NewSong,
+    SchemaTooNewError,
+    SelfVoteError,
+    Song,
+    SongNotFoundError,
+    Store,
+    VoteResult,
+    check_aware,
+    utcnow,
+)
 
-# -----------------------------------------------------------------------------
-# errors
-
-
-class StoreError(Exception):
-    """Base class of everything this module raises on purpose."""
-
-
-class SchemaTooNewError(StoreError):
-    """The file was written by a newer version of the bot; we refuse to touch it."""
-
-
-class CorruptDatabaseError(StoreError):
-    """The file is not a SQLite database, or fails SQLite's quick_check; left untouched."""
-
-
-class SongNotFoundError(StoreError):
-    """No song has this id (it never existed, or it was deleted)."""
-
-
-class SelfVoteError(StoreError):
-    """Members cannot vote for a song they asked for."""
-
-
-# -----------------------------------------------------------------------------
-# records
-
-
-@dataclass(frozen=True)
-class NewSong:
-    """What the bot knows about a song when it has just written it."""
-
-    guild_id: int
-    channel_id: int
-    author_id: int  # the member who asked for it
-    seed: str  # the prompt the member typed
-    temperature: float
-    length: int
-    random_seed: int  # with bundle_hash and the settings above, replays the exact song
-    bundle_hash: str  # which trained model bundle wrote it
-    text: str
-
-
-@dataclass(frozen=True)
-class Song:
-    """A stored song, with its current number of votes."""
-
-    id: int
-    guild_id: int
-    channel_id: int
-    author_id: int | None  # None once the author used forget-me
-    seed: str
-    temperature: float
-    length: int
-    random_seed: int
-    bundle_hash: str | None  # None for songs stored before schema v2
-    text: str
-    message_id: int | None  # None until the bot's reply has been sent
-    created_at: datetime  # aware, UTC
-    votes: int
-
-
-@dataclass(frozen=True)
-class VoteResult:
-    voted: bool  # True: the click added a vote; False: it withdrew one
-    count: int  # the song's votes right after this click, counted in the same transaction
-
-
-@dataclass(frozen=True)
-class ForgetReport:
-    """What forget-me deletes (forget_preview) or deleted (forget_user)."""
-
-    votes: int  # the member's votes
-    favourites: int  # the member's saved songs (the saves, not the songs)
-    songs: int  # the songs the member asked for, deleted with everything attached to them:
-    votes_on_songs: int  # other members' votes for those songs
-    saves_of_songs: int  # other members' saves of those songs
-    messages: tuple[tuple[int, int], ...] = ()  # (channel_id, message_id) of the deleted songs' messages
-
+RELAY_POLL_S = 0.1  # how often the trainer looks for interactions left by other processes (no NOTIFY in SQLite)
 
 # -----------------------------------------------------------------------------
 # schema: migration N (MIGRATIONS[N-1]) takes PRAGMA user_version from N-1 to N.
@@ -161,6 +97,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX favourites_by_user_time ON favourites(user_id, created_at)",
         "CREATE INDEX favourites_by_song ON favourites(song_id)",
     ),
+    # v3: interactions a shard process leaves for the trainer process (bot/relay.py), taken within seconds.
+    (
+        """CREATE TABLE relayed_interactions (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            payload    TEXT    NOT NULL,
+            created_at TEXT    NOT NULL
+        )""",
+    ),
 ]
 LATEST_VERSION = len(MIGRATIONS)
 
@@ -177,14 +121,8 @@ _VOTE_COUNT = "(SELECT COUNT(*) FROM votes v WHERE v.song_id = s.id)"
 # readable in the sqlite3 shell.
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _ts(moment: datetime) -> str:
-    if moment.tzinfo is None:  # a naive local time would silently shift the period filter
-        raise ValueError(f"naive datetime {moment!r}: pass an aware one (e.g. datetime.now(UTC))")
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    return check_aware(moment).isoformat(timespec="microseconds")
 
 
 def _song(row: sqlite3.Row) -> Song:
@@ -303,8 +241,8 @@ async def _migrate(db: aiosqlite.Connection, path: str) -> None:
 # the store
 
 
-class Store:
-    """All the bot's persistent state. Create with `await Store.open(path)`.
+class SqliteStore(Store):
+    """All the bot's persistent state in one SQLite file. Create with `await SqliteStore.open(path)`.
 
     Every method takes an asyncio lock: one connection sees its own uncommitted writes, so
     without it a read could observe another coroutine's half-done transaction, and two
@@ -315,6 +253,7 @@ class Store:
         self._db = db
         self._lock = asyncio.Lock()
         self._closed = False
+        self._trainer_lock: int | None = None  # the file descriptor holding the trainer's claim
         self.path = path
         self.clock = clock  # tests swap it to write songs and votes "in the past"
 
@@ -351,16 +290,16 @@ class Store:
             if self._closed:
                 return
             self._closed = True
+            if self._trainer_lock is not None:
+                os.close(self._trainer_lock)  # releases the claim
             try:
                 await self._db.execute("PRAGMA optimize")
             finally:
                 await self._db.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    @property
+    def description(self) -> str:
+        return f"SQLite {self.path}"
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -418,17 +357,6 @@ class Store:
         if row is None or (guild_id is not None and row["guild_id"] != guild_id):
             return None
         return _song(row)
-
-    async def visible_song(self, song_id: int, *, guild_id: int | None, channel_id: int | None) -> Song | None:
-        """The song if it can be seen from where the asker is, else None (exactly like a missing song).
-
-        Songs are visible where they were written: in their guild, or (`guild_id` None: a DM) in their
-        DM channel, so nothing leaks across servers or between members' DMs.
-        """
-        if guild_id is not None:
-            return await self.get_song(song_id, guild_id=guild_id)
-        song = await self.get_song(song_id, guild_id=DM_GUILD_ID)
-        return song if song is not None and song.channel_id == channel_id else None
 
     async def delete_song(self, song_id: int) -> bool:
         """Delete the song and (by cascade) its votes and favourites. False if it wasn't there."""
@@ -565,6 +493,52 @@ class Store:
             counts.saves_of_songs,
             tuple((row["channel_id"], row["message_id"]) for row in rows),
         )
+
+    # ---- the trainer process
+
+    async def claim_trainer(self) -> bool:
+        """An exclusive lock on `<database>.trainer` beside the file: the processes that share a SQLite file share
+        a machine, and the kernel drops the lock with the process that held it."""
+        if self._trainer_lock is not None or self.path == ":memory:":
+            return True
+        fd = os.open(f"{self.path}.trainer", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._trainer_lock = fd
+        return True
+
+    # ---- interactions handed to the trainer process
+    # Stamped with the wall clock, not `clock`: their age decides whether Discord still waits for an answer.
+
+    async def relay_post(self, payload: str) -> int:
+        async with self._write() as db:
+            cur = await db.execute(
+                "INSERT INTO relayed_interactions (payload, created_at) VALUES (?, ?)", (payload, _ts(utcnow()))
+            )
+            return cur.lastrowid
+
+    async def relay_withdraw(self, ticket: int) -> bool:
+        async with self._write() as db:
+            cur = await db.execute("DELETE FROM relayed_interactions WHERE id = ?", (ticket,))
+            return cur.rowcount > 0
+
+    async def relay_take(self, *, max_age_s: float) -> list[str]:
+        # A read first: the trainer polls, and an empty poll must not take the write lock.
+        async with self._read() as db, db.execute("SELECT 1 FROM relayed_interactions LIMIT 1") as cur:
+            if await cur.fetchone() is None:
+                return []
+        async with self._write() as db:
+            rows = await db.execute_fetchall("SELECT id, payload, created_at FROM relayed_interactions ORDER BY id")
+            if rows:
+                await db.execute("DELETE FROM relayed_interactions WHERE id <= ?", (rows[-1]["id"],))
+        oldest = _ts(utcnow() - timedelta(seconds=max_age_s))
+        return [row["payload"] for row in rows if row["created_at"] >= oldest]
+
+    async def relay_wait(self, timeout: float) -> None:
+        await asyncio.sleep(min(timeout, RELAY_POLL_S))
 
 
 async def _forget_counts(db: aiosqlite.Connection, user_id: int) -> ForgetReport:

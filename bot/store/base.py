@@ -1,0 +1,271 @@
+"""What every store is: the records it keeps, the errors it raises, and `Store`, the interface both backends implement.
+
+The bot only ever talks to a `Store`; which database is behind it (one SQLite file, or PostgreSQL shared by
+several shard processes) is chosen once, by `bot.store.open_store`. Both backends keep the same guarantees,
+and tests/bot/test_store.py runs one suite against both:
+
+  * migrations are versioned and each runs in one transaction with its version bump; a database of a
+    newer schema, or one that is not the bot's, is refused untouched;
+  * a vote is toggled once per click and counted exactly, even when two processes (shards) toggle the same
+    member's vote on the same song at the same moment;
+  * song ids are never reused (an old message's buttons carry the id of a song that may be gone);
+  * forget-me deletes everything of the member in one transaction;
+  * a method either happens completely or not at all (a failed COMMIT included).
+
+Ids are plain ints (Discord snowflakes fit a signed 64-bit integer), times are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Self
+
+DM_GUILD_ID = 0  # the guild_id of songs written in direct messages; no guild has id 0
+
+# -----------------------------------------------------------------------------
+# errors
+
+
+class StoreError(Exception):
+    """Base class of everything the stores raise on purpose."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database was written by a newer version of the bot; we refuse to touch it."""
+
+
+class CorruptDatabaseError(StoreError):
+    """The database is damaged, or is not the bot's; left untouched."""
+
+
+class DatabaseError(StoreError):
+    """The database server could not be reached, or failed the request (PostgreSQL); nothing was changed."""
+
+
+class SongNotFoundError(StoreError):
+    """No song has this id (it never existed, or it was deleted)."""
+
+
+class SelfVoteError(StoreError):
+    """Members cannot vote for a song they asked for."""
+
+
+class TrainerTakenError(StoreError):
+    """Another process on this database already trains (LYRICS_TRAINER=1): exactly one may."""
+
+
+# -----------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True)
+class NewSong:
+    """What the bot knows about a song when it has just written it."""
+
+    guild_id: int
+    channel_id: int
+    author_id: int  # the member who asked for it
+    seed: str  # the prompt the member typed
+    temperature: float
+    length: int
+    random_seed: int  # with bundle_hash and the settings above, replays the exact song
+    bundle_hash: str  # which trained model bundle wrote it
+    text: str
+
+
+@dataclass(frozen=True)
+class Song:
+    """A stored song, with its current number of votes."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    author_id: int | None  # None once the author used forget-me
+    seed: str
+    temperature: float
+    length: int
+    random_seed: int
+    bundle_hash: str | None  # None for songs stored before schema v2
+    text: str
+    message_id: int | None  # None until the bot's reply has been sent
+    created_at: datetime  # aware, UTC
+    votes: int
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    voted: bool  # True: the click added a vote; False: it withdrew one
+    count: int  # the song's votes right after this click, counted in the same transaction
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    """What forget-me deletes (forget_preview) or deleted (forget_user)."""
+
+    votes: int  # the member's votes
+    favourites: int  # the member's saved songs (the saves, not the songs)
+    songs: int  # the songs the member asked for, deleted with everything attached to them:
+    votes_on_songs: int  # other members' votes for those songs
+    saves_of_songs: int  # other members' saves of those songs
+    messages: tuple[tuple[int, int], ...] = ()  # (channel_id, message_id) of the deleted songs' messages
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_aware(moment: datetime) -> datetime:
+    """`moment` in UTC; a naive time is refused, as it would silently shift a period filter by the local offset."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: pass an aware one (e.g. datetime.now(UTC))")
+    return moment.astimezone(UTC)
+
+
+# -----------------------------------------------------------------------------
+# the interface
+
+
+class Store(abc.ABC):
+    """All the bot's persistent state. Open one with `bot.store.open_store`; close it with `close()` (or `async with`).
+
+    `clock` gives the time songs, votes and saves are stamped with (tests move it by hand).
+    """
+
+    clock: Callable[[], datetime]
+
+    @property
+    @abc.abstractmethod
+    def description(self) -> str:
+        """Where the data lives, for logs: a path, or a URL without its password."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Wait for the running operations, then close (twice is fine)."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ---- songs
+
+    @abc.abstractmethod
+    async def add_song(self, song: NewSong) -> int:
+        """Store a freshly written song; returns its id (never one a deleted song had; message_id is set later)."""
+
+    @abc.abstractmethod
+    async def set_message_id(self, song_id: int, message_id: int) -> None:
+        """Remember which Discord message shows the song. Raises SongNotFoundError."""
+
+    @abc.abstractmethod
+    async def get_song(self, song_id: int, *, guild_id: int | None = None) -> Song | None:
+        """The song with its vote count, or None if there is none.
+
+        With `guild_id`, a song from another guild is also None: callers can't tell it apart
+        from a missing one, so nothing leaks across servers.
+        """
+
+    async def visible_song(self, song_id: int, *, guild_id: int | None, channel_id: int | None) -> Song | None:
+        """The song if it can be seen from where the asker is, else None (exactly like a missing song).
+
+        Songs are visible where they were written: in their guild, or (`guild_id` None: a DM) in their
+        DM channel, so nothing leaks across servers or between members' DMs.
+        """
+        if guild_id is not None:
+            return await self.get_song(song_id, guild_id=guild_id)
+        song = await self.get_song(song_id, guild_id=DM_GUILD_ID)
+        return song if song is not None and song.channel_id == channel_id else None
+
+    @abc.abstractmethod
+    async def delete_song(self, song_id: int) -> bool:
+        """Delete the song and its votes and favourites. False if it wasn't there."""
+
+    # ---- votes
+
+    @abc.abstractmethod
+    async def toggle_vote(self, song_id: int, user_id: int) -> VoteResult:
+        """A first click votes, the next click withdraws; returns the new state and the exact count.
+
+        Raises SongNotFoundError, or SelfVoteError for the song's author (a forgotten author
+        is no longer known, so they can vote like anyone else).
+        """
+
+    @abc.abstractmethod
+    async def top_songs(
+        self,
+        guild_id: int,
+        *,
+        since: datetime | None = None,
+        limit: int = 10,
+        channel_ids: Collection[int] | None = None,
+    ) -> list[Song]:
+        """The guild's most-voted songs, ties broken newest first.
+
+        `since` keeps songs *written* at or after that moment (a week's leaderboard shows
+        that week's songs, counting all their votes); None means all time. Songs without a
+        vote are left out: a leaderboard of zeros is noise. `channel_ids` keeps only songs
+        written in those channels (the ones the asker can read); None means every channel.
+        """
+
+    # ---- favourites
+
+    @abc.abstractmethod
+    async def add_favourite(self, user_id: int, song_id: int) -> bool:
+        """Save a song for the user; False if it was already saved. Raises SongNotFoundError."""
+
+    @abc.abstractmethod
+    async def remove_favourite(self, user_id: int, song_id: int) -> bool:
+        """Unsave a song; False if it wasn't saved."""
+
+    @abc.abstractmethod
+    async def list_favourites(self, user_id: int, *, limit: int = 10, offset: int = 0) -> list[Song]:
+        """One page of the user's saved songs, most recently saved first."""
+
+    @abc.abstractmethod
+    async def count_favourites(self, user_id: int) -> int:
+        """How many songs the user has saved (for "page 2 of 5")."""
+
+    # ---- privacy
+
+    @abc.abstractmethod
+    async def forget_preview(self, user_id: int) -> ForgetReport:
+        """What forget_user would delete now (the confirmation lists it); nothing is changed."""
+
+    @abc.abstractmethod
+    async def forget_user(self, user_id: int) -> ForgetReport:
+        """Delete the user's votes, favourites and the songs they asked for (with other members' votes and
+        saves of those songs), in one transaction; returns what went, with the songs' messages for the
+        caller to delete."""
+
+    # ---- the trainer process
+
+    @abc.abstractmethod
+    async def claim_trainer(self) -> bool:
+        """Become the one process on this database that trains and promotes models; False if another process
+        already is. The claim lasts until this store closes or the process dies (no stale claim survives it)."""
+
+    # ---- interactions handed to the trainer process (bot/relay.py)
+
+    @abc.abstractmethod
+    async def relay_post(self, payload: str) -> int:
+        """Leave an interaction (its gateway payload, as JSON) for the trainer process; returns its ticket."""
+
+    @abc.abstractmethod
+    async def relay_withdraw(self, ticket: int) -> bool:
+        """Take the interaction back if the trainer has not taken it yet: True if it was still waiting.
+
+        Exactly one of `relay_withdraw` and `relay_take` gets any one interaction.
+        """
+
+    @abc.abstractmethod
+    async def relay_take(self, *, max_age_s: float) -> list[str]:
+        """Take every waiting interaction, oldest first; those older than `max_age_s` are dropped unanswered
+        (Discord has forgotten them: the process that left them crashed before taking them back)."""
+
+    @abc.abstractmethod
+    async def relay_wait(self, timeout: float) -> None:
+        """Return when an interaction may have been left, or after `timeout` seconds."""

@@ -1,0 +1,558 @@
+"""The PostgreSQL store (`LYRICS_DATABASE_URL=postgresql://…`): the one database the bot's shard processes share,
+on one machine or several.
+
+asyncpg, with a pool of connections in each process. Every write is one transaction; a transaction that
+loses a deadlock or a serialization race to another process is run again from the start. The guarantees
+are SQLite's (see bot/store/base.py), kept by PostgreSQL's own means:
+
+  * migrations: the version is the one row of `schema_version`; each migration runs in one transaction
+    with its version bump, under an advisory lock, so shard processes starting together migrate once;
+  * votes: a toggle locks the song's row (FOR NO KEY UPDATE) before it reads or changes the song's votes,
+    so toggles of one song, from any process, run one after the other and each counts exactly;
+  * song ids: an identity column; a sequence never hands out a number twice, rolled back or deleted;
+  * forget-me: one transaction, which first locks the member's songs (in id order, as toggles lock them).
+
+    store = await PostgresStore.open("postgresql://bot:secret@db.internal/lyrics")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Collection
+from datetime import datetime
+from typing import Any, Self, TypeVar
+
+import asyncpg
+import yarl
+
+from bot.store.base import (
+    CorruptDatabaseError,
+    DatabaseError,
+    ForgetReport,
+    NewSong,
+    SchemaTooNewError,
+    SelfVoteError,
+    Song,
+    SongNotFoundError,
+    Store,
+    VoteResult,
+    check_aware,
+    utcnow,
+)
+from model.errors import first_line
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+POOL_MIN, POOL_MAX = 1, 10  # connections per process; the database must allow POOL_MAX per process (+1, trainer)
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 15.0  # a statement running longer fails (DatabaseError) instead of holding a click forever
+ATTEMPTS = 5  # tries of a transaction that lost a deadlock or serialization race
+MIGRATION_LOCK = 0x6C797269_63730001  # pg_advisory_xact_lock key ("lyrics" + 1): one migrator at a time
+TRAINER_LOCK = 0x6C797269_63730002  # pg_try_advisory_lock key, held by the trainer process's own connection
+RELAY_CHANNEL = "lyrics_relay"  # NOTIFY channel: an interaction was left for the trainer process
+_RETRY = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+# What a failing server or connection raises; the store turns them into DatabaseError. (InternalClientError:
+# what a connection the server cut can raise on its next query.)
+_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+
+# -----------------------------------------------------------------------------
+# schema: migration N (MIGRATIONS[N-1]) takes schema_version from N-1 to N, and means what SQLite's
+# migration N means (bot/store/sqlite.py), in PostgreSQL's words. Append only.
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    # v1: the three tables. Foreign keys are DEFERRABLE (checked at once unless a transaction defers them)
+    # so that a test can make a COMMIT fail; the bot never defers them.
+    (
+        """CREATE TABLE songs (
+            id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            guild_id    BIGINT           NOT NULL,
+            channel_id  BIGINT           NOT NULL,
+            author_id   BIGINT,
+            seed        TEXT             NOT NULL,
+            temperature DOUBLE PRECISION NOT NULL,
+            length      INTEGER          NOT NULL,
+            random_seed BIGINT           NOT NULL,
+            text        TEXT             NOT NULL,
+            message_id  BIGINT,
+            created_at  TIMESTAMPTZ      NOT NULL
+        )""",
+        """CREATE TABLE votes (
+            song_id    BIGINT      NOT NULL REFERENCES songs(id) ON DELETE CASCADE DEFERRABLE INITIALLY IMMEDIATE,
+            user_id    BIGINT      NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (song_id, user_id)
+        )""",
+        # `id` orders saves made in the same microsecond, as SQLite's rowid does.
+        """CREATE TABLE favourites (
+            id         BIGINT      GENERATED ALWAYS AS IDENTITY,
+            user_id    BIGINT      NOT NULL,
+            song_id    BIGINT      NOT NULL REFERENCES songs(id) ON DELETE CASCADE DEFERRABLE INITIALLY IMMEDIATE,
+            created_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (user_id, song_id)
+        )""",
+    ),
+    # v2: which model bundle wrote each song, and the indexes of the lookups.
+    (
+        "ALTER TABLE songs ADD COLUMN bundle_hash TEXT",
+        "CREATE INDEX songs_by_guild_time ON songs(guild_id, created_at)",
+        "CREATE INDEX songs_by_author ON songs(author_id)",
+        "CREATE INDEX votes_by_user ON votes(user_id)",
+        "CREATE INDEX favourites_by_user_time ON favourites(user_id, created_at)",
+        "CREATE INDEX favourites_by_song ON favourites(song_id)",
+    ),
+    # v3: interactions a shard process leaves for the trainer process (bot/relay.py).
+    (
+        """CREATE TABLE relayed_interactions (
+            id         BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            payload    TEXT        NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+        )""",
+    ),
+]
+LATEST_VERSION = len(MIGRATIONS)
+
+_SONG_COLUMNS = (
+    "s.id, s.guild_id, s.channel_id, s.author_id, s.seed, s.temperature, s.length,"
+    " s.random_seed, s.bundle_hash, s.text, s.message_id, s.created_at"
+)
+_VOTE_COUNT = "(SELECT COUNT(*) FROM votes v WHERE v.song_id = s.id)"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    try:
+        parsed = yarl.URL(url)
+    except ValueError:
+        return "(an unparseable URL)"
+    return str(parsed.with_password("***")) if parsed.password else str(parsed)
+
+
+def _song(row: asyncpg.Record) -> Song:
+    return Song(**dict(row))
+
+
+def _rows(status: str) -> int:
+    """The row count of a command status such as "DELETE 3" or "INSERT 0 1"."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _check_not_too_new(version: int, where: str) -> None:
+    if version > LATEST_VERSION:
+        raise SchemaTooNewError(
+            f"{where} has schema version {version} but this bot only knows up to version"
+            f" {LATEST_VERSION}; upgrade the bot (the database was left untouched)"
+        )
+
+
+# -----------------------------------------------------------------------------
+# opening a database safely
+
+
+async def _inspect(conn: asyncpg.Connection, where: str) -> None:
+    """Refuse a too-new database, or one that is somebody else's, before anything writes to it (reads only).
+
+    Under the migration lock (shared): another process's migration is never seen half done, e.g. its tables
+    already there but not yet its schema_version.
+    """
+    async with conn.transaction(readonly=True):
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", MIGRATION_LOCK)
+        tables = [
+            row["table_name"]
+            for row in await conn.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+                " ORDER BY table_name"
+            )
+        ]
+        if "schema_version" in tables:
+            version = await conn.fetchval("SELECT version FROM schema_version")
+            if version is None:
+                raise CorruptDatabaseError(f"{where}: schema_version has no row; left untouched")
+            _check_not_too_new(version, where)
+        elif tables:
+            raise CorruptDatabaseError(
+                f"{where} has tables ({', '.join(tables[:5])}) but no schema_version: it is not the lyrics bot's"
+                " database. It was left untouched; point LYRICS_DATABASE_URL at an empty database (or the bot's own)"
+            )
+
+
+async def _migrate(conn: asyncpg.Connection, where: str) -> None:
+    """Apply the missing migrations, each in its own transaction with its version bump."""
+    while True:
+        async with conn.transaction():
+            # Transactional DDL: a migration that fails leaves nothing behind. The lock makes a second
+            # process that starts at the same moment wait, then find the work done.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                " only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row), version INTEGER NOT NULL)"
+            )
+            version = await conn.fetchval("SELECT version FROM schema_version")
+            if version is None:
+                version = 0
+                await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+            _check_not_too_new(version, where)
+            if version == LATEST_VERSION:
+                return
+            try:
+                for statement in MIGRATIONS[version]:
+                    await conn.execute(statement)
+            except asyncpg.PostgresError as e:
+                e.add_note(f"while migrating {where} from schema version {version} to {version + 1}")
+                raise
+            await conn.execute("UPDATE schema_version SET version = $1", version + 1)
+            log.info("migrated %s to schema version %d", where, version + 1)
+
+
+# -----------------------------------------------------------------------------
+# the store
+
+
+class PostgresStore(Store):
+    """All the bot's persistent state in a PostgreSQL database. Create with `await PostgresStore.open(url)`."""
+
+    def __init__(self, pool: asyncpg.Pool, url: str, clock: Callable[[], datetime]) -> None:
+        self._pool = pool
+        self._url = url
+        self._closed = False
+        self._listener: asyncpg.Connection | None = None
+        self._trainer: asyncpg.Connection | None = None  # holds the trainer's claim while it is open
+        self._relayed = asyncio.Event()
+        self.clock = clock  # tests swap it to write songs and votes "in the past"
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        min_size: int = POOL_MIN,
+        max_size: int = POOL_MAX,
+    ) -> Self:
+        """Connect to the database at `url` and bring its schema up to date.
+
+        Raises DatabaseError (unreachable, refused), CorruptDatabaseError (not the bot's) or
+        SchemaTooNewError, having written nothing.
+        """
+        where = redact(url)
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=CONNECT_TIMEOUT_S,
+                command_timeout=COMMAND_TIMEOUT_S,
+            )
+        except (*_FAILURES, ValueError) as exc:
+            raise DatabaseError(
+                f"cannot connect to PostgreSQL at {where} ({first_line(exc)}): check LYRICS_DATABASE_URL"
+                " and that the server is running"
+            ) from exc
+        try:
+            async with pool.acquire() as conn:
+                await _inspect(conn, where)
+                await _migrate(conn, where)
+        except _FAILURES as exc:  # e.g. no right to create tables: one line for the person who starts the bot
+            pool.terminate()
+            notes = "; ".join(getattr(exc, "__notes__", ()))
+            raise DatabaseError(f"{where}: {first_line(exc)}" + (f" ({notes})" if notes else "")) from exc
+        except BaseException:
+            pool.terminate()
+            raise
+        log.info("opened %s (schema version %d)", where, LATEST_VERSION)
+        return cls(pool, url, clock)
+
+    @property
+    def description(self) -> str:
+        return f"PostgreSQL {redact(self._url)}"
+
+    async def close(self) -> None:
+        """Wait for the connections in use, then close them (twice is fine)."""
+        if self._closed:
+            return
+        self._closed = True
+        for conn in (self._listener, self._trainer):
+            if conn is not None:
+                conn.terminate()  # waits for NOTIFY or holds a lock: nothing to finish
+        try:
+            await self._pool.close()
+        except BaseException:  # cancelled by the shutdown deadline: drop the connections instead
+            self._pool.terminate()
+            raise
+
+    # ---- running statements
+
+    async def _write(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """`work(conn)` in one transaction; run again from the start if it lost a deadlock or a serialization
+        race (the database rolled it back). Server and connection failures become DatabaseError."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await work(conn)
+            except _RETRY as exc:
+                if attempt == ATTEMPTS:
+                    raise DatabaseError(f"gave up after {ATTEMPTS} tries: {first_line(exc)}") from exc
+                log.info("a transaction lost a race with another one (%s); trying again", type(exc).__name__)
+                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+            except _FAILURES as exc:
+                raise DatabaseError(f"PostgreSQL failed: {first_line(exc)}") from exc
+        raise AssertionError("unreachable")
+
+    async def _read(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        try:
+            async with self._pool.acquire() as conn:
+                return await work(conn)
+        except _FAILURES as exc:
+            raise DatabaseError(f"PostgreSQL failed: {first_line(exc)}") from exc
+
+    # ---- songs
+
+    async def add_song(self, song: NewSong) -> int:
+        async def insert(conn: asyncpg.Connection) -> int:
+            return await conn.fetchval(
+                "INSERT INTO songs (guild_id, channel_id, author_id, seed, temperature, length,"
+                " random_seed, bundle_hash, text, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                " RETURNING id",
+                song.guild_id,
+                song.channel_id,
+                song.author_id,
+                song.seed,
+                song.temperature,
+                song.length,
+                song.random_seed,
+                song.bundle_hash,
+                song.text,
+                check_aware(self.clock()),
+            )
+
+        return await self._write(insert)
+
+    async def set_message_id(self, song_id: int, message_id: int) -> None:
+        async def update(conn: asyncpg.Connection) -> int:
+            return _rows(await conn.execute("UPDATE songs SET message_id = $1 WHERE id = $2", message_id, song_id))
+
+        if await self._write(update) == 0:
+            raise SongNotFoundError(song_id)
+
+    async def get_song(self, song_id: int, *, guild_id: int | None = None) -> Song | None:
+        async def select(conn: asyncpg.Connection) -> asyncpg.Record | None:
+            return await conn.fetchrow(
+                f"SELECT {_SONG_COLUMNS}, {_VOTE_COUNT} AS votes FROM songs s WHERE s.id = $1", song_id
+            )
+
+        row = await self._read(select)
+        if row is None or (guild_id is not None and row["guild_id"] != guild_id):
+            return None
+        return _song(row)
+
+    async def delete_song(self, song_id: int) -> bool:
+        async def delete(conn: asyncpg.Connection) -> int:
+            return _rows(await conn.execute("DELETE FROM songs WHERE id = $1", song_id))
+
+        return await self._write(delete) > 0
+
+    # ---- votes
+
+    async def toggle_vote(self, song_id: int, user_id: int) -> VoteResult:
+        async def toggle(conn: asyncpg.Connection) -> VoteResult:
+            # The song's row lock orders every toggle of this song, whichever process runs it: the delete
+            # below sees the vote a toggle before it committed, and the count is this toggle's own.
+            # NO KEY UPDATE: it does not block other members inserting votes or saves (their foreign key
+            # checks take KEY SHARE).
+            author = await conn.fetchrow("SELECT author_id FROM songs WHERE id = $1 FOR NO KEY UPDATE", song_id)
+            if author is None:
+                raise SongNotFoundError(song_id)
+            if author["author_id"] == user_id:
+                raise SelfVoteError(f"user {user_id} asked for song {song_id}")
+            deleted = _rows(
+                await conn.execute("DELETE FROM votes WHERE song_id = $1 AND user_id = $2", song_id, user_id)
+            )
+            if not deleted:
+                await conn.execute(
+                    "INSERT INTO votes (song_id, user_id, created_at) VALUES ($1, $2, $3)",
+                    song_id,
+                    user_id,
+                    check_aware(self.clock()),
+                )
+            count = await conn.fetchval("SELECT COUNT(*) FROM votes WHERE song_id = $1", song_id)
+            return VoteResult(voted=not deleted, count=count)
+
+        return await self._write(toggle)
+
+    async def top_songs(
+        self,
+        guild_id: int,
+        *,
+        since: datetime | None = None,
+        limit: int = 10,
+        channel_ids: Collection[int] | None = None,
+    ) -> list[Song]:
+        since = check_aware(since) if since is not None else None
+        channels = sorted(channel_ids) if channel_ids is not None else None
+
+        async def select(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(
+                f"SELECT {_SONG_COLUMNS}, COUNT(*) AS votes FROM songs s JOIN votes v ON v.song_id = s.id"
+                " WHERE s.guild_id = $1 AND ($2::timestamptz IS NULL OR s.created_at >= $2)"
+                " AND ($3::bigint[] IS NULL OR s.channel_id = ANY($3::bigint[]))"
+                " GROUP BY s.id ORDER BY votes DESC, s.created_at DESC, s.id DESC LIMIT $4",
+                guild_id,
+                since,
+                channels,
+                limit,
+            )
+
+        return [_song(row) for row in await self._read(select)]
+
+    # ---- favourites
+
+    async def add_favourite(self, user_id: int, song_id: int) -> bool:
+        async def insert(conn: asyncpg.Connection) -> bool:
+            # KEY SHARE: the song cannot be deleted between this check and the insert.
+            if await conn.fetchval("SELECT 1 FROM songs WHERE id = $1 FOR KEY SHARE", song_id) is None:
+                raise SongNotFoundError(song_id)
+            status = await conn.execute(
+                "INSERT INTO favourites (user_id, song_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                user_id,
+                song_id,
+                check_aware(self.clock()),
+            )
+            return _rows(status) > 0
+
+        return await self._write(insert)
+
+    async def remove_favourite(self, user_id: int, song_id: int) -> bool:
+        async def delete(conn: asyncpg.Connection) -> int:
+            return _rows(
+                await conn.execute("DELETE FROM favourites WHERE user_id = $1 AND song_id = $2", user_id, song_id)
+            )
+
+        return await self._write(delete) > 0
+
+    async def list_favourites(self, user_id: int, *, limit: int = 10, offset: int = 0) -> list[Song]:
+        async def select(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(
+                f"SELECT {_SONG_COLUMNS}, {_VOTE_COUNT} AS votes"
+                " FROM favourites f JOIN songs s ON s.id = f.song_id"
+                " WHERE f.user_id = $1 ORDER BY f.created_at DESC, f.id DESC LIMIT $2 OFFSET $3",
+                user_id,
+                limit,
+                offset,
+            )
+
+        return [_song(row) for row in await self._read(select)]
+
+    async def count_favourites(self, user_id: int) -> int:
+        async def count(conn: asyncpg.Connection) -> int:
+            return await conn.fetchval("SELECT COUNT(*) FROM favourites WHERE user_id = $1", user_id)
+
+        return await self._read(count)
+
+    # ---- privacy
+
+    async def forget_preview(self, user_id: int) -> ForgetReport:
+        return await self._read(lambda conn: _forget_counts(conn, user_id))
+
+    async def forget_user(self, user_id: int) -> ForgetReport:
+        """PostgreSQL has no secure_delete: the rows are gone for every query at COMMIT, and their bytes are
+        reclaimed by (auto)vacuum; the server's WAL and backups keep them until they rotate (docs/bot.md)."""
+
+        async def forget(conn: asyncpg.Connection) -> ForgetReport:
+            # The member's songs first, in id order: a vote click on one of them waits for us (or we for it)
+            # instead of the two locking each other's rows in opposite orders.
+            await conn.execute("SELECT id FROM songs WHERE author_id = $1 ORDER BY id FOR UPDATE", user_id)
+            counts = await _forget_counts(conn, user_id)
+            rows = await conn.fetch(
+                "SELECT channel_id, message_id FROM songs WHERE author_id = $1 AND message_id IS NOT NULL ORDER BY id",
+                user_id,
+            )
+            await conn.execute("DELETE FROM votes WHERE user_id = $1", user_id)
+            await conn.execute("DELETE FROM favourites WHERE user_id = $1", user_id)
+            await conn.execute("DELETE FROM songs WHERE author_id = $1", user_id)  # cascades to votes, favourites
+            return ForgetReport(
+                counts.votes,
+                counts.favourites,
+                counts.songs,
+                counts.votes_on_songs,
+                counts.saves_of_songs,
+                tuple((row["channel_id"], row["message_id"]) for row in rows),
+            )
+
+        return await self._write(forget)
+
+    # ---- the trainer process
+
+    async def claim_trainer(self) -> bool:
+        """A session advisory lock on a connection of its own: PostgreSQL drops it with the connection, so a
+        trainer that dies frees the claim for the next one."""
+        if self._trainer is not None:
+            return True
+        try:
+            conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
+        except _FAILURES as exc:
+            raise DatabaseError(f"PostgreSQL failed: {first_line(exc)}") from exc
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", TRAINER_LOCK):
+            self._trainer = conn
+            return True
+        await conn.close()
+        return False
+
+    # ---- interactions handed to the trainer process (ages by the database's clock: the same for every machine)
+
+    async def relay_post(self, payload: str) -> int:
+        async def post(conn: asyncpg.Connection) -> int:
+            ticket = await conn.fetchval("INSERT INTO relayed_interactions (payload) VALUES ($1) RETURNING id", payload)
+            await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)  # delivered at COMMIT
+            return ticket
+
+        return await self._write(post)
+
+    async def relay_withdraw(self, ticket: int) -> bool:
+        async def withdraw(conn: asyncpg.Connection) -> int:
+            return _rows(await conn.execute("DELETE FROM relayed_interactions WHERE id = $1", ticket))
+
+        return await self._write(withdraw) > 0
+
+    async def relay_take(self, *, max_age_s: float) -> list[str]:
+        async def take(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(
+                "DELETE FROM relayed_interactions RETURNING id, payload,"
+                " created_at >= clock_timestamp() - make_interval(secs => $1) AS fresh",
+                max_age_s,
+            )
+
+        rows = sorted(await self._write(take), key=lambda row: row["id"])
+        return [row["payload"] for row in rows if row["fresh"]]
+
+    async def relay_wait(self, timeout: float) -> None:
+        """Wait for a NOTIFY on a connection of its own (LISTEN needs one that stays out of the pool)."""
+        if self._listener is None or self._listener.is_closed():
+            try:
+                self._listener = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
+                await self._listener.add_listener(RELAY_CHANNEL, self._on_notify)
+            except _FAILURES as exc:
+                log.warning("cannot LISTEN for relayed interactions (%s); polling instead", first_line(exc))
+                self._listener = None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._relayed.wait(), timeout)
+        self._relayed.clear()
+
+    def _on_notify(self, *_: Any) -> None:
+        self._relayed.set()
+
+
+async def _forget_counts(conn: asyncpg.Connection, user_id: int) -> ForgetReport:
+    row = await conn.fetchrow(
+        "SELECT (SELECT COUNT(*) FROM votes WHERE user_id = $1),"
+        " (SELECT COUNT(*) FROM favourites WHERE user_id = $1),"
+        " (SELECT COUNT(*) FROM songs WHERE author_id = $1),"
+        " (SELECT COUNT(*) FROM votes v JOIN songs s ON s.id = v.song_id WHERE s.author_id = $1 AND v.user_id <> $1),"
+        " (SELECT COUNT(*) FROM favourites f JOIN songs s ON s.id = f.song_id"
+        "  WHERE s.author_id = $1 AND f.user_id <> $1)",
+        user_id,
+    )
+    return ForgetReport(*row)
