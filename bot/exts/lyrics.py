@@ -223,7 +223,7 @@ class Lyrics(commands.Cog):
         if song is None:
             await tell(interaction, messages.not_found(song_id))
             return
-        await self.write(interaction, song.seed, song.temperature, song.length)
+        await self.write(interaction, song.seed, song.temperature, song.length, song.rhyme)
 
     async def write(
         self, interaction: discord.Interaction, seed: str, temperature: float, length: int, rhyme: str = "auto"
@@ -352,6 +352,7 @@ class Lyrics(commands.Cog):
             random_seed=request.random_seed,
             bundle_hash=bundle_hash,
             text=text,
+            rhyme=request.rhyme,
         )
         try:
             return await self.bot.store.add_song(song)

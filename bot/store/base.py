@@ -74,6 +74,7 @@ class NewSong:
     random_seed: int  # with bundle_hash and the settings above, replays the exact song
     bundle_hash: str  # which trained model bundle wrote it
     text: str
+    rhyme: str = "auto"  # the rhyme asked for: "auto", "off" or one character (SampleRequest.rhyme)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Song:
     message_id: int | None  # None until the bot's reply has been sent
     created_at: datetime  # aware, UTC
     votes: int
+    rhyme: str = "auto"  # "auto" for songs stored before schema v4, when every song rhymed automatically
 
 
 @dataclass(frozen=True)

@@ -113,12 +113,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
             created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
         )""",
     ),
+    # v4: the rhyme each song was asked to use, so 🎲 and a replay write it the same way.
+    ("ALTER TABLE songs ADD COLUMN rhyme TEXT NOT NULL DEFAULT 'auto'",),
 ]
 LATEST_VERSION = len(MIGRATIONS)
 
 _SONG_COLUMNS = (
     "s.id, s.guild_id, s.channel_id, s.author_id, s.seed, s.temperature, s.length,"
-    " s.random_seed, s.bundle_hash, s.text, s.message_id, s.created_at"
+    " s.random_seed, s.bundle_hash, s.text, s.message_id, s.created_at, s.rhyme"
 )
 _VOTE_COUNT = "(SELECT COUNT(*) FROM votes v WHERE v.song_id = s.id)"
 
@@ -315,7 +317,8 @@ class PostgresStore(Store):
         async def insert(conn: asyncpg.Connection) -> int:
             return await conn.fetchval(
                 "INSERT INTO songs (guild_id, channel_id, author_id, seed, temperature, length,"
-                " random_seed, bundle_hash, text, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                " random_seed, bundle_hash, text, created_at, rhyme)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
                 " RETURNING id",
                 song.guild_id,
                 song.channel_id,
@@ -327,6 +330,7 @@ class PostgresStore(Store):
                 song.bundle_hash,
                 song.text,
                 check_aware(self.clock()),
+                song.rhyme,
             )
 
         return await self._write(insert)

@@ -105,12 +105,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
             created_at TEXT    NOT NULL
         )""",
     ),
+    # v4: the rhyme each song was asked to use, so 🎲 and a replay write it the same way.
+    ("ALTER TABLE songs ADD COLUMN rhyme TEXT NOT NULL DEFAULT 'auto'",),
 ]
 LATEST_VERSION = len(MIGRATIONS)
 
 _SONG_COLUMNS = (
     "s.id, s.guild_id, s.channel_id, s.author_id, s.seed, s.temperature, s.length,"
-    " s.random_seed, s.bundle_hash, s.text, s.message_id, s.created_at"
+    " s.random_seed, s.bundle_hash, s.text, s.message_id, s.created_at, s.rhyme"
 )
 _VOTE_COUNT = "(SELECT COUNT(*) FROM votes v WHERE v.song_id = s.id)"
 
@@ -318,7 +320,7 @@ class SqliteStore(Store):
         async with self._write() as db:
             cur = await db.execute(
                 "INSERT INTO songs (guild_id, channel_id, author_id, seed, temperature, length,"
-                " random_seed, bundle_hash, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " random_seed, bundle_hash, text, created_at, rhyme) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     song.guild_id,
                     song.channel_id,
@@ -330,6 +332,7 @@ class SqliteStore(Store):
                     song.bundle_hash,
                     song.text,
                     _ts(self.clock()),
+                    song.rhyme,
                 ),
             )
             return cur.lastrowid

@@ -8,6 +8,7 @@ test_store_postgres.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import sqlite3
@@ -138,9 +139,12 @@ async def test_add_get_and_message_id(store: Store, clock: Clock) -> None:
     assert (song.author_id, song.message_id, song.bundle_hash, song.votes) == (big, big - 1, "ab12cd34", 0)
     assert (song.seed, song.temperature, song.length, song.random_seed) == ("窗外", 0.8, 120, 1234)
     assert song.text == "窗外的麻雀 在电线杆上多嘴"
+    assert song.rhyme == "auto"
     assert song.created_at == clock.now and song.created_at.tzinfo is not None
     with pytest.raises(SongNotFoundError):
         await store.set_message_id(song_id + 1000, 1)
+    rhymed = await store.get_song(await store.add_song(dataclasses.replace(new_song(), rhyme="花")))
+    assert rhymed.rhyme == "花"
 
 
 async def test_get_song_scoped_to_guild_and_dm_channel(store: Store) -> None:

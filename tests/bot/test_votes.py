@@ -78,7 +78,7 @@ async def test_concurrent_clicks_are_all_counted(fake_discord: FakeDiscord, lyri
 
 
 async def test_again_writes_a_new_song_with_the_same_settings(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
-    original = await write_song(fake_discord, temperature=0.9, length=20)
+    original = await write_song(fake_discord, temperature=0.9, length=20, rhyme="花")
     clicker = bob()
     inter = await click(fake_discord, original, "again", clicker)
     assert inter.response_type == 5  # deferred: writing takes a while
@@ -88,6 +88,7 @@ async def test_again_writes_a_new_song_with_the_same_settings(fake_discord: Fake
     new = await lyrics_bot.store.get_song(song_id(reply))
     assert new.id != old.id and reply.custom_ids()[0] == f"song:vote:{new.id}"  # the new reply has its own buttons
     assert (new.seed, new.temperature, new.length) == (old.seed, old.temperature, old.length) == (SEED, 0.9, 20)
+    assert new.rhyme == old.rhyme == "花" and "as 花" in reply.embeds[0]["footer"]["text"]
     assert new.random_seed != old.random_seed
     assert new.author_id == int(clicker["id"])  # whoever clicked asked for it
     assert new.message_id == int(reply.id)
