@@ -1,9 +1,10 @@
 """Benchmark of the whole bot under a burst: N different members type /lyrics at once (default 50, then 200).
 
     python bench/bench_bot.py [models/lyrics.pt] [--members 50,200] [--length 150] [--unbatched] [--max-batch N]
+                           [--threads N]
 
 The real bot (built by `bot.client.create_bot` from settings parsed like `python -m bot` parses them, with
-its default limits: one song per member, a queue of LYRICS_MAX_QUEUE=500, batches of 32) runs against the
+its default limits: one song per member, a queue of LYRICS_MAX_QUEUE=500, batches of 64) runs against the
 local Discord stand-in from tests/fakediscord, on this machine's CPU. For each burst it prints how many
 members got a song and how many were refused, p50/p95/max time from dispatch to the final message, how
 many saw their place in the queue (and the longest wait in places), the engine's batches and how long one
@@ -92,7 +93,14 @@ def ensure_bundle(path: Path, workdir: Path) -> Path:
 
 
 async def burst(
-    bundle: Path, workdir: Path, *, members: int, length: int, batching: bool, max_batch: int | None = None
+    bundle: Path,
+    workdir: Path,
+    *,
+    members: int,
+    length: int,
+    batching: bool,
+    max_batch: int | None = None,
+    threads: int | None = None,
 ) -> Result:
     label = f"{members} members at once" + ("" if batching else " (batching off)")
     fake = FakeDiscord(heartbeat_interval_ms=HEARTBEAT_MS)
@@ -105,6 +113,7 @@ async def burst(
         "LYRICS_GUILD_IDS": fake.guild["id"],
         "LYRICS_BATCHING": "on" if batching else "off",
         **({"LYRICS_MAX_BATCH": str(max_batch)} if max_batch else {}),
+        **({"LYRICS_TORCH_THREADS": str(threads)} if threads else {}),
     }
     settings = Settings.from_env(env, env_file=None)  # every other limit at its default
     try:
@@ -185,7 +194,13 @@ async def main(args: argparse.Namespace) -> None:
         for members in args.members:
             for batching in (True, False) if args.unbatched else (True,):
                 result = await burst(
-                    bundle, workdir, members=members, length=args.length, batching=batching, max_batch=args.max_batch
+                    bundle,
+                    workdir,
+                    members=members,
+                    length=args.length,
+                    batching=batching,
+                    max_batch=args.max_batch,
+                    threads=args.threads,
                 )
                 print(result.report(), flush=True)
 
@@ -198,6 +213,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--length", type=int, default=150)
     parser.add_argument("--unbatched", action="store_true", help="also run each burst with batching off")
-    parser.add_argument("--max-batch", type=int, default=None, help="LYRICS_MAX_BATCH (default: the bot's, 32)")
+    parser.add_argument("--threads", type=int, default=None, help="LYRICS_TORCH_THREADS (default: the bot's)")
+    parser.add_argument("--max-batch", type=int, default=None, help="LYRICS_MAX_BATCH (default: the bot's, 64)")
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(main(parser.parse_args()))

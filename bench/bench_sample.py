@@ -1,6 +1,7 @@
 """Sampling speed, batching, reproducibility and copying, all in one run on this machine.
 
     python bench/bench_sample.py [--bundle models/lyrics.pt] [--corpus data/jaychou_lyrics.txt.zip] [--threads N]
+                                 [--precision auto|float32|bfloat16]
 
 1. The product: the trained bundle at /lyrics' defaults (SampleRequest()): one 150-token song at
    batch 1 and 32 concurrent songs in one call (issue 14's targets: 0.5 s and 3 s), beside the
@@ -33,7 +34,8 @@ from model.corpus import load_corpus  # noqa: E402
 from model.mixture import Mixture  # noqa: E402
 from model.network import LyricsNet, NetConfig  # noqa: E402
 from model.novelty import SPAN_CHARS  # noqa: E402
-from model.sample import Sampler, SampleRequest, _native_cpu_kernels  # noqa: E402
+from model.sample import Sampler, SampleRequest  # noqa: E402
+from model.stepper import PRECISIONS  # noqa: E402
 from model.vocab import UNK, Vocab, segment  # noqa: E402
 
 SEEDS = ["窗外的麻雀", "天空", "回忆", "我的爱", "秋天", "雨下", "街角", "你的微笑", "琴声", "夜晚"]
@@ -53,7 +55,7 @@ def timed(fn, repeat: int = 1) -> list[float]:
     return out
 
 
-def original_size_sampler(corpus: str, folder: Path) -> Sampler:
+def original_size_sampler(corpus: str, folder: Path, precision: str) -> Sampler:
     """The tutorial's network shape over the tutorial's vocabulary (every jieba word type), random weights."""
     data = load_corpus(corpus)
     words = segment(data.text)
@@ -65,7 +67,7 @@ def original_size_sampler(corpus: str, folder: Path) -> Sampler:
     ids = Vocab(vocab).words_to_ids(words).ids
     path = folder / "original.pt"
     save_bundle(path, net, vocab, ids, Mixture(weights={"net": 1.0}), {}, [], {}, data.sha256)
-    return Sampler.load(path, device="cpu")
+    return Sampler.load(path, device="cpu", precision=precision)
 
 
 @torch.inference_mode()
@@ -85,10 +87,9 @@ def network_floor(sampler: Sampler, batch: int, steps: int = 300) -> float:
     x = torch.full((batch, 1), sampler.newline_id)
 
     def run() -> None:
-        with torch.inference_mode(), _native_cpu_kernels():
-            state = None
-            for _ in range(steps):
-                _, state = sampler.net(x, state)
+        state = None
+        for _ in range(steps):
+            _, state = sampler.step(x, state)
 
     run()
     return statistics.median(timed(run, repeat=3))
@@ -118,17 +119,15 @@ def section_speed(sampler: Sampler) -> None:
     )
 
 
-class TimedNet(torch.nn.Module):
-    """The bundle's network, timing its calls and counting the rows it steps (the bench's only instrument)."""
+class TimedNet:
+    """The sampler's network steps, timed, with the rows they step counted (the bench's only instrument)."""
 
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-        self.config = net.config
+    def __init__(self, step):
+        self.net = step
         self.calls: list[tuple[int, int]] = []  # (rows, time steps) per call
         self.seconds = 0.0
 
-    def forward(self, ids: torch.Tensor, state=None):
+    def __call__(self, ids: torch.Tensor, state=None):
         self.calls.append((ids.size(0), ids.size(1)))
         start = time.perf_counter()
         out = self.net(ids, state)
@@ -144,10 +143,10 @@ def section_product(sampler: Sampler) -> None:
         f"{defaults.candidates} candidates a line, rhyme {defaults.rhyme}, repetition penalty "
         f"{defaults.repetition_penalty}, no_copy {defaults.no_copy})\n"
         f"bundle: {sampler.net.config.cell} {sampler.net.config.layers}x{sampler.net.config.hidden}, vocabulary "
-        f"{len(sampler.vocab)}, sampling mixture {weights}"
+        f"{len(sampler.vocab)}, sampling mixture {weights}, network products in {sampler.step.dtype}"
     )
-    timed_net = TimedNet(sampler.net)
-    real_net, sampler.net = sampler.net, timed_net
+    timed_net = TimedNet(sampler.step)
+    real_net, sampler.step = sampler.step, timed_net
     try:
         sampler.generate(SampleRequest(seed="窗外的麻雀", random_seed=0))  # warm-up
         for size, target in ((1, 0.5), (32, 3.0)):
@@ -165,7 +164,7 @@ def section_product(sampler: Sampler) -> None:
                 f"of which the network's {len(timed_net.calls)} calls ({row_steps} row-steps): {network:.2f} s"
             )
     finally:
-        sampler.net = real_net
+        sampler.step = real_net
     one = SampleRequest(seed="窗外的麻雀", random_seed=1)
     slow = timed(lambda: quadratic(sampler, one.seed, one.length))[0]
     print(f"the original quadratic method, same network, {one.length} tokens, no mixture: {slow:.2f} s")
@@ -219,6 +218,7 @@ def main() -> None:
     parser.add_argument("--bundle", default=str(REPO / "models" / "lyrics.pt"))
     parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "data" / "jaychou_lyrics.txt.zip"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="the network's products")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -226,10 +226,10 @@ def main() -> None:
     if not Path(args.bundle).exists():
         print(f"\n(no bundle at {args.bundle}: train one with `python -m model train --corpus {args.corpus}`)")
         return
-    trained = Sampler.load(args.bundle, device="cpu")
+    trained = Sampler.load(args.bundle, device="cpu", precision=args.precision)
     section_product(trained)
     with tempfile.TemporaryDirectory() as folder:
-        section_speed(original_size_sampler(args.corpus, Path(folder)))
+        section_speed(original_size_sampler(args.corpus, Path(folder), args.precision))
     section_reproducibility(trained)
     section_copying(trained, args.corpus)
 

@@ -284,12 +284,17 @@ def sibling(path: Path, tag: str) -> Path:
 
 
 def default_torch_threads() -> int:
-    """All cores but one: the event loop (heartbeats, HTTP) keeps a core to itself."""
+    """All cores but one, so the event loop (heartbeats, HTTP) keeps a core to itself; but two on two cores.
+
+    On two cores one torch thread left the second core mostly idle: the event loop needs little of it, and
+    50 songs at once took 3.2 s with one thread against 2.6 s with two, heartbeats on time either way
+    (bench/bench_bot.py, docs/figures.md).
+    """
     try:
         cores = len(os.sched_getaffinity(0))  # respects container CPU limits, unlike os.cpu_count()
     except AttributeError:  # macOS, Windows
         cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return cores if cores <= 2 else cores - 1
 
 
 class Engine:
@@ -300,7 +305,7 @@ class Engine:
         *,
         device: str = "cpu",
         batching: bool = True,
-        max_batch: int = 32,
+        max_batch: int = 64,
         max_queue: int = MAX_QUEUE,
         batch_timeout: float = BATCH_TIMEOUT_SECONDS,
         torch_threads: int = 0,

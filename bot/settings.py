@@ -42,7 +42,7 @@ class Limits:
     per_user: int = 1  # songs one member may have in flight
     max_queue: int = 500  # songs waiting for a batch; beyond that members are told to try again
     batching: bool = True  # gather concurrent requests into one forward pass (off only to benchmark)
-    max_batch: int = 32  # requests per batched forward pass
+    max_batch: int = 64  # requests per batched forward pass (bench/bench_bot.py: 50 at once in one batch)
     request_timeout_s: float = 600.0  # the longest a member waits for one song, queue included
     batch_timeout_s: float = 120.0  # a batch running longer has wedged: its songs fail, the next get a new thread
 
@@ -94,7 +94,7 @@ class Settings:
     guild_ids: tuple[int, ...] = ()
     train_guild_ids: frozenset[int] = frozenset()  # servers whose Administrators count as owners too
     device: str = "auto"
-    torch_threads: int = 0  # 0: leave one core for the event loop (see Engine)
+    torch_threads: int = 0  # 0: bot.engine.default_torch_threads
     limits: Limits = Limits()
     train: TrainSettings = TrainSettings()
     sharding: Sharding = Sharding()

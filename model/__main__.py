@@ -40,6 +40,7 @@ from .network import DeviceError, pick_device
 from .rhyme import rhyme_name
 from .sample import Sampler, SampleRequest, SamplingError
 from .score import evaluate_bundle
+from .stepper import PRECISIONS
 from .train import TrainingCancelled, train
 
 
@@ -87,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="let the song reproduce training lines and 8-character spans (no-copy is on by default)",
     )
     g.add_argument("--device", default="cpu")
+    g.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="the network's products while writing: auto is bfloat16 on a CPU that has it natively",
+    )
 
     j = commands.add_parser("judge", help="the song-quality report: a bundle's songs against the corpus")
     j.add_argument("bundle")
@@ -95,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     j.add_argument("--songs", type=int, default=60, help="songs to write (default %(default)s)")
     j.add_argument("--device", default="cpu")
+    j.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="the network's products while writing: auto is bfloat16 on a CPU that has it natively",
+    )
     j.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -215,7 +228,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     import secrets
 
-    sampler = Sampler.load(args.bundle, device=args.device)
+    sampler = Sampler.load(args.bundle, device=args.device, precision=args.precision)
     seed = args.random_seed if args.random_seed is not None else secrets.randbelow(2**31)
     sample = sampler.generate(
         SampleRequest(
@@ -247,7 +260,7 @@ def run_judge(args: argparse.Namespace) -> int:
         raise SamplingError(f"--songs must be at least 10 for the fluency tests to mean anything, not {args.songs}")
     corpus = args.corpus or str(default_corpus())
     note_sample(corpus)
-    sampler = Sampler.load(args.bundle, device=args.device)
+    sampler = Sampler.load(args.bundle, device=args.device, precision=args.precision)
     report = judge(sampler, load_corpus(corpus), args.songs)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))

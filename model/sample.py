@@ -17,12 +17,9 @@ step, not a re-run over the whole song.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import unicodedata
-import warnings
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +32,7 @@ from .ngram import NgramModel
 from .novelty import LINE_CHARS, NoveltyGuard
 from .rerank import LineScorer, ScoreWeights
 from .rhyme import char_rhyme, is_han, line_rhyme
+from .stepper import Stepper
 from .vocab import NEWLINE, Vocab
 
 MAX_TEMPERATURE = 5.0
@@ -209,10 +207,13 @@ class Sampler:
     novelty lookups) is read-only or behind thread-safe caches.
     """
 
-    def __init__(self, bundle: Bundle, device: torch.device, weights: ScoreWeights | None = None):
+    def __init__(
+        self, bundle: Bundle, device: torch.device, weights: ScoreWeights | None = None, precision: str = "auto"
+    ):
         self.bundle = bundle
         self.device = device
         self.net = bundle.net.to(device).eval()
+        self.step = Stepper(self.net, precision)  # what writing calls: the same network, laid out for one-token steps
         self.vocab = Vocab(bundle.vocab)
         self.newline_id = self.vocab.stoi.get(NEWLINE, self.vocab.unk_id)
         self.mixture = bundle.mixture
@@ -237,10 +238,14 @@ class Sampler:
         self.tokens_by_rhyme = {g: torch.tensor(ids) for g, ids in self.tokens_by_rhyme.items()}
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> Sampler:
-        """Load a bundle (safely, weights only) onto a device: auto picks cuda, then mps, then cpu."""
+    def load(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> Sampler:
+        """Load a bundle (safely, weights only) onto a device: auto picks cuda, then mps, then cpu.
+
+        `precision` is what the network's products run in while writing (model.stepper): auto is bfloat16
+        on a CPU that has it natively, float32 elsewhere.
+        """
         resolved = pick_device(device)
-        return cls(load_bundle(path, resolved), resolved)
+        return cls(load_bundle(path, resolved), resolved, precision=precision)
 
     @property
     def bundle_hash(self) -> str:
@@ -260,7 +265,7 @@ class Sampler:
             request.validate()
         if not requests:
             return []
-        with torch.inference_mode(), _native_cpu_kernels():
+        with torch.inference_mode():
             return self._generate(requests)
 
     # ---- the loop
@@ -270,7 +275,7 @@ class Sampler:
         logits, states = [], []
         for song in songs:
             # Each seed is primed on its own: seeds differ in length and priming is a small share of the work.
-            step_logits, state = self.net(torch.tensor([song.history], device=self.device))
+            step_logits, state = self.step(torch.tensor([song.history], device=self.device))
             logits.append(step_logits[:, -1])
             states.append(state)
             self._begin_line(song)
@@ -292,7 +297,7 @@ class Sampler:
             index = torch.tensor(sources, device=self.device)
             batch_state, batch_logits = _select_state(batch_state, index), batch_logits[index]
             stepping = torch.tensor([not row.done for row in rows], device=self.device)
-            out, new_state = self.net(torch.tensor(pending, device=self.device).unsqueeze(1), batch_state)
+            out, new_state = self.step(torch.tensor(pending, device=self.device).unsqueeze(1), batch_state)
             if bool(stepping.all()):
                 batch_state, batch_logits = new_state, out[:, -1]
             else:
@@ -590,20 +595,6 @@ def _generators(request: SampleRequest) -> tuple[np.random.Generator, np.random.
     seed = 0 if request.temperature == 0 else request.random_seed
     plan, draws = np.random.SeedSequence(seed).spawn(2)
     return np.random.default_rng(plan), np.random.default_rng(draws)
-
-
-@contextlib.contextmanager
-def _native_cpu_kernels() -> Iterator[None]:
-    """Use PyTorch's own RNN kernels rather than oneDNN's while sampling.
-
-    oneDNN sets up its LSTM primitive on every call, which costs more than the step itself when a step
-    is one token: 2.3 ms against 0.9 ms for a 512-unit LSTM at batch 1 on this 2-core CPU
-    (bench/bench_sample.py). Both give the same results for any batch size.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the flag setter warns about TF32 on Intel GPUs, which we never use
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
 
 
 def _map_state(state: State, fn) -> State:

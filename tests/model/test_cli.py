@@ -62,6 +62,8 @@ def test_generate_prints_a_song(trained):
     again = cli("generate", out, "窗外的麻雀", "--temperature", "0.8", "--length", "40", "--random-seed", "4")
     assert again.stdout == result.stdout
     assert "random seed 4" in result.stderr
+    exact = cli("generate", out, "窗外的麻雀", "--length", "40", "--random-seed", "4", "--precision", "float32")
+    assert exact.returncode == 0 and exact.stdout.startswith("窗外的麻雀"), exact.stderr
 
 
 @pytest.mark.parametrize(
@@ -70,6 +72,7 @@ def test_generate_prints_a_song(trained):
         (["train", "--corpus", "no/such.txt"], "no such file"),
         (["generate", "no/such.pt", "雨"], "no such file"),
         (["generate", "BUNDLE", "雨", "--temperature", "1e9"], "temperature"),
+        (["generate", "BUNDLE", "雨", "--precision", "half"], "invalid choice: 'half'"),
         (["train", "--corpus", "CORPUS", "--device", "tpu"], "unknown device"),
     ],
 )

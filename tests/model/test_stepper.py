@@ -1,0 +1,93 @@
+"""The writing network (model.stepper) computes what LyricsNet computes: exactly in float32, closely in bfloat16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.checkpoint import load_bundle
+from model.corpus import load_corpus
+from model.evaluate import bits_per_char, dev_and_test, token_log2probs
+from model.network import LyricsNet, NetConfig
+from model.sample import Sampler, SampleRequest
+from model.stepper import PrecisionError, Stepper, cpu_has_native_bf16, resolve_precision
+from model.vocab import Vocab, segment
+from tests.helpers import SAMPLE_CORPUS
+
+SHAPES = [(cell, layers, tied) for cell in ("lstm", "gru", "rnn") for layers in (1, 2) for tied in (True, False)]
+
+
+def random_net(cell: str, layers: int, tied: bool) -> LyricsNet:
+    torch.manual_seed(0)
+    config = NetConfig(vocab_size=40, cell=cell, layers=layers, hidden=24, embed=12, tie_weights=tied)
+    return LyricsNet(config).eval()
+
+
+def flat(state) -> torch.Tensor:
+    return torch.cat([s.flatten() for s in state]) if isinstance(state, tuple) else state.flatten()
+
+
+@pytest.mark.parametrize(("cell", "layers", "tied"), SHAPES)
+def test_float32_steps_equal_the_network(cell: str, layers: int, tied: bool) -> None:
+    net = random_net(cell, layers, tied)
+    ids = torch.randint(0, 40, (3, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, want_state = net(ids)
+    stepper = Stepper(net, "float32")
+    first, state = stepper(ids[:, :5])  # the state is carried between calls, as the sampler carries it
+    rest, state = stepper(ids[:, 5:], state)
+    assert stepper.dtype == torch.float32
+    torch.testing.assert_close(torch.cat([first, rest], dim=1), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(flat(state), flat(want_state), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_bfloat16_steps_stay_close_and_return_float32(cell: str) -> None:
+    net = random_net(cell, 2, True)
+    ids = torch.randint(0, 40, (4, 30), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = torch.log_softmax(net(ids)[0], -1)
+    logits, state = Stepper(net, "bfloat16")(ids)
+    assert logits.dtype == torch.float32 and flat(state).dtype == torch.float32
+    assert (torch.log_softmax(logits, -1) - want).abs().max() < 0.05
+
+
+def test_bfloat16_costs_next_to_nothing_in_held_out_bits(tiny_bundle) -> None:
+    bundle = load_bundle(tiny_bundle, torch.device("cpu"))
+    vocab = Vocab(bundle.vocab)
+    corpus = load_corpus(SAMPLE_CORPUS)
+    train_ids = vocab.words_to_ids(segment(corpus.train)).ids
+    _, test = dev_and_test(vocab, train_ids, corpus.dev, corpus.test)
+    device = torch.device("cpu")
+
+    class Scored(torch.nn.Module):  # token_log2probs wants a module; this one runs the stepper
+        def __init__(self, precision: str):
+            super().__init__()
+            self.stepper = Stepper(bundle.net.eval(), precision)
+
+        def forward(self, ids, state=None):
+            return self.stepper(ids, state)
+
+    full = bits_per_char(token_log2probs(Scored("float32"), test, device), test)
+    half = bits_per_char(token_log2probs(Scored("bfloat16"), test, device), test)
+    assert full == pytest.approx(bits_per_char(token_log2probs(bundle.net, test, device), test), abs=1e-4)
+    assert abs(half - full) < 0.01
+
+
+def test_precision_is_fixed_per_machine_and_checked() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert resolve_precision("auto", torch.device("cuda")) == torch.float32
+    assert resolve_precision("float32", cpu) == torch.float32 and resolve_precision("bfloat16", cpu) == torch.bfloat16
+    with pytest.raises(PrecisionError, match="unknown precision 'half'"):
+        resolve_precision("half", cpu)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_sampler_writes_reproducibly_in_either_precision(tiny_bundle, precision: str) -> None:
+    sampler = Sampler.load(tiny_bundle, device="cpu", precision=precision)
+    assert sampler.step.dtype == resolve_precision(precision, torch.device("cpu"))
+    request = SampleRequest(seed="窗外", length=40, random_seed=5)
+    song = sampler.generate(request)
+    assert song.text.startswith("窗外") and len(song.text) > 10
+    assert sampler.generate_many([SampleRequest(seed="雨", length=40, random_seed=1), request])[1].text == song.text
