@@ -401,13 +401,6 @@ class SqliteStore(Store):
         limit: int = 10,
         channel_ids: Collection[int] | None = None,
     ) -> list[Song]:
-        """The guild's most-voted songs, ties broken newest first.
-
-        `since` keeps songs *written* at or after that moment (a week's leaderboard shows
-        that week's songs, counting all their votes); None means all time. Songs without a
-        vote are left out: a leaderboard of zeros is noise. `channel_ids` keeps only songs
-        written in those channels (the ones the asker can read); None means every channel.
-        """
         since_text = _ts(since) if since is not None else ""  # every timestamp sorts after ""
         where, params = "s.guild_id = ? AND s.created_at >= ?", [guild_id, since_text]
         if channel_ids is not None:
