@@ -464,10 +464,10 @@ class Sampler:
         tensor operations, because a handful of small ones per row would cost more than the network's step.
         """
         vocab_size = logp.size(1)
-        newline = torch.zeros(len(rows), dtype=logp.dtype)
+        newline = np.zeros(len(rows), dtype=np.float32)  # filled row by row: numpy, as torch's setitem is slow
         # The last REPETITION_WINDOW tokens of every row, padded with a column past the vocabulary.
         recent = np.full((len(rows), REPETITION_WINDOW), vocab_size, dtype=np.int64)
-        penalty = torch.zeros(len(rows), dtype=logp.dtype)
+        penalty = np.zeros(len(rows), dtype=np.float32)
         blocked: tuple[list[int], list[int]] = ([], [])
         forced: list[int] = []
         rhyming: dict[str, list[int]] = {}
@@ -488,19 +488,19 @@ class Sampler:
             ):
                 forced.append(r)
             if request.no_copy:
-                for token in self.guard.forbidden(line):
-                    blocked[0].append(r)
-                    blocked[1].append(token)
+                found = self.guard.forbidden(line)
+                blocked[0].extend([r] * len(found))
+                blocked[1].extend(found)
         if bool(penalty.any()):
             # CTRL's penalty on probabilities, once per recent use: a word used twice in the last few lines is
             # divided by penalty². Line breaks are exempt, or lines would run on.
             uses = torch.zeros(len(rows), vocab_size + 1, dtype=logp.dtype)
             uses.scatter_add_(1, torch.from_numpy(recent), torch.ones(recent.shape, dtype=logp.dtype))
             uses[:, self.newline_id] = 0
-            logp -= uses[:, :vocab_size] * penalty.unsqueeze(1)
+            logp -= uses[:, :vocab_size] * torch.from_numpy(penalty).unsqueeze(1)
         for group, group_rows in rhyming.items():
             logp[torch.tensor(group_rows).unsqueeze(1), self.tokens_by_rhyme[group].unsqueeze(0)] += RHYME_PULL / 2
-        logp[:, self.newline_id] += newline
+        logp[:, self.newline_id] += torch.from_numpy(newline)
         if forced:
             # The line has run long enough: only its break may follow.
             index = torch.tensor(forced)

@@ -4,7 +4,8 @@ Sampling spends about half its time in the network (bench/bench_sample.py), one 
 things make that step cheaper than `LyricsNet.forward`, without changing what the network computes:
 
   * the first layer's input gates depend only on the token, so `embedding @ W_ih + b_ih` is computed once for
-    the whole vocabulary when the sampler loads; a step then looks its rows up instead of multiplying them;
+    the whole vocabulary when the sampler loads (up to MAX_TABLE_ENTRIES); a step then looks its rows up
+    instead of multiplying them;
   * on a CPU that multiplies bfloat16 natively (AVX512-BF16 or AMX), the remaining products (the recurrent
     weights and the output layer) run in bfloat16 through oneDNN, about 2.3x faster than float32 here at 50-200
     rows. The state, the gates' nonlinearities and the logits stay float32; only the products' inputs are
@@ -27,6 +28,7 @@ from torch import nn
 from model.network import LyricsNet, State
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+MAX_TABLE_ENTRIES = 2**25  # 128 MB of float32 input gates: a 16,000-word vocabulary at 512 LSTM units
 
 
 class PrecisionError(ValueError):
@@ -66,10 +68,14 @@ class Stepper:
         self.layers = net.config.layers
         rnn = net.rnn
         with torch.no_grad():
-            # (vocab, gates): the first layer's input product for every token, biases included (float32).
-            self.input_gates = (net.embedding.weight.float() @ rnn.weight_ih_l0.float().T + rnn.bias_ih_l0).contiguous()
-            self.w_ih = [None] + [self._cast(getattr(rnn, f"weight_ih_l{k}")) for k in range(1, self.layers)]
-            self.b_ih = [None] + [getattr(rnn, f"bias_ih_l{k}").float() for k in range(1, self.layers)]
+            self.embedding = net.embedding.weight.detach()
+            self.w_ih = [self._cast(getattr(rnn, f"weight_ih_l{k}")) for k in range(self.layers)]
+            self.b_ih = [getattr(rnn, f"bias_ih_l{k}").float() for k in range(self.layers)]
+            # (vocab, gates): the first layer's input product for every token, biases included (float32), unless
+            # the vocabulary is so large that the table would cost more memory than it saves time.
+            self.input_gates = None
+            if self.embedding.size(0) * self.w_ih[0].size(0) <= MAX_TABLE_ENTRIES:
+                self.input_gates = (self.embedding.float() @ rnn.weight_ih_l0.float().T + self.b_ih[0]).contiguous()
             self.w_hh = [self._cast(getattr(rnn, f"weight_hh_l{k}")) for k in range(self.layers)]
             self.b_hh = [getattr(rnn, f"bias_hh_l{k}").float() for k in range(self.layers)]
             self.project = None
@@ -111,7 +117,11 @@ class Stepper:
         new_h, new_c = [], []
         x = None
         for k in range(self.layers):
-            gates_x = self.input_gates[ids] if k == 0 else self._linear(x, (self.w_ih[k], self.b_ih[k]))
+            if k == 0 and self.input_gates is not None:
+                gates_x = self.input_gates[ids]
+            else:
+                inputs = self.embedding[ids] if k == 0 else x
+                gates_x = self._linear(inputs, (self.w_ih[k], self.b_ih[k]))
             gates_h = self._linear(hs[k], (self.w_hh[k], self.b_hh[k]))
             h, c = self._cells[self.cell](gates_x, gates_h, hs[k], None if cs is None else cs[k])
             new_h.append(h)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from model import stepper as stepper_module
 from model.checkpoint import load_bundle
 from model.corpus import load_corpus
 from model.evaluate import bits_per_char, dev_and_test, token_log2probs
@@ -27,13 +28,17 @@ def flat(state) -> torch.Tensor:
     return torch.cat([s.flatten() for s in state]) if isinstance(state, tuple) else state.flatten()
 
 
+@pytest.mark.parametrize("table", [True, False], ids=["input-table", "no-table"])
 @pytest.mark.parametrize(("cell", "layers", "tied"), SHAPES)
-def test_float32_steps_equal_the_network(cell: str, layers: int, tied: bool) -> None:
+def test_float32_steps_equal_the_network(cell: str, layers: int, tied: bool, table: bool, monkeypatch) -> None:
+    if not table:  # a vocabulary too large for the table of input gates
+        monkeypatch.setattr(stepper_module, "MAX_TABLE_ENTRIES", 0)
     net = random_net(cell, layers, tied)
     ids = torch.randint(0, 40, (3, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want, want_state = net(ids)
     stepper = Stepper(net, "float32")
+    assert (stepper.input_gates is not None) == table
     first, state = stepper(ids[:, :5])  # the state is carried between calls, as the sampler carries it
     rest, state = stepper(ids[:, 5:], state)
     assert stepper.dtype == torch.float32
