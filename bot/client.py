@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,7 +34,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
-from bot.engine import Engine, ModelMissingError
+from bot.engine import Engine, ModelMissingError, load_sampler
 from bot.permissions import NotAdmin, NotOwner
 from bot.relay import RelayReceiver, RelaySender
 from bot.replies import tell
@@ -133,6 +134,7 @@ class LyricsBot(commands.AutoShardedBot):
         limits = settings.limits
         self.engine = engine or Engine(
             device=settings.device,
+            loader=functools.partial(load_sampler, precision=settings.precision),
             batching=limits.batching,
             max_batch=limits.max_batch,
             max_queue=limits.max_queue,

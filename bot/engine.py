@@ -111,6 +111,7 @@ class ModelInfo:
 
     path: Path  # the file it was loaded from (or, once promoted, moved to)
     bundle: Bundle  # the loaded bundle itself (config, history, metrics): nothing re-reads the file
+    precision: str | None = None  # what the network multiplies in while writing ("bfloat16", "float32")
 
     @property
     def bundle_hash(self) -> str:
@@ -244,9 +245,9 @@ class Ticket:
         self._engine._withdraw(self._job)
 
 
-def load_sampler(path: Path, device: str) -> Sampler:
+def load_sampler(path: Path, device: str, precision: str = "auto") -> Sampler:
     """The default loader: read the bundle and initialise jieba, both slow, both in the worker thread."""
-    sampler = Sampler.load(path, device=device)
+    sampler = Sampler.load(path, device=device, precision=precision)
     warm_up()  # jieba's dictionary loads on first use (1-2 s); pay it now, not on the first request
     return sampler
 
@@ -385,10 +386,11 @@ class Engine:
         sampler = await self._load_sampler(path)
         info = self._go_live(sampler, path)
         log.info(
-            "loaded model %s (bundle %s, %s) in %.1fs",
+            "loaded model %s (bundle %s, %s; writing in %s) in %.1fs",
             path,
             info.bundle_hash[:12],
             _describe_metrics(info.metrics),
+            info.precision or "?",
             time.monotonic() - started,
         )
         return info
@@ -470,7 +472,9 @@ class Engine:
         return await loop.run_in_executor(self._executor, self._loader, path, self.device)
 
     def _go_live(self, sampler: SamplerLike, path: Path) -> ModelInfo:
-        info = ModelInfo(path=path, bundle=sampler.bundle)
+        step_dtype = getattr(getattr(sampler, "step", None), "dtype", None)  # a test's stand-in has none
+        precision = str(step_dtype).removeprefix("torch.") if step_dtype is not None else None
+        info = ModelInfo(path=path, bundle=sampler.bundle, precision=precision)
         self._live = (sampler, info)  # one assignment: the swap is atomic for the event loop
         return info
 

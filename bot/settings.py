@@ -20,6 +20,7 @@ import yarl
 from dotenv import dotenv_values
 
 from model.corpus import SAMPLE_CORPUS, default_corpus
+from model.stepper import PRECISIONS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _TRUE = {"1", "true", "yes", "on"}
@@ -94,6 +95,7 @@ class Settings:
     guild_ids: tuple[int, ...] = ()
     train_guild_ids: frozenset[int] = frozenset()  # servers whose Administrators count as owners too
     device: str = "auto"
+    precision: str = "auto"  # the network's products while writing (model.stepper): auto, float32 or bfloat16
     torch_threads: int = 0  # 0: bot.engine.default_torch_threads
     limits: Limits = Limits()
     train: TrainSettings = TrainSettings()
@@ -137,6 +139,9 @@ class Settings:
         device = get("LYRICS_DEVICE").lower() or "auto"
         if device not in DEVICES and not device.startswith("cuda:"):
             raise SettingsError(f"LYRICS_DEVICE={device!r} is not one of {', '.join(DEVICES)}")
+        precision = get("LYRICS_PRECISION").lower() or "auto"
+        if precision not in PRECISIONS:
+            raise SettingsError(f"LYRICS_PRECISION={precision!r} is not one of {', '.join(PRECISIONS)}")
 
         if get("LYRICS_MAX_IN_FLIGHT"):
             raise SettingsError(
@@ -171,6 +176,7 @@ class Settings:
             guild_ids=tuple(dict.fromkeys(_ids(env, "LYRICS_GUILD_IDS"))),  # dedupe, keep order
             train_guild_ids=frozenset(_ids(env, "LYRICS_TRAIN_GUILD_IDS")),
             device=device,
+            precision=precision,
             torch_threads=_int(env, "LYRICS_TORCH_THREADS", 0, minimum=0),
             limits=limits,
             train=TrainSettings(

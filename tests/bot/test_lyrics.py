@@ -16,7 +16,7 @@ from bot.engine import Engine
 from bot.exts.lyrics import Gate, check_options, parse_rhyme
 from bot.messages import GENERATION_FAILED, TOO_SLOW
 from bot.settings import Limits
-from model.sample import SampleRequest
+from model.sample import Sampler, SampleRequest
 from tests.bot.helpers import SteppedSampler, bob, bot_env
 from tests.fakediscord import FakeDiscord, make_user
 
@@ -424,3 +424,16 @@ def test_the_rhyme_option_reads_words_and_characters() -> None:
         "天",
     ]
     assert [parse_rhyme(v) for v in ("xyz", "花花", "a", "1")] == [None, None, None, None]
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+async def test_the_bot_writes_in_the_precision_it_is_given(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, precision: str
+) -> None:
+    """LYRICS_PRECISION reaches the sampler: the bot's song is the one a sampler in that precision writes."""
+    async with start_bot(LYRICS_PRECISION=precision) as bot:
+        assert bot.engine.info.precision == precision
+        message = await (await fake_discord.send_slash_command("lyrics", {"seed": SEED, "length": 60})).wait_final()
+    request = SampleRequest(seed=SEED, length=60, random_seed=int(FOOTER.search(footer(message))["r"]))
+    want = Sampler.load(tiny_bundle, device="cpu", precision=precision).generate(request)
+    assert message.embeds[0]["description"] == want.text

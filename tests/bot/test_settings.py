@@ -48,6 +48,7 @@ def test_every_variable(tmp_path: Path) -> None:
         LYRICS_GUILD_IDS="42,42,7",
         LYRICS_TRAIN_GUILD_IDS="42, 9",
         LYRICS_DEVICE="CUDA",
+        LYRICS_PRECISION="Float32",
         LYRICS_TORCH_THREADS="3",
         LYRICS_COOLDOWN="2.5",
         LYRICS_USER_IN_FLIGHT="2",
@@ -65,7 +66,7 @@ def test_every_variable(tmp_path: Path) -> None:
     assert settings.admin_ids == {123456789012345678, 234567890123456789}
     assert settings.guild_ids == (42, 7)
     assert settings.train_guild_ids == {42, 9}
-    assert settings.device == "cuda" and settings.torch_threads == 3
+    assert settings.device == "cuda" and settings.torch_threads == 3 and settings.precision == "float32"
     assert settings.limits == Limits(
         cooldown_s=2.5,
         per_user=2,
@@ -92,6 +93,7 @@ def test_every_variable(tmp_path: Path) -> None:
         ({"LYRICS_GUILD_IDS": str(2**64)}, "LYRICS_GUILD_IDS"),
         ({"LYRICS_GUILD_IDS": "１２３"}, "LYRICS_GUILD_IDS"),  # full-width digits pass str.isdigit()
         ({"LYRICS_DEVICE": "tpu"}, "LYRICS_DEVICE"),
+        ({"LYRICS_PRECISION": "half"}, "LYRICS_PRECISION='half' is not one of auto, float32, bfloat16"),
         ({"LYRICS_COOLDOWN": "soon"}, "LYRICS_COOLDOWN"),
         ({"LYRICS_COOLDOWN": "-1"}, "LYRICS_COOLDOWN"),
         ({"LYRICS_COOLDOWN": "nan"}, "LYRICS_COOLDOWN"),
