@@ -472,9 +472,7 @@ class Engine:
         return await loop.run_in_executor(self._executor, self._loader, path, self.device)
 
     def _go_live(self, sampler: SamplerLike, path: Path) -> ModelInfo:
-        step_dtype = getattr(getattr(sampler, "step", None), "dtype", None)  # a test's stand-in has none
-        precision = str(step_dtype).removeprefix("torch.") if step_dtype is not None else None
-        info = ModelInfo(path=path, bundle=sampler.bundle, precision=precision)
+        info = ModelInfo(path=path, bundle=sampler.bundle, precision=getattr(sampler, "precision", None))
         self._live = (sampler, info)  # one assignment: the swap is atomic for the event loop
         return info
 

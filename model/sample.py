@@ -248,6 +248,11 @@ class Sampler:
         return cls(load_bundle(path, resolved), resolved, precision=precision)
 
     @property
+    def precision(self) -> str:
+        """What the network multiplies in while writing: "bfloat16" or "float32"."""
+        return str(self.step.dtype).removeprefix("torch.")
+
+    @property
     def bundle_hash(self) -> str:
         return self.bundle.sha256
 

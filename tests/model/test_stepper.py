@@ -92,6 +92,7 @@ def test_precision_is_fixed_per_machine_and_checked() -> None:
 def test_the_sampler_writes_reproducibly_in_either_precision(tiny_bundle, precision: str) -> None:
     sampler = Sampler.load(tiny_bundle, device="cpu", precision=precision)
     assert sampler.step.dtype == resolve_precision(precision, torch.device("cpu"))
+    assert sampler.precision == str(sampler.step.dtype).removeprefix("torch.")
     request = SampleRequest(seed="窗外", length=40, random_seed=5)
     song = sampler.generate(request)
     assert song.text.startswith("窗外") and len(song.text) > 10
