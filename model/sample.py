@@ -30,8 +30,24 @@ from .checkpoint import Bundle, load_bundle
 from .network import State, pick_device
 from .ngram import NgramModel
 from .novelty import LINE_CHARS, NoveltyGuard
+from .plan import SongPlan
 from .rerank import LineScorer, ScoreWeights
 from .rhyme import char_rhyme, is_han, line_rhyme
+from .shaping import (
+    REPETITION_WINDOW,
+    BlockToken,
+    Controls,
+    DampedTemperature,
+    Drawer,
+    ForceBreak,
+    LineBreakPull,
+    NoCopy,
+    RepetitionPenalty,
+    RescueDeadRows,
+    RhymePull,
+    Shaper,
+    TopK,
+)
 from .stepper import Stepper
 from .vocab import NEWLINE, Vocab
 
@@ -40,14 +56,9 @@ MAX_LENGTH = 2000
 MAX_SEED_CHARS = 1000
 MAX_REPETITION_PENALTY = 10.0
 MAX_CANDIDATES = 64
-REPETITION_WINDOW = 32  # tokens, about three lines: the span over which repeats are penalised
 COPY_COUNT_CHARS = LINE_CHARS  # lines at least this long count towards a song's copy rate
 RHYME_AUTO, RHYME_OFF = "auto", "off"
 
-# The plan. Real songs rhyme most lines with one group and change it now and then; these give the
-# corpus' own rate of rhyming neighbours (about 55%) rather than a forced 100%.
-RHYMED_SHARE = 0.9  # lines after the first that must end in the song's rhyme group
-VERSE_LINES = 8  # lines per verse; a new verse may take a new rhyme (set by its first line)
 LINE_SLACK = 3  # characters a line may run past its planned length before its break is forced
 SHORT_SLACK = 3  # characters a line may fall short of its planned length and still end
 MAX_LINE_TOKENS = 40
@@ -55,11 +66,6 @@ BRANCH_CHARS = 4  # a line is written once until this close to its planned end, 
 # How hard the line break is pulled towards the plan while a candidate is written (log-probability units).
 LENGTH_PULL = 0.7  # per character of distance from the planned length
 RHYME_PULL = 3.0  # for (or against) ending the line on this character
-# Temperature below 1 sharpens the distribution, which over-produces the commonest words (我, 的, 你) far
-# beyond how often the corpus uses them: the generic, bland lines of a cold sampler. So temperature
-# scales what the model knows about this context, and leaves this share of the words' plain frequency
-# (the unigram) at temperature 1: p ∝ p_model^(1/T) · p_unigram^(FREQUENCY_SHARE · (1 - 1/T)).
-FREQUENCY_SHARE = 0.5
 
 
 class SamplingError(ValueError):
@@ -177,7 +183,7 @@ class _Song:
 
     index: int
     request: SampleRequest
-    plan_rng: np.random.Generator  # line lengths and which lines rhyme
+    plan: SongPlan  # each line's length and whether it rhymes, drawn from its own generator
     rng: np.random.Generator  # the tokens' draws
     history: list[int]  # every token so far: a line break, the seed, the committed lines
     generated: list[int]  # the committed tokens after the seed
@@ -185,8 +191,6 @@ class _Song:
     cache: NgramModel | None
     prefix: str = ""  # the part of the current line already written (the seed's last line)
     rhyme: str | None = None  # the rhyme group rhymed lines end in; None: not chosen yet, or off
-    target: int = 0  # planned characters of the current line
-    rhymed: bool = False  # whether the current line must end in `rhyme`
     lines_done: int = 0
     done: bool = False
     rows: list[_Row] = field(default_factory=list)
@@ -197,6 +201,16 @@ class _Song:
     def width(self) -> int:
         """Candidates per line: greedy decoding would write the same one K times."""
         return 1 if self.request.temperature == 0 else self.request.candidates
+
+    @property
+    def target(self) -> int:
+        """Planned characters of the current line."""
+        return self.plan.current.length
+
+    @property
+    def rhymed(self) -> bool:
+        """Whether the current line must end in ``rhyme``."""
+        return self.plan.current.rhymed
 
 
 class Sampler:
@@ -236,6 +250,20 @@ class Sampler:
             if group is not None:
                 self.tokens_by_rhyme.setdefault(group, []).append(token_id)  # type: ignore[arg-type]
         self.tokens_by_rhyme = {g: torch.tensor(ids) for g, ids in self.tokens_by_rhyme.items()}
+        # The order of the steps is part of what a song is: see model.shaping.
+        self.shaper = Shaper(
+            [
+                BlockToken(self.vocab.unk_id),
+                RepetitionPenalty(exempt=self.newline_id),
+                RhymePull(self.tokens_by_rhyme, RHYME_PULL / 2),
+                LineBreakPull(self.newline_id),
+                ForceBreak(self.newline_id),
+                NoCopy(),
+                TopK(),
+                RescueDeadRows(self.newline_id),
+            ]
+        )
+        self.drawer = Drawer(DampedTemperature(self.log_unigram))
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> Sampler:
@@ -367,10 +395,12 @@ class Sampler:
         rhyme = None
         if request.rhyme not in (RHYME_AUTO, RHYME_OFF):
             rhyme = char_rhyme(request.rhyme)
+        plan_rng, rng = _generators(request)
         return _Song(
             index,
             request,
-            *_generators(request),
+            SongPlan(plan_rng, self.line_lengths),
+            rng,
             history,
             [],
             encoded.unknown,
@@ -381,16 +411,10 @@ class Sampler:
 
     def _begin_line(self, song: _Song) -> None:
         """Draw the next line's plan and give the song fresh candidate rows."""
-        rng = song.plan_rng
-        target = int(rng.choice(self.line_lengths))
-        song.target = max(target, len(song.prefix) + 2) if song.prefix else target
-        verse_start = song.lines_done % VERSE_LINES == 0
-        if song.request.rhyme == RHYME_AUTO and verse_start:
+        if song.request.rhyme == RHYME_AUTO and SongPlan.starts_verse(song.lines_done):
             song.rhyme = None  # the first line of a verse sets its rhyme
-        song.rhymed = (
-            song.rhyme is not None
-            and (song.request.rhyme != RHYME_AUTO or not verse_start)
-            and (rng.random() < RHYMED_SHARE)
+        song.plan.next_line(
+            prefix=song.prefix, rhyme_known=song.rhyme is not None, fixed_rhyme=song.request.rhyme != RHYME_AUTO
         )
         song.memo.clear()
         song.rows = [_Row(song)]  # the trunk; it forks into the candidates near the line's end
@@ -419,71 +443,30 @@ class Sampler:
         return probs.log_()
 
     def _choose(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
-        """Apply each row's controls, then draw every row's next token at once."""
-        shaped = self._log_probs(rows, logits)
-        shaped[:, self.vocab.unk_id] = -math.inf
-        self._shape(shaped, rows)
-        temperature = torch.tensor([row.song.request.temperature for row in rows], dtype=shaped.dtype)
-        greedy = temperature == 0
-        for r, row in enumerate(rows):
-            top_k = row.song.request.top_k
-            if top_k and top_k < shaped.size(1):
-                # The k tokens the model ranks highest: ranked before the frequency share below reorders them.
-                kth = torch.topk(shaped[r], top_k).values[-1]
-                shaped[r].masked_fill_(shaped[r] < kth, -math.inf)
-        # A row whose every token is blocked (possible only with no_copy) ends its line instead.
-        dead = torch.isneginf(shaped.amax(1))
-        if bool(dead.any()):
-            shaped[dead, self.newline_id] = 0.0
-        # Greedy writing takes the model's choice, not the frequency-damped one.
-        best = shaped.argmax(1) if bool(greedy.any()) else None
-        inverse = 1 / temperature.clamp_min(1e-3).unsqueeze(1)
-        scaled = shaped.mul_(inverse)
-        if FREQUENCY_SHARE:
-            scaled += FREQUENCY_SHARE * (1 - inverse) * self.log_unigram
-        if bool(greedy.all()):
-            chosen = best
-        else:
-            probs = torch.softmax(scaled, dim=1)
-            for r, row in enumerate(rows):
-                if row.song.request.top_p < 1:
-                    sorted_probs, order = torch.sort(probs[r], descending=True)
-                    # Keep the smallest set of most likely tokens whose mass reaches top_p.
-                    outside = (sorted_probs.cumsum(0) - sorted_probs) >= row.song.request.top_p
-                    probs[r, order[outside]] = 0
-            cdf = probs.cumsum_(1)
-            # Inverse-CDF draws, each from its song's own generator: independent of the rest of the batch.
-            u = torch.tensor(
-                [0.0 if g else row.song.rng.random() for row, g in zip(rows, greedy.tolist(), strict=True)],
-                dtype=cdf.dtype,
-            )
-            chosen = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1).clamp_max(cdf.size(1) - 1)
-            if bool(greedy.any()):
-                chosen = torch.where(greedy, best, chosen)
-        return chosen.tolist()
+        """Every row's next token: the mixture, shaped by the steps (model.shaping), then drawn."""
+        logp = self._log_probs(rows, logits)
+        controls = self._controls(rows, logp.size(1))
+        self.shaper(logp, controls)
+        uniforms = [0.0 if row.song.request.temperature == 0 else row.song.rng.random() for row in rows]
+        return self.drawer(logp, controls, uniforms)
 
-    def _shape(self, logp: torch.Tensor, rows: list[_Row]) -> None:
-        """The plan's pulls on the line break, the repetition penalty and the no-copy block, on every row at once.
+    def _controls(self, rows: list[_Row], vocab_size: int) -> Controls:
+        """Each row's parameters for the shaping steps, from its request, its song's plan and its line so far.
 
-        The rows are walked once in Python to collect what applies where; the changes land in a few batched
-        tensor operations, because a handful of small ones per row would cost more than the network's step.
+        The one walk over the rows in Python; the steps then act on the whole batch at once.
         """
-        vocab_size = logp.size(1)
-        newline = np.zeros(len(rows), dtype=np.float32)  # filled row by row: numpy, as torch's setitem is slow
-        # The last REPETITION_WINDOW tokens of every row, padded with a column past the vocabulary.
-        recent = np.full((len(rows), REPETITION_WINDOW), vocab_size, dtype=np.int64)
-        penalty = np.zeros(len(rows), dtype=np.float32)
-        blocked: tuple[list[int], list[int]] = ([], [])
-        forced: list[int] = []
-        rhyming: dict[str, list[int]] = {}
+        controls = Controls(len(rows), vocab_size)
         for r, row in enumerate(rows):
             song, request = row.song, row.song.request
             line = song.prefix + row.text
+            controls.temperature[r] = request.temperature
+            controls.top_k[r] = request.top_k
+            controls.top_p[r] = request.top_p
             if request.repetition_penalty > 1:
                 window = (song.generated[-REPETITION_WINDOW:] + row.tokens)[-REPETITION_WINDOW:]
-                recent[r, REPETITION_WINDOW - len(window) :] = window
-                penalty[r] = math.log(request.repetition_penalty)
-            newline[r] = self._line_end_pull(song, row, line, rhyming, r)
+                controls.recent[r, REPETITION_WINDOW - len(window) :] = window
+                controls.penalty[r] = math.log(request.repetition_penalty)
+            controls.line_break[r] = self._line_end_pull(song, row, line, controls.rhyming, r)
             if (
                 len(row.tokens) >= MAX_LINE_TOKENS
                 or len(line) >= song.target + LINE_SLACK
@@ -491,29 +474,10 @@ class Sampler:
                 # cost steps for a candidate that can only score worse on length.
                 or (len(line) >= song.target and self._line_settled(song))
             ):
-                forced.append(r)
+                controls.forced.append(r)
             if request.no_copy:
-                found = self.guard.forbidden(line)
-                blocked[0].extend([r] * len(found))
-                blocked[1].extend(found)
-        if bool(penalty.any()):
-            # CTRL's penalty on probabilities, once per recent use: a word used twice in the last few lines is
-            # divided by penalty². Line breaks are exempt, or lines would run on.
-            uses = torch.zeros(len(rows), vocab_size + 1, dtype=logp.dtype)
-            uses.scatter_add_(1, torch.from_numpy(recent), torch.ones(recent.shape, dtype=logp.dtype))
-            uses[:, self.newline_id] = 0
-            logp -= uses[:, :vocab_size] * torch.from_numpy(penalty).unsqueeze(1)
-        for group, group_rows in rhyming.items():
-            logp[torch.tensor(group_rows).unsqueeze(1), self.tokens_by_rhyme[group].unsqueeze(0)] += RHYME_PULL / 2
-        logp[:, self.newline_id] += torch.from_numpy(newline)
-        if forced:
-            # The line has run long enough: only its break may follow.
-            index = torch.tensor(forced)
-            keep = logp[index, self.newline_id].nan_to_num(neginf=0.0)
-            logp[index] = -math.inf
-            logp[index, self.newline_id] = keep
-        if blocked[0]:
-            logp[torch.tensor(blocked[0]), torch.tensor(blocked[1])] = -math.inf
+                controls.block(r, self.guard.forbidden(line))
+        return controls
 
     def _line_settled(self, song: _Song) -> bool:
         """Whether a candidate has already ended the current line well: in the rhyme, if the line needs one."""
