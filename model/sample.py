@@ -30,7 +30,7 @@ from .checkpoint import Bundle, load_bundle
 from .network import State, pick_device
 from .ngram import NgramModel
 from .novelty import LINE_CHARS, NoveltyGuard
-from .plan import SongPlan
+from .plan import CHORUS, SongPlan
 from .rerank import LineScorer, ScoreWeights
 from .rhyme import char_rhyme, is_han, line_rhyme
 from .shaping import (
@@ -46,9 +46,12 @@ from .shaping import (
     RescueDeadRows,
     RhymePull,
     Shaper,
+    ThemePull,
     TopK,
+    Unstitch,
 )
 from .stepper import Stepper
+from .theme import ThemeFinder, content_words
 from .vocab import NEWLINE, Vocab
 
 MAX_TEMPERATURE = 5.0
@@ -66,6 +69,16 @@ BRANCH_CHARS = 4  # a line is written once until this close to its planned end, 
 # How hard the line break is pulled towards the plan while a candidate is written (log-probability units).
 LENGTH_PULL = 0.7  # per character of distance from the planned length
 RHYME_PULL = 3.0  # for (or against) ending the line on this character
+# A theme, not a blanket penalty: the words a song is about are pulled towards (log-probability units) and
+# exempt from the repetition penalty across lines; a word twice in one line is still penalised.
+RELATED_WORDS = 10  # words the corpus sings around the seed's (model.theme)
+SEED_PULL = 1.5  # the seed's own words, on every line after the first
+THEME_PULL = 1.0  # the related words
+ECHO_PULL = 0.5  # the content words the song has already sung
+KEYWORD_PULL = 2.0  # the line's keyword, until the line has it
+SPELL_PULL = 4.0  # the next token of a theme word the line has begun to spell (麻 → 雀)
+FRAGMENT_CHARS = 5  # a span of a training line this long is a corpus fragment
+STITCH_PENALTY = 1.5  # against the tokens that would complete one (log-probability units)
 
 
 class SamplingError(ValueError):
@@ -175,6 +188,7 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     text: str = ""  # the line so far (for the first line, after the seed's part of it)
     done: bool = False
+    sung: list[int] | None = None  # a repeated line's tokens and its line break, fed instead of drawn
 
 
 @dataclass(eq=False)
@@ -191,11 +205,24 @@ class _Song:
     cache: NgramModel | None
     prefix: str = ""  # the part of the current line already written (the seed's last line)
     rhyme: str | None = None  # the rhyme group rhymed lines end in; None: not chosen yet, or off
-    lines_done: int = 0
     done: bool = False
     rows: list[_Row] = field(default_factory=list)
     groups: Counter[str] = field(default_factory=Counter)
     memo: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)  # cache distributions this line
+    lines: list[list[int]] = field(default_factory=list)  # each committed line's tokens
+    chorus_tokens: int = 0  # tokens one singing of the chorus takes, once it is written
+    # The theme (set once the first line says what the song is about) and this line's pulls.
+    theme_ids: set[int] = field(default_factory=set)  # tokens exempt from the penalty across lines
+    theme_pulls: dict[int, float] = field(default_factory=dict)  # one-token theme words and their pulls
+    spellings: list[tuple[tuple[int, ...], float]] = field(default_factory=list)  # multi-token words, their pulls
+    pulls: np.ndarray | None = None  # this line's pull on every token
+    keyword: str = ""
+    keyword_ids: tuple[int, ...] = ()
+    earlier: list[int] = field(default_factory=list)  # recent tokens of earlier lines that the penalty counts
+
+    @property
+    def lines_done(self) -> int:
+        return len(self.lines)
 
     @property
     def width(self) -> int:
@@ -210,7 +237,7 @@ class _Song:
     @property
     def rhymed(self) -> bool:
         """Whether the current line must end in ``rhyme``."""
-        return self.plan.current.rhymed
+        return self.plan.current.rhymed and self.rhyme is not None
 
 
 class Sampler:
@@ -241,7 +268,12 @@ class Sampler:
         counts = np.bincount(np.asarray(bundle.train_ids, dtype=np.int64), minlength=len(self.vocab)) + 1.0
         self.log_unigram = torch.from_numpy(np.log(counts / counts.sum())).float()
         self.guard = NoveltyGuard(train_text, self.vocab)
-        self.line_lengths = np.array([len(line) for line in train_text.split(NEWLINE) if line] or [8])
+        self.fragments = NoveltyGuard(train_text, self.vocab, line_chars=10**9, span_chars=FRAGMENT_CHARS)
+        train_lines = [line for line in train_text.split(NEWLINE) if line]
+        self.line_lengths = np.array([len(line) for line in train_lines] or [8])
+        self.tokens_per_line = len(bundle.train_ids) / max(len(train_lines), 1)  # the line break included
+        self.themes = ThemeFinder(bundle.train_ids, self.vocab)
+        self.content_ids = set(self.themes.content.tolist())
         self.scorer = LineScorer(weights)
         # The last character of every token, as a rhyme group, for pulling line ends towards the plan.
         self.token_rhyme = [char_rhyme(t[-1]) if t and is_han(t[-1]) else None for t in self.vocab.itos]
@@ -255,9 +287,11 @@ class Sampler:
             [
                 BlockToken(self.vocab.unk_id),
                 RepetitionPenalty(exempt=self.newline_id),
+                ThemePull(),
                 RhymePull(self.tokens_by_rhyme, RHYME_PULL / 2),
                 LineBreakPull(self.newline_id),
                 ForceBreak(self.newline_id),
+                Unstitch(STITCH_PENALTY),
                 NoCopy(),
                 TopK(),
                 RescueDeadRows(self.newline_id),
@@ -317,11 +351,15 @@ class Sampler:
         batch_state = _cat_states(states)
         pending = [0] * len(rows)  # the token each row feeds the network next
         while rows:
-            drawing = [i for i, row in enumerate(rows) if not row.done]
-            tokens = self._choose([rows[i] for i in drawing], batch_logits[drawing])
+            drawing = [i for i, row in enumerate(rows) if not row.done and row.sung is None]
+            tokens = self._choose([rows[i] for i in drawing], batch_logits[drawing]) if drawing else []
             for i, token in zip(drawing, tokens, strict=True):
                 self._append(rows[i], token)
                 pending[i] = token
+            for i, row in enumerate(rows):
+                if not row.done and row.sung is not None:  # a repeated line: its tokens, not a draw
+                    pending[i] = row.sung[len(row.tokens)]
+                    self._append(row, pending[i])
             rows, sources, pending = self._next_rows(songs, rows, pending)
             if not rows:
                 break
@@ -369,7 +407,7 @@ class Sampler:
                 sources.append(position[id(row)])
                 tokens.append(pending[position[id(row)]])
             trunk = song.rows[0]
-            if len(song.rows) < song.width and not trunk.done and self._at_branch(song, trunk):
+            if len(song.rows) < song.width and not trunk.done and trunk.sung is None and self._at_branch(song, trunk):
                 for _ in range(song.width - 1):
                     clone = _Row(song, list(trunk.tokens), trunk.text)
                     song.rows.append(clone)
@@ -396,10 +434,11 @@ class Sampler:
         if request.rhyme not in (RHYME_AUTO, RHYME_OFF):
             rhyme = char_rhyme(request.rhyme)
         plan_rng, rng = _generators(request)
+        plan = SongPlan.draw(plan_rng, self.line_lengths, request.length / self.tokens_per_line)
         return _Song(
             index,
             request,
-            SongPlan(plan_rng, self.line_lengths),
+            plan,
             rng,
             history,
             [],
@@ -410,14 +449,68 @@ class Sampler:
         )
 
     def _begin_line(self, song: _Song) -> None:
-        """Draw the next line's plan and give the song fresh candidate rows."""
-        if song.request.rhyme == RHYME_AUTO and SongPlan.starts_verse(song.lines_done):
-            song.rhyme = None  # the first line of a verse sets its rhyme
-        song.plan.next_line(
-            prefix=song.prefix, rhyme_known=song.rhyme is not None, fixed_rhyme=song.request.rhyme != RHYME_AUTO
+        """Plan the next line and give the song fresh candidate rows (or the row that sings a line again)."""
+        request = song.request
+        plan = song.plan.next_line(
+            prefix=song.prefix,
+            tokens=len(song.generated),
+            length=request.length,
+            chorus_tokens=song.chorus_tokens,
+            estimate=self.tokens_per_line,
         )
+        if request.rhyme == RHYME_AUTO and song.plan.new_rhyme():
+            song.rhyme = None  # this line sets the rhyme
         song.memo.clear()
-        song.rows = [_Row(song)]  # the trunk; it forks into the candidates near the line's end
+        trunk = _Row(song)  # it forks into the candidates near the line's end
+        if plan.repeats is not None:
+            trunk.sung = [*song.lines[plan.repeats], self.newline_id]
+        song.rows = [trunk]
+        self._line_pulls(song, plan.keyword)
+
+    def _set_theme(self, song: _Song, first_line: str) -> None:
+        """What the song is about, once its first line is written: the seed's content words (or, for a seed
+        without any, the first line's) and the words the corpus sings around them; the plan hands them out as
+        the lines' keywords, the seed's own first in the chorus."""
+        seed_words = content_words(song.request.seed) or content_words(first_line)
+        related = [self.vocab.itos[r.token] for r in self.themes.related(seed_words, RELATED_WORDS)]
+        keywords = list(song.plan.rng.permutation(related)) if related else []
+        song.plan.set_theme(keywords, [*seed_words[:1], *keywords[::-1]])
+        song.spellings = []
+        weights = {self.newline_id: 0.0}
+        song.theme_ids = set()
+        for words, pull in ((related, THEME_PULL), (seed_words, SEED_PULL)):
+            for word in words:
+                ids = tuple(self.vocab.encode(word).ids)
+                if self.vocab.unk_id in ids or not ids:
+                    continue
+                if len(ids) == 1:
+                    weights[ids[0]] = max(weights.get(ids[0], 0.0), pull)
+                    song.theme_ids.add(ids[0])
+                else:
+                    song.spellings.append((ids, pull))
+        weights.pop(self.newline_id)
+        song.theme_pulls = weights
+
+    def _line_pulls(self, song: _Song, keyword: str) -> None:
+        """This line's pull on every token (the theme, the song's own words, the keyword) and the earlier
+        tokens the repetition penalty counts (theme words and the song's own content words are exempt)."""
+        theme = song.theme_pulls
+        sung = {t for line in song.lines for t in line if t in self.content_ids}
+        exempt = song.theme_ids | sung
+        song.earlier = [t for t in song.generated[-REPETITION_WINDOW:] if t not in exempt]
+        song.keyword, song.keyword_ids = keyword, ()
+        if not theme and not sung and not keyword:
+            song.pulls = None
+            return
+        pulls = np.zeros(len(self.vocab), dtype=np.float32)
+        for token in sung:
+            pulls[token] = ECHO_PULL
+        for token, pull in theme.items():
+            pulls[token] = max(pulls[token], pull)
+        if keyword:
+            song.keyword_ids = tuple(self.vocab.encode(keyword).ids)
+            pulls[song.keyword_ids[0]] += KEYWORD_PULL
+        song.pulls = pulls
 
     # ---- one step
 
@@ -463,9 +556,11 @@ class Sampler:
             controls.top_k[r] = request.top_k
             controls.top_p[r] = request.top_p
             if request.repetition_penalty > 1:
-                window = (song.generated[-REPETITION_WINDOW:] + row.tokens)[-REPETITION_WINDOW:]
+                window = (song.earlier + row.tokens)[-REPETITION_WINDOW:]
                 controls.recent[r, REPETITION_WINDOW - len(window) :] = window
                 controls.penalty[r] = math.log(request.repetition_penalty)
+            if song.pulls is not None:
+                self._theme_controls(controls, r, song, row, line)
             controls.line_break[r] = self._line_end_pull(song, row, line, controls.rhyming, r)
             if (
                 len(row.tokens) >= MAX_LINE_TOKENS
@@ -477,7 +572,31 @@ class Sampler:
                 controls.forced.append(r)
             if request.no_copy:
                 controls.block(r, self.guard.forbidden(line))
+                stitches = self.fragments.forbidden(line)
+                controls.stitched[0].extend([r] * len(stitches))
+                controls.stitched[1].extend(stitches)
         return controls
+
+    @staticmethod
+    def _theme_controls(controls: Controls, r: int, song: _Song, row: _Row, line: str) -> None:
+        """Row r's pulls: the song's for this line, none for a word the line already has (a theme is words coming
+        back in new lines, not twice in one), and the next token of any theme word the line has begun to spell."""
+        pulls = controls.pull_rows(song.pulls.shape[0])
+        pulls[r] = song.pulls
+        if row.tokens:
+            used = np.asarray(row.tokens)
+            pulls[r, used] = np.minimum(pulls[r, used], 0.0)
+        spellings = song.spellings
+        if len(song.keyword_ids) > 1 and song.keyword not in line:
+            spellings = [*spellings, (song.keyword_ids, KEYWORD_PULL)]
+        for ids, pull in spellings:
+            for done in range(min(len(ids) - 1, len(row.tokens)), 0, -1):
+                if tuple(row.tokens[-done:]) == ids[:done]:
+                    pulls[r, ids[done]] += SPELL_PULL
+                    break
+            else:
+                if ids != song.keyword_ids:
+                    pulls[r, ids[0]] += pull
 
     def _line_settled(self, song: _Song) -> bool:
         """Whether a candidate has already ended the current line well: in the rhyme, if the line needs one."""
@@ -532,15 +651,24 @@ class Sampler:
         if song.rhyme is None and song.request.rhyme == RHYME_AUTO:
             song.rhyme = group
         song.prefix = ""
-        song.lines_done += 1
+        song.lines.append(best.tokens)
+        plan, section = song.plan, song.plan.section
+        if section.kind == CHORUS and section.occurrence == 0 and section.lines == section.nominal:
+            song.chorus_tokens = sum(len(t) + 1 for t in song.lines[section.start :])
+        if song.lines_done == 1:
+            self._set_theme(song, line)
         request = song.request
-        if len(song.generated) >= request.length or (request.max_lines and song.lines_done >= request.max_lines):
+        if plan.ends_song(len(song.generated), request.length) or (
+            request.max_lines and song.lines_done >= request.max_lines
+        ):
             song.done = True
         return best
 
     def _finish(self, song: _Song) -> Sample:
         # The seed is shown as typed, unknown characters included; only the continuation is decoded.
         text = clean(song.request.seed.strip() + self.vocab.decode(song.generated)).strip(NEWLINE)
+        seed_lines = song.request.seed.strip().count(NEWLINE)
+        text = _with_sections(text, [seed_lines + s.start for s in song.plan.sections[1:]])
         rhyme = (
             None
             if song.request.rhyme == RHYME_OFF
@@ -551,10 +679,19 @@ class Sampler:
             request=song.request,
             unknown=song.unknown,
             copied_lines=self.guard.copied(text),
-            lines=text.count(NEWLINE) + 1 if text else 0,
+            lines=sum(1 for line in text.split(NEWLINE) if line),
             tokens=len(song.generated),
             rhyme=rhyme,
         )
+
+
+def _with_sections(text: str, starts: list[int]) -> str:
+    """The song with a blank line before each of the lines ``starts`` (sections), as lyric sheets show them."""
+    lines = text.split(NEWLINE)
+    for start in sorted(starts, reverse=True):
+        if 0 < start < len(lines):
+            lines.insert(start, "")
+    return NEWLINE.join(lines)
 
 
 def _generators(request: SampleRequest) -> tuple[np.random.Generator, np.random.Generator]:

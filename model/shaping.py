@@ -4,7 +4,7 @@ The sampler turns the mixture's log-probabilities for every row of the batch int
 Each step below does one thing, to every row at once, with each row's own parameters; the order is the
 ``Shaper``'s list, and matters (the top-k ranks what the earlier steps allowed; the rescue sees every block):
 
-    mixture (model.sample) → BlockToken(<unk>) → RepetitionPenalty → RhymePull → LineBreakPull → ForceBreak
+    mixture (model.sample) → BlockToken(<unk>) → RepetitionPenalty → ThemePull → RhymePull → LineBreakPull → ForceBreak
     → NoCopy → TopK → RescueDeadRows → draw: greedy choice, DampedTemperature, TopP, inverse-CDF draw
 
 What a step needs of each row is in ``Controls``, filled by the sampler's single walk over the rows: a handful
@@ -43,7 +43,9 @@ class Controls:
     line_break: np.ndarray = field(init=False)  # added to the line break's log-probability
     forced: list[int] = field(default_factory=list)  # rows that may only end their line
     blocked: tuple[list[int], list[int]] = field(default_factory=lambda: ([], []))  # (row, token) pairs
+    stitched: tuple[list[int], list[int]] = field(default_factory=lambda: ([], []))  # (row, token): discouraged
     rhyming: dict[str, list[int]] = field(default_factory=dict)  # rhyme group -> rows pulled towards it
+    pulls: np.ndarray | None = None  # (rows, vocab) added to the log-probabilities: the songs' themes
 
     def __post_init__(self) -> None:
         # numpy, filled row by row: torch's item assignment is slow.
@@ -53,6 +55,12 @@ class Controls:
         self.penalty = np.zeros(self.rows, dtype=np.float32)
         self.recent = np.full((self.rows, REPETITION_WINDOW), self.vocab_size, dtype=np.int64)
         self.line_break = np.zeros(self.rows, dtype=np.float32)
+
+    def pull_rows(self, vocab_size: int) -> np.ndarray:
+        """The pulls, allocated (zero) on first use: most batches without a theme need none."""
+        if self.pulls is None:
+            self.pulls = np.zeros((self.rows, vocab_size), dtype=np.float32)
+        return self.pulls
 
     def block(self, row: int, tokens: tuple[int, ...] | list[int]) -> None:
         """Forbid ``tokens`` to ``row``."""
@@ -95,6 +103,15 @@ class RepetitionPenalty(Step):
         logp -= uses[:, :vocab_size] * torch.from_numpy(controls.penalty).unsqueeze(1)
 
 
+class ThemePull(Step):
+    """What each song is about: its theme words, its own words and its line's keyword, favoured (model.sample
+    decides how much)."""
+
+    def __call__(self, logp: torch.Tensor, controls: Controls) -> None:
+        if controls.pulls is not None:
+            logp += torch.from_numpy(controls.pulls)
+
+
 class RhymePull(Step):
     """Near a rhymed line's planned end, favour the tokens whose last character is in the line's rhyme group."""
 
@@ -130,6 +147,19 @@ class ForceBreak(Step):
         keep = logp[index, self.line_break].nan_to_num(neginf=0.0)
         logp[index] = -math.inf
         logp[index, self.line_break] = keep
+
+
+class Unstitch(Step):
+    """Discourage the tokens that would sew a corpus fragment (a short span of a training line) into the line,
+    so lines read as written rather than stitched; a penalty, not a block: common phrases stay possible."""
+
+    def __init__(self, amount: float):
+        self.amount = amount
+
+    def __call__(self, logp: torch.Tensor, controls: Controls) -> None:
+        rows, tokens = controls.stitched
+        if rows and self.amount:
+            logp[torch.tensor(rows), torch.tensor(tokens)] -= self.amount
 
 
 class NoCopy(Step):

@@ -204,7 +204,8 @@ def test_output_is_clean_text(sampler):
     for sample in sampler.generate_many([SampleRequest(seed="回忆", length=120, random_seed=i) for i in range(5)]):
         assert "  " not in sample.text
         assert all(line == line.strip() for line in sample.text.split("\n"))
-        assert "\n\n" not in sample.text
+        # Sections are one blank line apart, as on a lyric sheet; the song neither starts nor ends with one.
+        assert "\n\n\n" not in sample.text and sample.text == sample.text.strip("\n")
         assert not any(ord(ch) < 32 and ch != "\n" for ch in sample.text)
 
 
@@ -261,7 +262,7 @@ def test_lines_follow_the_planned_lengths(tmp_path):
     probs = [0.0, 0.02, 0.3, 0.2, 0.2, 0.1, 0.1, 0.08]
     sampler = crafted_sampler(tmp_path, probs, train_text="甲乙丙丁戊\n" * 20)
     songs = sampler.generate_many([SampleRequest(temperature=1.0, length=120, random_seed=i) for i in range(5)])
-    lengths = [len(line) for s in songs for line in s.text.split("\n")]
+    lengths = [len(line) for s in songs for line in s.text.split("\n") if line]
     assert all(5 - SHORT_SLACK <= n <= 5 + LINE_SLACK for n in lengths), lengths
     assert abs(sum(lengths) / len(lengths) - 5) < 1.0
 
@@ -275,3 +276,98 @@ def test_no_copy_never_reproduces_an_eight_character_span(parrot):
     for sample in samples:
         for line in sample.text.split("\n"):
             assert not any(line[i : i + SPAN_CHARS] in spans for i in range(len(line) - SPAN_CHARS + 1)), line
+
+
+# ---- song form and theme
+
+
+def sections(text: str) -> list[list[str]]:
+    """A song's sections: its lines in the blocks that blank lines separate."""
+    return [block.split("\n") for block in text.split("\n\n")]
+
+
+def test_a_default_song_has_verses_and_its_chorus_sung_again(sampler):
+    for sample in sampler.generate_many([SampleRequest(seed="窗外", random_seed=i) for i in range(8)]):
+        parts = sections(sample.text)
+        assert len(parts) >= 4, sample.text  # verse, chorus, verse, chorus
+        chorus = parts[1]
+        assert 2 <= len(chorus) <= 4
+        for again in parts[3::2]:
+            # Sung again verbatim, or (a chorus of 3+ lines) with a new last line.
+            assert again[:-1] == chorus[:-1], sample.text
+            assert again[-1] == chorus[-1] or len(chorus) >= 3
+        assert parts[-1][: len(chorus) - 1] == chorus[:-1], "the song ends on its chorus"
+
+
+def test_a_short_song_is_one_verse(sampler):
+    sample = sampler.generate(SampleRequest(seed="窗外", length=30, random_seed=1))
+    assert "\n\n" not in sample.text
+
+
+def test_songs_with_form_and_theme_match_batch_one(sampler):
+    requests = [
+        SampleRequest(
+            seed=["窗外的雨", "回忆", "", "秋天的琴声"][i % 4],
+            random_seed=i,
+            length=[150, 90, 200][i % 3],
+            temperature=[0.8, 1.0, 0][i % 3],
+        )
+        for i in range(24)
+    ]
+    alone = [sampler.generate(r).text for r in requests]
+    batched = [s.text for start in (0, 12) for s in sampler.generate_many(requests[start : start + 12])]
+    same = sum(a == b for a, b in zip(alone, batched, strict=True))
+    assert same >= 23, f"only {same} of 24 songs reproduced inside a batch"
+    assert sum("\n\n" in text for text in alone) >= 16  # form is on
+
+
+THEME_VOCAB = ["<unk>", "\n", "甲", "乙", "丙", "丁", "青花", "瓷器", "烟雨"]
+
+
+def theme_sampler(tmp_path):
+    """A network that gives the theme words little probability; the corpus sings 青花 beside 瓷器 and 烟雨."""
+    probs = [0.0, 0.05, 0.25, 0.25, 0.22, 0.22, 0.002, 0.003, 0.003]
+    net = LyricsNet(
+        NetConfig(vocab_size=len(THEME_VOCAB), cell="rnn", hidden=4, embed=4, dropout=0.0, embed_dropout=0.0)
+    )
+    with torch.no_grad():
+        net.decoder.weight.zero_()
+        net.decoder.bias.copy_(torch.tensor(probs).log())
+    stoi = {t: i for i, t in enumerate(THEME_VOCAB)}
+    verse = ["甲乙丙", "丁甲乙", "乙丙丁", "丙丁甲"] * 2
+    themed = ["青花瓷器", "烟雨甲", "瓷器乙丙", "青花丁", "烟雨乙", "甲乙丙", "丙丁甲", "乙丙丁"]
+    lines = (verse + themed) * 6
+    train_ids = [t for line in lines for t in ([stoi[w] for w in _split(line)] + [1])]
+    path = tmp_path / "theme.pt"
+    save_bundle(path, net, THEME_VOCAB, train_ids, Mixture(weights={"net": 1.0}), {}, [], {}, "0" * 64)
+    return Sampler.load(path, device="cpu")
+
+
+def _split(line: str) -> list[str]:
+    words, i = [], 0
+    while i < len(line):
+        word = line[i : i + 2] if line[i : i + 2] in THEME_VOCAB else line[i]
+        words.append(word)
+        i += len(word)
+    return words
+
+
+def test_a_song_comes_back_to_its_seed_and_keeps_its_theme(tmp_path):
+    sampler = theme_sampler(tmp_path)
+
+    def later_lines_with(seed: str, words: tuple[str, ...]) -> float:
+        songs = sampler.generate_many([SampleRequest(seed=seed, random_seed=i, no_copy=False) for i in range(20)])
+        later = [line for s in songs for line in s.text.split("\n")[1:] if line]
+        return sum(any(w in line for w in words) for line in later) / len(later)
+
+    # 青花's theme is 瓷器 and 烟雨 (they share its windows of lines); 甲乙 has none of them.
+    themed = later_lines_with("青花", ("青花", "瓷器", "烟雨"))
+    plain = later_lines_with("甲乙", ("青花", "瓷器", "烟雨"))
+    assert themed > 0.2 and themed > 4 * plain, (themed, plain)
+
+
+def test_a_theme_word_is_not_sung_twice_in_one_line(tmp_path):
+    sampler = theme_sampler(tmp_path)
+    songs = sampler.generate_many([SampleRequest(seed="青花", random_seed=i, no_copy=False) for i in range(20)])
+    lines = [line for s in songs for line in s.text.split("\n")[1:] if line]
+    assert sum(line.count("瓷器") > 1 for line in lines) <= 0.02 * len(lines)
