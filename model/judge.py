@@ -4,13 +4,15 @@
 default settings and measures, beside the same figures for the corpus and for a plain word Markov
 chain built from it:
 
-- **rhyme**: share of adjacent line pairs whose last characters share a rhyme group (model.rhyme);
+- **rhyme**: share of adjacent line pairs whose last characters share a rhyme group (model.rhyme); the
+  target counts each distinct pair of two different lines once per song, so a repeated chorus earns none;
 - **line shape**: mean and spread of characters per line;
 - **fluency**, three views, because each alone can be fooled: a logistic regression on character
   1–3-grams trying to tell song lines from distinct corpus lines (ROC AUC by 5-fold cross-validation;
   0.5 means it cannot), the same test on jieba part-of-speech sequences (the shape of a line whatever
   its words), and word-likeness, the best-path log2 probability per character under jieba's general
-  dictionary (generic lines full of 我的/你的 score *above* the corpus, gibberish below);
+  dictionary (generic lines full of 我的/你的 score *above* the corpus, gibberish below). A song's lines
+  count once each, so a chorus sung twice is not judged twice;
 - **novelty**: share of lines found verbatim in the corpus, and share of the songs' character 8-grams
   that never occur in it;
 - **loops**: share of songs with degenerate repetition (a line 5+ times, or a span 5+ times in a row).
@@ -69,7 +71,7 @@ class Figures:
     songs: int
     lines: int
     rhyme: float  # adjacent line pairs that rhyme
-    rhyme_distinct: float  # the same, counting only pairs of two different lines
+    rhyme_distinct: float  # the same, each distinct pair of two different lines counted once per song
     line_mean: float
     line_std: float
     char_auc: float  # 0.5: indistinguishable from corpus lines
@@ -85,9 +87,12 @@ class Figures:
 
 @dataclass
 class Targets:
-    """What issue 14 asks of the songs at /lyrics' defaults, relative to the corpus where it says so."""
+    """What issue 14 asks of the songs at /lyrics' defaults, relative to the corpus where it says so.
 
-    rhyme: float = 0.50
+    Each target is named after the figure it bounds, so the table marks that row.
+    """
+
+    rhyme_distinct: float = 0.50
     line_tolerance: float = 0.10
     char_auc: float = 0.65
     syntax_auc: float = 0.62
@@ -99,7 +104,7 @@ class Targets:
     def check(self, songs: Figures, corpus: Figures) -> dict[str, bool]:
         """Which targets the songs meet."""
         return {
-            "rhyme": songs.rhyme >= self.rhyme,
+            "rhyme_distinct": songs.rhyme_distinct >= self.rhyme_distinct,
             "line_mean": abs(songs.line_mean / corpus.line_mean - 1) <= self.line_tolerance,
             "char_auc": songs.char_auc <= self.char_auc,
             "syntax_auc": songs.syntax_auc <= self.syntax_auc,
@@ -125,15 +130,20 @@ def line_chars(line: str) -> int:
 
 
 def rhyme_rates(songs: Iterable[Sequence[str]]) -> tuple[float, float]:
-    """(all adjacent pairs, adjacent pairs of different lines) whose last characters rhyme."""
+    """(all adjacent pairs, distinct adjacent pairs of different lines) whose last characters rhyme.
+
+    The second counts each pair (a, b) with a != b once per song, so a chorus sung twice rhymes once.
+    """
     pairs = distinct = rhymed = rhymed_distinct = 0
     for lines in songs:
+        seen: set[tuple[str, str]] = set()
         for a, b in itertools.pairwise(lines):
             group = line_rhyme(a)
             hit = group is not None and group == line_rhyme(b)
             pairs += 1
             rhymed += hit
-            if a != b:
+            if a != b and (a, b) not in seen:
+                seen.add((a, b))
                 distinct += 1
                 rhymed_distinct += hit
     return rhymed / max(pairs, 1), rhymed_distinct / max(distinct, 1)
@@ -204,6 +214,11 @@ def has_loop(lines: Sequence[str]) -> bool:
     return _LOOP.search(NEWLINE.join(lines)) is not None
 
 
+def distinct_lines(songs: Iterable[Sequence[str]]) -> list[str]:
+    """Each song's distinct lines, in order: a chorus sung twice counts once."""
+    return [line for lines in songs for line in dict.fromkeys(lines)]
+
+
 @dataclass
 class Reference:
     """What the corpus offers every measure, computed once per report."""
@@ -227,7 +242,8 @@ def figures(songs: Sequence[str], reference: Reference) -> Figures:
     flat = [line for lines in song_lines for line in lines]
     rhyme, rhyme_distinct = rhyme_rates(song_lines)
     lengths = [line_chars(line) for line in flat] or [0]
-    fluent = [line for line in flat if line_chars(line) >= FLUENCY_MIN_CHARS]
+    # The corpus side of the line tests holds distinct lines; so does the songs' side, song by song.
+    fluent = [line for line in distinct_lines(song_lines) if line_chars(line) >= FLUENCY_MIN_CHARS]
     ngrams = char_ngrams(flat)
     return Figures(
         songs=len(songs),
@@ -361,7 +377,7 @@ def judge(sampler: Sampler, corpus: Corpus, songs: int = 60, seeds: Sequence[str
 
 TABLE_ROWS: list[tuple[str, str, Callable[[float], str]]] = [
     ("rhyme", "adjacent lines that rhyme", lambda v: f"{v:.0%}"),
-    ("rhyme_distinct", "  … pairs of different lines", lambda v: f"{v:.0%}"),
+    ("rhyme_distinct", "  … distinct pairs of different lines", lambda v: f"{v:.0%}"),
     ("line_mean", "characters per line", lambda v: f"{v:.1f}"),
     ("line_std", "  … spread (std)", lambda v: f"{v:.1f}"),
     ("char_auc", "fluency: characters (AUC)", lambda v: f"{v:.2f}"),

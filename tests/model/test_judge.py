@@ -50,11 +50,30 @@ def test_loops_are_stuck_repetition_not_song_form():
     assert not judge.has_loop(["你好你好你好你好", "再见"])
 
 
+def test_a_chorus_sung_up_to_four_times_is_not_a_loop():
+    chorus = ["窗外的麻雀", "在电线杆上多嘴", "你说这一句", "很有夏天的感觉"]
+    verse = ["从出生那年就飘着", "童年的荡秋千"]
+    for size in (2, 3, 4):
+        for times in (2, 3, 4):
+            assert not judge.has_loop(verse + chorus[:size] * times), (size, times)  # back to back
+            assert not judge.has_loop((verse + chorus[:size]) * times), (size, times)  # between verses
+        assert judge.has_loop(verse + chorus[:size] * 5)  # each line 5 times: stuck
+
+
 def test_rhyme_rate_counts_adjacent_pairs():
     songs = [["故事的小黄花", "我的家", "天空"], ["风", "中"]]
     everything, distinct = judge.rhyme_rates(songs)
     assert everything == pytest.approx(2 / 3)  # 花/家 and 风/中 rhyme, 家/天 do not
     assert distinct == everything
+
+
+def test_a_repeated_chorus_earns_no_rhyme_twice():
+    # Pairs: 花/家 rhymes, 家/天空 and 天空/花 do not, then 花/家 again; 家/家 is no pair of different lines.
+    songs = [["花", "家", "天空", "花", "家", "家"], ["花", "家"]]
+    everything, distinct = judge.rhyme_rates(songs)
+    assert everything == pytest.approx(4 / 6)  # 花/家 twice in the first song, 家/家, 花/家 in the second
+    # Distinct pairs of different lines, once per song: 花/家, 家/天空, 天空/花 in the first; 花/家 in the second.
+    assert distinct == pytest.approx(2 / 4)
 
 
 def test_novelty_counts_copied_lines_and_spans():
@@ -63,6 +82,14 @@ def test_novelty_counts_copied_lines_and_spans():
     assert figures.verbatim == pytest.approx(2 / 3)
     # 13 characters copied give 6 copied 8-grams; the new 13-character line gives 6 new ones.
     assert figures.novel_ngrams == pytest.approx(6 / 12)
+
+
+def test_verbatim_counts_a_songs_repeated_line_once():
+    reference = judge.Reference.build("窗外的麻雀在电线杆上多嘴\n你说这一句\n")
+    # Without counting each song's lines once, the new line sung three times would make it 1/4.
+    song = "窗外的麻雀在电线杆上多嘴\n天空很蓝你的微笑很甜很甜\n天空很蓝你的微笑很甜很甜\n天空很蓝你的微笑很甜很甜"
+    assert judge.figures([song] * 10, reference).verbatim == pytest.approx(1 / 2)
+    assert judge.distinct_lines([["a", "b", "a"], ["a"]]) == ["a", "b", "a"]
 
 
 def test_judge_reports_on_a_small_corpus(tiny_bundle):
@@ -78,7 +105,7 @@ def test_judge_reports_on_a_small_corpus(tiny_bundle):
     assert report["corpus"]["char_auc"] == 0.5
     assert 0 <= report["bundle"]["char_auc"] <= 1
     assert set(report["targets"]) == {
-        "rhyme",
+        "rhyme_distinct",
         "line_mean",
         "char_auc",
         "syntax_auc",
