@@ -29,7 +29,7 @@ from bot.engine import Engine, load_sampler
 from bot.exts.training import Training
 from bot.exts.training.options import StartOptions, option, slash_options
 from bot.exts.training.progress import ProgressUpdater
-from bot.exts.training.texts import duration, failure_text, progress_bar, stderr_text
+from bot.exts.training.texts import duration, failure_text, judge_text, progress_bar, stderr_text
 from bot.jobs import JobState, JobStatus, train_argv
 from bot.messages import OWNER_ONLY
 from bot.settings import Settings, SettingsError
@@ -565,8 +565,18 @@ async def test_model_info_shows_the_song_quality_report(fake_discord: FakeDiscor
         "corpus_novel_ngrams": 0.999,
         "loops": 0.0,
         "corpus_loops": 0.014,
-        "targets_met": 8.0,
-        "targets": 8.0,
+        "seed_returns": 0.0333,
+        "corpus_seed_returns": 0.1554,
+        "coherence": 0.2312,
+        "corpus_coherence": 1.0,
+        "window_auc": 0.5612,
+        "corpus_window_auc": 0.5,
+        "chorus": 0.0,
+        "corpus_chorus": 0.4399,
+        "patchwork": 0.4512,
+        "corpus_patchwork": 0.0056,
+        "targets_met": 9.0,
+        "targets": 13.0,
     }
     data["metrics"]["judge"] = report
     atomic_save(data, model)  # a bundle trained with --judge-songs 60 carries exactly this
@@ -575,4 +585,15 @@ async def test_model_info_shows_the_song_quality_report(fake_discord: FakeDiscor
     fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
     songs = fields["Its songs (python -m model judge)"]
     assert "rhyming neighbours 58% (corpus 55%)" in songs and "characters 0.51" in songs
-    assert "word-likeness -8.61 (corpus -8.67)" in songs and "8 of 8 song targets met" in songs
+    assert "word-likeness -8.61 (corpus -8.67)" in songs and "9 of 13 song targets met" in songs
+    assert "first line's word returns 3% (corpus 16%)" in songs and "coherence 0.23 (corpus 1.00)" in songs
+    assert "4-line window AUC 0.56" in songs and "chorus 0% (corpus 44%)" in songs
+    assert "characters in corpus 5-grams 45.1% (corpus 0.6%)" in songs and len(songs) <= 1024
+
+
+def test_the_song_report_of_a_bundle_judged_before_the_song_figures():
+    old = {"rhyme": 0.58, "corpus_rhyme": 0.55, "targets_met": 8.0, "targets": 8.0}
+    assert "as songs" not in judge_text(old) and "8 of 8 song targets met" in judge_text(old)
+    # A figure that meant nothing (NaN, kept as such in the metrics) shows as "?".
+    text = judge_text({**old, "seed_returns": 0.2, "corpus_seed_returns": float("nan")})
+    assert "first line's word returns 20% (corpus ?)" in text and "chorus ? (corpus ?)" in text

@@ -295,12 +295,21 @@ def judge_text(report: dict[str, Any]) -> str:
         return f"{shown} (corpus {format(corpus, fmt) if corpus is not None else '?'})"
 
     met, targets = metric(report, "targets_met"), metric(report, "targets")
+    # Bundles judged before issue 18 carry no song-level figures: leave the line out rather than show "?".
+    as_songs = (
+        f"\nas songs: first line's word returns {pair('seed_returns', '.0%')} · coherence "
+        f"{pair('coherence', '.2f')} · 4-line window AUC {_num(metric(report, 'window_auc'), 2)} · chorus "
+        f"{pair('chorus', '.0%')} · characters in corpus 5-grams {pair('patchwork', '.1%')}"
+        if "seed_returns" in report
+        else ""
+    )
     return (
         f"rhyming neighbours {pair('rhyme', '.0%')} · characters per line {pair('line_mean', '.1f')}\n"
         f"fluency AUC, 0.5 = reads like the corpus: characters {_num(metric(report, 'char_auc'), 2)} · "
         f"syntax {_num(metric(report, 'syntax_auc'), 2)} · word-likeness {pair('wordlike', '.2f')}\n"
         f"lines copied {pair('verbatim', '.1%')} · new 8-character phrases {pair('novel_ngrams', '.1%')} · "
         f"songs that loop {pair('loops', '.1%')}"
+        + as_songs
         + (f"\n{met:.0f} of {targets:.0f} song targets met" if met is not None and targets else "")
     )[:1024]
 
