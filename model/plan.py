@@ -1,12 +1,14 @@
 """A song's plan: its sections, and for each line its length, whether it rhymes, its keyword and what it repeats.
 
-Real songs are built around a chorus: verse, chorus, verse, chorus. The plan gives a song that form when it is
-long enough for it (``MIN_FORM_LINES``): a first verse, a chorus of 2–4 lines written once, then verses each
-followed by the chorus sung again, verbatim or (a chorus of 3+ lines, now and then) with a new last line. The
-verse before a repeated chorus is elastic: it closes as soon as the chorus will carry the song to its length,
-so songs end on their chorus (a song ends at the line that reaches its length, unless that line is in a chorus,
-which is sung to its end, or in a verse the chorus must still follow). A chorus is sung at most ``MAX_CHORUSES``
-times; past that, verses only.
+Real songs are built around a chorus: verse, chorus, verse, chorus. The plan gives about half the songs long
+enough for it (``FORM_SHARE``, ``MIN_FORM_LINES``; about half the corpus' stretches of 20 lines have one) that
+form: a first verse, a chorus of 2–4 lines written once, then verses each followed by the chorus sung again,
+verbatim or (a chorus of 3+ lines, now and then) with a new last line. The other songs are verses of 8 lines.
+
+A song ends at the line that reaches its length, unless that line is in a chorus (sung to its end) or in a
+verse that the chorus must still follow. The verse before a repeated chorus is elastic: it closes as soon as
+the chorus will carry the song to its length, so songs end on their chorus. A chorus is sung twice in a song of
+average length and at most four times in a long one (``choruses``); past that, verses only.
 
 Each line is planned when the one before it is done (``next_line``), because the plan follows the writing:
 the rhyme group comes from the first line (unless the request names one), the keywords from the song's theme
@@ -27,13 +29,17 @@ FREE_VERSE_LINES = 8  # in a song without form, a new verse (and, with rhyme aut
 
 VERSE, CHORUS = "verse", "chorus"
 MIN_FORM_LINES = 8  # a song expected to be shorter has no chorus
+FORM_SHARE = 0.5  # share of the songs long enough for form that get it (the corpus: 44% of 20-line stretches)
 CHORUS_LINES = (2, 3, 4)
-CHORUS_WEIGHTS = (0.2, 0.4, 0.4)
-FIRST_VERSE_LINES = (3, 5)  # inclusive; the seed's line is the first
+CHORUS_WEIGHTS = (0.6, 0.3, 0.1)
+FIRST_VERSE_LINES = (2, 8)  # inclusive bounds; the seed's line is the first
 VERSE_LINES = (4, 6)  # the nominal length of a later verse; it closes early to end on the chorus
 MIN_VERSE_LINES = 2
 MAX_VERSE_LINES = 10  # a verse runs past its nominal length only while no chorus would fit after it
-MAX_CHORUSES = 4  # a line sung 5 times is a loop, not a chorus
+# A chorus is sung twice in a song of average length; a long song may sing it up to four times (five would be
+# a loop). Every repeated line is one the listener (and a classifier) has heard before, so not more often.
+LINES_PER_CHORUS = 10
+MAX_CHORUSES = 4
 NEW_LAST_LINE = 0.3  # share of repeats of a 3+-line chorus that end on a new line
 
 
@@ -73,18 +79,25 @@ class SongPlan:
     form: bool  # whether the song has verses and a chorus
     chorus_lines: int = 0
     first_verse: int = 0
+    choruses: int = 0  # how many times the chorus may be sung
     sections: list[Section] = field(default_factory=list)
     lines: list[LinePlan] = field(default_factory=list)
     keywords: list[str] = field(default_factory=list)  # the theme's words, handed out to lines in turn
     chorus_keywords: list[str] = field(default_factory=list)  # the first is the chorus' first line's
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, line_lengths: np.ndarray, expected_lines: float) -> SongPlan:
-        """A plan for a song expected to run to about ``expected_lines`` lines."""
-        plan = cls(rng, line_lengths, form=expected_lines >= MIN_FORM_LINES)
+    def draw(
+        cls, rng: np.random.Generator, line_lengths: np.ndarray, expected_lines: float, form_share: float = FORM_SHARE
+    ) -> SongPlan:
+        """A plan for a song expected to run to about ``expected_lines`` lines; ``form_share`` of those long
+        enough get verses and a chorus."""
+        plan = cls(rng, line_lengths, form=expected_lines >= MIN_FORM_LINES and bool(rng.random() < form_share))
         if plan.form:
             plan.chorus_lines = int(rng.choice(CHORUS_LINES, p=CHORUS_WEIGHTS))
-            plan.first_verse = int(rng.integers(FIRST_VERSE_LINES[0], FIRST_VERSE_LINES[1] + 1))
+            plan.choruses = int(np.clip(expected_lines // LINES_PER_CHORUS, 2, MAX_CHORUSES))
+            # The two verses share what the chorus, sung twice, leaves: V C V C.
+            half = round((expected_lines - 2 * plan.chorus_lines) / 2) + int(rng.integers(-1, 2))
+            plan.first_verse = int(np.clip(half, *FIRST_VERSE_LINES))
         return plan
 
     @property
@@ -136,7 +149,7 @@ class SongPlan:
         if section.kind == CHORUS:
             return section.lines >= section.nominal
         # A verse after the chorus is followed by the chorus again, while it may still be sung.
-        return not (self.form and 0 < self._occurrences(CHORUS) < MAX_CHORUSES)
+        return not (self.form and 0 < self._occurrences(CHORUS) < self.choruses)
 
     # ---- the form
 
@@ -153,7 +166,7 @@ class SongPlan:
         if section.kind == CHORUS:
             return None if section.lines < section.nominal else VERSE
         choruses = self._occurrences(CHORUS)
-        if choruses >= MAX_CHORUSES:
+        if choruses >= self.choruses:
             return None
         if choruses == 0:
             return CHORUS if section.lines >= section.nominal else None
@@ -161,7 +174,7 @@ class SongPlan:
         # another verse and chorus fit after that chorus, so that the song still ends on its chorus.
         chorus = chorus_tokens or self.chorus_lines * estimate
         enough = tokens + chorus >= length
-        room = tokens + 2 * chorus + MIN_VERSE_LINES * estimate < length
+        room = choruses + 1 < self.choruses and tokens + 2 * chorus + MIN_VERSE_LINES * estimate < length
         if section.lines >= MIN_VERSE_LINES and (
             enough or (section.lines >= section.nominal and room) or section.lines >= MAX_VERSE_LINES
         ):

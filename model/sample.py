@@ -51,7 +51,7 @@ from .shaping import (
     Unstitch,
 )
 from .stepper import Stepper
-from .theme import ThemeFinder, content_words
+from .theme import SongTheme, ThemeFinder, content_words
 from .vocab import NEWLINE, Vocab
 
 MAX_TEMPERATURE = 5.0
@@ -69,14 +69,13 @@ BRANCH_CHARS = 4  # a line is written once until this close to its planned end, 
 # How hard the line break is pulled towards the plan while a candidate is written (log-probability units).
 LENGTH_PULL = 0.7  # per character of distance from the planned length
 RHYME_PULL = 3.0  # for (or against) ending the line on this character
-# A theme, not a blanket penalty: the words a song is about are pulled towards (log-probability units) and
-# exempt from the repetition penalty across lines; a word twice in one line is still penalised.
-RELATED_WORDS = 10  # words the corpus sings around the seed's (model.theme)
-SEED_PULL = 1.5  # the seed's own words, on every line after the first
-THEME_PULL = 1.0  # the related words
-ECHO_PULL = 0.5  # the content words the song has already sung
-KEYWORD_PULL = 2.0  # the line's keyword, until the line has it
-SPELL_PULL = 4.0  # the next token of a theme word the line has begun to spell (麻 → 雀)
+RELATED_WORDS = 10  # words the corpus sings around the seed's (model.theme), handed out as the lines' keywords
+# How readily each word ends a line in the corpus (log of its rate against the average, clipped): a line that
+# stops on 的, 是 or 不 reads as cut off. It weighs on the line break, and rhymes are pulled only onto words that
+# end lines.
+ENDING_WEIGHT = 1.0
+MIN_ENDING = -1.0
+OPENING_LINES = 4  # lines whose openings a new line should not repeat
 FRAGMENT_CHARS = 5  # a span of a training line this long is a corpus fragment
 STITCH_PENALTY = 1.5  # against the tokens that would complete one (log-probability units)
 
@@ -211,14 +210,7 @@ class _Song:
     memo: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)  # cache distributions this line
     lines: list[list[int]] = field(default_factory=list)  # each committed line's tokens
     chorus_tokens: int = 0  # tokens one singing of the chorus takes, once it is written
-    # The theme (set once the first line says what the song is about) and this line's pulls.
-    theme_ids: set[int] = field(default_factory=set)  # tokens exempt from the penalty across lines
-    theme_pulls: dict[int, float] = field(default_factory=dict)  # one-token theme words and their pulls
-    spellings: list[tuple[tuple[int, ...], float]] = field(default_factory=list)  # multi-token words, their pulls
-    pulls: np.ndarray | None = None  # this line's pull on every token
-    keyword: str = ""
-    keyword_ids: tuple[int, ...] = ()
-    earlier: list[int] = field(default_factory=list)  # recent tokens of earlier lines that the penalty counts
+    theme: SongTheme | None = None  # set once the first line has said what the song is about
 
     @property
     def lines_done(self) -> int:
@@ -273,13 +265,16 @@ class Sampler:
         self.line_lengths = np.array([len(line) for line in train_lines] or [8])
         self.tokens_per_line = len(bundle.train_ids) / max(len(train_lines), 1)  # the line break included
         self.themes = ThemeFinder(bundle.train_ids, self.vocab)
-        self.content_ids = set(self.themes.content.tolist())
+        self.is_content = np.zeros(len(self.vocab), dtype=bool)
+        self.is_content[self.themes.content] = True
         self.scorer = LineScorer(weights)
         # The last character of every token, as a rhyme group, for pulling line ends towards the plan.
         self.token_rhyme = [char_rhyme(t[-1]) if t and is_han(t[-1]) else None for t in self.vocab.itos]
+        self.endings = line_endings(bundle.train_ids, self.newline_id, len(self.vocab))
         self.tokens_by_rhyme: dict[str, torch.Tensor] = {}
         for token_id, group in enumerate(self.token_rhyme):
-            if group is not None:
+            # Only words that end lines in the corpus: a rhyme on 的 or 是 is a line cut off, not a rhyme.
+            if group is not None and self.endings[token_id] >= MIN_ENDING:
                 self.tokens_by_rhyme.setdefault(group, []).append(token_id)  # type: ignore[arg-type]
         self.tokens_by_rhyme = {g: torch.tensor(ids) for g, ids in self.tokens_by_rhyme.items()}
         # The order of the steps is part of what a song is: see model.shaping.
@@ -465,7 +460,8 @@ class Sampler:
         if plan.repeats is not None:
             trunk.sung = [*song.lines[plan.repeats], self.newline_id]
         song.rows = [trunk]
-        self._line_pulls(song, plan.keyword)
+        if song.theme is not None:
+            song.theme.begin_line(song.lines, plan.keyword)
 
     def _set_theme(self, song: _Song, first_line: str) -> None:
         """What the song is about, once its first line is written: the seed's content words (or, for a seed
@@ -473,44 +469,9 @@ class Sampler:
         the lines' keywords, the seed's own first in the chorus."""
         seed_words = content_words(song.request.seed) or content_words(first_line)
         related = [self.vocab.itos[r.token] for r in self.themes.related(seed_words, RELATED_WORDS)]
-        keywords = list(song.plan.rng.permutation(related)) if related else []
+        keywords = [str(word) for word in song.plan.rng.permutation(related)] if related else []
         song.plan.set_theme(keywords, [*seed_words[:1], *keywords[::-1]])
-        song.spellings = []
-        weights = {self.newline_id: 0.0}
-        song.theme_ids = set()
-        for words, pull in ((related, THEME_PULL), (seed_words, SEED_PULL)):
-            for word in words:
-                ids = tuple(self.vocab.encode(word).ids)
-                if self.vocab.unk_id in ids or not ids:
-                    continue
-                if len(ids) == 1:
-                    weights[ids[0]] = max(weights.get(ids[0], 0.0), pull)
-                    song.theme_ids.add(ids[0])
-                else:
-                    song.spellings.append((ids, pull))
-        weights.pop(self.newline_id)
-        song.theme_pulls = weights
-
-    def _line_pulls(self, song: _Song, keyword: str) -> None:
-        """This line's pull on every token (the theme, the song's own words, the keyword) and the earlier
-        tokens the repetition penalty counts (theme words and the song's own content words are exempt)."""
-        theme = song.theme_pulls
-        sung = {t for line in song.lines for t in line if t in self.content_ids}
-        exempt = song.theme_ids | sung
-        song.earlier = [t for t in song.generated[-REPETITION_WINDOW:] if t not in exempt]
-        song.keyword, song.keyword_ids = keyword, ()
-        if not theme and not sung and not keyword:
-            song.pulls = None
-            return
-        pulls = np.zeros(len(self.vocab), dtype=np.float32)
-        for token in sung:
-            pulls[token] = ECHO_PULL
-        for token, pull in theme.items():
-            pulls[token] = max(pulls[token], pull)
-        if keyword:
-            song.keyword_ids = tuple(self.vocab.encode(keyword).ids)
-            pulls[song.keyword_ids[0]] += KEYWORD_PULL
-        song.pulls = pulls
+        song.theme = SongTheme(self.vocab, self.is_content, seed_words, related)
 
     # ---- one step
 
@@ -556,11 +517,11 @@ class Sampler:
             controls.top_k[r] = request.top_k
             controls.top_p[r] = request.top_p
             if request.repetition_penalty > 1:
-                window = (song.earlier + row.tokens)[-REPETITION_WINDOW:]
+                window = (row.tokens + self._opening_repeats(song, row))[-REPETITION_WINDOW:]
                 controls.recent[r, REPETITION_WINDOW - len(window) :] = window
                 controls.penalty[r] = math.log(request.repetition_penalty)
-            if song.pulls is not None:
-                self._theme_controls(controls, r, song, row, line)
+            if song.theme is not None:
+                song.theme.row(controls.pull_rows(vocab_size)[r], row.tokens, line)
             controls.line_break[r] = self._line_end_pull(song, row, line, controls.rhyming, r)
             if (
                 len(row.tokens) >= MAX_LINE_TOKENS
@@ -578,25 +539,11 @@ class Sampler:
         return controls
 
     @staticmethod
-    def _theme_controls(controls: Controls, r: int, song: _Song, row: _Row, line: str) -> None:
-        """Row r's pulls: the song's for this line, none for a word the line already has (a theme is words coming
-        back in new lines, not twice in one), and the next token of any theme word the line has begun to spell."""
-        pulls = controls.pull_rows(song.pulls.shape[0])
-        pulls[r] = song.pulls
-        if row.tokens:
-            used = np.asarray(row.tokens)
-            pulls[r, used] = np.minimum(pulls[r, used], 0.0)
-        spellings = song.spellings
-        if len(song.keyword_ids) > 1 and song.keyword not in line:
-            spellings = [*spellings, (song.keyword_ids, KEYWORD_PULL)]
-        for ids, pull in spellings:
-            for done in range(min(len(ids) - 1, len(row.tokens)), 0, -1):
-                if tuple(row.tokens[-done:]) == ids[:done]:
-                    pulls[r, ids[done]] += SPELL_PULL
-                    break
-            else:
-                if ids != song.keyword_ids:
-                    pulls[r, ids[0]] += pull
+    def _opening_repeats(song: _Song, row: _Row) -> list[int]:
+        """The tokens that would open this line the way a recent line opened (its first two tokens)."""
+        if len(row.tokens) != 1:
+            return []
+        return [line[1] for line in song.lines[-OPENING_LINES:] if len(line) > 1 and line[0] == row.tokens[0]]
 
     def _line_settled(self, song: _Song) -> bool:
         """Whether a candidate has already ended the current line well: in the rhyme, if the line needs one."""
@@ -615,12 +562,14 @@ class Sampler:
         if distance < -SHORT_SLACK:
             return -math.inf
         pull = LENGTH_PULL * max(-8, min(8, distance))
-        if song.rhymed and song.rhyme is not None:
+        if song.rhymed:
             # The last token's own reading: pypinyin on the whole line at every step would cost more than the step.
             last = self.token_rhyme[row.tokens[-1]] if row.tokens else char_rhyme(line[-1])
             pull += RHYME_PULL if last == song.rhyme else -RHYME_PULL
-            if distance >= -4 and song.rhyme in self.tokens_by_rhyme:
-                rhyming.setdefault(song.rhyme, []).append(r)
+        if row.tokens:
+            pull += ENDING_WEIGHT * self.endings[row.tokens[-1]]
+        if song.rhymed and distance >= -4 and song.rhyme in self.tokens_by_rhyme:
+            rhyming.setdefault(song.rhyme, []).append(r)  # near the end: favour the tokens that rhyme
         return pull
 
     def _append(self, row: _Row, token: int) -> None:
@@ -683,6 +632,20 @@ class Sampler:
             tokens=len(song.generated),
             rhyme=rhyme,
         )
+
+
+def line_endings(train_ids: list[int], newline: int, vocab_size: int, prior_weight: float = 5.0) -> np.ndarray:
+    """For each token, log(how often it ends a line / how often tokens do), smoothed towards the average by
+    ``prior_weight`` sightings and clipped to [-3, 0]: 的 about -2.4, 不 -3, 离开 (1.2) 0. Only words that rarely
+    end lines are marked: rewarding the common line enders would end lines before their planned length."""
+    ids = np.asarray(train_ids, dtype=np.int64)
+    seen = np.bincount(ids, minlength=vocab_size).astype(np.float64)
+    ending = np.bincount(ids[:-1][ids[1:] == newline], minlength=vocab_size).astype(np.float64)
+    prior = ending.sum() / max(seen.sum(), 1.0)
+    if prior == 0:
+        return np.zeros(vocab_size, dtype=np.float32)
+    rate = (ending + prior_weight * prior) / (seen + prior_weight)
+    return np.clip(np.log(rate / prior), -3.0, 0.0).astype(np.float32)
 
 
 def _with_sections(text: str, starts: list[int]) -> str:

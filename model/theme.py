@@ -106,3 +106,73 @@ class ThemeFinder:
             scores = np.log(together / n) - self.expected
         scores[(together < min(MIN_TOGETHER, n)) | (scores <= 0)] = -math.inf  # related: more than chance
         return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# one song's theme, as pulls on the next token (log-probability units)
+
+SEED_PULL = 2.0  # the seed's own words, on every line after the first
+THEME_PULL = 1.0  # the related words
+ECHO_PULL = 1.0  # the content words the song has already sung: a theme is words coming back in new lines
+KEYWORD_PULL = 2.0  # the line's keyword (model.plan), until the line has it
+SPELL_PULL = 4.0  # the next token of a theme word the line has begun to spell (麻 → 雀)
+
+
+class SongTheme:
+    """What one song is about, as a pull on every token of the vocabulary, renewed line by line.
+
+    The seed's words and their related words are pulled towards on every line, the song's own content words
+    (what it has sung) a little, and each line's keyword until the line has it. A word the current line already
+    holds gets no pull: a theme is words coming back in new lines, not twice in one. A word the vocabulary
+    spells in several tokens (麻 雀) is pulled by its first token, then its next one once begun.
+    """
+
+    def __init__(self, vocab: Vocab, content: np.ndarray, seed_words: Sequence[str], related: Sequence[str]):
+        self.vocab = vocab
+        self.content = content  # bool per token: a content word
+        self.seed_words = list(seed_words)
+        self.related = list(related)
+        self.words: dict[int, float] = {}  # one-token theme words and their pulls
+        self.spellings: list[tuple[tuple[int, ...], float]] = []  # several-token ones
+        for words, pull in ((self.related, THEME_PULL), (self.seed_words, SEED_PULL)):
+            for word in words:
+                ids = self._ids(word)
+                if len(ids) == 1:
+                    self.words[ids[0]] = max(self.words.get(ids[0], 0.0), pull)
+                elif ids:
+                    self.spellings.append((ids, pull))
+        self.line = np.zeros(len(vocab), dtype=np.float32)
+        self.keyword, self.keyword_ids = "", ()
+
+    def _ids(self, word: str) -> tuple[int, ...]:
+        ids = tuple(self.vocab.encode(word).ids)
+        return () if self.vocab.unk_id in ids else ids
+
+    def begin_line(self, sung: Sequence[Sequence[int]], keyword: str) -> None:
+        """The pulls for the next line, given the lines sung so far and the line's keyword ("" for none)."""
+        self.line[:] = 0.0
+        tokens = np.fromiter((t for line in sung for t in line), dtype=np.int64)
+        self.line[tokens[self.content[tokens]]] = ECHO_PULL
+        for token, pull in self.words.items():
+            self.line[token] = max(self.line[token], pull)
+        self.keyword, self.keyword_ids = keyword, self._ids(keyword) if keyword else ()
+        if self.keyword_ids:
+            self.line[self.keyword_ids[0]] += KEYWORD_PULL
+
+    def row(self, out: np.ndarray, tokens: Sequence[int], line: str) -> None:
+        """Fill ``out`` (one row of the batch's pulls) for a candidate whose current line so far is ``tokens``
+        (``line`` as text, the seed's part included)."""
+        out[:] = self.line
+        if tokens:
+            used = np.asarray(tokens)
+            out[used] = np.minimum(out[used], 0.0)
+        spellings = self.spellings
+        if len(self.keyword_ids) > 1 and self.keyword not in line:
+            spellings = [*spellings, (self.keyword_ids, 0.0)]  # its first token already carries KEYWORD_PULL
+        for ids, pull in spellings:
+            for done in range(min(len(ids) - 1, len(tokens)), 0, -1):
+                if tuple(tokens[-done:]) == ids[:done]:
+                    out[ids[done]] += SPELL_PULL
+                    break
+            else:
+                out[ids[0]] += pull

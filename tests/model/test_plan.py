@@ -7,6 +7,7 @@ import pytest
 
 from model.plan import (
     CHORUS,
+    FORM_SHARE,
     FREE_VERSE_LINES,
     MAX_CHORUSES,
     MIN_FORM_LINES,
@@ -34,16 +35,16 @@ def write(plan: SongPlan, length: int, theme: tuple[list[str], list[str]] | None
         assert len(plan.lines) < 500, "the plan never ends"
 
 
-def plan_for(length: int, seed: int = 0) -> SongPlan:
+def plan_for(length: int, seed: int = 0, form_share: float = 1.0) -> SongPlan:
     rng = np.random.default_rng(seed)
-    return SongPlan.draw(rng, np.array([6, 8, 10, 12]), length / TOKENS_PER_LINE)
+    return SongPlan.draw(rng, np.array([6, 8, 10, 12]), length / TOKENS_PER_LINE, form_share)
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_a_default_song_has_verses_and_a_chorus_sung_again_where_planned(seed):
     plan = write(plan_for(150, seed), 150)
     kinds = [s.kind for s in plan.sections]
-    assert kinds[:4] == [VERSE, CHORUS, VERSE, CHORUS]
+    assert kinds == [VERSE, CHORUS, VERSE, CHORUS]  # a song of average length sings its chorus twice
     assert kinds[-1] == CHORUS, "the song ends on its chorus"
     first = plan.sections[1]
     assert 2 <= first.lines == plan.chorus_lines <= 4
@@ -86,6 +87,11 @@ def test_the_song_reaches_its_length_and_ends_on_its_chorus():
         assert tokens - 150 < plan.chorus_lines * TOKENS_PER_LINE
 
 
+def test_about_form_share_of_the_songs_have_form():
+    with_form = sum(plan_for(150, seed, FORM_SHARE).form for seed in range(400)) / 400
+    assert abs(with_form - FORM_SHARE) < 0.07
+
+
 def test_a_short_song_has_no_form():
     length = (MIN_FORM_LINES - 1) * TOKENS_PER_LINE
     plan = write(plan_for(length), length)
@@ -95,6 +101,7 @@ def test_a_short_song_has_no_form():
 
 def test_a_long_song_sings_its_chorus_at_most_max_choruses_times():
     plan = write(plan_for(2000), 2000)
+    assert plan.choruses == MAX_CHORUSES
     assert sum(s.kind == CHORUS for s in plan.sections) == MAX_CHORUSES
     sung = {}
     for line in plan.lines:
@@ -110,7 +117,7 @@ def test_keywords_go_to_the_lines_and_the_seed_word_to_the_chorus():
     chorus = plan.sections[1]
     assert [plan.lines[chorus.start + i].keyword for i in range(2)] == ["烟雨", "前朝"]
     verse_keywords = [line.keyword for line in plan.lines[1 : chorus.start]]
-    assert verse_keywords == keywords[: len(verse_keywords)]
+    assert verse_keywords == [keywords[i % len(keywords)] for i in range(len(verse_keywords))]  # in turn
     assert all(line.keyword for line in plan.lines[1:])
 
 
