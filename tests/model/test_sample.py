@@ -1,3 +1,4 @@
+import itertools
 from collections import Counter
 
 import pytest
@@ -160,7 +161,7 @@ def test_repetition_penalty_spares_words_across_lines_and_breaks_repeated_openin
 
     # ... but a line does not open the way the line before it opened.
     def same_openings(group: list[str]) -> float:
-        return sum(a[:2] == b[:2] for a, b in zip(group, group[1:])) / (len(group) - 1)
+        return sum(a[:2] == b[:2] for a, b in itertools.pairwise(group)) / (len(group) - 1)
 
     assert same_openings(penalised) < same_openings(plain_lines) * 0.75
 
