@@ -87,11 +87,16 @@ class SongPlan:
 
     @classmethod
     def draw(
-        cls, rng: np.random.Generator, line_lengths: np.ndarray, expected_lines: float, form_share: float = FORM_SHARE
+        cls,
+        rng: np.random.Generator,
+        line_lengths: np.ndarray,
+        expected_lines: float,
+        form_share: float | None = None,
     ) -> SongPlan:
-        """A plan for a song expected to run to about ``expected_lines`` lines; ``form_share`` of those long
-        enough get verses and a chorus."""
-        plan = cls(rng, line_lengths, form=expected_lines >= MIN_FORM_LINES and bool(rng.random() < form_share))
+        """A plan for a song expected to run to about ``expected_lines`` lines; ``form_share`` (FORM_SHARE unless
+        given) of those long enough get verses and a chorus."""
+        share = FORM_SHARE if form_share is None else form_share
+        plan = cls(rng, line_lengths, form=expected_lines >= MIN_FORM_LINES and bool(rng.random() < share))
         if plan.form:
             plan.chorus_lines = int(rng.choice(CHORUS_LINES, p=CHORUS_WEIGHTS))
             plan.choruses = int(np.clip(expected_lines // LINES_PER_CHORUS, 2, MAX_CHORUSES))

@@ -1,18 +1,19 @@
 """Writing songs from a bundle: planned line by line, many songs and candidates per forward pass.
 
-A song is written in two levels. A *plan*, drawn from the request's own generator, gives each line a
-length (from the corpus' distribution of line lengths) and says whether it must rhyme; the song's
-rhyme group comes from the request (``rhyme``), or from its first line. Each line is then written
-``candidates`` times at once, each candidate token by token from the bundle's mixture with the
-request's controls, and the scorer (model.rerank) keeps the one that best fits the plan and reads
-most like a real line. While a candidate is written, its line break is pulled towards the planned
-length and towards a rhyming last character, so most candidates are already close.
+A song is written in two levels. Its *plan* (model.plan) gives it sections (verse, chorus sung again) and
+each line a length, whether it must rhyme, a keyword from the song's theme (model.theme), and for a chorus sung
+again, the line it repeats. The song's rhyme group comes from the request (``rhyme``), or from its first line.
+Each written line is then drawn ``candidates`` times at once: one row writes it until a few characters before
+its planned end, then forks into the candidates, each drawn token by token from the bundle's mixture through
+the shaping steps (model.shaping: the theme's pull, the plan's pull on the line break and the rhyme, no-copy,
+the request's temperature, top-k and top-p), and the scorer (model.rerank) keeps the one that best fits the
+plan. A repeated line is not drawn: its tokens are fed as they were sung.
 
 All rows of all songs in one ``generate_many`` call share each forward pass; a song that finishes
-leaves the batch. Every song draws from its own generator seeded by ``random_seed``, so the same
-request gives the same song whatever else is in the batch (up to float rounding, which the
-benchmark measures). The seed is fed once and the recurrent state carried: each token costs one
-step, not a re-run over the whole song.
+leaves the batch. Every song draws from its own generators seeded by ``random_seed`` (one for the plan, one
+for the tokens), so the same request gives the same song whatever else is in the batch (up to float
+rounding, which the benchmark measures). The seed is fed once and the recurrent state carried: each token
+costs one step, not a re-run over the whole song.
 """
 
 from __future__ import annotations
@@ -75,7 +76,6 @@ RELATED_WORDS = 10  # words the corpus sings around the seed's (model.theme), ha
 # end lines.
 ENDING_WEIGHT = 1.0
 MIN_ENDING = -1.0
-OPENING_LINES = 4  # lines whose openings a new line should not repeat
 FRAGMENT_CHARS = 5  # a span of a training line this long is a corpus fragment
 STITCH_PENALTY = 1.5  # against the tokens that would complete one (log-probability units)
 
@@ -89,7 +89,10 @@ class SampleRequest:
     """One song to write. These defaults are exactly what /lyrics does.
 
     ``temperature=0`` is greedy (one candidate per line); ``top_k=0`` and ``top_p=1`` switch those filters
-    off. ``length`` counts tokens: the song ends with the line on which it reaches that many.
+    off. ``length`` counts tokens: the song ends with the line on which it reaches that many, or, in a song
+    with a chorus, once the chorus it is in (or must still come back to) is sung (model.plan).
+    ``repetition_penalty`` acts on the last few lines' words, except the words the song is about (its theme:
+    model.theme), which may come back line after line; a word twice in one line is penalised whatever it is.
     ``rhyme`` is "auto" (the first line sets it), "off", or a character whose rhyme group every rhymed
     line ends in. ``candidates`` is how many times each line is written before the best is kept.
     """
@@ -211,6 +214,7 @@ class _Song:
     lines: list[list[int]] = field(default_factory=list)  # each committed line's tokens
     chorus_tokens: int = 0  # tokens one singing of the chorus takes, once it is written
     theme: SongTheme | None = None  # set once the first line has said what the song is about
+    earlier: list[int] = field(default_factory=list)  # the recent tokens of earlier lines the penalty counts
 
     @property
     def lines_done(self) -> int:
@@ -460,8 +464,12 @@ class Sampler:
         if plan.repeats is not None:
             trunk.sung = [*song.lines[plan.repeats], self.newline_id]
         song.rows = [trunk]
+        recent = song.generated[-REPETITION_WINDOW:]
         if song.theme is not None:
             song.theme.begin_line(song.lines, plan.keyword)
+            # A theme, not a blanket penalty: the words the song is about may come back line after line.
+            recent = [t for t in recent if song.theme.line[t] <= 0]
+        song.earlier = recent
 
     def _set_theme(self, song: _Song, first_line: str) -> None:
         """What the song is about, once its first line is written: the seed's content words (or, for a seed
@@ -517,7 +525,7 @@ class Sampler:
             controls.top_k[r] = request.top_k
             controls.top_p[r] = request.top_p
             if request.repetition_penalty > 1:
-                window = (row.tokens + self._opening_repeats(song, row))[-REPETITION_WINDOW:]
+                window = (song.earlier + row.tokens)[-REPETITION_WINDOW:]
                 controls.recent[r, REPETITION_WINDOW - len(window) :] = window
                 controls.penalty[r] = math.log(request.repetition_penalty)
             if song.theme is not None:
@@ -537,13 +545,6 @@ class Sampler:
                 controls.stitched[0].extend([r] * len(stitches))
                 controls.stitched[1].extend(stitches)
         return controls
-
-    @staticmethod
-    def _opening_repeats(song: _Song, row: _Row) -> list[int]:
-        """The tokens that would open this line the way a recent line opened (its first two tokens)."""
-        if len(row.tokens) != 1:
-            return []
-        return [line[1] for line in song.lines[-OPENING_LINES:] if len(line) > 1 and line[0] == row.tokens[0]]
 
     def _line_settled(self, song: _Song) -> bool:
         """Whether a candidate has already ended the current line well: in the rhyme, if the line needs one."""

@@ -94,6 +94,25 @@ async def test_lyrics_replies_with_a_stored_song(fake_discord: FakeDiscord, lyri
     assert again.sample.text == song.text
 
 
+async def test_a_song_with_a_chorus_shows_its_sections_as_a_lyric_sheet_does(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
+    # About half of the default-length songs have verses and a chorus (model.plan); a dozen tries find one.
+    for _ in range(12):
+        message = await (await fake_discord.send_slash_command("lyrics", {"seed": SEED})).wait_final()
+        description = message.embeds[0]["description"]
+        sections = [block.splitlines() for block in description.split("\n\n")]
+        if len(sections) > 2 and len(sections[1]) <= 4:  # a chorus (a song without one has verses of 8 lines)
+            break
+    else:
+        pytest.fail("no song of twelve had a chorus")
+    assert len(sections) >= 4 and sections[0][0].startswith(SEED), description
+    assert sections[3][:-1] == sections[1][:-1]  # the chorus, sung again (its last line may be new)
+    assert "\n\n\n" not in description
+    song_id = int(re.search(r"song #(\d+)", footer(message))[1])
+    assert description == (await lyrics_bot.store.get_song(song_id)).text
+
+
 @pytest.mark.parametrize(
     ("options", "problem"),
     [
