@@ -52,20 +52,41 @@ class NoveltyGuard:
                 for i in range(1, min(len(token), self.max_token_chars) + 1):
                     self.tokens_starting[token[:i]].append(token_id)
         self.newline_id = vocab.stoi.get(NEWLINE, vocab.unk_id)
+        self._memo: dict[tuple[int, str], frozenset[int]] = {}  # dict writes are atomic: threads may share it
 
     def copied(self, text: str) -> list[str]:
         """The song's lines that are verbatim training lines."""
         return [line for line in text.split(NEWLINE) if line in self.lines]
 
-    @functools.lru_cache(maxsize=8192)  # noqa: B019 - one guard per loaded bundle, kept for its lifetime
     def forbidden(self, line: str) -> tuple[int, ...]:
         """Tokens that, written after ``line`` (the current line so far), would copy a line or a span."""
-        tokens = set(self.line_ends.get(line, ()))
+        spans = self._completing_spans(line[-(self.span_chars - 1) :])
+        ends = self.line_ends.get(line)
+        if ends is None and line not in self.lines:
+            return spans
+        tokens = set(spans) | (ends or set())
         if line in self.lines:
             tokens.add(self.newline_id)
-        # i characters of the next token complete the span: the line must supply the other span - i.
-        for i in range(max(1, self.span_chars - len(line)), self.max_token_chars + 1):
-            keep = self.span_chars - i
-            for end in self.span_ends[i].get(line[len(line) - keep :], ()):
-                tokens.update(self.tokens_starting.get(end, ()))
         return tuple(sorted(tokens))
+
+    @functools.lru_cache(maxsize=16384)  # noqa: B019 - one guard per loaded bundle, kept for its lifetime
+    def _completing_spans(self, tail: str) -> tuple[int, ...]:
+        """Tokens that would complete a training span after a line ending in ``tail`` (its last span - 1
+        characters, or the whole line if shorter: nothing before them can be part of the span)."""
+        tokens: set[int] = set()
+        # i characters of the next token complete the span: the line must supply the other span - i.
+        for i in range(max(1, self.span_chars - len(tail)), self.max_token_chars + 1):
+            tokens.update(self._completing(i, tail[len(tail) - (self.span_chars - i) :]))
+        return tuple(sorted(tokens))
+
+    def _completing(self, i: int, start: str) -> frozenset[int]:
+        """Tokens whose first i characters complete a training span that begins with ``start``; memoised for
+        good (a few thousand starts), as most lines end in one already seen."""
+        key = (i, start)
+        found = self._memo.get(key)
+        if found is None:
+            found = frozenset(
+                token for end in self.span_ends[i].get(start, ()) for token in self.tokens_starting.get(end, ())
+            )
+            self._memo[key] = found
+        return found
