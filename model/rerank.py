@@ -1,10 +1,10 @@
 """Choosing the best of a line's candidates: the one that best fits the plan.
 
 The sampler writes each line K times in one batched pass; the scorer keeps the candidate that ends in
-the planned rhyme and comes closest to the planned length, the first among equals (the candidates come
-in the order they were drawn, so that is a fair draw). Fluency is left to how the candidates are drawn:
-reranking on the model's own likelihood, or on a part-of-speech model's, picks the blandest line
-(我的 我的 我的), which song-quality reports (python -m model judge) showed makes songs read worse.
+the planned rhyme, comes closest to the planned length and carries the line's keyword, the first among
+equals (the candidates come in the order they were drawn, so that is a fair draw). Fluency is left to how
+the candidates are drawn: reranking on the model's own likelihood, or on a part-of-speech model's, picks the
+blandest line (我的 我的 我的), which song-quality reports (python -m model judge) showed makes songs read worse.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class ScoreWeights:
 
     rhyme: float = 4.0  # the line ends in the planned rhyme group (when the plan asks for one)
     length: float = 3.0  # per relative distance from the planned length
+    keyword: float = 1.0  # the line carries its planned keyword (model.plan), when it has one
 
 
 class LineScorer:
@@ -28,18 +29,21 @@ class LineScorer:
     def __init__(self, weights: ScoreWeights | None = None):
         self.weights = weights or ScoreWeights()
 
-    def scores(self, candidates: list[str], target: int, rhyme: str | None) -> list[float]:
-        """Each candidate's score against the planned length ``target`` and rhyme group (None: no rhyme asked)."""
+    def scores(self, candidates: list[str], target: int, rhyme: str | None, keyword: str = "") -> list[float]:
+        """Each candidate's score against the planned length ``target``, rhyme group (None: no rhyme asked) and
+        keyword ("" for none)."""
         w = self.weights
         out = []
         for line in candidates:
             score = -w.length * abs(len(line) - target) / max(target, 1)
             if rhyme is not None:
                 score += w.rhyme * (line_rhyme(line) == rhyme)
+            if keyword:
+                score += w.keyword * (keyword in line)
             out.append(score)
         return out
 
-    def best(self, candidates: list[str], target: int, rhyme: str | None) -> int:
+    def best(self, candidates: list[str], target: int, rhyme: str | None, keyword: str = "") -> int:
         """Index of the best candidate; the first among equals, so the choice is reproducible."""
-        scores = self.scores(candidates, target, rhyme)
+        scores = self.scores(candidates, target, rhyme, keyword)
         return max(range(len(candidates)), key=lambda i: (scores[i], -i))

@@ -587,7 +587,8 @@ class Sampler:
             best = rows[0]
         else:
             candidates = [song.prefix + r.text for r in rows]
-            best = rows[self.scorer.best(candidates, song.target, song.rhyme if song.rhymed else None)]
+            rhyme = song.rhyme if song.rhymed else None
+            best = rows[self.scorer.best(candidates, song.target, rhyme, song.plan.current.keyword)]
         line = song.prefix + best.text
         tokens = [*best.tokens, self.newline_id]
         for token in tokens:

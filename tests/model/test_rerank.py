@@ -21,3 +21,10 @@ def test_scores_follow_the_weights():
     assert length_only.best(["你走", "我在街角等你"], target=6, rhyme="ou") == 1
     scores = LineScorer().scores(["我在街角等候"], target=6, rhyme="ou")
     assert scores == [ScoreWeights().rhyme]  # a perfect fit scores exactly the rhyme bonus
+
+
+def test_the_line_that_carries_its_keyword_wins_among_equals_but_not_over_the_rhyme():
+    scorer = LineScorer()
+    assert scorer.best(["我在街角等你", "我在烟雨等你"], target=6, rhyme=None, keyword="烟雨") == 1
+    # The rhyme weighs more: a keyword does not make up for a missed rhyme.
+    assert scorer.best(["我在街角等候", "我在烟雨等你"], target=6, rhyme="ou", keyword="烟雨") == 0

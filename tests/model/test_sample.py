@@ -8,7 +8,15 @@ from model.mixture import Mixture
 from model.network import LyricsNet, NetConfig
 from model.novelty import SPAN_CHARS
 from model.rhyme import line_rhyme
-from model.sample import LINE_SLACK, MAX_LINE_TOKENS, SHORT_SLACK, Sampler, SampleRequest, SamplingError
+from model.sample import (
+    LINE_SLACK,
+    MAX_LINE_TOKENS,
+    SHORT_SLACK,
+    Sampler,
+    SampleRequest,
+    SamplingError,
+    line_endings,
+)
 from model.train import train
 from tests.conftest import tiny_config
 
@@ -390,3 +398,13 @@ def test_a_theme_word_is_not_sung_twice_in_one_line(tmp_path):
     songs = sampler.generate_many([SampleRequest(seed="青花", random_seed=i, no_copy=False) for i in range(20)])
     lines = [line for s in songs for line in s.text.split("\n")[1:] if line]
     assert sum(line.count("瓷器") > 1 for line in lines) <= 0.02 * len(lines)
+
+
+def test_line_endings_mark_the_words_that_rarely_end_a_line():
+    # Token 2 ends every line it is in; 3 never does; 4 is rare (seen once, ending nothing): near the average.
+    newline = 1
+    ids = [2, newline, 3, 2, newline, 3, 2, newline] * 5 + [3, 4, 2, newline]
+    score = line_endings(ids, newline, 5)
+    assert score[2] == 0.0  # a common line ender: no reward, so lines do not end early
+    assert score[3] < -1.0
+    assert score[3] < score[4] < 0.0

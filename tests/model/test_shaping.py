@@ -21,7 +21,9 @@ from model.shaping import (
     RescueDeadRows,
     RhymePull,
     Shaper,
+    ThemePull,
     TopK,
+    Unstitch,
     top_p,
 )
 
@@ -100,6 +102,29 @@ def test_force_break_leaves_only_the_line_break_with_its_own_score():
     logp[0, NEWLINE] = -math.inf
     ForceBreak(NEWLINE)(logp, controls(forced=[0]))
     assert logp[0, NEWLINE] == 0.0
+
+
+def test_theme_pull_adds_each_rows_pulls_and_nothing_without_them():
+    logp = crafted()
+    ThemePull()(logp, controls())
+    torch.testing.assert_close(logp, crafted())
+    c = controls()
+    c.pull_rows(VOCAB)[1, 4] = 2.0
+    ThemePull()(logp, c)
+    want = crafted()
+    want[1, 4] += 2.0
+    torch.testing.assert_close(logp, want)
+
+
+def test_unstitch_discourages_the_listed_pairs_without_blocking_them():
+    logp = crafted()
+    c = controls()
+    c.stitched[0].extend([0, 1])
+    c.stitched[1].extend([2, 2])
+    Unstitch(1.5)(logp, c)
+    want = crafted()
+    want[:, 2] -= 1.5
+    torch.testing.assert_close(logp, want)
 
 
 def test_no_copy_blocks_exactly_the_listed_pairs():
