@@ -98,8 +98,10 @@ async def test_a_song_with_a_chorus_shows_its_sections_as_a_lyric_sheet_does(
     fake_discord: FakeDiscord, lyrics_bot: LyricsBot
 ) -> None:
     # About half of the default-length songs have verses and a chorus (model.plan); a dozen tries find one.
-    for _ in range(12):
-        message = await (await fake_discord.send_slash_command("lyrics", {"seed": SEED})).wait_final()
+    for i in range(12):
+        fan = make_user(f"fan{i}")  # one song at a time per member
+        message = await (await fake_discord.send_slash_command("lyrics", {"seed": SEED}, user=fan)).wait_final()
+        assert message.embeds, message.content
         description = message.embeds[0]["description"]
         sections = [block.splitlines() for block in description.split("\n\n")]
         if len(sections) > 2 and len(sections[1]) <= 4:  # a chorus (a song without one has verses of 8 lines)
