@@ -37,10 +37,10 @@ from .events import (
     TimeLimitEvent,
 )
 from .mixture import fit_mixture
-from .network import LyricsNet, detach
+from .network import LyricsNet, detach, spell
 from .ngram import char_ngram_bpc
 from .sample import Sampler
-from .vocab import Vocab, segment
+from .vocab import UNK, Vocab, segment
 
 
 class TrainingCancelled(RuntimeError):
@@ -79,6 +79,14 @@ def judge_bundle(path: Path, source: corpus.Corpus, songs: int) -> dict[str, flo
     """The song-quality report's figures for the bundle at ``path``, as its metrics keep them (/model info)."""
     sampler = Sampler(checkpoint.load_bundle(path), torch.device("cpu"))
     return judge.summary(judge.judge(sampler, source, songs))
+
+
+def build_net(config: TrainConfig, vocab: Vocab) -> LyricsNet:
+    """A fresh network for ``vocab``; composing words, it carries their spellings (a buffer: bundles keep it)."""
+    if config.compose == "none":
+        return LyricsNet(config.net_config(len(vocab)))
+    spelling, chars = spell(vocab.itos, symbols=(UNK,))
+    return LyricsNet(config.net_config(len(vocab), chars, spelling.size(1)), spelling)
 
 
 def warm_ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | int], torch.Tensor]:
@@ -181,7 +189,7 @@ def train(
         )
     seed_everything(config.seed)
     data = prepare(config)
-    net = LyricsNet(config.net_config(len(data.vocab))).to(device)
+    net = build_net(config, data.vocab).to(device)
     net.set_weight_drop(config.weight_drop)
     model = dist.wrap(net)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)

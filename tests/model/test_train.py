@@ -71,10 +71,21 @@ def test_early_stopping_triggers(corpus, tmp_path):
     assert load_bundle(tmp_path / "m.pt").metrics["dev_net_bpc"] == pytest.approx(best)  # early stopping watches dev
 
 
-def test_resume_gives_the_same_next_loss(corpus, tmp_path):
-    straight = epochs(run(tiny_config(corpus, tmp_path / "a.pt", epochs=3, patience=5)))
-    run(tiny_config(corpus, tmp_path / "b.pt", epochs=2, patience=5))
-    resumed = run(tiny_config(corpus, tmp_path / "b.pt", epochs=3, patience=5, resume=True))
+# Resume must continue exactly with every kind of input: a table of words, and words composed from their
+# characters with all their training-only randomness (word and character dropout).
+INPUTS = {
+    "words": dict(compose="none", compose_output=False, word_dropout=0.0, char_dropout=0.0),
+    "characters": dict(compose="mean", compose_output=True, word_dropout=0.2, char_dropout=0.1),
+    "char-cnn": dict(compose="cnn", compose_output=True, word_dropout=0.2, char_dropout=0.1),
+}
+
+
+@pytest.mark.parametrize("inputs", INPUTS)
+def test_resume_gives_the_same_next_loss(corpus, tmp_path, inputs):
+    options = INPUTS[inputs]
+    straight = epochs(run(tiny_config(corpus, tmp_path / "a.pt", epochs=3, patience=5, **options)))
+    run(tiny_config(corpus, tmp_path / "b.pt", epochs=2, patience=5, **options))
+    resumed = run(tiny_config(corpus, tmp_path / "b.pt", epochs=3, patience=5, resume=True, **options))
     assert isinstance(resumed[0], ResumeEvent) and resumed[0].epoch == 2
     third = epochs(resumed)
     assert [e.epoch for e in third] == [3]
@@ -83,9 +94,11 @@ def test_resume_gives_the_same_next_loss(corpus, tmp_path):
 
 
 def test_resume_refuses_another_network_shape(corpus, tmp_path):
-    run(tiny_config(corpus, tmp_path / "m.pt", epochs=1))
+    run(tiny_config(corpus, tmp_path / "m.pt", epochs=1, compose="none"))
     with pytest.raises(Exception, match="another network shape"):
-        run(tiny_config(corpus, tmp_path / "m.pt", epochs=2, hidden=64, resume=True))
+        run(tiny_config(corpus, tmp_path / "m.pt", epochs=2, hidden=64, compose="none", resume=True))
+    with pytest.raises(Exception, match="another network shape"):  # words composed from characters: another shape
+        run(tiny_config(corpus, tmp_path / "m.pt", epochs=2, compose="mean", resume=True))
 
 
 def test_cancel_keeps_a_usable_checkpoint(corpus, tmp_path):
