@@ -74,6 +74,9 @@ class TrainConfig:
     char_dropout: float = _option(
         0.0, "with --compose: share of character types dropped from the compositions at each step"
     )
+    spell_dropout: float = _option(
+        0.0, "share of the training text's words spelled with their characters, drawn anew each epoch"
+    )
     average: float = _option(
         0.995, "keep an exponential moving average of the weights with this decay per batch and serve it (0: off)"
     )
@@ -115,6 +118,7 @@ class TrainConfig:
             (self.min_count >= 1, "--min-count must be at least 1"),
             (0 <= self.weight_drop < 1, "--weight-drop must be in [0, 1)"),
             (0 <= self.word_dropout < 1 and 0 <= self.char_dropout < 1, "--word-dropout, --char-dropout: in [0, 1)"),
+            (0 <= self.spell_dropout < 1, "--spell-dropout must be in [0, 1)"),
             (
                 self.compose_own or self.compose_output or not self.tie_weights,
                 "--no-compose-own with tied weights needs --compose-output: words would have no output vectors",

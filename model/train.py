@@ -112,6 +112,27 @@ def batchify(ids: list[int], batch_size: int) -> torch.Tensor:
     return torch.tensor(ids[: per_row * batch_size], dtype=torch.long).view(batch_size, per_row)
 
 
+def respell(ids: list[int], spellings: dict[int, list[int]], rate: float, seed: int) -> list[int]:
+    """The token stream with each word in ``spellings`` spelled with its characters' ids at ``rate`` instead.
+
+    The vocabulary already spells every rare word with its characters, so writing (and scoring) a rare word
+    means going from character to character; words spelled now and then in training teach the network how
+    the frequent ones go too (subword regularisation, as BPE-dropout). ``seed`` makes an epoch's spelling the
+    same on every process and after a resume.
+    """
+    if rate <= 0 or not spellings:
+        return ids
+    draws = torch.rand(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
+    out: list[int] = []
+    for token, draw in zip(ids, draws, strict=True):
+        chars = spellings.get(token)
+        if chars is not None and draw < rate:
+            out.extend(chars)
+        else:
+            out.append(token)
+    return out
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -210,9 +231,18 @@ def train(
 
     # --batch-size counts streams over all processes; each rank trains on its own contiguous rows, so the
     # carried state of truncated BPTT never crosses from one rank's text to another's.
-    streams = batchify(data.train_ids, config.batch_size)
     rows = config.batch_size // dist.world_size
-    streams = streams[dist.rank * rows : (dist.rank + 1) * rows].to(device)
+    spellings = {
+        i: [data.vocab.stoi[ch] for ch in token]
+        for i, token in enumerate(data.vocab.itos)
+        if len(token) > 1 and token != UNK and all(ch in data.vocab for ch in token)
+    }
+
+    def epoch_streams(epoch: int) -> torch.Tensor:
+        ids = respell(data.train_ids, spellings, config.spell_dropout, config.seed * 100_003 + epoch)
+        return batchify(ids, config.batch_size)[dist.rank * rows : (dist.rank + 1) * rows].to(device)
+
+    streams = epoch_streams(loop.epoch + 1)
     rare = data.rare.to(device)
     steps_per_epoch = math.ceil((streams.size(1) - 1) / config.seq_len)
     emit(
@@ -232,6 +262,8 @@ def train(
 
     while loop.epoch < config.epochs:
         epoch_start = time.monotonic()
+        if config.spell_dropout:
+            streams = epoch_streams(loop.epoch + 1)
         try:
             train_loss = run_epoch(
                 model, net, streams, rare, optimizer, config, loop.epoch + 1, dist, emit, should_stop, average

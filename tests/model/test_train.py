@@ -72,11 +72,11 @@ def test_early_stopping_triggers(corpus, tmp_path):
 
 
 # Resume must continue exactly with every kind of input: a table of words, and words composed from their
-# characters with all their training-only randomness (word and character dropout).
+# characters with all their training-only randomness (word, character and spelling dropout).
 INPUTS = {
-    "words": dict(compose="none", compose_output=False, word_dropout=0.0, char_dropout=0.0),
-    "characters": dict(compose="mean", compose_output=True, word_dropout=0.2, char_dropout=0.1),
-    "char-cnn": dict(compose="cnn", compose_output=True, word_dropout=0.2, char_dropout=0.1),
+    "words": dict(compose="none", compose_output=False, word_dropout=0.0, char_dropout=0.0, spell_dropout=0.0),
+    "characters": dict(compose="mean", compose_output=True, word_dropout=0.2, char_dropout=0.1, spell_dropout=0.2),
+    "char-cnn": dict(compose="cnn", compose_output=True, word_dropout=0.2, char_dropout=0.1, spell_dropout=0.0),
 }
 
 
@@ -99,6 +99,19 @@ def test_resume_refuses_another_network_shape(corpus, tmp_path):
         run(tiny_config(corpus, tmp_path / "m.pt", epochs=2, hidden=64, compose="none", resume=True))
     with pytest.raises(Exception, match="another network shape"):  # words composed from characters: another shape
         run(tiny_config(corpus, tmp_path / "m.pt", epochs=2, compose="mean", resume=True))
+
+
+def test_respelling_spells_some_words_with_their_characters_the_same_way_for_a_seed():
+    from model.train import respell
+
+    ids = [5, 1, 5, 2, 5, 6] * 200  # 5 is a two-character word spelled 3 4
+    spelled = respell(ids, {5: [3, 4]}, 0.25, seed=1)
+    assert respell(ids, {5: [3, 4]}, 0.25, seed=1) == spelled and respell(ids, {5: [3, 4]}, 0.25, seed=2) != spelled
+    kept = spelled.count(5)
+    assert 0.65 * 600 < kept < 0.85 * 600  # about a quarter of the 600 words spelled
+    assert len(spelled) == len(ids) + (600 - kept)  # each spelled word is one token longer, nothing else changes
+    assert [t for t in spelled if t not in (3, 4, 5)] == [t for t in ids if t != 5]
+    assert respell(ids, {5: [3, 4]}, 0.0, seed=1) == ids
 
 
 def test_cancel_keeps_a_usable_checkpoint(corpus, tmp_path):
