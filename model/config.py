@@ -77,6 +77,9 @@ class TrainConfig:
     spell_dropout: float = _option(
         0.0, "share of the training text's words spelled with their characters, drawn anew each epoch"
     )
+    spell_whole: bool = _option(
+        False, "with --spell-dropout: the token before a spelled word still has the whole word as its target"
+    )
     average: float = _option(
         0.995, "keep an exponential moving average of the weights with this decay per batch and serve it (0: off)"
     )

@@ -112,25 +112,33 @@ def batchify(ids: list[int], batch_size: int) -> torch.Tensor:
     return torch.tensor(ids[: per_row * batch_size], dtype=torch.long).view(batch_size, per_row)
 
 
-def respell(ids: list[int], spellings: dict[int, list[int]], rate: float, seed: int) -> list[int]:
-    """The token stream with each word in ``spellings`` spelled with its characters' ids at ``rate`` instead.
+def respell(
+    ids: list[int], spellings: dict[int, list[int]], rate: float, seed: int, whole_targets: bool = True
+) -> tuple[list[int], list[int]]:
+    """The training stream as (inputs, targets), with each word in ``spellings`` spelled at ``rate``.
 
-    The vocabulary already spells every rare word with its characters, so writing (and scoring) a rare word
-    means going from character to character; words spelled now and then in training teach the network how
-    the frequent ones go too (subword regularisation, as BPE-dropout). ``seed`` makes an epoch's spelling the
-    same on every process and after a resume.
+    ``targets[i]`` is what the network must predict after ``inputs[i]``. The vocabulary already spells every
+    rare word with its characters, so scoring or writing a rare word means going from character to
+    character; words spelled now and then in training teach the network how words go character by character
+    (subword regularisation, as BPE-dropout). With ``whole_targets`` a spelled word is still *predicted* whole
+    (the token before it has the word as its target) and only its own characters follow one another: text is
+    scored and written in the vocabulary's one spelling, where a spelled-out known word never occurs, so no
+    probability is spent on predicting one. ``seed`` makes an epoch's spelling the same on every process and
+    after a resume.
     """
     if rate <= 0 or not spellings:
-        return ids
+        return ids[:-1], ids[1:]
     draws = torch.rand(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
-    out: list[int] = []
+    inputs: list[int] = []
+    targets: list[int] = []
     for token, draw in zip(ids, draws, strict=True):
         chars = spellings.get(token)
-        if chars is not None and draw < rate:
-            out.extend(chars)
-        else:
-            out.append(token)
-    return out
+        units = chars if chars is not None and draw < rate else [token]
+        if inputs:  # the previous input's target: this word, whole or by its first character
+            targets.append(token if whole_targets else units[0])
+        inputs.extend(units)
+        targets.extend(units[1:])  # inside a spelled word, each character predicts the next
+    return inputs[:-1], targets
 
 
 def seed_everything(seed: int) -> None:
@@ -152,7 +160,7 @@ def evaluate_net(
 def run_epoch(
     model: nn.Module,
     net: LyricsNet,
-    streams: torch.Tensor,
+    streams: tuple[torch.Tensor, torch.Tensor],
     rare: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
@@ -162,18 +170,18 @@ def run_epoch(
     should_stop: Callable[[], bool] | None,
     average: AveragedModel | None = None,
 ) -> float:
-    """One pass over this rank's streams, state carried between batches; returns the mean train loss."""
+    """One pass over this rank's (inputs, targets) rows, state carried between batches; returns the mean train loss."""
     net.train()
-    device = streams.device
-    steps = math.ceil((streams.size(1) - 1) / config.seq_len)
+    inputs, targets = streams
+    device = inputs.device
+    steps = math.ceil(inputs.size(1) / config.seq_len)
     state = None
     total = 0.0
-    for step, i in enumerate(range(0, streams.size(1) - 1, config.seq_len)):
+    for step, i in enumerate(range(0, inputs.size(1), config.seq_len)):
         if dist.agree(bool(should_stop and should_stop())):
             raise TrainingCancelled(f"cancelled in epoch {epoch}; resume from {config.checkpoint_path}")
-        x = streams[:, i : i + config.seq_len]
-        y = streams[:, i + 1 : i + 1 + config.seq_len]
-        x = x[:, : y.size(1)]
+        x = inputs[:, i : i + config.seq_len]
+        y = targets[:, i : i + config.seq_len]
         # Show rare tokens as <unk> part of the time, so <unk> gets a learned probability.
         x = x.masked_fill(rare[x] & (torch.rand(x.shape, device=device) < config.unk_rate), 0)
         y = y.masked_fill(rare[y] & (torch.rand(y.shape, device=device) < config.unk_rate), 0)
@@ -238,13 +246,22 @@ def train(
         if len(token) > 1 and token != UNK and all(ch in data.vocab for ch in token)
     }
 
-    def epoch_streams(epoch: int) -> torch.Tensor:
-        ids = respell(data.train_ids, spellings, config.spell_dropout, config.seed * 100_003 + epoch)
-        return batchify(ids, config.batch_size)[dist.rank * rows : (dist.rank + 1) * rows].to(device)
+    def epoch_streams(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's rows of inputs and of targets (the next token of each input) for ``epoch``."""
+        if not config.spell_dropout:
+            streams = batchify(data.train_ids, config.batch_size)[dist.rank * rows : (dist.rank + 1) * rows]
+            return streams[:, :-1].to(device), streams[:, 1:].to(device)
+        inputs, targets = respell(
+            data.train_ids, spellings, config.spell_dropout, config.seed * 100_003 + epoch, config.spell_whole
+        )
+        mine = slice(dist.rank * rows, (dist.rank + 1) * rows)
+        return batchify(inputs, config.batch_size)[mine].to(device), batchify(targets, config.batch_size)[mine].to(
+            device
+        )
 
     streams = epoch_streams(loop.epoch + 1)
     rare = data.rare.to(device)
-    steps_per_epoch = math.ceil((streams.size(1) - 1) / config.seq_len)
+    steps_per_epoch = math.ceil(streams[0].size(1) / config.seq_len)
     emit(
         StartEvent(
             vocab=len(data.vocab),

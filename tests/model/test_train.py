@@ -76,6 +76,7 @@ def test_early_stopping_triggers(corpus, tmp_path):
 INPUTS = {
     "words": dict(compose="none", compose_output=False, word_dropout=0.0, char_dropout=0.0, spell_dropout=0.0),
     "characters": dict(compose="mean", compose_output=True, word_dropout=0.2, char_dropout=0.1, spell_dropout=0.2),
+    "spelled-whole": dict(compose="mean", compose_output=True, spell_dropout=0.4, spell_whole=True),
     "char-cnn": dict(compose="cnn", compose_output=True, word_dropout=0.2, char_dropout=0.1, spell_dropout=0.0),
 }
 
@@ -105,13 +106,24 @@ def test_respelling_spells_some_words_with_their_characters_the_same_way_for_a_s
     from model.train import respell
 
     ids = [5, 1, 5, 2, 5, 6] * 200  # 5 is a two-character word spelled 3 4
-    spelled = respell(ids, {5: [3, 4]}, 0.25, seed=1)
-    assert respell(ids, {5: [3, 4]}, 0.25, seed=1) == spelled and respell(ids, {5: [3, 4]}, 0.25, seed=2) != spelled
-    kept = spelled.count(5)
+    inputs, targets = respell(ids, {5: [3, 4]}, 0.25, seed=1, whole_targets=False)
+    assert respell(ids, {5: [3, 4]}, 0.25, seed=1, whole_targets=False) == (inputs, targets)
+    assert respell(ids, {5: [3, 4]}, 0.25, seed=2, whole_targets=False) != (inputs, targets)
+    stream = [*inputs, targets[-1]]
+    assert targets == stream[1:]  # each token predicts the one after it
+    kept = stream.count(5)
     assert 0.65 * 600 < kept < 0.85 * 600  # about a quarter of the 600 words spelled
-    assert len(spelled) == len(ids) + (600 - kept)  # each spelled word is one token longer, nothing else changes
-    assert [t for t in spelled if t not in (3, 4, 5)] == [t for t in ids if t != 5]
-    assert respell(ids, {5: [3, 4]}, 0.0, seed=1) == ids
+    assert len(stream) == len(ids) + (600 - kept)  # each spelled word is one token longer, nothing else changes
+    assert [t for t in stream if t not in (3, 4, 5)] == [t for t in ids if t != 5]
+    assert respell(ids, {5: [3, 4]}, 0.0, seed=1) == (ids[:-1], ids[1:])
+
+
+def test_a_spelled_word_is_still_predicted_whole():
+    from model.train import respell
+
+    inputs, targets = respell([1, 5, 2, 5, 6], {5: [3, 4]}, 0.999, seed=0, whole_targets=True)
+    assert inputs == [1, 3, 4, 2, 3, 4]  # the network reads the words spelled ...
+    assert targets == [5, 4, 2, 5, 4, 6]  # ... but is asked for them whole, then for their next character
 
 
 def test_cancel_keeps_a_usable_checkpoint(corpus, tmp_path):
