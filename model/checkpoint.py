@@ -224,7 +224,7 @@ class Bundle:
 
     net: LyricsNet
     vocab: list[str]
-    train_ids: list[int]
+    train_ids: list[int]  # the stream the count models count: the training text (and the dev text, --count-dev)
     mixture: Mixture
     metrics: dict[str, Any]
     history: list[dict[str, float]]

@@ -96,6 +96,11 @@ class TrainConfig:
     lr_factor: float = 0.3
     heldout_fraction: float = 0.1
     ngram_order: int = 3
+    count_dev: bool = _option(
+        False,
+        "once the mixture's weights are fit on the dev text, the served count model counts it too, as the "
+        "character-trigram bar does (the network never trains on it)",
+    )
     cache_weight: float = 0.1
     device: str = _option("auto", "auto, cpu, cuda or mps")
     seed: int = 0

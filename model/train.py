@@ -335,6 +335,9 @@ def train(
         raise TrainingError("no epoch finished, so there is no model to save")
     net = LyricsNet(net.config).to(device)  # plain: weight drop was for training only
     net.load_state_dict(loop.best_state)
+    # The count models of the served mixture count this stream (the bundle's train_ids): the training text, and
+    # with --count-dev the dev text after it, once dev has fit the mixture's weights (the bar counts it too).
+    counted = data.train_ids + data.dev.ids if config.count_dev else data.train_ids
     mixture = fit_mixture(
         net,
         len(data.vocab),
@@ -344,6 +347,7 @@ def train(
         device,
         config.ngram_order,
         cache_weight=config.cache_weight,
+        counted_ids=counted,
     )
     metrics = {
         "bpc": mixture.bpc,
@@ -364,7 +368,7 @@ def train(
                 out,
                 net,
                 data.vocab.itos,
-                data.train_ids,
+                counted,
                 mixture,
                 metrics,
                 loop.history,

@@ -203,3 +203,14 @@ def test_static_bpc_and_the_dev_test_split_are_reported(corpus, tmp_path):
     # The static mixture (no song cache) can only be as good as what the cache adds on top of it allows.
     assert metrics["bpc"] <= metrics["static_bpc"] + 0.5
     assert metrics["dev_net_bpc"] == pytest.approx(min(e.bpc for e in epochs(events)))
+
+
+def test_counting_the_dev_text_changes_only_what_is_counted_after_the_weights_are_fit(corpus, tmp_path):
+    run(tiny_config(corpus, tmp_path / "a.pt", epochs=1, count_dev=False))
+    run(tiny_config(corpus, tmp_path / "b.pt", epochs=1, count_dev=True))
+    train_only, with_dev = load_bundle(tmp_path / "a.pt"), load_bundle(tmp_path / "b.pt")
+    assert with_dev.mixture.weights == train_only.mixture.weights  # fit on dev with the training text's counts
+    assert with_dev.metrics["net_bpc"] == train_only.metrics["net_bpc"]  # the network never sees dev
+    assert with_dev.train_ids[: len(train_only.train_ids)] == train_only.train_ids
+    dev_tokens = len(with_dev.train_ids) - len(train_only.train_ids)
+    assert dev_tokens > 0 and with_dev.metrics["static_bpc"] != train_only.metrics["static_bpc"]
