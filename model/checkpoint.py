@@ -189,7 +189,11 @@ def load_checkpoint(
     ckpt = safe_load(path, CHECKPOINT_FORMAT)
     if ckpt["vocab"] != vocab:
         raise BundleError(f"{path}: was trained on another corpus or vocabulary; train afresh without --resume")
-    if ckpt["net_config"] != vars(net.config):
+    try:
+        trained = NetConfig(**ckpt["net_config"])  # a field added since is at its default: "off"
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{path}: its network config is unreadable ({first_line(exc)}); train afresh") from exc
+    if trained != net.config:
         raise BundleError(
             f"{path}: was trained with another network shape {ckpt['net_config']}; "
             "pass the same --cell/--layers/--hidden/--embed or train afresh"
@@ -220,7 +224,7 @@ class Bundle:
 
     net: LyricsNet
     vocab: list[str]
-    train_ids: list[int]
+    train_ids: list[int]  # the stream the count models count: the training text (and the dev text, --count-dev)
     mixture: Mixture
     metrics: dict[str, Any]
     history: list[dict[str, float]]

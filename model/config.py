@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .corpus import default_corpus
-from .network import CELLS, NetConfig
+from .network import CELLS, COMPOSITIONS, NetConfig
 
 
 class TrainingError(RuntimeError):
@@ -58,6 +58,28 @@ class TrainConfig:
     tie_weights: bool = _option(True, "tie input and output embeddings (--no-tie unties them)", flag="tie")
     locked_dropout: bool = _option(True, "one dropout mask per sequence for every time step")
     weight_drop: float = _option(0.0, "DropConnect on the recurrent weights while training")
+    compose: str = _option(
+        "none",
+        "compose each word's vector from its characters' embeddings (none: a table of words)",
+        choices=COMPOSITIONS,
+    )
+    compose_own: bool = _option(
+        True,
+        "with --compose: add each word's own embedding to its composition (--no-compose-own: the composition alone)",
+    )
+    compose_output: bool = _option(False, "with --compose: score words with composed output vectors too")
+    word_dropout: float = _option(
+        0.0, "with --compose: share of word types seen through their characters alone at each step"
+    )
+    char_dropout: float = _option(
+        0.0, "with --compose: share of character types dropped from the compositions at each step"
+    )
+    spell_dropout: float = _option(
+        0.0, "share of the training text's words spelled with their characters, drawn anew each epoch"
+    )
+    spell_whole: bool = _option(
+        False, "with --spell-dropout: the token before a spelled word still has the whole word as its target"
+    )
     average: float = _option(
         0.995, "keep an exponential moving average of the weights with this decay per batch and serve it (0: off)"
     )
@@ -74,6 +96,11 @@ class TrainConfig:
     lr_factor: float = 0.3
     heldout_fraction: float = 0.1
     ngram_order: int = 3
+    count_dev: bool = _option(
+        False,
+        "once the mixture's weights are fit on the dev text, the served count model counts it too, as the "
+        "character-trigram bar does (the network never trains on it)",
+    )
     cache_weight: float = 0.1
     device: str = _option("auto", "auto, cpu, cuda or mps")
     seed: int = 0
@@ -98,6 +125,12 @@ class TrainConfig:
             (0 < self.heldout_fraction < 0.5, "the held-out fraction must be in (0, 0.5)"),
             (self.min_count >= 1, "--min-count must be at least 1"),
             (0 <= self.weight_drop < 1, "--weight-drop must be in [0, 1)"),
+            (0 <= self.word_dropout < 1 and 0 <= self.char_dropout < 1, "--word-dropout, --char-dropout: in [0, 1)"),
+            (0 <= self.spell_dropout < 1, "--spell-dropout must be in [0, 1)"),
+            (
+                self.compose_own or self.compose_output or not self.tie_weights,
+                "--no-compose-own with tied weights needs --compose-output: words would have no output vectors",
+            ),
             (0 <= self.average < 1, "--average must be in [0, 1)"),
             (self.judge_songs == 0 or self.judge_songs >= 10, "--judge-songs must be 0 (no report) or at least 10"),
             (0 <= self.cache_weight < 1, "--cache-weight must be in [0, 1)"),
@@ -110,7 +143,9 @@ class TrainConfig:
     def checkpoint_path(self) -> Path:
         return checkpoint_path(self.out)
 
-    def net_config(self, vocab_size: int) -> NetConfig:
+    def net_config(self, vocab_size: int, chars: int = 0, spelling_len: int = 0) -> NetConfig:
+        """The network's shape for a vocabulary (and, composing words, its character table and longest spelling)."""
+        composing = self.compose != "none"
         return NetConfig(
             vocab_size=vocab_size,
             cell=self.cell,
@@ -121,6 +156,13 @@ class TrainConfig:
             embed_dropout=self.embed_dropout,
             tie_weights=self.tie_weights,
             locked_dropout=self.locked_dropout,
+            compose=self.compose,
+            chars=chars if composing else 0,
+            spelling_len=spelling_len if composing else 0,
+            compose_own=self.compose_own if composing else True,
+            compose_output=self.compose_output if composing else False,
+            word_dropout=self.word_dropout if composing else 0.0,
+            char_dropout=self.char_dropout if composing else 0.0,
         )
 
     @classmethod

@@ -143,17 +143,21 @@ def fit_mixture(
     ngram_order: int = 3,
     cache_order: int = 4,
     cache_weight: float = CACHE_WEIGHT,
+    counted_ids: list[int] | None = None,
 ) -> Mixture:
     """Fit the weights on the dev half of the held-out tail and record on the test half what each part buys.
 
     The network and n-gram weights are fit by EM; the cache keeps the fixed ``cache_weight`` (see
     CACHE_WEIGHT). ``parts`` records the test bpc of each component alone, of the pairs, of the
     unconstrained EM optimum, of the served mixture and of the served mixture without the cache
-    (``static``: what the model knows, rather than what the song repeats).
+    (``static``: what the model knows, rather than what the song repeats). The weights are fit with the
+    count model counted on ``train_ids``; test is scored with it counted on ``counted_ids`` (default the
+    same), the stream the served model counts: the training text and, once the weights are fit, the dev text.
     """
     mixture = Mixture(ngram_order=ngram_order, cache_order=cache_order, sampling=dict(SAMPLING_WEIGHTS))
     dev_probs = component_probs(mixture, net, vocab_size, train_ids, dev, device)
-    test_probs = component_probs(mixture, net, vocab_size, train_ids, test, device)
+    counted = train_ids if counted_ids is None else counted_ids
+    test_probs = component_probs(mixture, net, vocab_size, counted, test, device)
 
     def fit(names: tuple[str, ...]) -> dict[str, float]:
         weights = em_weights(np.stack([dev_probs[n] for n in names]))

@@ -37,10 +37,10 @@ from .events import (
     TimeLimitEvent,
 )
 from .mixture import fit_mixture
-from .network import LyricsNet, detach
+from .network import LyricsNet, detach, spell
 from .ngram import char_ngram_bpc
 from .sample import Sampler
-from .vocab import Vocab, segment
+from .vocab import UNK, Vocab, segment
 
 
 class TrainingCancelled(RuntimeError):
@@ -81,6 +81,14 @@ def judge_bundle(path: Path, source: corpus.Corpus, songs: int) -> dict[str, flo
     return judge.summary(judge.judge(sampler, source, songs))
 
 
+def build_net(config: TrainConfig, vocab: Vocab) -> LyricsNet:
+    """A fresh network for ``vocab``; composing words, it carries their spellings (a buffer: bundles keep it)."""
+    if config.compose == "none":
+        return LyricsNet(config.net_config(len(vocab)))
+    spelling, chars = spell(vocab.itos, symbols=(UNK,))
+    return LyricsNet(config.net_config(len(vocab), chars, spelling.size(1)), spelling)
+
+
 def warm_ema(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | int], torch.Tensor]:
     """An exponential moving average with ``decay`` per update that starts as the plain mean of the updates so far.
 
@@ -104,6 +112,35 @@ def batchify(ids: list[int], batch_size: int) -> torch.Tensor:
     return torch.tensor(ids[: per_row * batch_size], dtype=torch.long).view(batch_size, per_row)
 
 
+def respell(
+    ids: list[int], spellings: dict[int, list[int]], rate: float, seed: int, whole_targets: bool = True
+) -> tuple[list[int], list[int]]:
+    """The training stream as (inputs, targets), with each word in ``spellings`` spelled at ``rate``.
+
+    ``targets[i]`` is what the network must predict after ``inputs[i]``. The vocabulary already spells every
+    rare word with its characters, so scoring or writing a rare word means going from character to
+    character; words spelled now and then in training teach the network how words go character by character
+    (subword regularisation, as BPE-dropout). With ``whole_targets`` a spelled word is still *predicted* whole
+    (the token before it has the word as its target) and only its own characters follow one another: text is
+    scored and written in the vocabulary's one spelling, where a spelled-out known word never occurs, so no
+    probability is spent on predicting one. ``seed`` makes an epoch's spelling the same on every process and
+    after a resume.
+    """
+    if rate <= 0 or not spellings:
+        return ids[:-1], ids[1:]
+    draws = torch.rand(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
+    inputs: list[int] = []
+    targets: list[int] = []
+    for token, draw in zip(ids, draws, strict=True):
+        chars = spellings.get(token)
+        units = chars if chars is not None and draw < rate else [token]
+        if inputs:  # the previous input's target: this word, whole or by its first character
+            targets.append(token if whole_targets else units[0])
+        inputs.extend(units)
+        targets.extend(units[1:])  # inside a spelled word, each character predicts the next
+    return inputs[:-1], targets
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -123,7 +160,7 @@ def evaluate_net(
 def run_epoch(
     model: nn.Module,
     net: LyricsNet,
-    streams: torch.Tensor,
+    streams: tuple[torch.Tensor, torch.Tensor],
     rare: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
@@ -133,18 +170,18 @@ def run_epoch(
     should_stop: Callable[[], bool] | None,
     average: AveragedModel | None = None,
 ) -> float:
-    """One pass over this rank's streams, state carried between batches; returns the mean train loss."""
+    """One pass over this rank's (inputs, targets) rows, state carried between batches; returns the mean train loss."""
     net.train()
-    device = streams.device
-    steps = math.ceil((streams.size(1) - 1) / config.seq_len)
+    inputs, targets = streams
+    device = inputs.device
+    steps = math.ceil(inputs.size(1) / config.seq_len)
     state = None
     total = 0.0
-    for step, i in enumerate(range(0, streams.size(1) - 1, config.seq_len)):
+    for step, i in enumerate(range(0, inputs.size(1), config.seq_len)):
         if dist.agree(bool(should_stop and should_stop())):
             raise TrainingCancelled(f"cancelled in epoch {epoch}; resume from {config.checkpoint_path}")
-        x = streams[:, i : i + config.seq_len]
-        y = streams[:, i + 1 : i + 1 + config.seq_len]
-        x = x[:, : y.size(1)]
+        x = inputs[:, i : i + config.seq_len]
+        y = targets[:, i : i + config.seq_len]
         # Show rare tokens as <unk> part of the time, so <unk> gets a learned probability.
         x = x.masked_fill(rare[x] & (torch.rand(x.shape, device=device) < config.unk_rate), 0)
         y = y.masked_fill(rare[y] & (torch.rand(y.shape, device=device) < config.unk_rate), 0)
@@ -181,7 +218,7 @@ def train(
         )
     seed_everything(config.seed)
     data = prepare(config)
-    net = LyricsNet(config.net_config(len(data.vocab))).to(device)
+    net = build_net(config, data.vocab).to(device)
     net.set_weight_drop(config.weight_drop)
     model = dist.wrap(net)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -202,11 +239,29 @@ def train(
 
     # --batch-size counts streams over all processes; each rank trains on its own contiguous rows, so the
     # carried state of truncated BPTT never crosses from one rank's text to another's.
-    streams = batchify(data.train_ids, config.batch_size)
     rows = config.batch_size // dist.world_size
-    streams = streams[dist.rank * rows : (dist.rank + 1) * rows].to(device)
+    spellings = {
+        i: [data.vocab.stoi[ch] for ch in token]
+        for i, token in enumerate(data.vocab.itos)
+        if len(token) > 1 and token != UNK and all(ch in data.vocab for ch in token)
+    }
+
+    def epoch_streams(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's rows of inputs and of targets (the next token of each input) for ``epoch``."""
+        if not config.spell_dropout:
+            streams = batchify(data.train_ids, config.batch_size)[dist.rank * rows : (dist.rank + 1) * rows]
+            return streams[:, :-1].to(device), streams[:, 1:].to(device)
+        inputs, targets = respell(
+            data.train_ids, spellings, config.spell_dropout, config.seed * 100_003 + epoch, config.spell_whole
+        )
+        mine = slice(dist.rank * rows, (dist.rank + 1) * rows)
+        return batchify(inputs, config.batch_size)[mine].to(device), batchify(targets, config.batch_size)[mine].to(
+            device
+        )
+
+    streams = epoch_streams(loop.epoch + 1)
     rare = data.rare.to(device)
-    steps_per_epoch = math.ceil((streams.size(1) - 1) / config.seq_len)
+    steps_per_epoch = math.ceil(streams[0].size(1) / config.seq_len)
     emit(
         StartEvent(
             vocab=len(data.vocab),
@@ -224,6 +279,8 @@ def train(
 
     while loop.epoch < config.epochs:
         epoch_start = time.monotonic()
+        if config.spell_dropout:
+            streams = epoch_streams(loop.epoch + 1)
         try:
             train_loss = run_epoch(
                 model, net, streams, rare, optimizer, config, loop.epoch + 1, dist, emit, should_stop, average
@@ -278,6 +335,9 @@ def train(
         raise TrainingError("no epoch finished, so there is no model to save")
     net = LyricsNet(net.config).to(device)  # plain: weight drop was for training only
     net.load_state_dict(loop.best_state)
+    # The count models of the served mixture count this stream (the bundle's train_ids): the training text, and
+    # with --count-dev the dev text after it, once dev has fit the mixture's weights (the bar counts it too).
+    counted = data.train_ids + data.dev.ids if config.count_dev else data.train_ids
     mixture = fit_mixture(
         net,
         len(data.vocab),
@@ -287,6 +347,7 @@ def train(
         device,
         config.ngram_order,
         cache_weight=config.cache_weight,
+        counted_ids=counted,
     )
     metrics = {
         "bpc": mixture.bpc,
@@ -307,7 +368,7 @@ def train(
                 out,
                 net,
                 data.vocab.itos,
-                data.train_ids,
+                counted,
                 mixture,
                 metrics,
                 loop.history,

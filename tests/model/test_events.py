@@ -51,8 +51,8 @@ def test_the_cli_accepts_every_config_field():
         default = f.default
         if f.name == "corpus":
             values[f.name] = "lyrics.txt"
-        elif f.name == "cell":
-            values[f.name] = next(cell for cell in f.metadata["choices"] if cell != default)
+        elif "choices" in f.metadata:  # --cell, --compose
+            values[f.name] = next(choice for choice in f.metadata["choices"] if choice != default)
         elif isinstance(default, bool):
             values[f.name] = not default
         elif isinstance(default, int):

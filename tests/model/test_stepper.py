@@ -9,19 +9,59 @@ from model import stepper as stepper_module
 from model.checkpoint import load_bundle
 from model.corpus import load_corpus
 from model.evaluate import bits_per_char, dev_and_test, token_log2probs
-from model.network import LyricsNet, NetConfig
+from model.network import LyricsNet, NetConfig, spell
 from model.sample import Sampler, SampleRequest
 from model.stepper import PrecisionError, Stepper, cpu_has_native_bf16, resolve_precision
 from model.vocab import Vocab, segment
 from tests.helpers import SAMPLE_CORPUS
 
 SHAPES = [(cell, layers, tied) for cell in ("lstm", "gru", "rnn") for layers in (1, 2) for tied in (True, False)]
+# Character-aware words (compose, own embedding too, tied composed outputs): the stepper composes once, on load.
+COMPOSED = [
+    ("mean", True, False),
+    ("mean", True, True),
+    ("mean", False, True),
+    ("sum", True, True),
+    ("cnn", True, False),
+    ("cnn", True, True),
+]
+# (compose, own embedding too, composed outputs) for untied weights: the output vectors get a composer of their own.
+UNTIED = [("mean", True, True), ("cnn", False, True), ("mean", False, False)]
+WORDS = [
+    "<unk>",
+    "\n",
+    *"窗外的麻雀在电线杆上多嘴你说这一句很有夏天的感觉",
+    "窗外",
+    "麻雀",
+    "电线杆",
+    "夏天",
+    "感觉",
+    "这一句",
+]
 
 
-def random_net(cell: str, layers: int, tied: bool) -> LyricsNet:
+def random_net(
+    cell: str, layers: int, tied: bool, compose: str = "none", own: bool = True, output: bool = False
+) -> LyricsNet:
     torch.manual_seed(0)
-    config = NetConfig(vocab_size=40, cell=cell, layers=layers, hidden=24, embed=12, tie_weights=tied)
-    return LyricsNet(config).eval()
+    spelling, chars = spell(WORDS, symbols=("<unk>",))
+    composing = compose != "none"
+    config = NetConfig(
+        vocab_size=len(WORDS),
+        cell=cell,
+        layers=layers,
+        hidden=24,
+        embed=12,
+        tie_weights=tied,
+        compose=compose,
+        chars=chars if composing else 0,
+        spelling_len=spelling.size(1) if composing else 0,
+        compose_own=own,
+        compose_output=output,
+        word_dropout=0.3 if composing else 0.0,  # training only: the stepper must not apply it
+        char_dropout=0.3 if composing else 0.0,
+    )
+    return LyricsNet(config, spelling if composing else None).eval()
 
 
 def flat(state) -> torch.Tensor:
@@ -33,11 +73,35 @@ def flat(state) -> torch.Tensor:
 def test_float32_steps_equal_the_network(cell: str, layers: int, tied: bool, table: bool, monkeypatch) -> None:
     if not table:  # a vocabulary too large for the table of input gates
         monkeypatch.setattr(stepper_module, "MAX_TABLE_ENTRIES", 0)
-    net = random_net(cell, layers, tied)
-    ids = torch.randint(0, 40, (3, 9), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        want, want_state = net(ids)
+    assert_steps_equal_the_network(random_net(cell, layers, tied), table)
+
+
+@pytest.mark.parametrize("table", [True, False], ids=["input-table", "no-table"])
+@pytest.mark.parametrize(("compose", "own", "output"), COMPOSED)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_float32_steps_equal_a_character_aware_network(
+    cell: str, compose: str, own: bool, output: bool, table: bool, monkeypatch
+) -> None:
+    if not table:
+        monkeypatch.setattr(stepper_module, "MAX_TABLE_ENTRIES", 0)
+    net = random_net(cell, 2, True, compose, own, output)
+    net.train()  # the stepper composes as the network serves, without dropout, whatever mode it was handed in
+    assert_steps_equal_the_network(net, table)
+    assert net.training  # and hands the network back as it found it
+
+
+@pytest.mark.parametrize(("compose", "own", "output"), UNTIED)
+def test_float32_steps_equal_an_untied_character_aware_network(compose: str, own: bool, output: bool) -> None:
+    assert_steps_equal_the_network(random_net("lstm", 1, False, compose, own, output), True)
+
+
+def assert_steps_equal_the_network(net: LyricsNet, table: bool) -> None:
+    ids = torch.randint(0, len(WORDS), (3, 9), generator=torch.Generator().manual_seed(1))
     stepper = Stepper(net, "float32")
+    was_training = net.training
+    with torch.no_grad():
+        want, want_state = net.eval()(ids)
+    net.train(was_training)
     assert (stepper.input_gates is not None) == table
     first, state = stepper(ids[:, :5])  # the state is carried between calls, as the sampler carries it
     rest, state = stepper(ids[:, 5:], state)
@@ -46,10 +110,10 @@ def test_float32_steps_equal_the_network(cell: str, layers: int, tied: bool, tab
     torch.testing.assert_close(flat(state), flat(want_state), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_bfloat16_steps_stay_close_and_return_float32(cell: str) -> None:
-    net = random_net(cell, 2, True)
-    ids = torch.randint(0, 40, (4, 30), generator=torch.Generator().manual_seed(2))
+@pytest.mark.parametrize(("cell", "compose"), [("lstm", "none"), ("gru", "none"), ("rnn", "none"), ("lstm", "mean")])
+def test_bfloat16_steps_stay_close_and_return_float32(cell: str, compose: str) -> None:
+    net = random_net(cell, 2, True, compose, output=compose != "none")
+    ids = torch.randint(0, len(WORDS), (4, 30), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         want = torch.log_softmax(net(ids)[0], -1)
     logits, state = Stepper(net, "bfloat16")(ids)

@@ -71,10 +71,22 @@ def test_early_stopping_triggers(corpus, tmp_path):
     assert load_bundle(tmp_path / "m.pt").metrics["dev_net_bpc"] == pytest.approx(best)  # early stopping watches dev
 
 
-def test_resume_gives_the_same_next_loss(corpus, tmp_path):
-    straight = epochs(run(tiny_config(corpus, tmp_path / "a.pt", epochs=3, patience=5)))
-    run(tiny_config(corpus, tmp_path / "b.pt", epochs=2, patience=5))
-    resumed = run(tiny_config(corpus, tmp_path / "b.pt", epochs=3, patience=5, resume=True))
+# Resume must continue exactly with every kind of input: a table of words, and words composed from their
+# characters with all their training-only randomness (word, character and spelling dropout).
+INPUTS = {
+    "words": dict(compose="none", compose_output=False, word_dropout=0.0, char_dropout=0.0, spell_dropout=0.0),
+    "characters": dict(compose="mean", compose_output=True, word_dropout=0.2, char_dropout=0.1, spell_dropout=0.2),
+    "spelled-whole": dict(compose="mean", compose_output=True, spell_dropout=0.4, spell_whole=True),
+    "char-cnn": dict(compose="cnn", compose_output=True, word_dropout=0.2, char_dropout=0.1, spell_dropout=0.0),
+}
+
+
+@pytest.mark.parametrize("inputs", INPUTS)
+def test_resume_gives_the_same_next_loss(corpus, tmp_path, inputs):
+    options = INPUTS[inputs]
+    straight = epochs(run(tiny_config(corpus, tmp_path / "a.pt", epochs=3, patience=5, **options)))
+    run(tiny_config(corpus, tmp_path / "b.pt", epochs=2, patience=5, **options))
+    resumed = run(tiny_config(corpus, tmp_path / "b.pt", epochs=3, patience=5, resume=True, **options))
     assert isinstance(resumed[0], ResumeEvent) and resumed[0].epoch == 2
     third = epochs(resumed)
     assert [e.epoch for e in third] == [3]
@@ -83,9 +95,35 @@ def test_resume_gives_the_same_next_loss(corpus, tmp_path):
 
 
 def test_resume_refuses_another_network_shape(corpus, tmp_path):
-    run(tiny_config(corpus, tmp_path / "m.pt", epochs=1))
+    run(tiny_config(corpus, tmp_path / "m.pt", epochs=1, compose="none"))
     with pytest.raises(Exception, match="another network shape"):
-        run(tiny_config(corpus, tmp_path / "m.pt", epochs=2, hidden=64, resume=True))
+        run(tiny_config(corpus, tmp_path / "m.pt", epochs=2, hidden=64, compose="none", resume=True))
+    with pytest.raises(Exception, match="another network shape"):  # words composed from characters: another shape
+        run(tiny_config(corpus, tmp_path / "m.pt", epochs=2, compose="mean", resume=True))
+
+
+def test_respelling_spells_some_words_with_their_characters_the_same_way_for_a_seed():
+    from model.train import respell
+
+    ids = [5, 1, 5, 2, 5, 6] * 200  # 5 is a two-character word spelled 3 4
+    inputs, targets = respell(ids, {5: [3, 4]}, 0.25, seed=1, whole_targets=False)
+    assert respell(ids, {5: [3, 4]}, 0.25, seed=1, whole_targets=False) == (inputs, targets)
+    assert respell(ids, {5: [3, 4]}, 0.25, seed=2, whole_targets=False) != (inputs, targets)
+    stream = [*inputs, targets[-1]]
+    assert targets == stream[1:]  # each token predicts the one after it
+    kept = stream.count(5)
+    assert 0.65 * 600 < kept < 0.85 * 600  # about a quarter of the 600 words spelled
+    assert len(stream) == len(ids) + (600 - kept)  # each spelled word is one token longer, nothing else changes
+    assert [t for t in stream if t not in (3, 4, 5)] == [t for t in ids if t != 5]
+    assert respell(ids, {5: [3, 4]}, 0.0, seed=1) == (ids[:-1], ids[1:])
+
+
+def test_a_spelled_word_is_still_predicted_whole():
+    from model.train import respell
+
+    inputs, targets = respell([1, 5, 2, 5, 6], {5: [3, 4]}, 0.999, seed=0, whole_targets=True)
+    assert inputs == [1, 3, 4, 2, 3, 4]  # the network reads the words spelled ...
+    assert targets == [5, 4, 2, 5, 4, 6]  # ... but is asked for them whole, then for their next character
 
 
 def test_cancel_keeps_a_usable_checkpoint(corpus, tmp_path):
@@ -167,3 +205,14 @@ def test_static_bpc_and_the_dev_test_split_are_reported(corpus, tmp_path):
     # The static mixture (no song cache) can only be as good as what the cache adds on top of it allows.
     assert metrics["bpc"] <= metrics["static_bpc"] + 0.5
     assert metrics["dev_net_bpc"] == pytest.approx(min(e.bpc for e in epochs(events)))
+
+
+def test_counting_the_dev_text_changes_only_what_is_counted_after_the_weights_are_fit(corpus, tmp_path):
+    run(tiny_config(corpus, tmp_path / "a.pt", epochs=1, count_dev=False))
+    run(tiny_config(corpus, tmp_path / "b.pt", epochs=1, count_dev=True))
+    train_only, with_dev = load_bundle(tmp_path / "a.pt"), load_bundle(tmp_path / "b.pt")
+    assert with_dev.mixture.weights == train_only.mixture.weights  # fit on dev with the training text's counts
+    assert with_dev.metrics["net_bpc"] == train_only.metrics["net_bpc"]  # the network never sees dev
+    assert with_dev.train_ids[: len(train_only.train_ids)] == train_only.train_ids
+    dev_tokens = len(with_dev.train_ids) - len(train_only.train_ids)
+    assert dev_tokens > 0 and with_dev.metrics["static_bpc"] != train_only.metrics["static_bpc"]
