@@ -59,7 +59,7 @@ class TrainConfig:
     locked_dropout: bool = _option(True, "one dropout mask per sequence for every time step")
     weight_drop: float = _option(0.0, "DropConnect on the recurrent weights while training")
     compose: str = _option(
-        "none",
+        "mean",
         "compose each word's vector from its characters' embeddings (none: a table of words)",
         choices=COMPOSITIONS,
     )
@@ -67,15 +67,15 @@ class TrainConfig:
         True,
         "with --compose: add each word's own embedding to its composition (--no-compose-own: the composition alone)",
     )
-    compose_output: bool = _option(False, "with --compose: score words with composed output vectors too")
+    compose_output: bool = _option(True, "with --compose: score words with composed output vectors too")
     word_dropout: float = _option(
         0.0, "with --compose: share of word types seen through their characters alone at each step"
     )
     char_dropout: float = _option(
-        0.0, "with --compose: share of character types dropped from the compositions at each step"
+        0.2, "with --compose: share of character types dropped from the compositions at each step"
     )
     spell_dropout: float = _option(
-        0.0, "share of the training text's words spelled with their characters, drawn anew each epoch"
+        0.5, "share of the training text's words spelled with their characters, drawn anew each epoch"
     )
     spell_whole: bool = _option(
         False, "with --spell-dropout: the token before a spelled word still has the whole word as its target"
@@ -83,7 +83,7 @@ class TrainConfig:
     average: float = _option(
         0.995, "keep an exponential moving average of the weights with this decay per batch and serve it (0: off)"
     )
-    min_count: int = 3
+    min_count: int = 1
     unk_rate: float = 0.5
     seq_len: int = 32
     batch_size: int = _option(32, "the global batch: streams over all processes")
@@ -97,7 +97,7 @@ class TrainConfig:
     heldout_fraction: float = 0.1
     ngram_order: int = 3
     count_dev: bool = _option(
-        False,
+        True,
         "once the mixture's weights are fit on the dev text, the served count model counts it too, as the "
         "character-trigram bar does (the network never trains on it)",
     )

@@ -69,7 +69,8 @@ class ThemeFinder:
             columns = column[np.fromiter((t for line in window for t in line), dtype=np.int64)]
             self.holds[w, columns[columns >= 0]] = 1.0
         # How often each content word is seen (in windows), smoothed; the denominator of every score.
-        self.expected = np.log(self.holds.sum(0) ** SMOOTHING / max(len(self.texts), 1) ** SMOOTHING)
+        with np.errstate(divide="ignore"):  # a word no window holds: -inf, never scored (see _scores)
+            self.expected = np.log(self.holds.sum(0) ** SMOOTHING / max(len(self.texts), 1) ** SMOOTHING)
 
     def windows_holding(self, word: str) -> np.ndarray:
         """The indices of the windows that hold ``word`` as text (whatever the tokens that spell it)."""
@@ -102,7 +103,7 @@ class ThemeFinder:
         if n < 1:
             return np.full(len(self.content), -math.inf)
         together = self.holds[holding].sum(0)  # a few windows hold any one word: rows, not a product
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # words no window holds: NaN, dropped below
             scores = np.log(together / n) - self.expected
         scores[(together < min(MIN_TOGETHER, n)) | (scores <= 0)] = -math.inf  # related: more than chance
         return scores

@@ -26,7 +26,8 @@ def epochs(events):
 
 
 def test_heldout_loss_falls_and_beats_uniform(corpus, tmp_path):
-    events = run(tiny_config(corpus, tmp_path / "m.pt", epochs=4, patience=4))
+    # Spelling half the words of this 1,900-token corpus would hide the word pattern this test looks for.
+    events = run(tiny_config(corpus, tmp_path / "m.pt", epochs=4, patience=4, spell_dropout=0.0))
     history = epochs(events)
     assert history[-1].heldout_loss < history[0].heldout_loss
     start = next(e for e in events if isinstance(e, StartEvent))
