@@ -21,6 +21,9 @@ from .vocab import NEWLINE, Vocab, segment
 WINDOW_LINES = 8  # about a verse: words that share one are about the same thing
 WINDOW_STRIDE = 4
 MIN_TOGETHER = 2  # windows a related word must share with the seed word: one could be chance
+# Times a word must be sung in the training text to carry a theme. A word sung once or twice belongs to its
+# line (and, the windows overlapping, shares two windows with any word near it): pulled in, it copies its line.
+MIN_USES = 3
 # Context-distribution smoothing (Levy, Goldberg & Dagan 2015): PMI with the words' frequencies raised to this
 # power, so a word seen in two windows, both with the seed, does not outrank the words that carry a theme.
 SMOOTHING = 0.75
@@ -57,7 +60,10 @@ class ThemeFinder:
             else:
                 lines[-1].append(token)
         lines = [line for line in lines if line]
-        self.content = np.array([i for i, t in enumerate(vocab.itos) if is_content(t)], dtype=np.int64)
+        uses = np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=len(vocab))
+        self.content = np.array(
+            [i for i, t in enumerate(vocab.itos) if is_content(t) and uses[i] >= MIN_USES], dtype=np.int64
+        )
         column = np.full(len(vocab), -1, dtype=np.int64)
         column[self.content] = np.arange(len(self.content))
         starts = range(0, max(len(lines) - WINDOW_LINES, 0) + 1, WINDOW_STRIDE)
