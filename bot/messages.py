@@ -313,19 +313,20 @@ def forget_question(report: ForgetReport) -> str:
     )
 
 
-def forgotten_text(report: ForgetReport, progress: DeletionProgress | None, *, corpus_records: int) -> str:
-    """What forget-me deleted, after the confirmation. `progress` None: the messages are still being deleted
-    (the bot stopped, or it takes long), and a direct message will say when they are."""
+def forgotten_text(report: ForgetReport, progress: DeletionProgress | None, *, done: bool, corpus_records: int) -> str:
+    """What forget-me deleted, after the confirmation. Not `done`: the song messages are still being deleted
+    (the bot is stopping, or it takes long); `progress` says how far it got, and a direct message will end it."""
     lines = ["Done (已删除). Deleted:", *_forget_items(report)]
     if corpus_records:
         lines.append(f"Your name and id were taken off the records of {corpus_records} corpus file(s).")
-    if report.messages and progress is None:
-        lines.append(
-            f"The {report.messages} message(s) of those songs are being deleted in the background, also after "
-            "a restart: I will send you a direct message when that is done."
-        )
-    elif report.messages and progress is not None:
+    if report.messages and done and progress is not None:
         lines.extend(_deletion_lines(progress))
+    elif report.messages:
+        so_far = f" ({progress.settled} done so far, {progress.pending} to go)" if progress is not None else ""
+        lines.append(
+            f"The {report.messages} message(s) of those songs are being deleted in the background{so_far}, also "
+            "after a restart: I will send you a direct message when that is done."
+        )
     return "\n".join(lines)
 
 

@@ -301,9 +301,11 @@ class Favourites(
                     self.drainer.wake()
                     with contextlib.suppress(TimeoutError):
                         progress = await asyncio.wait_for(asyncio.shield(outcome), FORGET_REPLY_WAIT_S)
-            await interaction.edit_original_response(
-                content=messages.forgotten_text(report, progress, corpus_records=records), view=None
-            )
+            done = progress is not None
+            if report.messages and not done:  # say what remains; the drainer's direct message ends it
+                progress = await self.bot.store.deletion_progress(owner_id)
+            text = messages.forgotten_text(report, progress, done=done, corpus_records=records)
+            await interaction.edit_original_response(content=text, view=None)
 
     async def _forget_corpus_records(self, user_id: int) -> int:
         """Take the member off the records of corpus files they added (best effort: a file error is logged)."""

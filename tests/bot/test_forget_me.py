@@ -54,7 +54,8 @@ async def test_deleting_resumes_after_a_restart_and_the_member_is_told(fake_disc
         _, reply = await forget(fake_discord, alice)
         await fake_discord.wait_until(lambda: songs[0].deleted and failing.hits >= 2, what="a pass over her messages")
         assert rows(bot, "SELECT COUNT(*) FROM songs")[0][0] == 0  # the database forgot her at once
-    assert "being deleted in the background" in reply.content and "direct message" in reply.content
+    assert "being deleted in the background (1 done so far, 2 to go)" in reply.content
+    assert "direct message" in reply.content
     assert not songs[1].deleted and not songs[2].deleted and dms_to(fake_discord, alice) == []
 
     fake_discord.faults.remove(failing)  # Discord is well again
