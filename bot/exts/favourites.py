@@ -243,6 +243,9 @@ class Favourites(
         if interaction.user.id != owner_id:
             await tell(interaction, messages.NOT_YOUR_LIST)
             return
+        if self.bot.shutting_down:
+            await tell(interaction, messages.SHUTTING_DOWN)
+            return
         async with self.bot.busy():
             shown = await defer_if_slow(interaction, self._favourites_page(owner_id, page))
         if shown is None:  # unsaved everything since the list was shown
@@ -275,6 +278,9 @@ class Favourites(
             return
         if choice is ForgetChoice.CANCEL:
             await interaction.response.edit_message(content=messages.FORGET_CANCELLED, view=None)
+            return
+        if self.bot.shutting_down:  # the store is closing: nothing is deleted, the question can be asked again
+            await tell(interaction, messages.SHUTTING_DOWN)
             return
         # Deleting touches the database and then every song's message: acknowledge the click first.
         await interaction.response.defer()
@@ -344,18 +350,16 @@ class Favourites(
     async def _top(self, interaction: discord.Interaction, period: Period) -> None:
         """The leaderboard everyone here may read, in public; and, only for the asker, the one of every channel
         they can read, if it differs."""
-        assert interaction.guild is not None and interaction.guild_id is not None
+        guild_id, guild = interaction.guild_id or 0, interaction.guild  # guild: None if not cached (unavailable)
         back, words = PERIODS[period]
         since = self.bot.store.clock() - back if back is not None else None
         readable = readable_channels(interaction)
         here = {interaction.channel_id} if interaction.channel_id is not None else set()
-        public = {c for c in readable if everyone_can_read(interaction.guild, c)} | here
-        shown = await self.bot.store.top_songs(interaction.guild_id, since=since, limit=TOP_LIMIT, channel_ids=public)
+        public = {c for c in readable if guild is not None and everyone_can_read(guild, c)} | here
+        shown = await self.bot.store.top_songs(guild_id, since=since, limit=TOP_LIMIT, channel_ids=public)
         wider = shown
         if readable - public:
-            wider = await self.bot.store.top_songs(
-                interaction.guild_id, since=since, limit=TOP_LIMIT, channel_ids=readable | here
-            )
+            wider = await self.bot.store.top_songs(guild_id, since=since, limit=TOP_LIMIT, channel_ids=readable | here)
         if not shown and not wider:
             await tell(interaction, messages.no_votes_text(words))
             return

@@ -155,14 +155,19 @@ async def test_favourites_are_refused_during_shutdown(fake_discord: FakeDiscord,
     sampler = SteppedSampler("model")
     engine = Engine(loader=lambda path, device: sampler, torch_threads=1)
     async with start_bot(engine=engine, LYRICS_COOLDOWN=0) as bot:
-        song = await fake_discord.send_slash_command("lyrics", {"seed": "慢慢写"}, user=make_user("bob"))
+        bob = make_user("bob")
+        song = await fake_discord.send_slash_command("lyrics", {"seed": "慢慢写"}, user=bob)
         await fake_discord.wait_until(lambda: sampler.batches, what="a song being written")
+        question = await fake_discord.send_slash_command("favourites forget-me", user=bob)
+        await question.wait_final()
         closing = asyncio.create_task(bot.close())
         await fake_discord.wait_until(lambda: bot.shutting_down, what="the shutdown")
         for name in ("favourites mine", "favourites forget-me", "favourites top"):
             refused = await fake_discord.send_slash_command(name)
             message = await refused.wait_final()
             assert message.ephemeral and message.content == SHUTTING_DOWN, name
+        confirm = await fake_discord.click_button(question.message, f"forget:{bob['id']}:confirm", user=bob)
+        assert (await confirm.wait_final()).content == SHUTTING_DOWN  # asked before, confirmed too late
         sampler.step()
         await closing
-    assert (await song.wait_final()).embeds
+    assert (await song.wait_final()).embeds  # his song in progress was not dropped: he was not forgotten
