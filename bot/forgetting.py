@@ -41,6 +41,7 @@ BATCH = 50  # pending deletions read at a time
 TRIES = 5  # a message Discord keeps failing to delete (5xx) counts as unreachable after this many tries
 RETRY_S = 5.0  # the pause after a pass in which Discord failed
 HISTORY_LIMIT = 100  # messages looked through around a song's time for a message whose id was never recorded
+LABELS_REFRESHED = 100  # vote labels corrected after a forget, newest songs first (each is one edit, rate-limited)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,8 +231,8 @@ def _items(bar: object) -> list[object]:
 
 async def refresh_vote_labels(bot: LyricsBot, song_ids: tuple[int, ...]) -> None:
     """Show the current count on the 👍 of songs the forgotten member had voted for (best effort: a message the
-    bot cannot edit keeps the old count until the next click)."""
-    for song_id in song_ids:
+    bot cannot edit, or one beyond the newest LABELS_REFRESHED, keeps the old count until its next click)."""
+    for song_id in sorted(song_ids, reverse=True)[:LABELS_REFRESHED]:
         try:
             song = await bot.store.get_song(song_id)
             if song is None or song.message_id is None:
