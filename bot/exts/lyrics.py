@@ -34,7 +34,7 @@ from bot.engine import EngineClosedError, GenerationFailedError, ModelNotLoadedE
 from bot.forgetting import Request
 from bot.replies import defer_if_slow, tell
 from bot.settings import Limits
-from bot.store import DM_GUILD_ID, NewSong, StoreError
+from bot.store import DM_GUILD_ID, MemberForgottenError, NewSong, StoreError
 from model.rhyme import char_rhyme
 from model.sample import SampleRequest, SamplingError
 
@@ -321,7 +321,7 @@ class Lyrics(commands.Cog):
             await _dropped(interaction)
             return
         sample = generation.sample
-        song_id = await self._store(interaction, request, sample.text, generation.model.bundle_hash)
+        song_id = await self._store(interaction, request, sample.text, generation.model.bundle_hash, tracked)
         if tracked.forgotten:  # forgotten while it was being stored: it must not stay under their id
             if song_id is not None:
                 await self.bot.store.delete_song(song_id)
@@ -358,7 +358,7 @@ class Lyrics(commands.Cog):
             log.info("could not show user %d their place in the queue: %s", interaction.user.id, exc)
 
     async def _store(
-        self, interaction: discord.Interaction, request: SampleRequest, text: str, bundle_hash: str
+        self, interaction: discord.Interaction, request: SampleRequest, text: str, bundle_hash: str, tracked: Request
     ) -> int | None:
         """Keep the song (later buttons vote on it by id). A failure costs the buttons, not the song."""
         song = NewSong(
@@ -372,9 +372,13 @@ class Lyrics(commands.Cog):
             bundle_hash=bundle_hash,
             text=text,
             rhyme=request.rhyme,
+            asked_at=interaction.created_at,
         )
         try:
             return await self.bot.store.add_song(song)
+        except MemberForgottenError:  # forget-me ran since, maybe in another process: the caller drops the song
+            tracked.forgotten = True
+            return None
         except (StoreError, sqlite3.Error) as exc:
             log.error("could not store a song for user %d: %s", interaction.user.id, exc)
             return None

@@ -23,10 +23,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Self
 
 DM_GUILD_ID = 0  # the guild_id of songs written in direct messages; no guild has id 0
+# How long forget-me remembers a member's id, to refuse songs they asked for before it that finish after it (in
+# any process): longer than any song waits and is written (LYRICS_REQUEST_TIMEOUT).
+FORGOTTEN_FOR = timedelta(hours=1)
 
 # -----------------------------------------------------------------------------
 # errors
@@ -56,6 +59,10 @@ class SelfVoteError(StoreError):
     """Members cannot vote for a song they asked for."""
 
 
+class MemberForgottenError(StoreError):
+    """The song's member used forget-me after asking for it (NewSong.asked_at): it is not stored under their id."""
+
+
 class TrainerTakenError(StoreError):
     """Another process on this database already trains (LYRICS_TRAINER=1): exactly one may."""
 
@@ -78,6 +85,8 @@ class NewSong:
     bundle_hash: str  # which trained model bundle wrote it
     text: str
     rhyme: str = "auto"  # the rhyme asked for: "auto", "off" or one character (SampleRequest.rhyme)
+    # When the member asked for it: if they used forget-me since (remembered FORGOTTEN_FOR), add_song refuses it.
+    asked_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +195,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def add_song(self, song: NewSong) -> int:
-        """Store a freshly written song; returns its id (never one a deleted song had; message_id is set later)."""
+        """Store a freshly written song; returns its id (never one a deleted song had; message_id is set later).
+
+        Raises MemberForgottenError if its member used forget-me after `song.asked_at`."""
 
     @abc.abstractmethod
     async def set_message_id(self, song_id: int, message_id: int) -> None:

@@ -43,7 +43,7 @@ from bot.store.base import (
     check_aware,
     utcnow,
 )
-from bot.store.postgres_privacy import PostgresPrivacy, lock_member
+from bot.store.postgres_privacy import PostgresPrivacy, check_not_forgotten, lock_member
 from model.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
             state       TEXT        NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'deleted', 'unreachable'))
         )""",
         "CREATE INDEX forget_deletions_by_user ON forget_deletions(user_id, state)",
+        "CREATE TABLE forgotten_members (user_id BIGINT PRIMARY KEY, forgotten_at TIMESTAMPTZ NOT NULL)",
     ),
 ]
 LATEST_VERSION = len(MIGRATIONS)
@@ -332,6 +333,7 @@ class PostgresStore(PostgresPrivacy, Store):
         async def insert(conn: asyncpg.Connection) -> int:
             if song.author_id is not None:
                 await lock_member(conn, song.author_id, shared=True)
+                await check_not_forgotten(conn, song)
             return await conn.fetchval(
                 "INSERT INTO songs (guild_id, channel_id, author_id, seed, temperature, length,"
                 " random_seed, bundle_hash, text, created_at, rhyme)"

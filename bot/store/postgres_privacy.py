@@ -14,11 +14,20 @@ forget starts deleting or run wholly after it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 import asyncpg
 
-from bot.store.base import DeletionProgress, ForgetReport, PendingDeletion
+from bot.store.base import (
+    FORGOTTEN_FOR,
+    DeletionProgress,
+    ForgetReport,
+    MemberForgottenError,
+    NewSong,
+    PendingDeletion,
+    check_aware,
+)
 
 T = TypeVar("T")
 
@@ -35,9 +44,22 @@ async def lock_member(conn: asyncpg.Connection, user_id: int, *, shared: bool) -
     await conn.execute(f"SELECT {function}($1, $2)", MEMBER_LOCK, user_id & _LOW_31_BITS)
 
 
+async def check_not_forgotten(conn: asyncpg.Connection, song: NewSong) -> None:
+    """Inside add_song's transaction, under the member's lock: refuse a song asked for before their forget-me."""
+    if song.author_id is None or song.asked_at is None:
+        return
+    if await conn.fetchval(
+        "SELECT 1 FROM forgotten_members WHERE user_id = $1 AND forgotten_at >= $2",
+        song.author_id,
+        check_aware(song.asked_at),
+    ):
+        raise MemberForgottenError(f"user {song.author_id} used forget-me after asking for this song")
+
+
 class PostgresPrivacy:
     """forget_preview, forget_user and the deletion queue, for `PostgresStore` (its `_read` and `_write`)."""
 
+    clock: Callable[[], datetime]
     _read: Callable[[Callable[[asyncpg.Connection], Awaitable[T]]], Awaitable[T]]
     _write: Callable[[Callable[[asyncpg.Connection], Awaitable[T]]], Awaitable[T]]
 
@@ -63,6 +85,14 @@ class PostgresPrivacy:
                 "INSERT INTO forget_deletions (user_id, channel_id, message_id, song_id, written_at)"
                 " SELECT author_id, channel_id, message_id, id, created_at FROM songs WHERE author_id = $1 ORDER BY id",
                 user_id,
+            )
+            now = check_aware(self.clock())
+            await conn.execute("DELETE FROM forgotten_members WHERE forgotten_at < $1", now - FORGOTTEN_FOR)
+            await conn.execute(
+                "INSERT INTO forgotten_members VALUES ($1, $2)"
+                " ON CONFLICT (user_id) DO UPDATE SET forgotten_at = EXCLUDED.forgotten_at",
+                user_id,
+                now,
             )
             await conn.execute("DELETE FROM votes WHERE user_id = $1", user_id)
             await conn.execute("DELETE FROM favourites WHERE user_id = $1", user_id)

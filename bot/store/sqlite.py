@@ -43,7 +43,7 @@ from bot.store.base import (
     check_aware,
     utcnow,
 )
-from bot.store.sqlite_privacy import SqlitePrivacy
+from bot.store.sqlite_privacy import SqlitePrivacy, check_not_forgotten
 
 RELAY_POLL_S = 0.1  # how often the trainer looks for interactions left by other processes (no NOTIFY in SQLite)
 
@@ -121,6 +121,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
             state       TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'deleted', 'unreachable'))
         )""",
         "CREATE INDEX forget_deletions_by_user ON forget_deletions(user_id, state)",
+        # ...and members forgotten within FORGOTTEN_FOR: a song they asked for before that is not stored.
+        "CREATE TABLE forgotten_members (user_id INTEGER PRIMARY KEY, forgotten_at TEXT NOT NULL)",
     ),
 ]
 LATEST_VERSION = len(MIGRATIONS)
@@ -333,6 +335,7 @@ class SqliteStore(SqlitePrivacy, Store):
     async def add_song(self, song: NewSong) -> int:
         """Store a freshly written song; returns its id (message_id is set later)."""
         async with self._write() as db:
+            await check_not_forgotten(db, song)
             cur = await db.execute(
                 "INSERT INTO songs (guild_id, channel_id, author_id, seed, temperature, length,"
                 " random_seed, bundle_hash, text, created_at, rhyme) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -11,7 +11,15 @@ from datetime import datetime
 
 import aiosqlite
 
-from bot.store.base import DeletionProgress, ForgetReport, PendingDeletion
+from bot.store.base import (
+    FORGOTTEN_FOR,
+    DeletionProgress,
+    ForgetReport,
+    MemberForgottenError,
+    NewSong,
+    PendingDeletion,
+    check_aware,
+)
 
 
 class SqlitePrivacy:
@@ -42,6 +50,9 @@ class SqlitePrivacy:
                 " SELECT author_id, channel_id, message_id, id, created_at FROM songs WHERE author_id = ? ORDER BY id",
                 (user_id,),
             )
+            now = self.clock()
+            await db.execute("DELETE FROM forgotten_members WHERE forgotten_at < ?", (_ts(now - FORGOTTEN_FOR),))
+            await db.execute("INSERT OR REPLACE INTO forgotten_members VALUES (?, ?)", (user_id, _ts(now)))
             await db.execute("DELETE FROM votes WHERE user_id = ?", (user_id,))
             await db.execute("DELETE FROM favourites WHERE user_id = ?", (user_id,))
             await db.execute("DELETE FROM songs WHERE author_id = ?", (user_id,))  # cascades to votes, favourites
@@ -95,6 +106,22 @@ class SqlitePrivacy:
     async def clear_deletions(self, user_id: int) -> None:
         async with self._write() as db:
             await db.execute("DELETE FROM forget_deletions WHERE user_id = ? AND state != 'pending'", (user_id,))
+
+
+async def check_not_forgotten(db: aiosqlite.Connection, song: NewSong) -> None:
+    """Inside add_song's transaction: refuse a song its member asked for before their forget-me."""
+    if song.author_id is None or song.asked_at is None:
+        return
+    async with db.execute(
+        "SELECT 1 FROM forgotten_members WHERE user_id = ? AND forgotten_at >= ?", (song.author_id, _ts(song.asked_at))
+    ) as cur:
+        if await cur.fetchone() is not None:
+            raise MemberForgottenError(f"user {song.author_id} used forget-me after asking for this song")
+
+
+def _ts(moment: datetime) -> str:
+    """sqlite.py's time format (fixed-width ISO 8601 UTC text: string order is time order)."""
+    return check_aware(moment).isoformat(timespec="microseconds")
 
 
 async def _forget_counts(db: aiosqlite.Connection, user_id: int) -> ForgetReport:

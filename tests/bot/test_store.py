@@ -23,6 +23,7 @@ import pytest
 from bot.store import (
     DeletionProgress,
     ForgetReport,
+    MemberForgottenError,
     SelfVoteError,
     SongNotFoundError,
     Store,
@@ -32,6 +33,7 @@ from bot.store import (
 )
 from bot.store import postgres as postgres_store
 from bot.store import sqlite as sqlite_store
+from bot.store.base import FORGOTTEN_FOR
 from tests.bot.store_helpers import (
     ALICE,
     BOB,
@@ -375,6 +377,23 @@ async def test_forget_user_queues_every_song_message_in_the_same_transaction(tar
         assert await store.settled_forgets() == [ALICE]
         await store.clear_deletions(ALICE)
         assert await store.settled_forgets() == [] and await store.deletion_progress(ALICE) == DeletionProgress(0, 0, 0)
+
+
+async def test_a_song_asked_for_before_its_members_forget_is_not_stored(store: Store, clock: Clock) -> None:
+    """Songs finish in any shard process: one its member asked for before their forget-me, finishing after it, is
+    refused in add_song's own transaction; one asked for afterwards is theirs as usual, and so is any once the
+    forget is older than FORGOTTEN_FOR."""
+    asked = clock.now
+    await store.forget_user(ALICE)
+    with pytest.raises(MemberForgottenError):
+        await store.add_song(dataclasses.replace(new_song(author=ALICE), asked_at=asked))
+    assert (await store.forget_preview(ALICE)).songs == 0
+    assert await store.add_song(dataclasses.replace(new_song(author=BOB), asked_at=asked))  # only hers
+    later = await store.add_song(dataclasses.replace(new_song(author=ALICE), asked_at=clock()))
+    assert (await store.get_song(later)).author_id == ALICE
+    clock.now += FORGOTTEN_FOR * 2
+    await store.forget_user(CAROL)  # prunes what is older than FORGOTTEN_FOR
+    assert await store.add_song(dataclasses.replace(new_song(author=ALICE), asked_at=asked))
 
 
 FAIL_ON_SONG_DELETE = {

@@ -56,7 +56,15 @@ async def test_open_creates_the_schema_once(postgres_url: str) -> None:
     async with await PostgresStore.open(postgres_url):
         assert await version(postgres_url) == LATEST_VERSION
         tables = {name for name, _ in await catalogue(postgres_url)}
-        assert tables == {"schema_version", "songs", "votes", "favourites", "relayed_interactions", "forget_deletions"}
+        assert tables == {
+            "schema_version",
+            "songs",
+            "votes",
+            "favourites",
+            "relayed_interactions",
+            "forget_deletions",
+            "forgotten_members",
+        }
     before = await catalogue(postgres_url)
     async with await PostgresStore.open(postgres_url):
         assert await catalogue(postgres_url) == before and await version(postgres_url) == LATEST_VERSION
