@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import sys
 
 import aiohttp
@@ -124,7 +125,21 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_CONFIG)
     except StoreError as exc:
         return _fail(f"cannot open the database: {exc}", EXIT_CONFIG)
-    except (aiohttp.ClientError, discord.GatewayNotFound, OSError) as exc:
+    except sqlite3.OperationalError as exc:  # unreadable, locked by another program, a full disk...
+        return _fail(
+            f"cannot use the database {settings.db_path}: {exc}: check that this user can read and write it and"
+            " its folder, and that no other program holds it locked",
+            EXIT_CONFIG,
+        )
+    except (aiohttp.ClientError, discord.GatewayNotFound) as exc:
+        return _fail(f"cannot reach Discord: {exc}", EXIT_FAILED)
+    except PermissionError as exc:  # the data folder, the database or its lock file (<database>.trainer)
+        return _fail(
+            f"no permission to use {exc.filename or 'a data file'} ({exc.strerror}): check the owner and mode of the"
+            " bot's data folder (LYRICS_DB) and the files in it",
+            EXIT_CONFIG,
+        )
+    except OSError as exc:
         return _fail(f"cannot reach Discord: {exc}", EXIT_FAILED)
     except discord.HTTPException as exc:
         return _fail(f"Discord answered with an error: {exc}", EXIT_FAILED)

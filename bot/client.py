@@ -35,7 +35,8 @@ from discord.ext import commands
 
 from bot import messages
 from bot.engine import Engine, ModelMissingError, load_sampler
-from bot.permissions import NotAdmin, NotOwner
+from bot.forgetting import Forgetting
+from bot.permissions import NotAdmin, NotOwner, ShuttingDown
 from bot.relay import RelayReceiver, RelaySender
 from bot.replies import tell
 from bot.settings import Settings
@@ -84,6 +85,9 @@ class LyricsTree(app_commands.CommandTree["LyricsBot"]):
         if isinstance(error, NotOwner):
             log.info("refused %s to user %d: not one of the bot's owners", what, interaction.user.id)
             await tell(interaction, messages.OWNER_ONLY)
+            return
+        if isinstance(error, ShuttingDown):
+            await tell(interaction, messages.SHUTTING_DOWN)
             return
         if isinstance(error, app_commands.CommandOnCooldown):
             await tell(interaction, messages.cooldown(what, error.retry_after))
@@ -142,6 +146,7 @@ class LyricsBot(commands.AutoShardedBot):
             torch_threads=settings.torch_threads,
         )
         self._store = store
+        self.forgetting = Forgetting()  # members forgotten lately, and their songs in progress (bot/forgetting.py)
         self.watcher: BundleWatcher | None = None  # a process that does not train: follows the trainer's model
         self.relay_sender: RelaySender | None = None  # ...and hands it /train and /corpus
         self.relay_receiver: RelayReceiver | None = None  # the trainer, when other processes run shards

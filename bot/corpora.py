@@ -311,6 +311,25 @@ class Corpora:
         log.info("removed %s (%d lines)", entry.name, entry.lines)
         return entry
 
+    def forget_uploader(self, user_id: int) -> int:
+        """forget-me: take the member's id and name off the records of the files they added (the lyrics stay:
+        they are the corpus, not data about the member); returns how many records changed."""
+        if not self.folder.is_dir():
+            return 0
+        changed = 0
+        for path in sorted(self.folder.glob("*.json")):
+            record = _read_record(path)
+            added_by = record.get("added_by")
+            if not isinstance(added_by, dict) or str(added_by.get("id")) != str(user_id):
+                continue
+            record["added_by"] = None  # listed as "no record of who added it"
+            data = json.dumps(record, ensure_ascii=False, indent=1).encode()
+            atomic_write(path, lambda handle, data=data: handle.write(data))
+            changed += 1
+        if changed:
+            log.info("took a forgotten member off %d corpus record(s)", changed)
+        return changed
+
 
 def _read_upload(shown: str, data: bytes) -> tuple[list[Text], list[str]]:
     """The decoded texts of an upload and the zip members left out; UploadRefused with the reason."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import discord
 
-from bot.store import ForgetReport, Song
+from bot.store import DeletionProgress, ForgetReport, Song
 from model.rhyme import rhyme_name
 
 CONTENT_LIMIT = 2000
@@ -241,6 +241,10 @@ TOP_IN_DMS = "Leaderboards are per server (排行榜只在服务器里): use /fa
 FORGET_CANCELLED = "Cancelled: nothing was deleted (已取消)."
 FAVOURITES_TITLE = "⭐ Your saved songs (我的收藏)"
 TOP_FOOTER = "/favourites show id:<n> shows one in full"
+TOP_WIDER_FOOTER = (
+    "Only you see this one: it also counts songs from channels not everyone here can read · "
+    "/favourites show id:<n> shows one in full"
+)
 
 
 def not_found(song_id: int) -> str:
@@ -289,26 +293,53 @@ def _forget_items(report: ForgetReport) -> list[str]:
     ]
 
 
+CORPUS_RECORDS_NOTE = (
+    "Lyrics files you added with /corpus add stay in the training corpus (they are lyrics, not data about you), "
+    "but your name and id are taken off their records."
+)
+FORGOTTEN_SONG = "You asked me to forget you (你已要求删除数据), so this song was dropped: ask again any time."
+
+
 def forget_question(report: ForgetReport) -> str:
-    """The confirmation of forget-me: exactly what goes."""
+    """The confirmation of forget-me: exactly what goes, and what happens to corpus records."""
     return "\n".join(
         [
             "This deletes everything the bot stores about you, for good (删除你的所有数据):",
             *_forget_items(report),
+            "• any song of yours still being written",
+            CORPUS_RECORDS_NOTE,
             "It cannot be undone.",
         ]
     )
 
 
-def forgotten_text(report: ForgetReport, *, messages_deleted: int, messages_unreachable: int) -> str:
-    """What forget-me deleted, after the confirmation."""
+def forgotten_text(report: ForgetReport, progress: DeletionProgress | None, *, done: bool, corpus_records: int) -> str:
+    """What forget-me deleted, after the confirmation. Not `done`: the song messages are still being deleted
+    (the bot is stopping, or it takes long); `progress` says how far it got, and a direct message will end it."""
     lines = ["Done (已删除). Deleted:", *_forget_items(report)]
-    found = len(report.messages)
-    if found:
-        lines.append(f"Messages of those songs deleted: {messages_deleted} of {found}.")
-        if messages_unreachable:
-            lines.append(
-                f"{messages_unreachable} could not be reached (the bot was removed from the channel or server); "
-                "a server's moderators can delete them."
-            )
+    if corpus_records:
+        lines.append(f"Your name and id were taken off the records of {corpus_records} corpus file(s).")
+    if report.messages and done and progress is not None:
+        lines.extend(_deletion_lines(progress))
+    elif report.messages:
+        so_far = f" ({progress.settled} done so far, {progress.pending} to go)" if progress is not None else ""
+        lines.append(
+            f"The {report.messages} message(s) of those songs are being deleted in the background{so_far}, also "
+            "after a restart: I will send you a direct message when that is done."
+        )
     return "\n".join(lines)
+
+
+def deletions_done_text(progress: DeletionProgress) -> str:
+    """The direct message that ends a forget-me whose song messages took longer than its reply could wait."""
+    return "\n".join(["forget-me (删除我的数据): the messages of your songs are done.", *_deletion_lines(progress)])
+
+
+def _deletion_lines(progress: DeletionProgress) -> list[str]:
+    lines = [f"Messages of those songs deleted: {progress.deleted} of {progress.settled}."]
+    if progress.unreachable:
+        lines.append(
+            f"{progress.unreachable} could not be reached (the bot was removed from the channel or server); "
+            "a server's moderators can delete them."
+        )
+    return lines

@@ -25,7 +25,9 @@ Any other server's Administrator is not an owner: whoever creates a server and i
 not be able to replace the model every other server uses.
 
 Who may *see* a song: whoever can read the channel it was written in (`can_read`). Song ids are
-sequential, so /favourites must not show one to a member who merely guesses its number.
+sequential, so /favourites must not show one to a member who merely guesses its number. What the bot posts
+for a whole channel to see (the public leaderboard) shows only songs from public channels
+(`everyone_can_read`) and from that channel itself.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class NotAdmin(app_commands.CheckFailure):
 
 class NotOwner(app_commands.CheckFailure):
     """The user is not one of the bot's owners; the tree's on_error tells them who may (messages.OWNER_ONLY)."""
+
+
+class ShuttingDown(app_commands.CheckFailure):
+    """The bot is shutting down and takes no new command; the tree's on_error says so (messages.SHUTTING_DOWN)."""
 
 
 def has_administrator(interaction: discord.Interaction) -> bool:
@@ -115,6 +121,20 @@ def can_read(interaction: discord.Interaction, channel_id: int) -> bool:
     if isinstance(channel, discord.Thread) and channel.is_private():
         return permissions.manage_threads or channel.owner_id == member.id
     return True
+
+
+def everyone_can_read(guild: discord.Guild, channel_id: int) -> bool:
+    """Whether channel (or thread) `channel_id` of `guild` is public: its @everyone role may view it and read its
+    history. A song from there may be shown to a whole channel; one from a private channel or thread may not."""
+    channel = guild.get_channel_or_thread(channel_id)
+    if isinstance(channel, discord.Thread):
+        if channel.is_private():
+            return False
+        channel = channel.parent
+    if channel is None or isinstance(channel, discord.CategoryChannel):
+        return False
+    permissions = channel.permissions_for(guild.default_role)
+    return permissions.view_channel and permissions.read_message_history
 
 
 def readable_channels(interaction: discord.Interaction) -> set[int]:

@@ -12,10 +12,18 @@ in place (callback type 7: the new vote count, or "deleted") or with an ephemera
 Songs are visible where they were written: in their guild to members who can read the channel they were
 written in, or in their DM channel. A song id from elsewhere is answered exactly like an id that does not
 exist, so nothing leaks across servers or out of private channels (song ids are sequential: easy to guess).
+The public leaderboard shows only songs from public channels and from the channel it is posted in; what
+else the asker may read comes in a leaderboard only they see.
+
+forget-me forgets in one transaction that also queues the member's song messages for deletion; the
+`DeletionDrainer` (bot/forgetting.py) deletes them in the background, also after a restart, and the reply
+waits for it to say how it went (or says a direct message will).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,9 +37,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages, views
-from bot.permissions import can_read, is_admin, readable_channels
+from bot.corpora import Corpora
+from bot.forgetting import DeletionDrainer, refresh_vote_labels
+from bot.permissions import ShuttingDown, can_read, everyone_can_read, is_admin, readable_channels
 from bot.replies import defer_if_slow, tell, update
-from bot.store import SelfVoteError, Song, SongNotFoundError, VoteResult
+from bot.store import DeletionProgress, SelfVoteError, Song, SongNotFoundError, VoteResult
 from bot.views import ForgetChoice, SongAction
 
 if TYPE_CHECKING:
@@ -39,10 +49,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_MESSAGE = 10008  # Discord's error code for a message that no longer exists
 PAGE_SIZE = 5  # songs per page of /favourites mine
 TOP_LIMIT = 10  # songs on a leaderboard
 SONG_ID_MAX = 2**53  # the largest integer option Discord accepts; ids never get near it
+# How long the forget-me reply waits for its song messages to be deleted: its token lasts 15 minutes.
+FORGET_REPLY_WAIT_S = 600.0
 Period = Literal["week", "month", "all"]
 # How far back a leaderboard looks (None: no limit), and how its title says so.
 PERIODS: dict[str, tuple[timedelta | None, str]] = {
@@ -114,6 +125,21 @@ class Favourites(
     def __init__(self, bot: LyricsBot) -> None:
         self.bot = bot
         self.labels = LabelSync(self._refresh_song_message)
+        self.drainer: DeletionDrainer | None = None
+
+    async def cog_load(self) -> None:
+        # One process drains forget-me's queue: the only one, or the trainer when shards run in several.
+        sharding = self.bot.settings.sharding
+        if self.bot.serve and (not sharding.partial or sharding.trainer):
+            self.drainer = DeletionDrainer(self.bot)
+            self.drainer.start()
+            self.bot.add_cleanup(self.drainer.stop)
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Every /favourites command: none starts once the bot is shutting down (the store is closing)."""
+        if self.bot.shutting_down:
+            raise ShuttingDown("the bot is shutting down")
+        return True
 
     # ---- helpers
 
@@ -217,6 +243,9 @@ class Favourites(
         if interaction.user.id != owner_id:
             await tell(interaction, messages.NOT_YOUR_LIST)
             return
+        if self.bot.shutting_down:
+            await tell(interaction, messages.SHUTTING_DOWN)
+            return
         async with self.bot.busy():
             shown = await defer_if_slow(interaction, self._favourites_page(owner_id, page))
         if shown is None:  # unsaved everything since the list was shown
@@ -250,51 +279,57 @@ class Favourites(
         if choice is ForgetChoice.CANCEL:
             await interaction.response.edit_message(content=messages.FORGET_CANCELLED, view=None)
             return
+        if self.bot.shutting_down:  # the store is closing: nothing is deleted, the question can be asked again
+            await tell(interaction, messages.SHUTTING_DOWN)
+            return
         # Deleting touches the database and then every song's message: acknowledge the click first.
         await interaction.response.defer()
         async with self.bot.busy():
-            report = await self.bot.store.forget_user(owner_id)
-            deleted, unreachable = await self._delete_messages(report.messages)
-        log.info(
-            "forgot user %d: %d votes, %d favourites, %d songs; %d of %d messages deleted",
-            owner_id,
-            report.votes,
-            report.favourites,
-            report.songs,
-            deleted,
-            len(report.messages),
-        )
-        await interaction.edit_original_response(
-            content=messages.forgotten_text(report, messages_deleted=deleted, messages_unreachable=unreachable),
-            view=None,
-        )
+            waiting = self.drainer.expecting(owner_id) if self.drainer else contextlib.nullcontext(None)
+            with waiting as outcome:  # before the forget commits: the drainer may finish at once
+                dropped = self.bot.forgetting.forget(owner_id)  # first: a song finishing now is not kept
+                report = await self.bot.store.forget_user(owner_id)
+                records = await self._forget_corpus_records(owner_id)
+                log.info(
+                    "forgot user %d: %d votes, %d favourites, %d songs (%d messages queued), %d songs in progress,"
+                    " %d corpus records",
+                    owner_id,
+                    report.votes,
+                    report.favourites,
+                    report.songs,
+                    report.messages,
+                    dropped,
+                    records,
+                )
+                await refresh_vote_labels(self.bot, report.voted_songs)
+                progress: DeletionProgress | None = None
+                if report.messages and outcome is not None and self.drainer is not None:
+                    self.drainer.wake()
+                    with contextlib.suppress(TimeoutError):
+                        progress = await asyncio.wait_for(asyncio.shield(outcome), FORGET_REPLY_WAIT_S)
+            done = progress is not None
+            if report.messages and not done:  # say what remains; the drainer's direct message ends it
+                progress = await self.bot.store.deletion_progress(owner_id)
+            text = messages.forgotten_text(report, progress, done=done, corpus_records=records)
+            await interaction.edit_original_response(content=text, view=None)
 
-    async def _delete_messages(self, where: tuple[tuple[int, int], ...]) -> tuple[int, int]:
-        """Delete the bot's messages at (channel_id, message_id); returns (deleted, could not be reached).
-
-        A message already gone counts as deleted. discord.py waits out Discord's rate limits between them.
-        """
-        deleted = unreachable = 0
-        for channel_id, message_id in where:
-            message = self.bot.get_partial_messageable(channel_id).get_partial_message(message_id)
-            try:
-                await message.delete()
-            except discord.NotFound as exc:
-                if exc.code == UNKNOWN_MESSAGE:
-                    deleted += 1
-                else:  # the channel itself is gone, or the bot left the server
-                    unreachable += 1
-            except discord.HTTPException as exc:  # Forbidden: the bot lost access to the channel
-                log.info("could not delete message %d in channel %d: %s", message_id, channel_id, exc)
-                unreachable += 1
-            else:
-                deleted += 1
-        return deleted, unreachable
+    async def _forget_corpus_records(self, user_id: int) -> int:
+        """Take the member off the records of corpus files they added (best effort: a file error is logged)."""
+        corpora = Corpora(self.bot.settings.corpora_path, self.bot.settings.corpus_path)
+        try:
+            return await asyncio.to_thread(corpora.forget_uploader, user_id)
+        except OSError as exc:
+            log.error("could not take user %d off the corpus records: %s", user_id, exc)
+            return 0
 
     # ---- /favourites ...
 
     @app_commands.command(name="mine", description="我的收藏 · Your saved songs, newest first")
     async def mine(self, interaction: discord.Interaction) -> None:
+        async with self.bot.busy():
+            await self._mine(interaction)
+
+    async def _mine(self, interaction: discord.Interaction) -> None:
         shown = await self._favourites_page(interaction.user.id, 0)
         if shown is None:
             await tell(interaction, messages.NO_FAVOURITES)
@@ -309,26 +344,42 @@ class Favourites(
         if interaction.guild_id is None:
             await tell(interaction, messages.TOP_IN_DMS)
             return
+        async with self.bot.busy():
+            await self._top(interaction, period)
+
+    async def _top(self, interaction: discord.Interaction, period: Period) -> None:
+        """The leaderboard everyone here may read, in public; and, only for the asker, the one of every channel
+        they can read, if it differs."""
+        guild_id, guild = interaction.guild_id or 0, interaction.guild  # guild: None if not cached (unavailable)
         back, words = PERIODS[period]
         since = self.bot.store.clock() - back if back is not None else None
-        songs = await self.bot.store.top_songs(
-            interaction.guild_id, since=since, limit=TOP_LIMIT, channel_ids=readable_channels(interaction)
-        )
-        if not songs:
+        readable = readable_channels(interaction)
+        here = {interaction.channel_id} if interaction.channel_id is not None else set()
+        public = {c for c in readable if guild is not None and everyone_can_read(guild, c)} | here
+        shown = await self.bot.store.top_songs(guild_id, since=since, limit=TOP_LIMIT, channel_ids=public)
+        wider = shown
+        if readable - public:
+            wider = await self.bot.store.top_songs(guild_id, since=since, limit=TOP_LIMIT, channel_ids=readable | here)
+        if not shown and not wider:
             await tell(interaction, messages.no_votes_text(words))
             return
-        embed = discord.Embed(
-            title=messages.top_title(words),
-            colour=messages.EMBED_COLOUR,
-            description="\n".join(messages.song_line(song, rank) for rank, song in enumerate(songs, 1)),
-        )
-        embed.set_footer(text=messages.TOP_FOOTER)
-        await interaction.response.send_message(embed=embed)  # public: worth sharing
+        if shown:
+            await interaction.response.send_message(embed=_board(shown, words, messages.TOP_FOOTER))  # worth sharing
+        if [song.id for song in wider] != [song.id for song in shown]:
+            embed = _board(wider, words, messages.TOP_WIDER_FOOTER)
+            if interaction.response.is_done():
+                await interaction.followup.send(embed=embed, ephemeral=True)
+            else:
+                await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @app_commands.command(name="show", description="看一首歌 · One song in full, with its votes and how to replay it")
     @app_commands.rename(song_id="id")
     @app_commands.describe(song_id="歌的编号 · The song's number (the # in its footer)")
     async def show(self, interaction: discord.Interaction, song_id: app_commands.Range[int, 1, SONG_ID_MAX]) -> None:
+        async with self.bot.busy():
+            await self._show(interaction, song_id)
+
+    async def _show(self, interaction: discord.Interaction, song_id: int) -> None:
         song = await self._visible_song(interaction, song_id)
         if song is None:
             await tell(interaction, messages.not_found(song_id))
@@ -341,13 +392,18 @@ class Favourites(
     @app_commands.describe(song_id="歌的编号 · The song's number (see /favourites mine)")
     async def remove(self, interaction: discord.Interaction, song_id: app_commands.Range[int, 1, SONG_ID_MAX]) -> None:
         # Any of the member's saved songs, wherever it was saved: the list is theirs.
-        if await self.bot.store.remove_favourite(interaction.user.id, song_id):
-            await tell(interaction, messages.unsaved_text(song_id))
-        else:
-            await tell(interaction, messages.not_saved_text(song_id))
+        async with self.bot.busy():
+            if await self.bot.store.remove_favourite(interaction.user.id, song_id):
+                await tell(interaction, messages.unsaved_text(song_id))
+            else:
+                await tell(interaction, messages.not_saved_text(song_id))
 
     @app_commands.command(name="forget-me", description="删除我的数据 · Delete everything the bot stores about you")
     async def forget_me(self, interaction: discord.Interaction) -> None:
+        async with self.bot.busy():
+            await self._forget_me(interaction)
+
+    async def _forget_me(self, interaction: discord.Interaction) -> None:
         report = await defer_if_slow(interaction, self.bot.store.forget_preview(interaction.user.id), ephemeral=True)
         if not interaction.response.is_done():
             await interaction.response.send_message(
@@ -357,6 +413,17 @@ class Favourites(
             await interaction.edit_original_response(
                 content=messages.forget_question(report), view=views.forget_view(interaction.user.id)
             )
+
+
+def _board(songs: list[Song], period_words: str, footer: str) -> discord.Embed:
+    """A leaderboard: the songs, most votes first."""
+    embed = discord.Embed(
+        title=messages.top_title(period_words),
+        colour=messages.EMBED_COLOUR,
+        description="\n".join(messages.song_line(song, rank) for rank, song in enumerate(songs, 1)),
+    )
+    embed.set_footer(text=footer)
+    return embed
 
 
 async def setup(bot: LyricsBot) -> None:

@@ -31,9 +31,10 @@ from discord.ext import commands
 
 from bot import messages, views
 from bot.engine import EngineClosedError, GenerationFailedError, ModelNotLoadedError, QueueFullError, Ticket
+from bot.forgetting import Request
 from bot.replies import defer_if_slow, tell
 from bot.settings import Limits
-from bot.store import DM_GUILD_ID, NewSong, StoreError
+from bot.store import DM_GUILD_ID, MemberForgottenError, NewSong, StoreError
 from model.rhyme import char_rhyme
 from model.sample import SampleRequest, SamplingError
 
@@ -277,11 +278,15 @@ class Lyrics(commands.Cog):
             await tell(interaction, messages.SHUTTING_DOWN)
             return
         try:
-            await self._wait_and_reply(interaction, request, ticket)
+            # forget-me drops the member's songs in progress (bot/forgetting.py): `tracked.forgotten`.
+            with self.bot.forgetting.track(interaction.user.id, ticket, interaction.created_at) as tracked:
+                await self._wait_and_reply(interaction, request, ticket, tracked)
         finally:
             ticket.cancel()  # a no-op once the song is written; otherwise it leaves the queue
 
-    async def _wait_and_reply(self, interaction: discord.Interaction, request: SampleRequest, ticket: Ticket) -> None:
+    async def _wait_and_reply(
+        self, interaction: discord.Interaction, request: SampleRequest, ticket: Ticket, tracked: Request
+    ) -> None:
         # The "is thinking..." placeholder; generation may take seconds. thinking=True matters for a button
         # click, whose plain defer() would only acknowledge the click instead of promising a new message.
         if not interaction.response.is_done():
@@ -309,8 +314,19 @@ class Lyrics(commands.Cog):
             log.warning("a song for user %d failed: %s", interaction.user.id, exc)
             await tell(interaction, messages.GENERATION_FAILED)
             return
+        except asyncio.CancelledError:
+            if not tracked.forgotten or _cancelling():
+                raise
+        if tracked.forgotten:
+            await _dropped(interaction)
+            return
         sample = generation.sample
-        song_id = await self._store(interaction, request, sample.text, generation.model.bundle_hash)
+        song_id = await self._store(interaction, request, sample.text, generation.model.bundle_hash, tracked)
+        if tracked.forgotten:  # forgotten while it was being stored: it must not stay under their id
+            if song_id is not None:
+                await self.bot.store.delete_song(song_id)
+            await _dropped(interaction)
+            return
         card = messages.SongCard(
             text=sample.text,
             temperature=request.temperature,
@@ -325,6 +341,9 @@ class Lyrics(commands.Cog):
         buttons = views.song_view(song_id, votes=0) if song_id is not None else None
         # content=None clears the place in the queue the message may have shown.
         message = await interaction.edit_original_response(content=None, embed=messages.song_embed(card), view=buttons)
+        if tracked.forgotten:  # forgotten while it was being posted (their forget deleted the song, or will)
+            await _dropped(interaction)
+            return
         if song_id is not None:
             try:
                 await self.bot.store.set_message_id(song_id, message.id)
@@ -339,7 +358,7 @@ class Lyrics(commands.Cog):
             log.info("could not show user %d their place in the queue: %s", interaction.user.id, exc)
 
     async def _store(
-        self, interaction: discord.Interaction, request: SampleRequest, text: str, bundle_hash: str
+        self, interaction: discord.Interaction, request: SampleRequest, text: str, bundle_hash: str, tracked: Request
     ) -> int | None:
         """Keep the song (later buttons vote on it by id). A failure costs the buttons, not the song."""
         song = NewSong(
@@ -353,9 +372,13 @@ class Lyrics(commands.Cog):
             bundle_hash=bundle_hash,
             text=text,
             rhyme=request.rhyme,
+            asked_at=interaction.created_at,
         )
         try:
             return await self.bot.store.add_song(song)
+        except MemberForgottenError:  # forget-me ran since, maybe in another process: the caller drops the song
+            tracked.forgotten = True
+            return None
         except (StoreError, sqlite3.Error) as exc:
             log.error("could not store a song for user %d: %s", interaction.user.id, exc)
             return None
@@ -365,6 +388,21 @@ class Lyrics(commands.Cog):
         return messages.no_model(
             settings.corpus_path, settings.model_path, train_command=self.bot.tree.get_command("train") is not None
         )
+
+
+def _cancelling() -> bool:
+    """Whether the running task itself is being cancelled (not merely the song it waited for)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _dropped(interaction: discord.Interaction) -> None:
+    """The member was forgotten while their song was in progress: remove its public reply, tell them privately."""
+    try:
+        await interaction.delete_original_response()
+    except discord.HTTPException as exc:
+        log.info("could not remove the reply of a dropped song: %s", exc)
+    await interaction.followup.send(messages.FORGOTTEN_SONG, ephemeral=True)
 
 
 async def setup(bot: LyricsBot) -> None:

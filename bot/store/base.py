@@ -9,7 +9,10 @@ and tests/bot/test_store.py runs one suite against both:
   * a vote is toggled once per click and counted exactly, even when two processes (shards) toggle the same
     member's vote on the same song at the same moment;
   * song ids are never reused (an old message's buttons carry the id of a song that may be gone);
-  * forget-me deletes everything of the member in one transaction;
+  * forget-me deletes everything of the member in one transaction, and records in that same transaction
+    which song messages are still to be deleted on Discord (the queue `pending_deletions` drains);
+  * a member's vote, save or new song never commits in the middle of their forget-me: it lands wholly
+    before (and is deleted with the rest) or wholly after it;
   * a method either happens completely or not at all (a failed COMMIT included).
 
 Ids are plain ints (Discord snowflakes fit a signed 64-bit integer), times are aware UTC datetimes.
@@ -20,10 +23,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Self
 
 DM_GUILD_ID = 0  # the guild_id of songs written in direct messages; no guild has id 0
+# How long forget-me remembers a member's id, to refuse songs they asked for before it that finish after it (in
+# any process): longer than any song waits and is written (LYRICS_REQUEST_TIMEOUT).
+FORGOTTEN_FOR = timedelta(hours=1)
 
 # -----------------------------------------------------------------------------
 # errors
@@ -53,6 +59,10 @@ class SelfVoteError(StoreError):
     """Members cannot vote for a song they asked for."""
 
 
+class MemberForgottenError(StoreError):
+    """The song's member used forget-me after asking for it (NewSong.asked_at): it is not stored under their id."""
+
+
 class TrainerTakenError(StoreError):
     """Another process on this database already trains (LYRICS_TRAINER=1): exactly one may."""
 
@@ -75,6 +85,8 @@ class NewSong:
     bundle_hash: str  # which trained model bundle wrote it
     text: str
     rhyme: str = "auto"  # the rhyme asked for: "auto", "off" or one character (SampleRequest.rhyme)
+    # When the member asked for it: if they used forget-me since (remembered FORGOTTEN_FOR), add_song refuses it.
+    asked_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,33 @@ class ForgetReport:
     songs: int  # the songs the member asked for, deleted with everything attached to them:
     votes_on_songs: int  # other members' votes for those songs
     saves_of_songs: int  # other members' saves of those songs
-    messages: tuple[tuple[int, int], ...] = ()  # (channel_id, message_id) of the deleted songs' messages
+    messages: int = 0  # forget_user: the deleted songs' messages now queued for deletion (pending_deletions)
+    voted_songs: tuple[int, ...] = ()  # forget_user: other members' songs the member had voted for (labels to fix)
+
+
+@dataclass(frozen=True)
+class PendingDeletion:
+    """A song message forget-me still has to delete on Discord, recorded in the forget's own transaction."""
+
+    id: int
+    user_id: int  # the forgotten member, told once all of theirs are settled
+    channel_id: int
+    message_id: int | None  # None: never recorded; found by its song id among the channel's messages
+    song_id: int
+    written_at: datetime  # when the song was written: where to look for a message never recorded
+
+
+@dataclass(frozen=True)
+class DeletionProgress:
+    """Where the deletion of one forgotten member's song messages stands."""
+
+    pending: int
+    deleted: int  # deleted, already gone, or never sent
+    unreachable: int  # the bot can no longer reach the channel: a moderator has to delete them
+
+    @property
+    def settled(self) -> int:
+        return self.deleted + self.unreachable
 
 
 def utcnow() -> datetime:
@@ -157,7 +195,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def add_song(self, song: NewSong) -> int:
-        """Store a freshly written song; returns its id (never one a deleted song had; message_id is set later)."""
+        """Store a freshly written song; returns its id (never one a deleted song had; message_id is set later).
+
+        Raises MemberForgottenError if its member used forget-me after `song.asked_at`."""
 
     @abc.abstractmethod
     async def set_message_id(self, song_id: int, message_id: int) -> None:
@@ -240,8 +280,28 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def forget_user(self, user_id: int) -> ForgetReport:
         """Delete the user's votes, favourites and the songs they asked for (with other members' votes and
-        saves of those songs), in one transaction; returns what went, with the songs' messages for the
-        caller to delete."""
+        saves of those songs), and queue those songs' messages for deletion (`pending_deletions`), in one
+        transaction; returns what went."""
+
+    @abc.abstractmethod
+    async def pending_deletions(self, *, limit: int = 100) -> list[PendingDeletion]:
+        """Song messages forget-me still has to delete, oldest first."""
+
+    @abc.abstractmethod
+    async def settle_deletion(self, deletion_id: int, *, deleted: bool) -> None:
+        """Mark a pending deletion done: deleted (or already gone), or not `deleted` (unreachable)."""
+
+    @abc.abstractmethod
+    async def deletion_progress(self, user_id: int) -> DeletionProgress:
+        """How far the deletion of the member's song messages is (all zero: nothing queued)."""
+
+    @abc.abstractmethod
+    async def settled_forgets(self) -> list[int]:
+        """Members whose queued deletions are all settled, so they can be told (then `clear_deletions`)."""
+
+    @abc.abstractmethod
+    async def clear_deletions(self, user_id: int) -> None:
+        """Drop the member's settled deletions (they were told): the last trace of their id."""
 
     # ---- the trainer process
 

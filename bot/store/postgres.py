@@ -10,7 +10,9 @@ are SQLite's (see bot/store/base.py), kept by PostgreSQL's own means:
   * votes: a toggle locks the song's row (FOR NO KEY UPDATE) before it reads or changes the song's votes,
     so toggles of one song, from any process, run one after the other and each counts exactly;
   * song ids: an identity column; a sequence never hands out a number twice, rolled back or deleted;
-  * forget-me: one transaction, which first locks the member's songs (in id order, as toggles lock them).
+  * forget-me: one transaction, which first takes the member's advisory lock (exclusive) and then locks the
+    member's songs (in id order, as toggles lock them); the member's own toggles, saves and new songs take
+    that lock shared first, so none of them commits half-way through their forget (postgres_privacy.py).
 
     store = await PostgresStore.open("postgresql://bot:secret@db.internal/lyrics")
 """
@@ -31,7 +33,6 @@ import yarl
 from bot.store.base import (
     CorruptDatabaseError,
     DatabaseError,
-    ForgetReport,
     NewSong,
     SchemaTooNewError,
     SelfVoteError,
@@ -42,6 +43,7 @@ from bot.store.base import (
     check_aware,
     utcnow,
 )
+from bot.store.postgres_privacy import PostgresPrivacy, check_not_forgotten, lock_member
 from model.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,20 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # v4: the rhyme each song was asked to use, so 🎲 and a replay write it the same way.
     ("ALTER TABLE songs ADD COLUMN rhyme TEXT NOT NULL DEFAULT 'auto'",),
+    # v5: song messages forget-me still has to delete on Discord, written in the forget's own transaction.
+    (
+        """CREATE TABLE forget_deletions (
+            id          BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            user_id     BIGINT      NOT NULL,
+            channel_id  BIGINT      NOT NULL,
+            message_id  BIGINT,
+            song_id     BIGINT      NOT NULL,
+            written_at  TIMESTAMPTZ NOT NULL,
+            state       TEXT        NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'deleted', 'unreachable'))
+        )""",
+        "CREATE INDEX forget_deletions_by_user ON forget_deletions(user_id, state)",
+        "CREATE TABLE forgotten_members (user_id BIGINT PRIMARY KEY, forgotten_at TIMESTAMPTZ NOT NULL)",
+    ),
 ]
 LATEST_VERSION = len(MIGRATIONS)
 
@@ -214,7 +230,7 @@ async def _migrate(conn: asyncpg.Connection, where: str) -> None:
 # the store
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresPrivacy, Store):
     """All the bot's persistent state in a PostgreSQL database. Create with `await PostgresStore.open(url)`."""
 
     def __init__(self, pool: asyncpg.Pool, url: str, clock: Callable[[], datetime]) -> None:
@@ -315,6 +331,9 @@ class PostgresStore(Store):
 
     async def add_song(self, song: NewSong) -> int:
         async def insert(conn: asyncpg.Connection) -> int:
+            if song.author_id is not None:
+                await lock_member(conn, song.author_id, shared=True)
+                await check_not_forgotten(conn, song)
             return await conn.fetchval(
                 "INSERT INTO songs (guild_id, channel_id, author_id, seed, temperature, length,"
                 " random_seed, bundle_hash, text, created_at, rhyme)"
@@ -366,7 +385,8 @@ class PostgresStore(Store):
             # The song's row lock orders every toggle of this song, whichever process runs it: the delete
             # below sees the vote a toggle before it committed, and the count is this toggle's own.
             # NO KEY UPDATE: it does not block other members inserting votes or saves (their foreign key
-            # checks take KEY SHARE).
+            # checks take KEY SHARE). The voter's lock first: forget-me takes it before any row lock too.
+            await lock_member(conn, user_id, shared=True)
             author = await conn.fetchrow("SELECT author_id FROM songs WHERE id = $1 FOR NO KEY UPDATE", song_id)
             if author is None:
                 raise SongNotFoundError(song_id)
@@ -417,6 +437,7 @@ class PostgresStore(Store):
     async def add_favourite(self, user_id: int, song_id: int) -> bool:
         async def insert(conn: asyncpg.Connection) -> bool:
             # KEY SHARE: the song cannot be deleted between this check and the insert.
+            await lock_member(conn, user_id, shared=True)
             if await conn.fetchval("SELECT 1 FROM songs WHERE id = $1 FOR KEY SHARE", song_id) is None:
                 raise SongNotFoundError(song_id)
             status = await conn.execute(
@@ -455,38 +476,6 @@ class PostgresStore(Store):
             return await conn.fetchval("SELECT COUNT(*) FROM favourites WHERE user_id = $1", user_id)
 
         return await self._read(count)
-
-    # ---- privacy
-
-    async def forget_preview(self, user_id: int) -> ForgetReport:
-        return await self._read(lambda conn: _forget_counts(conn, user_id))
-
-    async def forget_user(self, user_id: int) -> ForgetReport:
-        """PostgreSQL has no secure_delete: the rows are gone for every query at COMMIT, and their bytes are
-        reclaimed by (auto)vacuum; the server's WAL and backups keep them until they rotate (docs/bot.md)."""
-
-        async def forget(conn: asyncpg.Connection) -> ForgetReport:
-            # The member's songs first, in id order: a vote click on one of them waits for us (or we for it)
-            # instead of the two locking each other's rows in opposite orders.
-            await conn.execute("SELECT id FROM songs WHERE author_id = $1 ORDER BY id FOR UPDATE", user_id)
-            counts = await _forget_counts(conn, user_id)
-            rows = await conn.fetch(
-                "SELECT channel_id, message_id FROM songs WHERE author_id = $1 AND message_id IS NOT NULL ORDER BY id",
-                user_id,
-            )
-            await conn.execute("DELETE FROM votes WHERE user_id = $1", user_id)
-            await conn.execute("DELETE FROM favourites WHERE user_id = $1", user_id)
-            await conn.execute("DELETE FROM songs WHERE author_id = $1", user_id)  # cascades to votes, favourites
-            return ForgetReport(
-                counts.votes,
-                counts.favourites,
-                counts.songs,
-                counts.votes_on_songs,
-                counts.saves_of_songs,
-                tuple((row["channel_id"], row["message_id"]) for row in rows),
-            )
-
-        return await self._write(forget)
 
     # ---- the trainer process
 
@@ -547,16 +536,3 @@ class PostgresStore(Store):
 
     def _on_notify(self, *_: Any) -> None:
         self._relayed.set()
-
-
-async def _forget_counts(conn: asyncpg.Connection, user_id: int) -> ForgetReport:
-    row = await conn.fetchrow(
-        "SELECT (SELECT COUNT(*) FROM votes WHERE user_id = $1),"
-        " (SELECT COUNT(*) FROM favourites WHERE user_id = $1),"
-        " (SELECT COUNT(*) FROM songs WHERE author_id = $1),"
-        " (SELECT COUNT(*) FROM votes v JOIN songs s ON s.id = v.song_id WHERE s.author_id = $1 AND v.user_id <> $1),"
-        " (SELECT COUNT(*) FROM favourites f JOIN songs s ON s.id = f.song_id"
-        "  WHERE s.author_id = $1 AND f.user_id <> $1)",
-        user_id,
-    )
-    return ForgetReport(*row)

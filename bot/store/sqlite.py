@@ -33,7 +33,6 @@ import aiosqlite
 
 from bot.store.base import (
     CorruptDatabaseError,
-    ForgetReport,
     NewSong,
     SchemaTooNewError,
     SelfVoteError,
@@ -44,6 +43,7 @@ from bot.store.base import (
     check_aware,
     utcnow,
 )
+from bot.store.sqlite_privacy import SqlitePrivacy, check_not_forgotten
 
 RELAY_POLL_S = 0.1  # how often the trainer looks for interactions left by other processes (no NOTIFY in SQLite)
 
@@ -107,6 +107,23 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # v4: the rhyme each song was asked to use, so 🎲 and a replay write it the same way.
     ("ALTER TABLE songs ADD COLUMN rhyme TEXT NOT NULL DEFAULT 'auto'",),
+    # v5: song messages forget-me still has to delete on Discord, written in the forget's own transaction so
+    # that a crash or restart never loses one (bot/forgetting.py drains them). A member's rows go once they
+    # were told the outcome. message_id NULL: never recorded; the drainer looks for it by song id.
+    (
+        """CREATE TABLE forget_deletions (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id     INTEGER NOT NULL,
+            channel_id  INTEGER NOT NULL,
+            message_id  INTEGER,
+            song_id     INTEGER NOT NULL,
+            written_at  TEXT    NOT NULL,
+            state       TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'deleted', 'unreachable'))
+        )""",
+        "CREATE INDEX forget_deletions_by_user ON forget_deletions(user_id, state)",
+        # ...and members forgotten within FORGOTTEN_FOR: a song they asked for before that is not stored.
+        "CREATE TABLE forgotten_members (user_id INTEGER PRIMARY KEY, forgotten_at TEXT NOT NULL)",
+    ),
 ]
 LATEST_VERSION = len(MIGRATIONS)
 
@@ -243,7 +260,7 @@ async def _migrate(db: aiosqlite.Connection, path: str) -> None:
 # the store
 
 
-class SqliteStore(Store):
+class SqliteStore(SqlitePrivacy, Store):
     """All the bot's persistent state in one SQLite file. Create with `await SqliteStore.open(path)`.
 
     Every method takes an asyncio lock: one connection sees its own uncommitted writes, so
@@ -318,6 +335,7 @@ class SqliteStore(Store):
     async def add_song(self, song: NewSong) -> int:
         """Store a freshly written song; returns its id (message_id is set later)."""
         async with self._write() as db:
+            await check_not_forgotten(db, song)
             cur = await db.execute(
                 "INSERT INTO songs (guild_id, channel_id, author_id, seed, temperature, length,"
                 " random_seed, bundle_hash, text, created_at, rhyme) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -454,42 +472,6 @@ class SqliteStore(Store):
         ):
             return (await cur.fetchone())[0]
 
-    # ---- privacy and maintenance
-
-    async def forget_preview(self, user_id: int) -> ForgetReport:
-        """What forget_user would delete now (the confirmation lists it); nothing is changed."""
-        async with self._read() as db:
-            return await _forget_counts(db, user_id)
-
-    async def forget_user(self, user_id: int) -> ForgetReport:
-        """Delete the user's votes, favourites and the songs they asked for (with other members' votes and
-        saves of those songs); returns what went, with the songs' messages for the caller to delete.
-
-        One transaction: a crash leaves the user either fully remembered or fully forgotten. Then a
-        checkpoint moves the change out of the -wal file, so that with secure_delete no deleted text stays
-        in either file.
-        """
-        async with self._write() as db:
-            counts = await _forget_counts(db, user_id)
-            rows = await db.execute_fetchall(
-                "SELECT channel_id, message_id FROM songs WHERE author_id = ? AND message_id IS NOT NULL ORDER BY id",
-                (user_id,),
-            )
-            await db.execute("DELETE FROM votes WHERE user_id = ?", (user_id,))
-            await db.execute("DELETE FROM favourites WHERE user_id = ?", (user_id,))
-            await db.execute("DELETE FROM songs WHERE author_id = ?", (user_id,))  # cascades to votes, favourites
-        async with self._read() as db:
-            # TRUNCATE: the -wal file is emptied too. Busy (a reader elsewhere) only postpones it to the next one.
-            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return ForgetReport(
-            counts.votes,
-            counts.favourites,
-            counts.songs,
-            counts.votes_on_songs,
-            counts.saves_of_songs,
-            tuple((row["channel_id"], row["message_id"]) for row in rows),
-        )
-
     # ---- the trainer process
 
     async def claim_trainer(self) -> bool:
@@ -535,17 +517,3 @@ class SqliteStore(Store):
 
     async def relay_wait(self, timeout: float) -> None:
         await asyncio.sleep(min(timeout, RELAY_POLL_S))
-
-
-async def _forget_counts(db: aiosqlite.Connection, user_id: int) -> ForgetReport:
-    query = (
-        "SELECT (SELECT COUNT(*) FROM votes WHERE user_id = :u),"
-        " (SELECT COUNT(*) FROM favourites WHERE user_id = :u),"
-        " (SELECT COUNT(*) FROM songs WHERE author_id = :u),"
-        " (SELECT COUNT(*) FROM votes v JOIN songs s ON s.id = v.song_id WHERE s.author_id = :u AND v.user_id != :u),"
-        " (SELECT COUNT(*) FROM favourites f JOIN songs s ON s.id = f.song_id"
-        "  WHERE s.author_id = :u AND f.user_id != :u)"
-    )
-    async with db.execute(query, {"u": user_id}) as cur:
-        row = await cur.fetchone()
-    return ForgetReport(*row)

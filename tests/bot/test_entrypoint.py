@@ -8,9 +8,13 @@ neither a developer's DISCORD_TOKEN nor a .env file can leak in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -192,3 +196,62 @@ async def test_a_second_sigterm_exits_at_once(fake_discord: FakeDiscord, tiny_bu
     assert took < 2.0, f"the second SIGTERM took {took:.1f}s to end the process"
     assert "received SIGTERM again; exiting at once" in output and "Traceback" not in output
     assert song.response_type == 5
+
+
+async def test_a_locked_database_is_one_line(fake_discord: FakeDiscord, tmp_path: Path) -> None:
+    """Another program holds the SQLite file locked (a backup, the sqlite3 shell): sqlite3.OperationalError at
+    start-up is one line naming the file, not a traceback."""
+    database = tmp_path / "lyrics.db"  # the database bot_env points at
+    holder = sqlite3.connect(database, isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode = DELETE")  # an exclusive lock keeps readers out (WAL would not)
+        holder.execute("CREATE TABLE held (x)")
+        holder.execute("BEGIN EXCLUSIVE")
+        code, _, err = await run_bot(fake_env(fake_discord, tmp_path), tmp_path)
+    finally:
+        holder.close()
+    assert code == 2
+    assert_one_line_error_last(err, "cannot use the database", str(database), "locked")
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """Nobody may create or change anything in `path`, root included (chattr +i): PermissionError, as a folder
+    or file of another user gives. Skips the test where the file system or the user cannot do that."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+async def test_no_permission_on_the_data_folder_or_lock_file_is_one_line(
+    fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
+    """A data folder or a trainer lock file the bot may not write is one line naming it, not "cannot reach
+    Discord" (a PermissionError is an OSError, as network failures are)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    sqlite3.connect(data / "lyrics.db").close()  # the database may be written, its folder not (its journal goes there)
+    with immutable(data):
+        code, _, err = await run_bot(fake_env(fake_discord, tmp_path, LYRICS_DB=data / "lyrics.db"), tmp_path)
+    assert code == 2
+    assert_one_line_error_last(err, str(data / "lyrics.db"))
+    assert "cannot reach Discord" not in err
+
+    lock = tmp_path / "lyrics.db.trainer"  # beside the database bot_env points at
+    lock.touch()
+    with immutable(lock):
+        env = fake_env(fake_discord, tmp_path, LYRICS_SHARD_COUNT=2, LYRICS_SHARD_IDS=1, LYRICS_TRAINER=1)
+        code, _, err = await run_bot(env, tmp_path)
+    assert code == 2
+    assert_one_line_error_last(err, "no permission to use", str(lock))
+    assert "cannot reach Discord" not in err
+
+
+def assert_one_line_error_last(err: str, *phrases: str) -> None:
+    """The process logged as it started, then ended with one `error:` line and no traceback."""
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and all(p in last for p in phrases), last

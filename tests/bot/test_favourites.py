@@ -342,7 +342,56 @@ async def test_songs_from_channels_a_member_cannot_read_stay_hidden(
     board = await command(fake_discord, "favourites top", user=member)
     assert listed_ids(board) == [public]
 
-    # Those who can read the channel see it, from any channel of the server.
+    # Those who can read the channel see it, from any channel of the server (only themselves: see below).
     seen = await command(fake_discord, "favourites show", {"id": secret}, user=insider)
     assert seen.message.embeds[0]["description"].startswith("秘密")
-    assert sorted(listed_ids(await command(fake_discord, "favourites top", user=insider))) == sorted([secret, public])
+
+
+async def test_the_public_leaderboard_shows_only_what_everyone_in_the_channel_can_read(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
+    """/favourites top is posted for the whole channel to read, so a moderator asking it in #general must not
+    post the ids, votes and first words of songs from a private channel: those come in a leaderboard only they
+    see. In the private channel itself, its songs are everyone's there to see."""
+    guild_id = fake_discord.guild["id"]
+    mods = await fake_discord.add_role("mods")
+    moderator = make_user("moderator")
+    fake_discord.give_role(moderator, mods)
+    private = await fake_discord.add_channel(
+        "mod-room",
+        overwrites=[
+            p.overwrite(guild_id, p.ROLE_OVERWRITE, deny=p.VIEW_CHANNEL),
+            p.overwrite(mods["id"], p.ROLE_OVERWRITE, allow=p.VIEW_CHANNEL),
+            p.overwrite(fake_discord.bot_user["id"], p.MEMBER_OVERWRITE, allow=p.VIEW_CHANNEL),
+        ],
+    )
+    inside = await (
+        await fake_discord.send_slash_command(
+            "lyrics", {"seed": "秘密会议", "length": 10}, user=moderator, channel_id=private["id"]
+        )
+    ).wait_final(timeout=30)
+    outside = await write_song(fake_discord, user=make_user("bob"))  # in #general
+    secret, public = song_id(inside), song_id(outside)
+    for voter in (4242, 4343):
+        await lyrics_bot.store.toggle_vote(secret, voter)  # the private song leads the board
+    await lyrics_bot.store.toggle_vote(public, 4242)
+
+    board = await fake_discord.send_slash_command("favourites top", user=moderator)  # in #general
+    posted = await board.wait_final()
+    assert not posted.ephemeral
+    assert [int(n) for n in LISTED.findall(posted.embeds[0]["description"])] == [public]
+    assert "秘密" not in str(posted.embeds) and f"#{secret}" not in str(posted.embeds)
+    await board.wait_final(until=lambda i: i.followups)
+    wider = board.followups[-1]
+    assert wider.ephemeral  # the moderator's own, wider view
+    assert [int(n) for n in LISTED.findall(wider.embeds[0]["description"])] == [secret, public]
+    public_posts = [m for m in fake_discord.messages if not m.ephemeral and m.channel_id == fake_discord.channel["id"]]
+    assert not any("秘密" in str(m.embeds) or f"#{secret}**" in str(m.embeds) for m in public_posts)
+
+    # Asked in the private channel, whose members can all read its songs: one public board with both.
+    inner = await fake_discord.send_slash_command("favourites top", user=moderator, channel_id=private["id"])
+    assert not (await inner.wait_final()).ephemeral
+    assert listed_ids(inner) == [secret, public] and inner.followups == []
+    # A member who reads #general only gets the public board, and nothing else.
+    plain = await command(fake_discord, "favourites top")
+    assert listed_ids(plain) == [public] and plain.followups == []

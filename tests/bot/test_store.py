@@ -21,7 +21,9 @@ import asyncpg
 import pytest
 
 from bot.store import (
+    DeletionProgress,
     ForgetReport,
+    MemberForgottenError,
     SelfVoteError,
     SongNotFoundError,
     Store,
@@ -31,6 +33,7 @@ from bot.store import (
 )
 from bot.store import postgres as postgres_store
 from bot.store import sqlite as sqlite_store
+from bot.store.base import FORGOTTEN_FOR
 from tests.bot.store_helpers import (
     ALICE,
     BOB,
@@ -340,13 +343,57 @@ async def test_forget_user_removes_exactly_their_data(store: Store) -> None:
     assert await store.forget_preview(ALICE) == expected
     report = await store.forget_user(ALICE)
 
-    assert report == ForgetReport(1, 2, 2, 1, 2, messages=((CHANNEL, 77),))
+    assert report == ForgetReport(1, 2, 2, 1, 2, messages=2, voted_songs=(bobs,))
     assert await store.get_song(alices) is None and await store.get_song(unsent) is None
     assert (await store.get_song(bobs)).author_id == BOB
     assert (await store.get_song(bobs)).votes == 1  # Carol's vote only
     assert await store.count_favourites(ALICE) == 0
     assert [s.id for s in await store.list_favourites(BOB)] == []  # his save of her song went with it
     assert await store.forget_user(ALICE) == ForgetReport(0, 0, 0, 0, 0)
+
+
+async def test_forget_user_queues_every_song_message_in_the_same_transaction(target: str, clock: Clock) -> None:
+    """The messages still to delete are on record the moment the forget commits, the one never recorded
+    (message_id None) included, and stay there across a restart until settled, told and cleared."""
+    async with await open_store(target, clock=clock) as store:
+        sent = await store.add_song(new_song(author=ALICE))
+        await store.set_message_id(sent, 77)
+        written = clock.now
+        unsent = await store.add_song(new_song(author=ALICE, channel=OTHER_CHANNEL))
+        await store.add_song(new_song(author=BOB))
+        assert await store.deletion_progress(ALICE) == DeletionProgress(0, 0, 0)
+        assert (await store.forget_user(ALICE)).messages == 2
+    async with await open_store(target, clock=clock) as store:  # the bot restarted
+        first, second = await store.pending_deletions()
+        assert (first.user_id, first.channel_id, first.message_id, first.song_id) == (ALICE, CHANNEL, 77, sent)
+        assert (second.channel_id, second.message_id, second.song_id) == (OTHER_CHANNEL, None, unsent)
+        assert second.written_at > written and second.written_at.tzinfo is not None
+        assert await store.deletion_progress(ALICE) == DeletionProgress(2, 0, 0)
+        assert await store.settled_forgets() == []
+        await store.settle_deletion(first.id, deleted=True)
+        await store.settle_deletion(second.id, deleted=False)
+        assert await store.pending_deletions() == []
+        assert await store.deletion_progress(ALICE) == DeletionProgress(0, 1, 1)
+        assert await store.settled_forgets() == [ALICE]
+        await store.clear_deletions(ALICE)
+        assert await store.settled_forgets() == [] and await store.deletion_progress(ALICE) == DeletionProgress(0, 0, 0)
+
+
+async def test_a_song_asked_for_before_its_members_forget_is_not_stored(store: Store, clock: Clock) -> None:
+    """Songs finish in any shard process: one its member asked for before their forget-me, finishing after it, is
+    refused in add_song's own transaction; one asked for afterwards is theirs as usual, and so is any once the
+    forget is older than FORGOTTEN_FOR."""
+    asked = clock.now
+    await store.forget_user(ALICE)
+    with pytest.raises(MemberForgottenError):
+        await store.add_song(dataclasses.replace(new_song(author=ALICE), asked_at=asked))
+    assert (await store.forget_preview(ALICE)).songs == 0
+    assert await store.add_song(dataclasses.replace(new_song(author=BOB), asked_at=asked))  # only hers
+    later = await store.add_song(dataclasses.replace(new_song(author=ALICE), asked_at=clock()))
+    assert (await store.get_song(later)).author_id == ALICE
+    clock.now += FORGOTTEN_FOR * 2
+    await store.forget_user(CAROL)  # prunes what is older than FORGOTTEN_FOR
+    assert await store.add_song(dataclasses.replace(new_song(author=ALICE), asked_at=asked))
 
 
 FAIL_ON_SONG_DELETE = {
@@ -377,6 +424,7 @@ async def test_forget_me_is_one_transaction(target: str, store: Store) -> None:
         await store.forget_user(ALICE)
 
     assert await store.forget_preview(ALICE) == before == ForgetReport(1, 1, 1, 1, 0)
+    assert await store.pending_deletions() == []  # the queue went with the rest of the transaction
     assert (await store.get_song(bobs)).votes == 1 and await store.count_favourites(ALICE) == 1
     assert await store.toggle_vote(bobs, CAROL) == VoteResult(voted=True, count=2)  # the store works on
 

@@ -56,7 +56,15 @@ async def test_open_creates_the_schema_once(postgres_url: str) -> None:
     async with await PostgresStore.open(postgres_url):
         assert await version(postgres_url) == LATEST_VERSION
         tables = {name for name, _ in await catalogue(postgres_url)}
-        assert tables == {"schema_version", "songs", "votes", "favourites", "relayed_interactions"}
+        assert tables == {
+            "schema_version",
+            "songs",
+            "votes",
+            "favourites",
+            "relayed_interactions",
+            "forget_deletions",
+            "forgotten_members",
+        }
     before = await catalogue(postgres_url)
     async with await PostgresStore.open(postgres_url):
         assert await catalogue(postgres_url) == before and await version(postgres_url) == LATEST_VERSION
@@ -209,6 +217,46 @@ async def test_forget_me_racing_votes_from_two_processes(postgres_url: str) -> N
         assert [await a.get_song(song) for song in hers] == [None] * len(hers)
         assert await a.forget_preview(ALICE) == await b.forget_preview(ALICE)
         assert (await a.forget_preview(ALICE)).votes == 0 and await a.count_favourites(ALICE) == 0
+
+
+async def waiting_on_locks(url: str) -> int:
+    """How many of the database's sessions are waiting for a lock now."""
+    [row] = await fetch(url, "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    return row["n"]
+
+
+async def test_forget_me_and_the_members_own_clicks_serialise(postgres_url: str) -> None:
+    """Alice's vote and save are in flight (held up on Bob's song, which an admin's session has locked) when she
+    confirms forget-me. Her forget must wait for them and then delete them: without her lock, it deletes what
+    had committed and returns, and her vote and save commit after it, under her id."""
+    clock = Clock()
+    async with await PostgresStore.open(postgres_url, clock=clock) as store:
+        his = await store.add_song(new_song(author=BOB))
+        await store.add_song(new_song(author=ALICE))
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            holding = admin.transaction()
+            await holding.start()
+            await admin.execute("SELECT 1 FROM songs WHERE id = $1 FOR UPDATE", his)  # her clicks wait on this
+            vote = asyncio.create_task(store.toggle_vote(his, ALICE))
+            save = asyncio.create_task(store.add_favourite(ALICE, his))
+            for _ in range(200):
+                if await waiting_on_locks(postgres_url) >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            forget = asyncio.create_task(store.forget_user(ALICE))
+            for _ in range(100):  # it waits for her clicks (or, unfixed, finishes at once)
+                if forget.done() or await waiting_on_locks(postgres_url) >= 3:
+                    break
+                await asyncio.sleep(0.02)
+            await holding.rollback()
+        finally:
+            await admin.close()
+        assert await vote == VoteResult(voted=True, count=1) and await save
+        await forget
+        assert (await store.get_song(his)).votes == 0  # her vote went with her
+        assert await store.count_favourites(ALICE) == 0
+        assert (await store.forget_preview(ALICE)).votes == 0
 
 
 async def test_the_store_reconnects_after_the_server_drops_its_connections(postgres_url: str) -> None:

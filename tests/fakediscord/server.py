@@ -358,6 +358,7 @@ class FakeDiscord:
         r.add_post(API + "/webhooks/{app}/{token}", self._followup)
         r.add_route("*", API + "/webhooks/{app}/{token}/messages/{mid}", self._webhook_message)
         r.add_post(API + "/channels/{cid}/messages", self._channel_post)
+        r.add_get(API + "/channels/{cid}/messages", self._channel_history)
         r.add_route("*", API + "/channels/{cid}/messages/{mid}", self._channel_message)
         r.add_post(API + "/channels/{cid}/typing", _no_content)
         r.add_post(API + "/users/@me/channels", self._open_dm)
@@ -984,7 +985,7 @@ class FakeDiscord:
             return _error(400, 50006, "Cannot send an empty message")
         self.allowed_mentions.append(body.get("allowed_mentions"))
         original = inter.original
-        if original is not None and original.loading and original.interaction is inter:
+        if original is not None and original.loading and not original.deleted and original.interaction is inter:
             # Discord's first followup after a deferral replaces the "thinking..." message, keeping its ephemerality.
             flags = (original.flags & p.EPHEMERAL) | ((body.get("flags") or 0) & ~p.EPHEMERAL)
             original.apply({**body, "flags": flags}, self._attachments(body, files, []))
@@ -1070,6 +1071,30 @@ class FakeDiscord:
             message_type=19 if body.get("message_reference") else 0,
         )
         return _ok(msg.to_api())
+
+    async def _channel_history(self, request: web.Request) -> web.Response:
+        """GET a channel's messages, newest first: up to `limit` (1-100) `before`, `after` or `around` an id.
+        Ephemeral messages are nobody's history."""
+        channel = self._channel(request.match_info["cid"])
+        if channel is None:
+            return _error(404, 10003, "Unknown Channel")
+        if not self._bot_can_view(channel):
+            return _error(403, 50001, "Missing Access")
+        query = request.query
+        limit = int(query.get("limit", 50))
+        if not 1 <= limit <= 100:
+            self._violate(request, "invalid-limit", f"limit={limit}")
+            return _error(400, 50035, "Invalid Form Body")
+        found = [m for m in self.messages if m.channel_id == channel["id"] and not m.deleted and not m.ephemeral]
+        if "before" in query:
+            found = [m for m in found if int(m.id) < int(query["before"])]
+        if "after" in query:
+            found = [m for m in found if int(m.id) > int(query["after"])]
+        if "around" in query:
+            middle = int(query["around"])
+            found = sorted(found, key=lambda m: abs(int(m.id) - middle))[:limit]
+        found = sorted(found, key=lambda m: int(m.id), reverse=True)[:limit]
+        return _ok([m.to_api() for m in found])
 
     async def _channel_message(self, request: web.Request) -> web.Response:
         cid, mid = request.match_info["cid"], request.match_info["mid"]
