@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import re
 import time
@@ -17,7 +18,7 @@ from bot.exts.lyrics import Gate, check_options, parse_rhyme
 from bot.messages import GENERATION_FAILED, TOO_SLOW
 from bot.settings import Limits
 from model.sample import Sampler, SampleRequest
-from tests.bot.helpers import SteppedSampler, bob, bot_env
+from tests.bot.helpers import SteppedSampler, bob, bot_env, component, ephemeral_text, song_id, write_song
 from tests.fakediscord import FakeDiscord, make_user
 
 SEED = "窗外的麻雀"
@@ -458,3 +459,20 @@ async def test_the_bot_writes_in_the_precision_it_is_given(
     request = SampleRequest(seed=SEED, length=60, random_seed=int(FOOTER.search(footer(message))["r"]))
     want = Sampler.load(tiny_bundle, device="cpu", precision=precision).generate(request)
     assert message.embeds[0]["description"] == want.text
+
+
+async def test_a_button_with_a_number_too_big_for_an_id_is_answered_without_a_traceback(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot, caplog
+) -> None:
+    """A crafted custom_id (a number past 64 bits) reads as a song nobody has, or matches no button at all."""
+    song = await write_song(fake_discord)
+    vote = component(song, f"song:vote:{song_id(song)}")
+    caplog.set_level(logging.WARNING)
+    vote["custom_id"] = f"song:vote:{2**63}"  # 19 digits, one past the largest signed 64-bit id
+    answer = await fake_discord.click_button(song, vote["custom_id"], user=bob())
+    assert await ephemeral_text(answer) == messages.not_found(0)
+    vote["custom_id"] = "song:vote:" + "9" * 40
+    ignored = await fake_discord.click_button(song, vote["custom_id"], user=bob())
+    await asyncio.sleep(0.5)
+    assert ignored.response_type is None  # no button has such an id: nothing runs
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
