@@ -19,7 +19,6 @@ import math
 import secrets
 import sqlite3
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages, views
+from bot.characters import characters_problem
 from bot.engine import EngineClosedError, GenerationFailedError, ModelNotLoadedError, QueueFullError, Ticket
 from bot.replies import defer_if_slow, tell
 from bot.settings import Limits
@@ -49,19 +49,6 @@ RANDOM_SEEDS = 2**32  # a random seed fits in 10 digits: short enough to read ou
 # What the rhyme option accepts besides one character whose rhyme to use.
 RHYME_WORDS = {"": "auto", "auto": "auto", "自动": "auto", "off": "off", "none": "off", "不押韵": "off", "无": "off"}
 PLACE_EDIT_INTERVAL_S = 1.0  # the least time between two edits of a member's place in the queue
-# Letters that render as nothing (Hangul fillers, the braille blank): invisible text, like a zero-width space.
-_BLANK_LETTERS = set("\u115f\u1160\u3164\uffa0\u2800")
-# Unicode categories a seed may not contain: controls, format characters (zero-width spaces and joiners,
-# bidirectional overrides that make text display reversed, soft hyphens, tags), private use, surrogates
-# and unassigned code points. None of them is a word a song could start with; all can hide or fake text.
-_REFUSED_CATEGORIES = {
-    "Cc": "a control character",
-    "Cf": "an invisible formatting character",
-    "Co": "a private-use character",
-    "Cs": "a broken (surrogate) character",
-    "Cn": "an unassigned character",
-}
-MAX_COMBINING_RUN = 3  # marks on one letter; real scripts stack two or three, "Zalgo" text dozens
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,26 +94,8 @@ def check_options(seed: str, temperature: float, length: float, rhyme: str | Non
 
 
 def seed_characters_problem(seed: str) -> str | None:
-    """Why the seed's characters are refused (invisible, formatting, private-use, stacked marks), or None."""
-    run = 0
-    for ch in seed:
-        what = _REFUSED_CATEGORIES.get(unicodedata.category(ch))
-        if what is None and ch in _BLANK_LETTERS:
-            what = "an invisible character"
-        if what is not None:
-            return f"The seed contains {what} ({_describe(ch)}): remove it and type plain text."
-        run = run + 1 if unicodedata.combining(ch) or unicodedata.category(ch) == "Me" else 0
-        if run > MAX_COMBINING_RUN:
-            return (
-                f"The seed stacks more than {MAX_COMBINING_RUN} combining marks on one character "
-                f"(e.g. {_describe(ch)}): type plain text."
-            )
-    return None
-
-
-def _describe(ch: str) -> str:
-    name = unicodedata.name(ch, "")
-    return f"U+{ord(ch):04X} {name}" if name else f"U+{ord(ch):04X}"
+    """Why the seed's characters are refused (the rule /corpus add applies too: bot.characters), or None."""
+    return characters_problem(seed, "The seed")
 
 
 # ---------------------------------------------------------------------------------------------
