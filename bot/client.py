@@ -138,6 +138,7 @@ class LyricsBot(commands.AutoShardedBot):
             batching=limits.batching,
             max_batch=limits.max_batch,
             max_queue=limits.max_queue,
+            group_share=limits.guild_share,
             batch_timeout=limits.batch_timeout_s,
             torch_threads=settings.torch_threads,
         )

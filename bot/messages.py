@@ -223,6 +223,13 @@ def queue_full(waiting: int, seconds: float) -> str:
     return retry_after(f"The queue is full: {waiting} songs are waiting (排队已满)", seconds)
 
 
+def guild_queue_full(waiting: int, seconds: float) -> str:
+    """This server already has its share of the queue waiting; other servers' members still get in."""
+    return retry_after(
+        f"This server already has {waiting} songs waiting, its share of the queue (本服务器排队已满)", seconds
+    )
+
+
 def cannot_write(reason: object) -> str:
     """The model refused the request itself (e.g. a seed it cannot encode at all)."""
     return f"I couldn't write that: {reason}"

@@ -47,12 +47,12 @@ class Limits:
     max_batch: int = 64  # requests per batched forward pass (bench/bench_bot.py: 50 at once in one batch)
     request_timeout_s: float = 600.0  # the longest a member waits for one song, queue included
     batch_timeout_s: float = 120.0  # a batch running longer has wedged: its songs fail, the next get a new thread
-    guild_queue: int = 0  # songs one server may have waiting; 0: a quarter of max_queue (at least 1)
+    guild_queue: int = 0  # songs one server may have waiting; 0: half of max_queue (at least 1)
 
     @property
     def guild_share(self) -> int:
         """The most songs one server may have waiting, so that one server cannot fill the whole queue."""
-        return min(self.guild_queue, self.max_queue) if self.guild_queue else max(1, self.max_queue // 4)
+        return min(self.guild_queue, self.max_queue) if self.guild_queue else max(1, self.max_queue // 2)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ The flow of one command, each step cheaper than the next:
   1. check the options on our side (Discord shows the bounds, but discord.py does not re-check them);
   2. refuse politely when no model is loaded or the bot is shutting down;
   3. the gate: a per-member cooldown and a bound on one member's songs in progress;
-  4. a place in the engine's FIFO queue (refused only when the queue is full);
+  4. a place in the engine's FIFO queue (refused only when the queue is full, or when the member's server
+     already has its share of it waiting: LYRICS_GUILD_QUEUE, half of LYRICS_MAX_QUEUE by default);
   5. defer at once (Discord wants an answer within 3 s); while the song waits for a batch, the reply shows
-     its place ("排队中 · #12 in the queue"), edited as the queue moves; then it becomes the song.
+     its place ("排队中 · #12 in the queue"), edited as the queue moves (by a tenth of the place or more:
+     a long queue is not hundreds of edits a second); then it becomes the song.
 Every refusal is an ephemeral message that says what to change or when to come back. 🎲 replays a song
 (same seed, temperature and length, a new random seed) through the same steps 2 to 5.
 """
@@ -30,7 +32,14 @@ from discord.ext import commands
 
 from bot import messages, views
 from bot.characters import characters_problem
-from bot.engine import EngineClosedError, GenerationFailedError, ModelNotLoadedError, QueueFullError, Ticket
+from bot.engine import (
+    EngineClosedError,
+    GenerationFailedError,
+    GroupQueueFullError,
+    ModelNotLoadedError,
+    QueueFullError,
+    Ticket,
+)
 from bot.replies import defer_if_slow, tell
 from bot.settings import Limits
 from bot.store import DM_GUILD_ID, NewSong, StoreError
@@ -235,7 +244,11 @@ class Lyrics(commands.Cog):
             rhyme=rhyme,
         )
         try:
-            ticket = self.bot.engine.submit(request)  # before the defer: a full queue is refused ephemerally
+            # Before the defer: a full queue is refused ephemerally. DMs share one server's share.
+            ticket = self.bot.engine.submit(request, group=interaction.guild_id or DM_GUILD_ID)
+        except GroupQueueFullError as exc:
+            await tell(interaction, messages.guild_queue_full(exc.waiting, exc.wait))
+            return
         except QueueFullError as exc:
             await tell(interaction, messages.queue_full(exc.waiting, exc.wait))
             return
