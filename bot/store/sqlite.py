@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
-import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from os import PathLike
 from pathlib import Path
 from typing import Self
@@ -44,8 +42,7 @@ from bot.store.base import (
     check_aware,
     utcnow,
 )
-
-RELAY_POLL_S = 0.1  # how often the trainer looks for interactions left by other processes (no NOTIFY in SQLite)
+from bot.store.sqlite_relay import SqliteRelay
 
 # -----------------------------------------------------------------------------
 # schema: migration N (MIGRATIONS[N-1]) takes PRAGMA user_version from N-1 to N.
@@ -107,6 +104,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # v4: the rhyme each song was asked to use, so 🎲 and a replay write it the same way.
     ("ALTER TABLE songs ADD COLUMN rhyme TEXT NOT NULL DEFAULT 'auto'",),
+    # v5 (2026-12): a handed-over interaction the trainer found too old is marked expired for its sender.
+    ("ALTER TABLE relayed_interactions ADD COLUMN expired INTEGER NOT NULL DEFAULT 0",),
 ]
 LATEST_VERSION = len(MIGRATIONS)
 
@@ -243,7 +242,7 @@ async def _migrate(db: aiosqlite.Connection, path: str) -> None:
 # the store
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteRelay, Store):
     """All the bot's persistent state in one SQLite file. Create with `await SqliteStore.open(path)`.
 
     Every method takes an asyncio lock: one connection sees its own uncommitted writes, so
@@ -255,7 +254,7 @@ class SqliteStore(Store):
         self._db = db
         self._lock = asyncio.Lock()
         self._closed = False
-        self._trainer_lock: int | None = None  # the file descriptor holding the trainer's claim
+        self._init_relay()
         self.path = path
         self.clock = clock  # tests swap it to write songs and votes "in the past"
 
@@ -292,8 +291,7 @@ class SqliteStore(Store):
             if self._closed:
                 return
             self._closed = True
-            if self._trainer_lock is not None:
-                os.close(self._trainer_lock)  # releases the claim
+            self._close_relay()
             try:
                 await self._db.execute("PRAGMA optimize")
             finally:
@@ -489,52 +487,6 @@ class SqliteStore(Store):
             counts.saves_of_songs,
             tuple((row["channel_id"], row["message_id"]) for row in rows),
         )
-
-    # ---- the trainer process
-
-    async def claim_trainer(self) -> bool:
-        """An exclusive lock on `<database>.trainer` beside the file: the processes that share a SQLite file share
-        a machine, and the kernel drops the lock with the process that held it."""
-        if self._trainer_lock is not None or self.path == ":memory:":
-            return True
-        fd = os.open(f"{self.path}.trainer", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._trainer_lock = fd
-        return True
-
-    # ---- interactions handed to the trainer process
-    # Stamped with the wall clock, not `clock`: their age decides whether Discord still waits for an answer.
-
-    async def relay_post(self, payload: str) -> int:
-        async with self._write() as db:
-            cur = await db.execute(
-                "INSERT INTO relayed_interactions (payload, created_at) VALUES (?, ?)", (payload, _ts(utcnow()))
-            )
-            return cur.lastrowid
-
-    async def relay_withdraw(self, ticket: int) -> bool:
-        async with self._write() as db:
-            cur = await db.execute("DELETE FROM relayed_interactions WHERE id = ?", (ticket,))
-            return cur.rowcount > 0
-
-    async def relay_take(self, *, max_age_s: float) -> list[str]:
-        # A read first: the trainer polls, and an empty poll must not take the write lock.
-        async with self._read() as db, db.execute("SELECT 1 FROM relayed_interactions LIMIT 1") as cur:
-            if await cur.fetchone() is None:
-                return []
-        async with self._write() as db:
-            rows = await db.execute_fetchall("SELECT id, payload, created_at FROM relayed_interactions ORDER BY id")
-            if rows:
-                await db.execute("DELETE FROM relayed_interactions WHERE id <= ?", (rows[-1]["id"],))
-        oldest = _ts(utcnow() - timedelta(seconds=max_age_s))
-        return [row["payload"] for row in rows if row["created_at"] >= oldest]
-
-    async def relay_wait(self, timeout: float) -> None:
-        await asyncio.sleep(min(timeout, RELAY_POLL_S))
 
 
 async def _forget_counts(db: aiosqlite.Connection, user_id: int) -> ForgetReport:
