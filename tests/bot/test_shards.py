@@ -281,7 +281,8 @@ async def test_two_processes_share_postgres_votes_and_the_trained_model(
             start = await fake.send_slash_command(
                 "train start", {"epochs": 1, "force": True}, guild_id=one["id"], user=fake.owner
             )
-            assert start.shard == 1 and (await start.wait_response(timeout=10))["type"] == 4
+            # Deferred by the trainer before it starts anything (bot/relay.py), then the progress message.
+            assert start.shard == 1 and (await start.wait_response(timeout=10))["type"] == 5
             await fake.wait_until(
                 lambda: model.is_file() and hashlib.sha256(model.read_bytes()).hexdigest() != first_hash,
                 timeout=180,
