@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 RELAYED_COMMANDS = frozenset({"train", "corpus"})  # what only the trainer can do: its files, its child process
 TAKE_BACK_AFTER_S = 1.5  # of Discord's 3 s: then the receiving process answers itself, in time
-MAX_AGE_S = 2.5  # a handed-over interaction older than this is dropped: its sender crashed, Discord gave up
+MAX_AGE_S = 2.5  # one older than this is not run but marked expired: its sender, late, answers it (or crashed)
 WAIT_S = 1.0  # the trainer looks at least this often, even if a NOTIFY was missed
 _COMMAND, _AUTOCOMPLETE = 2, 4  # interaction types
 # Handed-over commands whose answer everyone in the channel sees (the progress of a run, a cancellation):
