@@ -214,7 +214,8 @@ class LyricsBot(commands.AutoShardedBot):
                 if not await store.claim_trainer(lease_s=sharding.trainer_lease_s):
                     raise TrainerTakenError(
                         f"another process on {store.description} already trains (LYRICS_TRAINER=1): exactly one"
-                        " process may; set LYRICS_TRAINER=0 for this one"
+                        " process may; set LYRICS_TRAINER=0 for this one (on PostgreSQL, a trainer that died frees"
+                        f" its claim {sharding.trainer_lease_s:g} s after its last renewal: LYRICS_TRAINER_LEASE)"
                     )
                 self.relay_receiver = RelayReceiver(self, store, key)
                 self.relay_receiver.start()
