@@ -37,7 +37,8 @@ from bot import messages
 from bot.engine import Engine, ModelMissingError, load_sampler
 from bot.forgetting import Forgetting
 from bot.permissions import NotAdmin, NotOwner, ShuttingDown
-from bot.relay import RelayReceiver, RelaySender
+from bot.relay import RELAYED_COMMANDS as RELAYED_NAMES
+from bot.relay import WITHOUT_CLAIM, RelayReceiver, RelaySender, relay_key
 from bot.replies import tell
 from bot.settings import Settings
 from bot.store import Store, TrainerTakenError, open_store
@@ -76,6 +77,20 @@ def use_discord_endpoints(api: str | None, gateway: str | None) -> None:
 
 class LyricsTree(app_commands.CommandTree["LyricsBot"]):
     """The command tree, with the bot's one error path."""
+
+    async def interaction_check(self, interaction: discord.Interaction[LyricsBot]) -> bool:
+        """Before any command: a trainer that lost its claim refuses what would train or change files, and a
+        command handed over by another process is acknowledged before it runs (bot/relay.py)."""
+        bot = self.client
+        command = interaction.command
+        name = command.qualified_name if command is not None else ""
+        if bot.trainer_lost is not None and name.split(" ")[0] in RELAYED_NAMES and name not in WITHOUT_CLAIM:
+            if interaction.type is discord.InteractionType.application_command:
+                await tell(interaction, messages.TRAINER_LOST)
+            return False
+        if bot.relay_receiver is not None:
+            return await bot.relay_receiver.acknowledge(interaction)
+        return True
 
     async def on_error(self, interaction: discord.Interaction[LyricsBot], error: app_commands.AppCommandError) -> None:
         what = f"/{interaction.command.qualified_name}" if interaction.command else describe(interaction)
@@ -142,6 +157,7 @@ class LyricsBot(commands.AutoShardedBot):
             batching=limits.batching,
             max_batch=limits.max_batch,
             max_queue=limits.max_queue,
+            group_share=limits.guild_share,
             batch_timeout=limits.batch_timeout_s,
             torch_threads=settings.torch_threads,
         )
@@ -150,6 +166,7 @@ class LyricsBot(commands.AutoShardedBot):
         self.watcher: BundleWatcher | None = None  # a process that does not train: follows the trainer's model
         self.relay_sender: RelaySender | None = None  # ...and hands it /train and /corpus
         self.relay_receiver: RelayReceiver | None = None  # the trainer, when other processes run shards
+        self.trainer_lost: str | None = None  # why this process, the trainer, lost its claim (then: no /train)
         # Extensions push their own clean-ups here (e.g. stopping training child processes); see close().
         self.cleanups = contextlib.AsyncExitStack()
         # What must happen even when the process exits at once (a second SIGTERM): see abort().
@@ -196,16 +213,20 @@ class LyricsBot(commands.AutoShardedBot):
         total = f"of {sharding.count}" if sharding.count else "(Discord's recommended count)"
         role = "trains and promotes models" if sharding.trainer else "follows the trainer process's model"
         log.info("running %s %s; this process %s; database: %s", shards, total, role, store.description)
+        key = relay_key(self.http.token or self.settings.token)  # the token this process logged in with
         if sharding.trainer:
             if sharding.partial:
-                if not await store.claim_trainer():
+                if not await store.claim_trainer(lease_s=sharding.trainer_lease_s):
                     raise TrainerTakenError(
                         f"another process on {store.description} already trains (LYRICS_TRAINER=1): exactly one"
-                        " process may; set LYRICS_TRAINER=0 for this one"
+                        " process may; set LYRICS_TRAINER=0 for this one (on PostgreSQL, a trainer that died frees"
+                        f" its claim {sharding.trainer_lease_s:g} s after its last renewal: LYRICS_TRAINER_LEASE)"
                     )
-                self.relay_receiver = RelayReceiver(self, store)
+                self.relay_receiver = RelayReceiver(self, store, key)
                 self.relay_receiver.start()
                 self.add_cleanup(self.relay_receiver.stop)
+                watch = asyncio.create_task(self._watch_trainer_claim(self.relay_receiver), name="trainer-claim")
+                self.add_cleanup(functools.partial(_cancel, watch))
             return
         if self.settings.database_url is None:
             log.warning(
@@ -213,12 +234,18 @@ class LyricsBot(commands.AutoShardedBot):
                 " set LYRICS_DATABASE_URL",
                 self.settings.db_path,
             )
-        self.relay_sender = RelaySender(self, store)
+        self.relay_sender = RelaySender(self, store, key)
         self.relay_sender.install()
         self.add_cleanup(self.relay_sender.close)
         self.watcher = BundleWatcher(self.engine, self.settings.model_path, interval=sharding.model_poll_s)
         self.watcher.start()
         self.add_cleanup(self.watcher.stop)
+
+    async def _watch_trainer_claim(self, receiver: RelayReceiver) -> None:
+        """When the claim to train is lost: stop taking handed-over commands, and refuse /train from then on
+        (another process may claim it once the lease runs out; two trainers must never run at once)."""
+        self.trainer_lost = await self.store.wait_trainer_lost()
+        await receiver.stop()
 
     async def load_model(self) -> bool:
         """Load the configured bundle. Without one the bot still runs and /lyrics explains how to train one."""
@@ -359,6 +386,12 @@ class LyricsBot(commands.AutoShardedBot):
             await action
         except Exception:
             log.exception("while closing the %s", name)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_bot(settings: Settings, **options: Any) -> LyricsBot:

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from bot.characters import characters_problem, is_visible
 from model.checkpoint import atomic_write, fsync_dir
 from model.corpus import (
     CorpusError,
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # as sent: a .txt, or a .zip of .txt
 UPLOAD_ZIP_LIMITS = ZipLimits(members=200, total_bytes=4 * 1024 * 1024)  # unpacked: a zip bomb stops here
 MAX_FILES = 200  # added files kept at once: the list, the autocomplete and each training run stay small
+MAX_TOTAL_BYTES = 64 * 1024 * 1024  # all the added files together (Settings.corpora_max_bytes)
 NAME_CHARS = 40
 KINDS = (".txt", ".zip")
 SAMPLE_LINES = 3
@@ -104,6 +106,7 @@ class Added:
     duplicates: int  # lines dropped: the corpus (or the upload itself) already had them
     unreadable: int  # lines dropped: bytes neither UTF-8 nor GBK
     skipped: list[str]  # zip members left out, "name (why)"
+    invisible: int = 0  # lines dropped: characters a /lyrics seed may not hold either (bot.characters)
 
 
 def check_attachment(filename: str, size: int) -> str | None:
@@ -144,9 +147,10 @@ def words(text: str) -> set[str]:
 class Corpora:
     """The folder of added files and the base corpus they are added to; see the module docstring."""
 
-    def __init__(self, folder: Path, base: Path) -> None:
+    def __init__(self, folder: Path, base: Path, *, max_total_bytes: int = MAX_TOTAL_BYTES) -> None:
         self.folder = Path(folder)
         self.base_path = Path(base)
+        self.max_total_bytes = max_total_bytes
         self._base_cache: tuple[tuple[int, int], str, BaseCorpus, set[str]] | None = None
         self._word_cache: dict[str, set[str]] = {}  # a text's sha256 -> its words (jieba is slow)
 
@@ -226,6 +230,9 @@ class Corpora:
         text = "".join(normalise(t.text) for t in texts)
         if not text:
             raise UploadRefused(f"`{shown}` holds no line of text: it is empty once blank lines are left out.")
+        text, invisible, problem = _visible_lines(text)
+        if not text:
+            raise UploadRefused(f"`{shown}` holds no line of plain text: {problem or 'only invisible characters'}")
         try:
             base_text, _, base_lines = self._base()
         except CorpusError as exc:
@@ -246,6 +253,13 @@ class Corpora:
                 "so it was not added."
             )
         body = "".join(line + "\n" for line in kept)
+        held = sum(entry.size for entry in entries)
+        if held + len(body.encode()) > self.max_total_bytes:
+            raise UploadRefused(
+                f"The files added from chat hold {_size(held)} and `{shown}` would add {_size(len(body.encode()))}:"
+                f" together they may hold at most {_size(self.max_total_bytes)}. Remove some with `/corpus remove`"
+                " first (or raise LYRICS_CORPORA_MAX_BYTES)."
+            )
         new_words = [w for w in dict.fromkeys(segment(body)) if w not in known_words and any(c.isalpha() for c in w)]
         name = self._free_name(safe_stem(filename), entries)
         when = now or datetime.now(UTC)
@@ -277,6 +291,7 @@ class Corpora:
             duplicates=duplicates,
             unreadable=unreadable,
             skipped=skipped,
+            invisible=invisible,
         )
 
     def _words_of(self, text: str) -> set[str]:
@@ -345,6 +360,20 @@ def _read_upload(shown: str, data: bytes) -> tuple[list[Text], list[str]]:
         raise UploadRefused(f"{exc}.") from exc
 
 
+def _visible_lines(text: str) -> tuple[str, int, str | None]:
+    """`text` without the lines a /lyrics seed could not be (invisible letters, stacked marks: bot.characters),
+    how many went, and why the first one did."""
+    kept, dropped, first = [], 0, None
+    for line in text.splitlines():
+        problem = characters_problem(line, "A line")
+        if problem is None and any(is_visible(ch) for ch in line):
+            kept.append(line)
+            continue
+        dropped += 1
+        first = first or problem
+    return "".join(line + "\n" for line in kept), dropped, first
+
+
 def _read_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -354,4 +383,8 @@ def _read_record(path: Path) -> dict[str, Any]:
 
 
 def _mb(size: int) -> str:
-    return f"{size / 1024 / 1024:g} MB"
+    return f"{size / 1024 / 1024:.3g} MB"
+
+
+def _size(n: int) -> str:
+    return f"{n:,} bytes" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"

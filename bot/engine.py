@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 GATHER_SECONDS = 0.005  # how long a lone request waits for company before its batch starts
 CLOSE_GRACE_SECONDS = 30.0  # how long close() lets the running batch finish
 MAX_QUEUE = 500  # songs that may wait for a batch; one more is refused with QueueFullError
+PLACE_STEP = 10  # a shown place is updated when it moves up by 1/PLACE_STEP of itself (or by one)
 BATCH_TIMEOUT_SECONDS = 120.0  # a batch running longer has wedged: its songs fail and the worker is replaced
 
 R = TypeVar("R")
@@ -85,6 +86,16 @@ class QueueFullError(EngineError):
     def __init__(self, waiting: int, wait: float) -> None:
         super().__init__(f"{waiting} songs are waiting, the most the queue holds")
         self.waiting = waiting
+        self.wait = wait
+
+
+class GroupQueueFullError(QueueFullError):
+    """One group (a server) already has its share of the queue waiting; the queue may still have room for others."""
+
+    def __init__(self, waiting: int, share: int, wait: float) -> None:
+        EngineError.__init__(self, f"{waiting} songs of this server are waiting, its share of the queue ({share})")
+        self.waiting = waiting
+        self.share = share
         self.wait = wait
 
 
@@ -197,6 +208,7 @@ class _Job:
     request: SampleRequest
     future: asyncio.Future[Generation] = field(repr=False)
     place: int = 0  # 1-based place in the queue while WAITING
+    group: int | None = None  # whose share of the queue it counts against (a server); None: nobody's
     state: _State = _State.WAITING
 
 
@@ -217,7 +229,9 @@ class Ticket:
         return self._job.future.done()
 
     async def places(self, interval: float = 0.0) -> AsyncIterator[int]:
-        """Its place each time it changes while a batch runs without it (at most once per `interval` s).
+        """Its place while a batch runs without it (at most once per `interval` s), each time it moves up by
+        a tenth or more of the place last yielded (by one, near the front): with hundreds waiting, hundreds of
+        edits a second would compete with the writing for the event loop and Discord's rate limits.
 
         Ends when its own batch starts (or it fails). A request the batcher is about to take, with no
         batch running, yields nothing: it does not really wait.
@@ -225,7 +239,7 @@ class Ticket:
         engine, job = self._engine, self._job
         shown: int | None = None
         while job.state is _State.WAITING:
-            if engine.busy and job.place != shown:
+            if engine.busy and (shown is None or shown - job.place >= max(1, shown // PLACE_STEP)):
                 shown = job.place
                 yield shown
                 until = time.monotonic() + interval
@@ -308,6 +322,7 @@ class Engine:
         batching: bool = True,
         max_batch: int = 64,
         max_queue: int = MAX_QUEUE,
+        group_share: int | None = None,
         batch_timeout: float = BATCH_TIMEOUT_SECONDS,
         torch_threads: int = 0,
         gather_seconds: float = GATHER_SECONDS,
@@ -317,6 +332,9 @@ class Engine:
         self.batching = batching
         self.max_batch = max_batch if batching else 1
         self.max_queue = max_queue
+        # One group's (server's) songs waiting at once: half the queue unless told, so one busy server
+        # cannot take every place.
+        self.group_share = group_share or max(1, max_queue // 2)
         self.batch_timeout = batch_timeout
         self._gather_seconds = gather_seconds if batching else 0.0
         self._loader = loader
@@ -478,10 +496,12 @@ class Engine:
 
     # ---- generating
 
-    def submit(self, request: SampleRequest) -> Ticket:
-        """Queue `request` (FIFO) and return its ticket at once.
+    def submit(self, request: SampleRequest, *, group: int | None = None) -> Ticket:
+        """Queue `request` (FIFO) and return its ticket at once. `group` (a server's id) counts it against
+        that group's share of the queue.
 
-        Raises ModelNotLoadedError, EngineClosedError, or QueueFullError when `max_queue` songs wait.
+        Raises ModelNotLoadedError, EngineClosedError, QueueFullError when `max_queue` songs wait, or
+        GroupQueueFullError when `group_share` of the group's do.
         """
         if self._closed:
             raise EngineClosedError("the bot is shutting down")
@@ -490,8 +510,11 @@ class Engine:
         if len(self._waiting) >= self.max_queue:
             self.stats.refused += 1
             raise QueueFullError(len(self._waiting), self.estimated_wait(len(self._waiting)))
+        if group is not None and (mine := sum(job.group == group for job in self._waiting)) >= self.group_share:
+            self.stats.refused += 1
+            raise GroupQueueFullError(mine, self.group_share, self.estimated_wait(len(self._waiting)))
         self._ensure_batcher()
-        job = _Job(request, asyncio.get_running_loop().create_future(), place=len(self._waiting) + 1)
+        job = _Job(request, asyncio.get_running_loop().create_future(), place=len(self._waiting) + 1, group=group)
         self._waiting.append(job)
         self.stats.longest_queue = max(self.stats.longest_queue, len(self._waiting))
         self._arrived.set()

@@ -177,6 +177,16 @@ TRAINER_AWAY = (
     "Training and the corpus are looked after by the bot's trainer process, which did not answer just now"
     " (训练进程暂时没有回应): try again in a minute."
 )
+# The trainer process found the handed-over command too old to run (this process was slow to take it back).
+TRAINER_LATE = (
+    "This command reached the bot's trainer process too late to run, so nothing was done"
+    " (训练进程收到得太晚，未执行): please run it again."
+)
+# This process was the trainer, and lost its claim to the database (bot/store/postgres_relay.py).
+TRAINER_LOST = (
+    "This bot process can no longer train: it lost its claim to be the trainer process (训练权已失去),"
+    " so nothing was started or changed. The bot's operator must restart it; `/train status` still answers."
+)
 # For a member who is not an admin: what it takes, without naming who is one.
 ADMIN_ONLY = (
     "Only admins can do that (仅限管理员): members with the Administrator permission in this server, "
@@ -221,6 +231,13 @@ def cooldown(command: str, seconds: float) -> str:
 def queue_full(waiting: int, seconds: float) -> str:
     """The one refusal of a burst: the queue is full."""
     return retry_after(f"The queue is full: {waiting} songs are waiting (排队已满)", seconds)
+
+
+def guild_queue_full(waiting: int, seconds: float) -> str:
+    """This server already has its share of the queue waiting; other servers' members still get in."""
+    return retry_after(
+        f"This server already has {waiting} songs waiting, its share of the queue (本服务器排队已满)", seconds
+    )
 
 
 def cannot_write(reason: object) -> str:

@@ -41,6 +41,21 @@ async def tell(interaction: discord.Interaction, text: str) -> None:
         await interaction.followup.send(text, ephemeral=True)
 
 
+async def acknowledge(interaction: discord.Interaction, *, ephemeral: bool) -> None:
+    """Defer with "thinking…" unless the interaction is answered already (a handed-over command is deferred
+    by the relay before it runs: bot/relay.py); `tell` then fills the placeholder in either case."""
+    if not interaction.response.is_done():
+        await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+
+
+async def answer(interaction: discord.Interaction, text: str) -> None:
+    """Answer with a message everyone in the channel sees: the response, or the deferred placeholder."""
+    if not interaction.response.is_done():
+        await interaction.response.send_message(text)
+    else:
+        await interaction.edit_original_response(content=text)
+
+
 async def update(interaction: discord.Interaction, **fields: Any) -> None:
     """Edit the message the clicked component is on (content, embed, view...): in the interaction's response
     if it is not answered yet, else (after `defer_if_slow` deferred it) through the interaction's token."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,12 @@ class Limits:
     max_batch: int = 64  # requests per batched forward pass (bench/bench_bot.py: 50 at once in one batch)
     request_timeout_s: float = 600.0  # the longest a member waits for one song, queue included
     batch_timeout_s: float = 120.0  # a batch running longer has wedged: its songs fail, the next get a new thread
+    guild_queue: int = 0  # songs one server may have waiting; 0: half of max_queue (at least 1)
+
+    @property
+    def guild_share(self) -> int:
+        """The most songs one server may have waiting, so that one server cannot fill the whole queue."""
+        return min(self.guild_queue, self.max_queue) if self.guild_queue else max(1, self.max_queue // 2)
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,9 @@ class Sharding:
     ids: tuple[int, ...] | None = None  # None: all of them
     trainer: bool = True  # trains and promotes models; the others watch the model file and reload it
     model_poll_s: float = 2.0  # how often a process that is not the trainer looks at the model file
+    # PostgreSQL: the trainer's claim is a lease it renews every third of this; a trainer that dies (or loses
+    # its database) for longer lets another take over after at most this long.
+    trainer_lease_s: float = 45.0
 
     @property
     def partial(self) -> bool:
@@ -91,6 +101,9 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)  # postgresql://...: may hold a password
     corpus_path: Path = SAMPLE_CORPUS  # from_env: data/jaychou_lyrics.txt.zip if fetched, else the sample
     corpora_path: Path = Path("data/corpora")  # lyrics owners added from chat (/corpus add)
+    corpora_max_bytes: int = 64 * 1024 * 1024  # all the files added from chat together
+    # Where /corpus add may download attachments from: Discord's own attachment hosts (tests: the stand-in's).
+    attachment_hosts: tuple[str, ...] = ("cdn.discordapp.com", "media.discordapp.net")
     admin_ids: frozenset[int] = frozenset()  # the bot's owners, with the application's owner and team
     guild_ids: tuple[int, ...] = ()
     train_guild_ids: frozenset[int] = frozenset()  # servers whose Administrators count as owners too
@@ -163,6 +176,7 @@ class Settings:
             max_batch=_int(env, "LYRICS_MAX_BATCH", defaults.max_batch, minimum=1),
             request_timeout_s=request_timeout,
             batch_timeout_s=_float(env, "LYRICS_BATCH_TIMEOUT", defaults.batch_timeout_s, minimum=1.0),
+            guild_queue=_int(env, "LYRICS_GUILD_QUEUE", defaults.guild_queue, minimum=0),
         )
 
         return cls(
@@ -172,6 +186,8 @@ class Settings:
             database_url=_database_url(env, "LYRICS_DATABASE_URL"),
             corpus_path=_readable_file(env, "LYRICS_CORPUS", default_corpus()),
             corpora_path=_folder(env, "LYRICS_CORPORA", cls.corpora_path),
+            corpora_max_bytes=_int(env, "LYRICS_CORPORA_MAX_BYTES", cls.corpora_max_bytes, minimum=1),
+            attachment_hosts=_hosts(env, "LYRICS_ATTACHMENT_HOSTS", cls.attachment_hosts),
             admin_ids=frozenset(_ids(env, "LYRICS_ADMIN_IDS")),
             guild_ids=tuple(dict.fromkeys(_ids(env, "LYRICS_GUILD_IDS"))),  # dedupe, keep order
             train_guild_ids=frozenset(_ids(env, "LYRICS_TRAIN_GUILD_IDS")),
@@ -258,6 +274,15 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return raw
 
 
+def _hosts(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of host names (no scheme, no path); unset or blank: `default`."""
+    hosts = tuple(h.strip().lower() for h in env.get(name, "").split(",") if h.strip())
+    for host in hosts:
+        if not re.fullmatch(r"[a-z0-9.:\[\]-]+", host):
+            raise SettingsError(f"{name}: {host!r} is not a host name; list names such as cdn.discordapp.com")
+    return hosts or default
+
+
 def _database_url(env: Mapping[str, str], name: str) -> str | None:
     """A PostgreSQL URL (postgresql://user:password@host:port/database); checked here, connected to at start-up."""
     raw = env.get(name, "").strip()
@@ -304,6 +329,7 @@ def _sharding(env: Mapping[str, str]) -> Sharding:
         # A process running every shard is the only one, so it trains; with several, exactly one says so.
         trainer=_bool(env, "LYRICS_TRAINER", not Sharding(count, ids).partial),
         model_poll_s=_float(env, "LYRICS_MODEL_POLL", Sharding.model_poll_s, minimum=0.1),
+        trainer_lease_s=_float(env, "LYRICS_TRAINER_LEASE", Sharding.trainer_lease_s, minimum=1.0),
     )
 
 

@@ -28,6 +28,19 @@ from bot.replies import tell
 
 H = TypeVar("H")
 
+# Song and user ids are signed 64-bit integers (the store's columns, Discord's snowflakes): a custom_id's
+# number is at most 19 digits, and one that still does not fit reads as 0, which no song or user has, so a
+# forged id gets the ordinary "gone" or "not yours" answer instead of an OverflowError in the database.
+MAX_ID = 2**63 - 1
+_ID = "[0-9]{1,19}"
+_PAGE = "[0-9]{1,6}"  # a million pages of favourites: more than anyone saves
+
+
+def custom_id_number(digits: str) -> int:
+    """The number in a custom_id (matched by _ID), or 0 when it does not fit a signed 64-bit integer."""
+    number = int(digits)
+    return number if number <= MAX_ID else 0
+
 
 class SongAction(enum.StrEnum):
     """What a button under a song does; the value is the word in its custom_id."""
@@ -122,7 +135,7 @@ def song_custom_id(action: SongAction, song_id: int) -> str:
 
 
 class SongButton(
-    discord.ui.DynamicItem[discord.ui.Button], template=r"song:(?P<action>vote|save|again|delete):(?P<id>[0-9]+)"
+    discord.ui.DynamicItem[discord.ui.Button], template=rf"song:(?P<action>vote|save|again|delete):(?P<id>{_ID})"
 ):
     """One of the four buttons under a song; the song id and the action are in the custom_id."""
 
@@ -140,7 +153,7 @@ class SongButton(
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> SongButton:
-        return cls(SongAction(match["action"]), int(match["id"]))
+        return cls(SongAction(match["action"]), custom_id_number(match["id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if self.action is SongAction.AGAIN:
@@ -167,7 +180,7 @@ def song_view(song_id: int, *, votes: int) -> discord.ui.View:
 
 class FavouritesPageButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=r"favs:(?P<owner>[0-9]+):(?P<page>[0-9]+):(?P<direction>prev|next)",
+    template=rf"favs:(?P<owner>{_ID}):(?P<page>{_PAGE}):(?P<direction>prev|next)",
 ):
     """◀ or ▶ under a page of someone's favourites; the custom_id holds whose list and the page it leads to."""
 
@@ -189,7 +202,7 @@ class FavouritesPageButton(
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> FavouritesPageButton:
-        return cls(int(match["owner"]), int(match["page"]), PageDirection(match["direction"]))
+        return cls(custom_id_number(match["owner"]), int(match["page"]), PageDirection(match["direction"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await _dispatch(
@@ -216,7 +229,7 @@ def pager_view(owner_id: int, page: int, pages: int) -> discord.ui.View | None:
 
 
 class ForgetButton(
-    discord.ui.DynamicItem[discord.ui.Button], template=r"forget:(?P<owner>[0-9]+):(?P<choice>confirm|cancel)"
+    discord.ui.DynamicItem[discord.ui.Button], template=rf"forget:(?P<owner>{_ID}):(?P<choice>confirm|cancel)"
 ):
     """Confirm or Cancel for /favourites forget-me; only the member named in the custom_id may press it."""
 
@@ -233,7 +246,7 @@ class ForgetButton(
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> ForgetButton:
-        return cls(int(match["owner"]), ForgetChoice(match["choice"]))
+        return cls(custom_id_number(match["owner"]), ForgetChoice(match["choice"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await _dispatch(

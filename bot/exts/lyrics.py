@@ -4,9 +4,11 @@ The flow of one command, each step cheaper than the next:
   1. check the options on our side (Discord shows the bounds, but discord.py does not re-check them);
   2. refuse politely when no model is loaded or the bot is shutting down;
   3. the gate: a per-member cooldown and a bound on one member's songs in progress;
-  4. a place in the engine's FIFO queue (refused only when the queue is full);
+  4. a place in the engine's FIFO queue (refused only when the queue is full, or when the member's server
+     already has its share of it waiting: LYRICS_GUILD_QUEUE, half of LYRICS_MAX_QUEUE by default);
   5. defer at once (Discord wants an answer within 3 s); while the song waits for a batch, the reply shows
-     its place ("排队中 · #12 in the queue"), edited as the queue moves; then it becomes the song.
+     its place ("排队中 · #12 in the queue"), edited as the queue moves (by a tenth of the place or more:
+     a long queue is not hundreds of edits a second); then it becomes the song.
 Every refusal is an ephemeral message that says what to change or when to come back. 🎲 replays a song
 (same seed, temperature and length, a new random seed) through the same steps 2 to 5.
 """
@@ -19,7 +21,6 @@ import math
 import secrets
 import sqlite3
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages, views
-from bot.engine import EngineClosedError, GenerationFailedError, ModelNotLoadedError, QueueFullError, Ticket
+from bot.characters import characters_problem
+from bot.engine import (
+    EngineClosedError,
+    GenerationFailedError,
+    GroupQueueFullError,
+    ModelNotLoadedError,
+    QueueFullError,
+    Ticket,
+)
 from bot.forgetting import Request
 from bot.replies import defer_if_slow, tell
 from bot.settings import Limits
@@ -50,19 +59,6 @@ RANDOM_SEEDS = 2**32  # a random seed fits in 10 digits: short enough to read ou
 # What the rhyme option accepts besides one character whose rhyme to use.
 RHYME_WORDS = {"": "auto", "auto": "auto", "自动": "auto", "off": "off", "none": "off", "不押韵": "off", "无": "off"}
 PLACE_EDIT_INTERVAL_S = 1.0  # the least time between two edits of a member's place in the queue
-# Letters that render as nothing (Hangul fillers, the braille blank): invisible text, like a zero-width space.
-_BLANK_LETTERS = set("\u115f\u1160\u3164\uffa0\u2800")
-# Unicode categories a seed may not contain: controls, format characters (zero-width spaces and joiners,
-# bidirectional overrides that make text display reversed, soft hyphens, tags), private use, surrogates
-# and unassigned code points. None of them is a word a song could start with; all can hide or fake text.
-_REFUSED_CATEGORIES = {
-    "Cc": "a control character",
-    "Cf": "an invisible formatting character",
-    "Co": "a private-use character",
-    "Cs": "a broken (surrogate) character",
-    "Cn": "an unassigned character",
-}
-MAX_COMBINING_RUN = 3  # marks on one letter; real scripts stack two or three, "Zalgo" text dozens
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,26 +104,8 @@ def check_options(seed: str, temperature: float, length: float, rhyme: str | Non
 
 
 def seed_characters_problem(seed: str) -> str | None:
-    """Why the seed's characters are refused (invisible, formatting, private-use, stacked marks), or None."""
-    run = 0
-    for ch in seed:
-        what = _REFUSED_CATEGORIES.get(unicodedata.category(ch))
-        if what is None and ch in _BLANK_LETTERS:
-            what = "an invisible character"
-        if what is not None:
-            return f"The seed contains {what} ({_describe(ch)}): remove it and type plain text."
-        run = run + 1 if unicodedata.combining(ch) or unicodedata.category(ch) == "Me" else 0
-        if run > MAX_COMBINING_RUN:
-            return (
-                f"The seed stacks more than {MAX_COMBINING_RUN} combining marks on one character "
-                f"(e.g. {_describe(ch)}): type plain text."
-            )
-    return None
-
-
-def _describe(ch: str) -> str:
-    name = unicodedata.name(ch, "")
-    return f"U+{ord(ch):04X} {name}" if name else f"U+{ord(ch):04X}"
+    """Why the seed's characters are refused (the rule /corpus add applies too: bot.characters), or None."""
+    return characters_problem(seed, "The seed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +245,11 @@ class Lyrics(commands.Cog):
             rhyme=rhyme,
         )
         try:
-            ticket = self.bot.engine.submit(request)  # before the defer: a full queue is refused ephemerally
+            # Before the defer: a full queue is refused ephemerally. DMs share one server's share.
+            ticket = self.bot.engine.submit(request, group=interaction.guild_id or DM_GUILD_ID)
+        except GroupQueueFullError as exc:
+            await tell(interaction, messages.guild_queue_full(exc.waiting, exc.wait))
+            return
         except QueueFullError as exc:
             await tell(interaction, messages.queue_full(exc.waiting, exc.wait))
             return

@@ -9,6 +9,7 @@
     base.py       the `Store` interface, its records and errors, and the guarantees both backends keep
     sqlite.py     `SqliteStore`: aiosqlite on one file (LYRICS_DB)
     postgres.py   `PostgresStore`: asyncpg on a PostgreSQL database (LYRICS_DATABASE_URL)
+    sqlite_relay.py, postgres_relay.py   each store's trainer claim and table of handed-over interactions
 
 Each backend is written in its own database's SQL with its own driver (both well kept), rather than through
 a layer over both such as SQLAlchemy Core: the guarantees are kept by each database's own means anyway
@@ -34,6 +35,7 @@ from bot.store.base import (
     MemberForgottenError,
     NewSong,
     PendingDeletion,
+    RelayFate,
     SchemaTooNewError,
     SelfVoteError,
     Song,
@@ -57,6 +59,7 @@ __all__ = [
     "MemberForgottenError",
     "NewSong",
     "PendingDeletion",
+    "RelayFate",
     "SchemaTooNewError",
     "SelfVoteError",
     "Song",

@@ -21,6 +21,8 @@ Ids are plain ints (Discord snowflakes fit a signed 64-bit integer), times are a
 from __future__ import annotations
 
 import abc
+import asyncio
+import enum
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +32,7 @@ DM_GUILD_ID = 0  # the guild_id of songs written in direct messages; no guild ha
 # How long forget-me remembers a member's id, to refuse songs they asked for before it that finish after it (in
 # any process): longer than any song waits and is written (LYRICS_REQUEST_TIMEOUT).
 FORGOTTEN_FOR = timedelta(hours=1)
+TRAINER_LEASE_S = 45.0  # PostgreSQL: how long a trainer's claim outlives its last renewal (Settings.sharding)
 
 # -----------------------------------------------------------------------------
 # errors
@@ -151,6 +154,14 @@ class DeletionProgress:
     @property
     def settled(self) -> int:
         return self.deleted + self.unreachable
+
+
+class RelayFate(enum.Enum):
+    """What became of a handed-over interaction, as the process that left it learns when it takes it back."""
+
+    WITHDRAWN = "withdrawn"  # still waiting: the trainer never saw it; the sender answers it itself
+    TAKEN = "taken"  # the trainer took it and answers it
+    EXPIRED = "expired"  # the trainer found it too old and dropped it unanswered: the sender must say so
 
 
 def utcnow() -> datetime:
@@ -306,9 +317,17 @@ class Store(abc.ABC):
     # ---- the trainer process
 
     @abc.abstractmethod
-    async def claim_trainer(self) -> bool:
+    async def claim_trainer(self, *, lease_s: float = TRAINER_LEASE_S) -> bool:
         """Become the one process on this database that trains and promotes models; False if another process
-        already is. The claim lasts until this store closes or the process dies (no stale claim survives it)."""
+        already is. The claim lasts until this store closes or the process dies (no stale claim survives it):
+        on SQLite a lock the kernel drops with the process; on PostgreSQL a lease renewed every third of
+        `lease_s`, which another process may take over `lease_s` after its last renewal."""
+
+    async def wait_trainer_lost(self) -> str:
+        """Return, saying why, if this process's trainer claim is lost (PostgreSQL: the lease could not be
+        renewed in time, or its connection broke). A claim that cannot be lost never returns."""
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
 
     # ---- interactions handed to the trainer process (bot/relay.py)
 
@@ -317,16 +336,18 @@ class Store(abc.ABC):
         """Leave an interaction (its gateway payload, as JSON) for the trainer process; returns its ticket."""
 
     @abc.abstractmethod
-    async def relay_withdraw(self, ticket: int) -> bool:
-        """Take the interaction back if the trainer has not taken it yet: True if it was still waiting.
+    async def relay_withdraw(self, ticket: int) -> RelayFate:
+        """Take the interaction back: WITHDRAWN if it was still waiting, TAKEN if the trainer has it, EXPIRED if
+        the trainer found it too old and dropped it (its sender, late, must answer it after all).
 
         Exactly one of `relay_withdraw` and `relay_take` gets any one interaction.
         """
 
     @abc.abstractmethod
     async def relay_take(self, *, max_age_s: float) -> list[str]:
-        """Take every waiting interaction, oldest first; those older than `max_age_s` are dropped unanswered
-        (Discord has forgotten them: the process that left them crashed before taking them back)."""
+        """Take every waiting interaction, oldest first. Those older than `max_age_s` are not returned but
+        marked expired, for a late `relay_withdraw` to find; expired ones nobody withdrew go after a minute
+        (their sender crashed)."""
 
     @abc.abstractmethod
     async def relay_wait(self, timeout: float) -> None:

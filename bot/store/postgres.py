@@ -20,12 +20,11 @@ are SQLite's (see bot/store/base.py), kept by PostgreSQL's own means:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 
 import asyncpg
 import yarl
@@ -44,6 +43,7 @@ from bot.store.base import (
     utcnow,
 )
 from bot.store.postgres_privacy import PostgresPrivacy, check_not_forgotten, lock_member
+from bot.store.postgres_relay import FAILURES, PostgresRelay
 from model.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,8 @@ CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 15.0  # a statement running longer fails (DatabaseError) instead of holding a click forever
 ATTEMPTS = 5  # tries of a transaction that lost a deadlock or serialization race
 MIGRATION_LOCK = 0x6C797269_63730001  # pg_advisory_xact_lock key ("lyrics" + 1): one migrator at a time
-TRAINER_LOCK = 0x6C797269_63730002  # pg_try_advisory_lock key, held by the trainer process's own connection
-RELAY_CHANNEL = "lyrics_relay"  # NOTIFY channel: an interaction was left for the trainer process
 _RETRY = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
-# What a failing server or connection raises; the store turns them into DatabaseError. (InternalClientError:
-# what a connection the server cut can raise on its next query.)
-_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+_FAILURES = FAILURES  # what a failing server or connection raises; the store turns them into DatabaseError
 
 # -----------------------------------------------------------------------------
 # schema: migration N (MIGRATIONS[N-1]) takes schema_version from N-1 to N, and means what SQLite's
@@ -130,6 +126,18 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX forget_deletions_by_user ON forget_deletions(user_id, state)",
         "CREATE TABLE forgotten_members (user_id BIGINT PRIMARY KEY, forgotten_at TIMESTAMPTZ NOT NULL)",
+    ),
+    # v6 (2026-12): handed-over interactions hold tokens: UNLOGGED keeps them out of the WAL, replicas and
+    # archives; one the trainer found too old is marked expired for its sender. The trainer's claim becomes a
+    # lease (bot/store/postgres_relay.py) instead of an advisory lock on an idle connection.
+    (
+        "ALTER TABLE relayed_interactions SET UNLOGGED",
+        "ALTER TABLE relayed_interactions ADD COLUMN expired BOOLEAN NOT NULL DEFAULT false",
+        """CREATE TABLE trainer_lease (
+            id         INTEGER     PRIMARY KEY CHECK (id = 1),
+            holder     TEXT        NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL
+        )""",
     ),
 ]
 LATEST_VERSION = len(MIGRATIONS)
@@ -230,16 +238,14 @@ async def _migrate(conn: asyncpg.Connection, where: str) -> None:
 # the store
 
 
-class PostgresStore(PostgresPrivacy, Store):
+class PostgresStore(PostgresPrivacy, PostgresRelay, Store):
     """All the bot's persistent state in a PostgreSQL database. Create with `await PostgresStore.open(url)`."""
 
     def __init__(self, pool: asyncpg.Pool, url: str, clock: Callable[[], datetime]) -> None:
         self._pool = pool
         self._url = url
         self._closed = False
-        self._listener: asyncpg.Connection | None = None
-        self._trainer: asyncpg.Connection | None = None  # holds the trainer's claim while it is open
-        self._relayed = asyncio.Event()
+        self._init_relay()
         self.clock = clock  # tests swap it to write songs and votes "in the past"
 
     @classmethod
@@ -293,14 +299,21 @@ class PostgresStore(PostgresPrivacy, Store):
         if self._closed:
             return
         self._closed = True
-        for conn in (self._listener, self._trainer):
-            if conn is not None:
-                conn.terminate()  # waits for NOTIFY or holds a lock: nothing to finish
+        await self._close_relay()
         try:
             await self._pool.close()
         except BaseException:  # cancelled by the shutdown deadline: drop the connections instead
             self._pool.terminate()
             raise
+
+    async def _connect(self, application_name: str) -> asyncpg.Connection:
+        """A connection of its own, outside the pool (LISTEN, the trainer's lease), named for pg_stat_activity."""
+        try:
+            return await asyncpg.connect(
+                self._url, timeout=CONNECT_TIMEOUT_S, server_settings={"application_name": application_name}
+            )
+        except _FAILURES as exc:
+            raise DatabaseError(f"PostgreSQL failed: {first_line(exc)}") from exc
 
     # ---- running statements
 
@@ -477,62 +490,3 @@ class PostgresStore(PostgresPrivacy, Store):
 
         return await self._read(count)
 
-    # ---- the trainer process
-
-    async def claim_trainer(self) -> bool:
-        """A session advisory lock on a connection of its own: PostgreSQL drops it with the connection, so a
-        trainer that dies frees the claim for the next one."""
-        if self._trainer is not None:
-            return True
-        try:
-            conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
-        except _FAILURES as exc:
-            raise DatabaseError(f"PostgreSQL failed: {first_line(exc)}") from exc
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", TRAINER_LOCK):
-            self._trainer = conn
-            return True
-        await conn.close()
-        return False
-
-    # ---- interactions handed to the trainer process (ages by the database's clock: the same for every machine)
-
-    async def relay_post(self, payload: str) -> int:
-        async def post(conn: asyncpg.Connection) -> int:
-            ticket = await conn.fetchval("INSERT INTO relayed_interactions (payload) VALUES ($1) RETURNING id", payload)
-            await conn.execute("SELECT pg_notify($1, '')", RELAY_CHANNEL)  # delivered at COMMIT
-            return ticket
-
-        return await self._write(post)
-
-    async def relay_withdraw(self, ticket: int) -> bool:
-        async def withdraw(conn: asyncpg.Connection) -> int:
-            return _rows(await conn.execute("DELETE FROM relayed_interactions WHERE id = $1", ticket))
-
-        return await self._write(withdraw) > 0
-
-    async def relay_take(self, *, max_age_s: float) -> list[str]:
-        async def take(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-            return await conn.fetch(
-                "DELETE FROM relayed_interactions RETURNING id, payload,"
-                " created_at >= clock_timestamp() - make_interval(secs => $1) AS fresh",
-                max_age_s,
-            )
-
-        rows = sorted(await self._write(take), key=lambda row: row["id"])
-        return [row["payload"] for row in rows if row["fresh"]]
-
-    async def relay_wait(self, timeout: float) -> None:
-        """Wait for a NOTIFY on a connection of its own (LISTEN needs one that stays out of the pool)."""
-        if self._listener is None or self._listener.is_closed():
-            try:
-                self._listener = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_S)
-                await self._listener.add_listener(RELAY_CHANNEL, self._on_notify)
-            except _FAILURES as exc:
-                log.warning("cannot LISTEN for relayed interactions (%s); polling instead", first_line(exc))
-                self._listener = None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._relayed.wait(), timeout)
-        self._relayed.clear()
-
-    def _on_notify(self, *_: Any) -> None:
-        self._relayed.set()

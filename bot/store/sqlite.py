@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
-import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from os import PathLike
 from pathlib import Path
 from typing import Self
@@ -44,8 +42,7 @@ from bot.store.base import (
     utcnow,
 )
 from bot.store.sqlite_privacy import SqlitePrivacy, check_not_forgotten
-
-RELAY_POLL_S = 0.1  # how often the trainer looks for interactions left by other processes (no NOTIFY in SQLite)
+from bot.store.sqlite_relay import SqliteRelay
 
 # -----------------------------------------------------------------------------
 # schema: migration N (MIGRATIONS[N-1]) takes PRAGMA user_version from N-1 to N.
@@ -124,6 +121,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # ...and members forgotten within FORGOTTEN_FOR: a song they asked for before that is not stored.
         "CREATE TABLE forgotten_members (user_id INTEGER PRIMARY KEY, forgotten_at TEXT NOT NULL)",
     ),
+    # v6 (2026-12): a handed-over interaction the trainer found too old is marked expired for its sender.
+    ("ALTER TABLE relayed_interactions ADD COLUMN expired INTEGER NOT NULL DEFAULT 0",),
 ]
 LATEST_VERSION = len(MIGRATIONS)
 
@@ -260,7 +259,7 @@ async def _migrate(db: aiosqlite.Connection, path: str) -> None:
 # the store
 
 
-class SqliteStore(SqlitePrivacy, Store):
+class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
     """All the bot's persistent state in one SQLite file. Create with `await SqliteStore.open(path)`.
 
     Every method takes an asyncio lock: one connection sees its own uncommitted writes, so
@@ -272,7 +271,7 @@ class SqliteStore(SqlitePrivacy, Store):
         self._db = db
         self._lock = asyncio.Lock()
         self._closed = False
-        self._trainer_lock: int | None = None  # the file descriptor holding the trainer's claim
+        self._init_relay()
         self.path = path
         self.clock = clock  # tests swap it to write songs and votes "in the past"
 
@@ -309,8 +308,7 @@ class SqliteStore(SqlitePrivacy, Store):
             if self._closed:
                 return
             self._closed = True
-            if self._trainer_lock is not None:
-                os.close(self._trainer_lock)  # releases the claim
+            self._close_relay()
             try:
                 await self._db.execute("PRAGMA optimize")
             finally:
@@ -472,48 +470,3 @@ class SqliteStore(SqlitePrivacy, Store):
         ):
             return (await cur.fetchone())[0]
 
-    # ---- the trainer process
-
-    async def claim_trainer(self) -> bool:
-        """An exclusive lock on `<database>.trainer` beside the file: the processes that share a SQLite file share
-        a machine, and the kernel drops the lock with the process that held it."""
-        if self._trainer_lock is not None or self.path == ":memory:":
-            return True
-        fd = os.open(f"{self.path}.trainer", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._trainer_lock = fd
-        return True
-
-    # ---- interactions handed to the trainer process
-    # Stamped with the wall clock, not `clock`: their age decides whether Discord still waits for an answer.
-
-    async def relay_post(self, payload: str) -> int:
-        async with self._write() as db:
-            cur = await db.execute(
-                "INSERT INTO relayed_interactions (payload, created_at) VALUES (?, ?)", (payload, _ts(utcnow()))
-            )
-            return cur.lastrowid
-
-    async def relay_withdraw(self, ticket: int) -> bool:
-        async with self._write() as db:
-            cur = await db.execute("DELETE FROM relayed_interactions WHERE id = ?", (ticket,))
-            return cur.rowcount > 0
-
-    async def relay_take(self, *, max_age_s: float) -> list[str]:
-        # A read first: the trainer polls, and an empty poll must not take the write lock.
-        async with self._read() as db, db.execute("SELECT 1 FROM relayed_interactions LIMIT 1") as cur:
-            if await cur.fetchone() is None:
-                return []
-        async with self._write() as db:
-            rows = await db.execute_fetchall("SELECT id, payload, created_at FROM relayed_interactions ORDER BY id")
-            if rows:
-                await db.execute("DELETE FROM relayed_interactions WHERE id <= ?", (rows[-1]["id"],))
-        oldest = _ts(utcnow() - timedelta(seconds=max_age_s))
-        return [row["payload"] for row in rows if row["created_at"] >= oldest]
-
-    async def relay_wait(self, timeout: float) -> None:
-        await asyncio.sleep(min(timeout, RELAY_POLL_S))

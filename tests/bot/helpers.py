@@ -36,6 +36,7 @@ def bot_env(tmp_path: Path, **overrides: Any) -> dict[str, str]:
         "LYRICS_CORPORA": str(tmp_path / "corpora"),  # never the checkout's data/corpora
         "LYRICS_DEVICE": "cpu",
         "LYRICS_TORCH_THREADS": "1",  # two shared cores: one for torch, one for the event loop and the fake
+        "LYRICS_ATTACHMENT_HOSTS": "127.0.0.1",  # the stand-in serves attachments on loopback
     }
     for key, value in overrides.items():
         if value is None:

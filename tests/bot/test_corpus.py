@@ -179,7 +179,9 @@ HOSTILE = [
         "chorus.txt",
     ),
     ("huge.txt", b"x", MAX_UPLOAD_BYTES + 1, "is 2.0 MB; a corpus file may be at most 2 MB", None),
-    ("liar.txt", lyrics("说谎的大小") * 200_000, 100, "is 3.1 MB; a corpus file may be at most 2 MB", None),
+    ("liar.txt", lyrics("说谎的大小") * 200_000, 100, "the file sends more than 2,097,152 bytes", None),
+    # Letters that draw nothing, as /lyrics refuses them in a seed: no line of it is text.
+    ("blank-letters.txt", "\u3164\u3164\n\u2800\n\uffa0\u115f\u1160\n".encode(), None, "no line of plain text", None),
     ("nothing.txt", b"", None, "`nothing.txt` is empty", None),
     ("blank.txt", " \n\u3000\n\r\n".encode(), None, "holds no line of text", None),
     ("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200), None, "a binary file, not text", None),
@@ -191,10 +193,12 @@ HOSTILE = [
 async def test_every_hostile_file_is_handled(fake_discord: FakeDiscord, start_bot, tmp_path) -> None:
     folder = tmp_path / "corpora"
     expected: list[str] = []
+    answers: list[str] = []
     async with start_bot(**corpus_env(tmp_path)):
         for filename, data, declared, answer, stored_as in HOSTILE:
             upload = fake_discord.upload(filename, data, declared_size=declared)
             text = await add(fake_discord, upload)
+            answers.append(text)
             assert answer in text, (filename, text)
             if stored_as is None:
                 assert text.startswith("Not added (未添加): "), (filename, text)
@@ -205,9 +209,48 @@ async def test_every_hostile_file_is_handled(fake_discord: FakeDiscord, start_bo
                 assert upload.id not in fake_discord.downloads, filename  # refused before downloading
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path.parent / "evil.txt").exists()
     assert (folder / "mixed.txt").read_text(encoding="utf-8") == "压缩包里的好歌\n"
+    assert "U+3164 HANGUL FILLER" in next(t for t in answers if "blank-letters" in t)
     stray = (folder / "stray.txt").read_text(encoding="utf-8")
     assert stray.count("\n") == 19 and "第7行" not in stray and "第8行" in stray
     assert (folder / "chorus.txt").read_text(encoding="utf-8") == "副歌一直重复副歌一直重复\n"
+
+
+async def test_a_file_larger_than_it_says_is_cut_off_at_the_cap(fake_discord: FakeDiscord, start_bot, tmp_path) -> None:
+    """Declared 1 KB, served 50 MB (chunked, no length): the bot stops reading a little past 2 MB."""
+    async with start_bot(**corpus_env(tmp_path)):
+        liar = fake_discord.upload("liar.txt", b"x" * (50 << 20), declared_size=1024)
+        text = await add(fake_discord, liar)
+        assert text.startswith("Not added (未添加): `liar.txt` was not downloaded: the file sends more than"), text
+        await fake_discord.wait_until(lambda: liar.id in fake_discord.served, what="the download")
+    # What the bot read is the cap plus a chunk; what went out beyond that sits in the sockets' buffers.
+    assert fake_discord.served[liar.id] < 20 << 20, fake_discord.served[liar.id]
+    assert stored(tmp_path / "corpora") == []
+
+
+async def test_attachments_are_fetched_only_from_discords_hosts(fake_discord: FakeDiscord, start_bot, tmp_path) -> None:
+    async with start_bot(**corpus_env(tmp_path, LYRICS_ATTACHMENT_HOSTS=None)):  # the default: Discord's CDN
+        upload = fake_discord.upload("elsewhere.txt", lyrics(*NEW_LINES))
+        text = await add(fake_discord, upload)
+    assert "is not on Discord's attachment servers (127.0.0.1)" in text, text
+    assert upload.id not in fake_discord.downloads and stored(tmp_path / "corpora") == []
+
+
+async def test_remove_defers_and_the_added_files_together_are_capped(
+    fake_discord: FakeDiscord, start_bot, tmp_path
+) -> None:
+    async with start_bot(**corpus_env(tmp_path, LYRICS_CORPORA_MAX_BYTES=150)):
+        assert (await add(fake_discord, fake_discord.upload("first.txt", lyrics(*NEW_LINES)))).startswith("**Added")
+        refused = await add(
+            fake_discord, fake_discord.upload("second.txt", lyrics("另一首歌的第一行", "另一首歌的第二行"))
+        )
+        assert refused.startswith("Not added (未添加): The files added from chat hold 115 bytes"), refused
+        assert "at most 150 bytes" in refused and "/corpus remove" in refused
+        removal = await owner_command(fake_discord, "corpus remove", {"name": "first.txt"})
+        assert (await ephemeral_text(removal)).startswith("Removed `first.txt`")
+        assert removal.response_type == 5  # deferred first: an upload being checked holds the lock for seconds
+        assert (await add(fake_discord, fake_discord.upload("second.txt", lyrics("另一首歌的第一行")))).startswith(
+            "**Added"
+        )
 
 
 @pytest.mark.slow

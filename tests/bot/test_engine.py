@@ -20,6 +20,7 @@ from bot.engine import (
     EngineClosedError,
     Generation,
     GenerationFailedError,
+    GroupQueueFullError,
     ModelMissingError,
     ModelNotLoadedError,
     QueueFullError,
@@ -217,6 +218,54 @@ async def test_the_queue_is_bounded_by_its_length(bundles) -> None:
         "a:late",
     ]
     assert sampler.batches == [["r"], ["0", "2", "late"]] and engine.stats.refused == 1
+    await engine.close()
+
+
+async def test_each_group_gets_a_share_of_the_queue(bundles) -> None:
+    sampler = StandInSampler("a", hold=True)
+    engine = make_engine({"a": sampler}, max_batch=4, max_queue=4)  # the default share: half, two songs
+    await engine.load(bundles["a"])
+    running = engine.submit(request("r"), group=1)
+    await until(sampler.started.is_set)
+    mine = [engine.submit(request(str(i)), group=1) for i in range(2)]
+    with pytest.raises(GroupQueueFullError) as refused:
+        engine.submit(request("a third of group 1"), group=1)
+    assert (refused.value.waiting, refused.value.share) == (2, 2) and refused.value.wait > 0
+    theirs = [engine.submit(request("2")), engine.submit(request("3"), group=2)]  # others still get in
+    with pytest.raises(QueueFullError) as full:
+        engine.submit(request("4"), group=3)
+    assert not isinstance(full.value, GroupQueueFullError)  # now the whole queue is full
+    sampler.gate.set()
+    await asyncio.gather(*(t.result() for t in (running, *mine, *theirs)))
+    assert engine.stats.refused == 2
+    await engine.close()
+
+
+async def test_a_long_queue_shows_a_place_when_it_moves_by_a_tenth(bundles) -> None:
+    sampler = SteppedSampler("a")
+    engine = make_engine({"a": sampler}, max_batch=1)
+    await engine.load(bundles["a"])
+    engine.submit(request("running"))
+    await until(lambda: len(sampler.batches) == 1)
+    tickets = [engine.submit(request(str(i))) for i in range(30)]
+    seen: list[int] = []
+
+    async def watch() -> None:
+        async for place in tickets[-1].places():
+            seen.append(place)
+
+    watcher = asyncio.create_task(watch())
+    for batches in range(2, 31):
+        await asyncio.sleep(0.01)  # the watcher sees each place
+        sampler.step()
+        await until(lambda: len(sampler.batches) == batches)  # noqa: B023 - awaited before the next iteration
+    await asyncio.sleep(0.01)
+    sampler.step()
+    sampler.step()
+    await asyncio.wait_for(watcher, 5)
+    # 30 places, each one up from the last: shown when it moved by a tenth of the last shown (3 from 30, 2 from
+    # 27), then at every step below 20.
+    assert seen == [30, 27, 25, 23, 21, 19, *range(18, 0, -1)]
     await engine.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import re
 import time
@@ -11,14 +12,24 @@ import time
 import pytest
 
 from bot import messages
-from bot.client import SHUTDOWN_SECONDS, LyricsBot
+from bot.client import SHUTDOWN_SECONDS, LyricsBot, create_bot
 from bot.engine import Engine
 from bot.exts.lyrics import Gate, check_options, parse_rhyme
 from bot.messages import GENERATION_FAILED, TOO_SLOW
-from bot.settings import Limits
+from bot.settings import Limits, Settings
 from model.sample import Sampler, SampleRequest
-from tests.bot.helpers import SteppedSampler, bob, bot_env
-from tests.fakediscord import FakeDiscord, make_user
+from tests.bot.helpers import (
+    SteppedSampler,
+    assert_well_behaved,
+    bob,
+    bot_env,
+    component,
+    ephemeral_text,
+    song_id,
+    write_song,
+)
+from tests.fakediscord import FakeDiscord, make_guild, make_user, running_bot
+from tests.fakediscord.fixtures import TEST_HEARTBEAT_MS
 
 SEED = "窗外的麻雀"
 FOOTER = re.compile(r"temperature (?P<t>[\d.]+) · length (?P<n>\d+) · random seed (?P<r>\d+) · (?P<rhyme>[^\n]+)")
@@ -230,7 +241,7 @@ async def test_one_song_in_progress_per_member(fake_discord: FakeDiscord, start_
 async def test_a_full_queue_is_the_only_refusal(fake_discord: FakeDiscord, start_bot) -> None:
     sampler = SteppedSampler("model")
     env = {"LYRICS_COOLDOWN": 0, "LYRICS_MAX_QUEUE": 2, "LYRICS_MAX_BATCH": 2}
-    async with start_bot(engine=standin_engine(sampler, max_batch=2, max_queue=2), **env):
+    async with start_bot(engine=standin_engine(sampler, max_batch=2, max_queue=2, group_share=2), **env):
         fans = [make_user(f"fan{i}") for i in range(4)]
         running = await fake_discord.send_slash_command("lyrics", {"seed": SEED}, user=fans[0])
         await fake_discord.wait_until(lambda: sampler.batches, what="the first batch")
@@ -458,3 +469,66 @@ async def test_the_bot_writes_in_the_precision_it_is_given(
     request = SampleRequest(seed=SEED, length=60, random_seed=int(FOOTER.search(footer(message))["r"]))
     want = Sampler.load(tiny_bundle, device="cpu", precision=precision).generate(request)
     assert message.embeds[0]["description"] == want.text
+
+
+async def test_a_button_with_a_number_too_big_for_an_id_is_answered_without_a_traceback(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot, caplog
+) -> None:
+    """A crafted custom_id (a number past 64 bits) reads as a song nobody has, or matches no button at all."""
+    song = await write_song(fake_discord)
+    vote = component(song, f"song:vote:{song_id(song)}")
+    caplog.set_level(logging.WARNING)
+    vote["custom_id"] = f"song:vote:{2**63}"  # 19 digits, one past the largest signed 64-bit id
+    answer = await fake_discord.click_button(song, vote["custom_id"], user=bob())
+    assert await ephemeral_text(answer) == messages.not_found(0)
+    vote["custom_id"] = "song:vote:" + "9" * 40
+    ignored = await fake_discord.click_button(song, vote["custom_id"], user=bob())
+    await asyncio.sleep(0.5)
+    assert ignored.response_type is None  # no button has such an id: nothing runs
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_one_server_cannot_take_the_whole_queue(tiny_bundle, tmp_path) -> None:
+    """Half the queue per server (LYRICS_MAX_QUEUE 4: two songs): a third from a busy server is refused, saying
+    why, while a member of another server still gets a place."""
+    owner = make_user("owner")
+    fans = [make_user(f"fan{i}") for i in range(5)]
+    busy, quiet = (make_guild(name, members=[owner, *fans], owner=owner) for name in ("busy", "quiet"))
+    fake = FakeDiscord([busy, quiet], heartbeat_interval_ms=TEST_HEARTBEAT_MS)
+    sampler = SteppedSampler("model")
+    env = bot_env(
+        tmp_path,
+        LYRICS_MODEL=tiny_bundle,
+        LYRICS_GUILD_IDS=f"{busy['id']},{quiet['id']}",
+        LYRICS_COOLDOWN=0,
+        LYRICS_MAX_QUEUE=4,
+        LYRICS_MAX_BATCH=1,
+    )
+    settings = Settings.from_env(env, env_file=None)
+    limits = settings.limits
+    engine = standin_engine(sampler, max_batch=1, max_queue=limits.max_queue, group_share=limits.guild_share)
+    await fake.start()
+    try:
+        with fake.patch_discord():
+            async with running_bot(create_bot(settings, engine=engine, guild_ready_timeout=0.1), fake):
+
+                async def ask(fan: dict, guild: dict):
+                    return await fake.send_slash_command("lyrics", {"seed": SEED}, user=fan, guild_id=guild["id"])
+
+                running = await ask(fans[0], busy)
+                await fake.wait_until(lambda: sampler.batches, what="the first batch")
+                waiting = [await ask(fan, busy) for fan in fans[1:3]]
+                await fake.wait_until(lambda: all(i.content for i in waiting), what="the places in the queue")
+                refused = await (await ask(fans[3], busy)).wait_final()
+                assert refused.ephemeral and refused.content.startswith(
+                    "This server already has 2 songs waiting, its share of the queue"
+                ), refused.content
+                other = await ask(fans[4], quiet)
+                await fake.wait_until(lambda: other.content and "#3 in the queue" in other.content, what="a place")
+                for _ in range(4):
+                    sampler.step()
+                for inter in (running, *waiting, other):
+                    assert (await inter.wait_final(until=lambda i: i.embeds)).embeds
+        assert_well_behaved(fake)
+    finally:
+        await fake.stop()

@@ -115,6 +115,10 @@ def test_every_variable(tmp_path: Path) -> None:
         ({"LYRICS_SHARD_COUNT": "2", "LYRICS_SHARD_IDS": ","}, "LYRICS_SHARD_IDS is empty"),
         ({"LYRICS_TRAINER": "sometimes"}, "LYRICS_TRAINER"),
         ({"LYRICS_MODEL_POLL": "0"}, "LYRICS_MODEL_POLL"),
+        ({"LYRICS_TRAINER_LEASE": "0.5"}, "LYRICS_TRAINER_LEASE"),
+        ({"LYRICS_GUILD_QUEUE": "-1"}, "LYRICS_GUILD_QUEUE"),
+        ({"LYRICS_CORPORA_MAX_BYTES": "0"}, "LYRICS_CORPORA_MAX_BYTES"),
+        ({"LYRICS_ATTACHMENT_HOSTS": "https://cdn.example/x"}, "is not a host name"),
     ],
 )
 def test_mistakes_are_named(env: dict[str, str], phrase: str) -> None:
@@ -170,3 +174,15 @@ def test_sharding_and_the_database_url() -> None:
     # A fixed count, every shard in this one process: it is the only process, so it trains.
     assert parse(LYRICS_SHARD_COUNT="3").sharding == Sharding(count=3)
     assert parse(LYRICS_SHARD_COUNT="2", LYRICS_SHARD_IDS="0,1").sharding.trainer
+
+
+def test_the_queue_share_the_attachment_hosts_and_the_lease() -> None:
+    default = parse()
+    assert default.limits.guild_share == 250  # half of the 500 places
+    assert default.attachment_hosts == ("cdn.discordapp.com", "media.discordapp.net")
+    assert default.sharding.trainer_lease_s == 45.0 and default.corpora_max_bytes == 64 << 20
+    assert parse(LYRICS_MAX_QUEUE="1").limits.guild_share == 1
+    assert parse(LYRICS_MAX_QUEUE="40", LYRICS_GUILD_QUEUE="10").limits.guild_share == 10
+    assert parse(LYRICS_MAX_QUEUE="40", LYRICS_GUILD_QUEUE="99").limits.guild_share == 40
+    tuned = parse(LYRICS_ATTACHMENT_HOSTS=" 127.0.0.1, CDN.example ", LYRICS_TRAINER_LEASE="3")
+    assert tuned.attachment_hosts == ("127.0.0.1", "cdn.example") and tuned.sharding.trainer_lease_s == 3.0

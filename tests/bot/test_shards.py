@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -24,12 +25,15 @@ import asyncpg
 import pytest
 
 from bot.client import create_bot
-from bot.messages import INTERNAL_ERROR, OWNER_ONLY, TRAINER_AWAY
+from bot.messages import INTERNAL_ERROR, OWNER_ONLY, TRAINER_AWAY, TRAINER_LATE, TRAINER_LOST
+from bot.relay import relay_key, seal
 from bot.settings import Settings
 from bot.store import TrainerTakenError
 from tests.bot.helpers import SEED, assert_well_behaved, bot_env, song_id, vote_label
+from tests.bot.test_training import ADMINISTRATOR
 from tests.fakediscord import FakeDiscord, SentMessage, make_guild, make_user, running_bot, snowflake_on_shard
 from tests.fakediscord.fixtures import TEST_HEARTBEAT_MS
+from tests.fakediscord.payloads import make_interaction
 from tests.helpers import REPO
 
 TINY_TRAINING = "--hidden 32 --embed 16 --batch-size 8 --seq-len 16 --min-count 2 --seed 1 --judge-songs 0"
@@ -277,7 +281,8 @@ async def test_two_processes_share_postgres_votes_and_the_trained_model(
             start = await fake.send_slash_command(
                 "train start", {"epochs": 1, "force": True}, guild_id=one["id"], user=fake.owner
             )
-            assert start.shard == 1 and (await start.wait_response(timeout=10))["type"] == 4
+            # Deferred by the trainer before it starts anything (bot/relay.py), then the progress message.
+            assert start.shard == 1 and (await start.wait_response(timeout=10))["type"] == 5
             await fake.wait_until(
                 lambda: model.is_file() and hashlib.sha256(model.read_bytes()).hexdigest() != first_hash,
                 timeout=180,
@@ -300,3 +305,99 @@ async def test_two_processes_share_postgres_votes_and_the_trained_model(
     assert "a new model reached this process" in logs[1].read_text()
     assert "a new model reached this process" not in logs[0].read_text()  # the trainer promoted it itself
     assert fake.violations == [] and fake.unknown_routes == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the relay's trust boundary, a late sender, and the trainer's claim
+
+
+def forged_train_start(fake: FakeDiscord, guild: dict[str, Any]) -> dict[str, Any]:
+    """What someone who can write to the database might leave: an owner's /train start force:true that Discord
+    never sent (its token is made up)."""
+    data = fake._command_data("train start", {"epochs": 1, "force": True}, None, guild)
+    return make_interaction(
+        type=2,
+        application_id=fake.application_id,
+        data=data,
+        user=fake.owner,
+        channel=guild["channels"][0],
+        guild=guild,
+        permissions=ADMINISTRATOR,
+    )
+
+
+async def test_a_forged_relay_row_does_nothing(
+    sharded_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = sharded_discord
+    one = fake.guilds[1]
+    async with two_shards(fake, tiny_bundle, tmp_path, LYRICS_ADMIN_IDS=fake.owner["id"]) as (trainer, shard):
+        receiver, training = trainer.relay_receiver, trainer.get_cog("Training")
+        forged = forged_train_start(fake, one)
+        # Unsealed (as rows were before 2026-12), sealed with another key, and for another application.
+        other_app = {**forged, "application_id": "1234"}
+        await shard.store.relay_post(json.dumps(forged))
+        await shard.store.relay_post(seal(forged, relay_key("not-the-bot-token")))
+        await shard.store.relay_post(seal(other_app, relay_key(fake.token)))
+        await fake.wait_until(lambda: receiver.dropped == 3, timeout=5, what="the forged rows dropped")
+        assert receiver.received == 0 and training.run is None
+        assert sum("seal does not match" in r.getMessage() for r in caplog.records) == 2
+        assert sum("another application" in r.getMessage() for r in caplog.records) == 1
+
+        # Sealed right (a process with the token left it) but never sent by Discord: the defer that comes
+        # before anything else fails, and nothing runs.
+        await shard.store.relay_post(seal(forged_train_start(fake, one), relay_key(fake.token)))
+        await fake.wait_until(lambda: receiver.received == 1, timeout=5, what="the sealed row taken")
+        await fake.wait_until(lambda: fake.violations, timeout=5, what="the defer of the made-up token")
+        await asyncio.sleep(0.5)
+        assert training.run is None and [v.rule for v in fake.violations] == ["unknown-interaction"]
+        fake.violations.clear()  # the one call the forgery costs: refused by Discord
+
+        real = await fake.send_slash_command("train status", guild_id=one["id"], user=fake.owner)
+        assert (await real.wait_final(timeout=5)).content.startswith("Idle: no training job")
+        assert real.response_type == 5 and real.callbacks[0]["elapsed"] < 3  # deferred by the trainer, at once
+    assert_well_behaved(fake)
+
+
+async def test_a_command_the_trainer_found_too_old_is_answered_by_its_late_sender(
+    sharded_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    fake = sharded_discord
+    one = fake.guilds[1]
+    async with two_shards(fake, tiny_bundle, tmp_path, LYRICS_ADMIN_IDS=fake.owner["id"]) as (trainer, shard):
+        receiver = trainer.relay_receiver
+        await receiver.stop()  # the trainer is slow to look...
+        receiver.max_age_s = 0.5
+        late = await fake.send_slash_command("train status", guild_id=one["id"], user=fake.owner)
+        await asyncio.sleep(1.0)
+        receiver.start()  # ...and finds the command older than it may run (the sender takes it back at 1.5 s)
+        assert (await late.wait_final(timeout=5)).content == TRAINER_LATE
+        assert (shard.relay_sender.expired, shard.relay_sender.taken_back, receiver.received) == (1, 0, 0)
+    assert_well_behaved(fake)
+
+
+@pytest.mark.postgres
+async def test_a_trainer_that_loses_its_claim_refuses_train_and_stops_relaying(
+    sharded_discord: FakeDiscord, tiny_bundle: Path, tmp_path: Path, postgres_url: str
+) -> None:
+    fake = sharded_discord
+    zero, one = fake.guilds
+    env = {"LYRICS_ADMIN_IDS": fake.owner["id"], "LYRICS_DATABASE_URL": postgres_url, "LYRICS_TRAINER_LEASE": 1.5}
+    async with two_shards(fake, tiny_bundle, tmp_path, **env) as (trainer, _):
+        admin = await asyncpg.connect(postgres_url)
+        try:  # the database server restarts, an idle timeout or a NAT drops the trainer's connection
+            assert await admin.fetchval(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'lyrics-trainer'"
+            )
+        finally:
+            await admin.close()
+        await fake.wait_until(lambda: trainer.trainer_lost is not None, timeout=3, what="the claim noticed lost")
+        start = await fake.send_slash_command("train start", {"force": True}, guild_id=zero["id"], user=fake.owner)
+        assert (await start.wait_final(timeout=5)).content == TRAINER_LOST
+        assert trainer.get_cog("Training").run is None
+        status = await fake.send_slash_command("train status", guild_id=zero["id"], user=fake.owner)
+        assert (await status.wait_final(timeout=5)).content.startswith("Idle: no training job")
+        relayed = await fake.send_slash_command("corpus list", guild_id=one["id"], user=fake.owner)
+        assert (await relayed.wait_final(timeout=5)).content == TRAINER_AWAY  # nobody takes handed-over commands
+    assert_well_behaved(fake)

@@ -24,6 +24,7 @@ from bot.store import (
     DeletionProgress,
     ForgetReport,
     MemberForgottenError,
+    RelayFate,
     SelfVoteError,
     SongNotFoundError,
     Store,
@@ -455,19 +456,21 @@ async def test_one_process_per_database_may_be_the_trainer(target: str, clock: C
 async def test_relay_each_interaction_goes_to_exactly_one_side(store: Store) -> None:
     first = await store.relay_post(json.dumps({"id": "1"}))
     second = await store.relay_post(json.dumps({"id": "2"}))
-    assert await store.relay_withdraw(first) is True  # nobody took it: the poster answers it itself
-    assert await store.relay_withdraw(first) is False
+    assert await store.relay_withdraw(first) is RelayFate.WITHDRAWN  # nobody took it: the poster answers it
+    assert await store.relay_withdraw(first) is RelayFate.TAKEN
     assert await store.relay_take(max_age_s=10) == [json.dumps({"id": "2"})]
-    assert await store.relay_withdraw(second) is False  # the trainer took it: the poster must not answer
+    assert await store.relay_withdraw(second) is RelayFate.TAKEN  # the trainer took it: the poster must not answer
     assert await store.relay_take(max_age_s=10) == []
 
 
 async def test_relay_take_drops_interactions_discord_has_forgotten(store: Store) -> None:
-    await store.relay_post("old")
+    old = await store.relay_post("old")
     await asyncio.sleep(0.3)
     await store.relay_post("new")
     assert await store.relay_take(max_age_s=0.2) == ["new"]
-    assert await store.relay_take(max_age_s=10) == []  # the old one is gone, not left for later
+    assert await store.relay_take(max_age_s=10) == []  # the old one is not left for later...
+    assert await store.relay_withdraw(old) is RelayFate.EXPIRED  # ...and its late sender learns it was dropped
+    assert await store.relay_withdraw(old) is RelayFate.TAKEN  # once
 
 
 async def test_relay_take_keeps_the_order_and_wait_wakes_up(target: str, clock: Clock) -> None:

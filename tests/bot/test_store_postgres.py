@@ -14,6 +14,7 @@ import pytest
 from bot.store import (
     CorruptDatabaseError,
     DatabaseError,
+    RelayFate,
     SchemaTooNewError,
     SelfVoteError,
     SongNotFoundError,
@@ -64,6 +65,7 @@ async def test_open_creates_the_schema_once(postgres_url: str) -> None:
             "relayed_interactions",
             "forget_deletions",
             "forgotten_members",
+            "trainer_lease",
         }
     before = await catalogue(postgres_url)
     async with await PostgresStore.open(postgres_url):
@@ -104,7 +106,7 @@ async def test_migrates_from_every_earlier_version(postgres_url: str, start: int
         assert [s.id for s in await store.list_favourites(CAROL)] == [song_id]
         assert (await store.toggle_vote(song_id, CAROL)).count == 2
         assert await store.add_song(new_song()) > song_id
-        assert await store.relay_withdraw(await store.relay_post("{}"))  # v3's table
+        assert await store.relay_withdraw(await store.relay_post("{}")) is RelayFate.WITHDRAWN  # v3's table
 
 
 async def test_failed_migration_rolls_back(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -283,4 +285,46 @@ async def test_the_store_reconnects_after_the_server_drops_its_connections(postg
         assert results[-1] is not None and results.count(None) <= 2
         ticket = await store.relay_post("{}")
         await store.relay_wait(0.05)  # listens again on a new connection
-        assert await store.relay_withdraw(ticket)
+        assert await store.relay_withdraw(ticket) is RelayFate.WITHDRAWN
+
+
+# ---- the relay table and the trainer's lease
+
+
+async def test_the_relay_table_is_unlogged(postgres_url: str) -> None:
+    """Interaction tokens stay out of the WAL, and so out of replicas and archives."""
+    async with await PostgresStore.open(postgres_url):
+        [row] = await fetch(
+            postgres_url, "SELECT relpersistence::text FROM pg_class WHERE relname = 'relayed_interactions'"
+        )
+    assert row["relpersistence"] == "u"
+
+
+async def kill_trainer_connection(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'lyrics-trainer'"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_trainer_whose_connection_is_cut_loses_its_lease_and_the_next_waits_for_it(postgres_url: str) -> None:
+    lease = 1.5  # renewed every 0.5 s
+    async with await PostgresStore.open(postgres_url) as first, await PostgresStore.open(postgres_url) as second:
+        assert await first.claim_trainer(lease_s=lease)
+        lost = asyncio.create_task(first.wait_trainer_lost())
+        await asyncio.sleep(lease * 1.5)  # renewed meanwhile: still held, still refused to another
+        assert not lost.done() and not await second.claim_trainer(lease_s=lease)
+
+        assert await kill_trainer_connection(postgres_url) == 1  # a server restart, an idle timeout, a NAT drop
+        cut = asyncio.get_running_loop().time()
+        reason = await asyncio.wait_for(lost, lease)
+        assert "lost its claim to train" in reason and "connection failed" in reason
+        assert not await first.claim_trainer(lease_s=lease)  # lost for good in this process
+        assert not await second.claim_trainer(lease_s=lease)  # the lease has not run out yet
+        while not await second.claim_trainer(lease_s=lease):
+            assert asyncio.get_running_loop().time() - cut < lease + 2, "the dead holder's lease never expired"
+            await asyncio.sleep(0.1)
+        assert asyncio.get_running_loop().time() - cut > lease / 3  # not before the last renewal ran out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import CorruptDatabaseError, SchemaTooNewError, StoreError, VoteResult
+from bot.store import CorruptDatabaseError, RelayFate, SchemaTooNewError, StoreError, VoteResult
 from bot.store import sqlite as sqlite_store
 from bot.store.sqlite import LATEST_VERSION, MIGRATIONS, SqliteStore
 from tests.bot.store_helpers import ALICE, BOB, CAROL, GUILD, T0, Clock, new_song
@@ -102,7 +102,7 @@ async def test_migrates_from_every_earlier_version(tmp_path: Path, start: int) -
         new_id = await store.add_song(new_song())
         assert new_id > 7
         ticket = await store.relay_post("{}")  # v3's table
-        assert await store.relay_withdraw(ticket)
+        assert await store.relay_withdraw(ticket) is RelayFate.WITHDRAWN
     assert raw_version(path) == LATEST_VERSION
 
 

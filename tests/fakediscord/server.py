@@ -43,6 +43,7 @@ from .rules import (
 API = "/api/v10"
 GATEWAY_PATH = "/gateway/"
 ACK_DEADLINE_S = 3.0
+ATTACHMENT_CHUNK = 64 * 1024  # what the "CDN" sends at a time
 _JSON = web.RequestKey("json", Any)  # the parsed body (payload_json of a multipart one)
 _FILES = web.RequestKey("files", dict)  # multipart files by field name, e.g. 'files[0]'
 
@@ -318,6 +319,7 @@ class FakeDiscord:
         self._dm_channels: dict[str, dict[str, Any]] = {}
         self.uploads: dict[str, Attachment] = {}  # files members attached to commands, by id
         self.downloads: list[str] = []  # attachment ids the bot fetched from the fake's "CDN"
+        self.served: dict[str, int] = {}  # attachment id -> bytes the "CDN" sent of it, the last time
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -1115,7 +1117,21 @@ class FakeDiscord:
         if found is None:
             return _error(404, 0, "404: Not Found")
         self.downloads.append(aid)
-        return web.Response(body=found.data, content_type=found.content_type)
+        # Chunked, without a length, as a server that lies about a file's size would send it: the bot must
+        # stop reading at its cap. `served` counts what went out before the bot hung up.
+        response = web.StreamResponse(headers={"Content-Type": found.content_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        self.served[aid] = 0
+        try:
+            for start in range(0, len(found.data), ATTACHMENT_CHUNK):
+                chunk = found.data[start : start + ATTACHMENT_CHUNK]
+                await response.write(chunk)
+                self.served[aid] += len(chunk)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):  # the bot stopped reading
+            pass
+        return response
 
     async def _open_dm(self, request: web.Request) -> web.Response:
         rid = str(request[_JSON].get("recipient_id"))

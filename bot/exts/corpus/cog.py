@@ -17,10 +17,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.corpora import BaseCorpus, Corpora, Entry, Uploader, UploadRefused, check_attachment
+from bot.corpora import MAX_UPLOAD_BYTES, BaseCorpus, Corpora, Entry, Uploader, UploadRefused, check_attachment
 from bot.exts.corpus import texts
+from bot.exts.corpus.download import DownloadRefused, download
 from bot.permissions import owner_only
-from bot.replies import tell
+from bot.replies import acknowledge, tell
 from model.corpus import CorpusError
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ class CorpusCog(commands.Cog, name="Corpus"):
 
     def __init__(self, bot: LyricsBot) -> None:
         self.bot = bot
-        self.corpora = Corpora(bot.settings.corpora_path, bot.settings.corpus_path)
+        settings = bot.settings
+        self.corpora = Corpora(settings.corpora_path, settings.corpus_path, max_total_bytes=settings.corpora_max_bytes)
         self._lock = asyncio.Lock()
 
     @corpus.command(name="add", description="添加歌词 · Add lyrics: a .txt, or a .zip of .txt files, up to 2 MB")
@@ -55,11 +57,16 @@ class CorpusCog(commands.Cog, name="Corpus"):
         if refusal := check_attachment(file.filename, file.size):
             await tell(interaction, texts.not_added(refusal))
             return
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await acknowledge(interaction, ephemeral=True)
         try:
-            async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
-                data = await file.read()
-        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            data = await download(
+                file.url, limit=MAX_UPLOAD_BYTES, hosts=self.bot.settings.attachment_hosts, timeout=DOWNLOAD_TIMEOUT_S
+            )
+        except DownloadRefused as exc:
+            log.warning("refused to download %r from %s: %s", file.filename, file.url, exc)
+            await tell(interaction, texts.not_added(texts.download_refused(file.filename, exc)))
+            return
+        except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("could not download %r: %s", file.filename, exc)
             await tell(interaction, texts.could_not_download(exc))
             return
@@ -78,7 +85,7 @@ class CorpusCog(commands.Cog, name="Corpus"):
     @corpus.command(name="list", description="语料列表 · The base corpus and the files added to it")
     @owner_only()
     async def list_files(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)  # the base corpus is read once: a moment
+        await acknowledge(interaction, ephemeral=True)  # the base corpus is read once: a moment
         async with self._lock:
             base, entries = await asyncio.to_thread(self._listing)
         await tell(interaction, texts.list_text(base, entries))
@@ -96,6 +103,7 @@ class CorpusCog(commands.Cog, name="Corpus"):
     @app_commands.describe(name="文件名 · The added file, as /corpus list shows it")
     @owner_only()
     async def remove(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 100]) -> None:
+        await acknowledge(interaction, ephemeral=True)  # the lock may be held by an upload being checked: seconds
         try:
             async with self._lock:
                 entry = await asyncio.to_thread(self.corpora.remove, name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import discord
 
-from bot.corpora import Added, BaseCorpus, Entry
+from bot.corpora import MAX_UPLOAD_BYTES, Added, BaseCorpus, Entry, display_name
 from bot.messages import CONTENT_LIMIT, cap, escape
 
 NEW_WORDS_SHOWN = 12
@@ -55,6 +55,8 @@ def added_text(added: Added) -> str:
         )
     if added.unreadable:
         dropped.append(f"{_plural(added.unreadable, 'line')} with bytes that are neither UTF-8 nor GBK")
+    if added.invisible:
+        dropped.append(f"{_plural(added.invisible, 'line')} with invisible or control characters")
     if dropped:
         lines.append("Left out: " + "; ".join(dropped) + ".")
     if added.skipped:
@@ -110,6 +112,13 @@ def removed_text(entry: Entry) -> str:
 
 def could_not_download(error: object) -> str:
     return f"Could not download the file from Discord ({error}): try again."
+
+
+def download_refused(filename: str, error: object) -> str:
+    return (
+        f"`{display_name(filename)}` was not downloaded: {error}. A corpus file may be at most"
+        f" {size(MAX_UPLOAD_BYTES)}, attached to the command itself."
+    )
 
 
 def base_unreadable(error: object) -> str:

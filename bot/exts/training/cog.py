@@ -29,7 +29,7 @@ from bot.exts.training.progress import EDIT_WINDOW_S, PLOT_NAME, ProgressMessage
 from bot.jobs import JobBusyError, JobError, JobManager, JobState, JobStatus, TrainingJob, train_argv
 from bot.messages import CONTENT_LIMIT
 from bot.permissions import owner_only
-from bot.replies import tell
+from bot.replies import answer, tell
 from model.checkpoint import Bundle, BundleError
 from model.config import checkpoint_path
 from model.corpus import added_files
@@ -167,7 +167,7 @@ class Training(commands.Cog):
         self.run = run
         log.info("%s (%d) started training: %s", interaction.user, interaction.user.id, options.describe())
         try:
-            await interaction.response.send_message(run.progress_text())
+            await answer(interaction, run.progress_text())  # deferred first if handed over (bot/relay.py)
             run.progress = ProgressMessage(interaction, window=self.edit_window)
         except discord.HTTPException as exc:  # the run goes on; /train status still follows it
             log.warning("could not reply to /train start (%s); training continues without a progress message", exc)
@@ -314,7 +314,7 @@ class Training(commands.Cog):
             await tell(interaction, texts.NOT_RUNNING)
             return
         run.cancelled_by = interaction.user.display_name
-        await interaction.response.send_message(texts.CANCELLING)
+        await answer(interaction, texts.CANCELLING)
         log.info("%s (%d) cancelled training", interaction.user, interaction.user.id)
         status = await run.job.cancel(CANCEL_GRACE_S)
         if status.state is JobState.CANCELLED:
