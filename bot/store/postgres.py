@@ -489,4 +489,3 @@ class PostgresStore(PostgresPrivacy, PostgresRelay, Store):
             return await conn.fetchval("SELECT COUNT(*) FROM favourites WHERE user_id = $1", user_id)
 
         return await self._read(count)
-

@@ -469,4 +469,3 @@ class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
             db.execute("SELECT COUNT(*) FROM favourites WHERE user_id = ?", (user_id,)) as cur,
         ):
             return (await cur.fetchone())[0]
-
