@@ -365,7 +365,8 @@ async def test_model_info_shows_the_live_model_and_its_loss_curve(
 ) -> None:
     model = live_bundle(tiny_bundle, tmp_path)
     bundle = load_bundle(model)
-    async with start_bot(**training_env(model)) as bot:
+    # Forced, so the line below is the same on every CPU (auto would pick by this one's flags).
+    async with start_bot(**training_env(model, LYRICS_PRECISION="bfloat16")) as bot:
         message = await (await fake_discord.send_slash_command("model info", user=make_user("fan"))).wait_final()
         # Public, with a picture: once per channel in a while; the chart is drawn once per model.
         again = await (await fake_discord.send_slash_command("model info", user=make_user("fan2"))).wait_final()
@@ -377,6 +378,8 @@ async def test_model_info_shows_the_live_model_and_its_loss_curve(
     [embed] = message.embeds
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert "hidden 48" in fields["Network"] and "LSTM" in fields["Network"]
+    # The precision it samples in: why a random_seed can replay differently on another host.
+    assert "writes in bfloat16 on this host" in fields["Network"]
     assert bundle.corpus_sha256[:16] in fields["Corpus"] and "sample_lyrics.txt" in fields["Corpus"]
     held_out = next(value for name, value in fields.items() if name.startswith("Held-out"))
     for key in ("bpc", "net_bpc", "trigram_bpc"):
