@@ -219,3 +219,41 @@ async def test_a_file_it_cannot_read_is_logged_once_per_version_not_at_every_loo
             break
         await asyncio.sleep(0.05)
     assert engine.info.bundle_hash == sha256(path) and loader.loads == 2
+
+
+class CancelledUnderneath(Engine):
+    """An engine whose next load is cancelled from below the watcher, as the engine's executor once cancelled
+    a load queued behind a wedged batch: a cancellation the watcher did not ask for."""
+
+    cancel_next = False
+
+    async def load(self, path):
+        if self.cancel_next:
+            self.cancel_next = False
+            cancelled = asyncio.get_running_loop().create_future()
+            cancelled.cancel()
+            return await cancelled
+        return await super().load(path)
+
+
+async def test_a_cancellation_the_watcher_did_not_ask_for_is_a_failure_and_it_goes_on(tmp_path, caplog) -> None:
+    path = tmp_path / "lyrics.pt"
+    publish(path, b"model A")
+    engine = CancelledUnderneath(loader=Loader(), torch_threads=1, gather_seconds=0)
+    await engine.load(path)
+    watcher = BundleWatcher(engine, path, interval=0.05)
+    try:
+        engine.cancel_next = True
+        with caplog.at_level(logging.ERROR, logger="bot.watcher"):
+            watcher.start()
+            publish(path, b"model B")
+            for _ in range(100):
+                if engine.info.bundle_hash == sha256(path):
+                    break
+                await asyncio.sleep(0.05)
+        assert engine.info.bundle_hash == sha256(path)  # the same file, tried again at the next look
+        assert "was cancelled" in caplog.text and not engine.cancel_next
+    finally:
+        await watcher.stop()  # a cancellation it asks for still stops it
+        assert watcher._task is None
+        await engine.close(grace=1)
