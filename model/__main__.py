@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import config, distributed
+from . import config, distributed, lifeline
 from .checkpoint import BundleError, load_bundle
 from .config import TrainingError
 from .corpus import SAMPLE_NOTE, CorpusError, default_corpus, is_sample, load_corpus
@@ -193,6 +193,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     # SIGTERM (the bot's cancel) stops at the next batch; the last checkpoint stays valid for --resume.
     signal.signal(signal.SIGTERM, on_signal)
+    lifeline.stop_with_parent()  # a child whose bot was killed outright stops too (LYRICS_PARENT_PID)
     try:
         train(train_config, on_event=report, should_stop=lambda: stop["requested"])
     except TrainingCancelled as exc:
