@@ -34,7 +34,7 @@ from .events import (
     TimeLimitEvent,
     to_json,
 )
-from .fetch import DEFAULT_OUT, DEFAULT_SHA256, DEFAULT_URL, TIMEOUT_S, FetchError, fetch
+from .fetch import DEADLINE_S, DEFAULT_OUT, DEFAULT_SHA256, DEFAULT_URL, TIMEOUT_S, FetchError, fetch
 from .judge import judge
 from .network import DeviceError, pick_device
 from .rhyme import rhyme_name
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default=str(DEFAULT_OUT), help="where to write it (default %(default)s)")
     f.add_argument(
         "--timeout", type=float, default=TIMEOUT_S, help="seconds to wait for the server (default %(default)s)"
+    )
+    f.add_argument(
+        "--deadline", type=float, default=DEADLINE_S, help="seconds for the whole download (default %(default)s)"
     )
 
     t = commands.add_parser("train", help="train a model and write a bundle")
@@ -168,7 +171,7 @@ class Reporter:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    fetched = fetch(args.url, args.out, args.sha256, timeout=args.timeout)
+    fetched = fetch(args.url, args.out, args.sha256, timeout=args.timeout, deadline=args.deadline)
     if fetched.downloaded:
         print(f"wrote {fetched.path} ({fetched.size:,} bytes, sha256 verified)")
     else:
