@@ -23,8 +23,12 @@ futures, so heartbeats and other interactions keep flowing while the model works
 
 The queue is bounded by its length (`max_queue` songs waiting), not by what is in flight: a burst waits
 its turn instead of being refused. It never wedges: a batch that runs past `batch_timeout` fails with
-GenerationFailedError and the next batch gets a fresh worker thread; if the batcher task itself dies,
-every song waiting fails with GenerationFailedError and a new batcher starts. On close it serves the
+GenerationFailedError and the next batch gets a fresh worker thread (a load or re-score queued behind the
+wedged batch moves to the fresh thread: it never started); if the batcher task itself dies, every song waiting
+fails with GenerationFailedError and a new batcher starts. A thread cannot be stopped, so the wedged one is
+left to end on its own (its executor is shut down: the thread exits once its batch returns); one still running
+when the engine closes sets `abandoned`, and `python -m bot` then exits with os._exit once the database is
+closed, rather than hang in the interpreter's wait for executor threads at exit. On close it serves the
 queue while batches can still finish before the deadline, and fails the rest at once.
 """
 
@@ -41,7 +45,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -349,7 +353,8 @@ class Engine:
         self._batcher: asyncio.Task[None] | None = None  # started on first use, inside the running loop
         self._closed = False  # no more submits
         self._closing_by: float | None = None  # close()'s deadline (event loop time): no batch starts too late
-        self.abandoned = False  # close() left a batch running in its worker thread (see bot/__main__.py)
+        self.abandoned = False  # a batch still runs in a thread given up on, at close (see bot/__main__.py)
+        self._given_up: list[Future[Any]] = []  # wedged batches whose threads were replaced
         self.stats = EngineStats()
         self._seconds_per_batch = 2.0  # running estimate, for "try again in N s"; refined by every batch
 
@@ -476,8 +481,7 @@ class Engine:
     async def _rescore(self, rescore: Rescorer, live: Bundle, candidate: Bundle) -> dict[str, Any]:
         """Run `rescore` in the worker thread: it may use the live network, which only that thread runs."""
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        figures = await loop.run_in_executor(self._executor, rescore, live, candidate)
+        figures = await self._on_worker(rescore, live, candidate)
         log.info(
             "re-scored the live model on the new held-out text in %.1fs: %s",
             time.monotonic() - started,
@@ -486,8 +490,29 @@ class Engine:
         return figures
 
     async def _load_sampler(self, path: Path) -> SamplerLike:
+        return await self._on_worker(self._loader, path, self.device)
+
+    async def _on_worker(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run `fn(*args)` (a load, a re-score) in the worker thread, on the new one if it is replaced first.
+
+        Replacing a wedged thread cancels what was queued behind its batch; that work never started, so it is
+        submitted again rather than lost to a CancelledError its caller did not ask for.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._loader, path, self.device)
+        task = asyncio.current_task()
+        while True:
+            executor = self._executor
+            try:
+                return await loop.run_in_executor(executor, fn, *args)
+            except asyncio.CancelledError:
+                if task is not None and task.cancelling():
+                    raise  # the caller was cancelled
+                if self._closed:
+                    raise EngineClosedError("the engine is closed") from None
+                if executor is self._executor:
+                    raise
+                what = getattr(fn, "__name__", type(fn).__name__)
+                log.info("the worker thread was replaced while %s waited for it; it runs on the new one", what)
 
     def _go_live(self, sampler: SamplerLike, path: Path) -> ModelInfo:
         info = ModelInfo(path=path, bundle=sampler.bundle, precision=getattr(sampler, "precision", None))
@@ -648,14 +673,14 @@ class Engine:
 
     async def _in_worker(self, fn: Callable[..., R], *args: Any) -> R:
         """Run `fn(*args)` in the worker thread; past `batch_timeout`, give up on it and replace the thread."""
-        loop = asyncio.get_running_loop()
-        running = loop.run_in_executor(self._executor, fn, *args)
+        running = self._executor.submit(fn, *args)
         try:
-            return await asyncio.wait_for(running, self.batch_timeout)
+            return await asyncio.wait_for(asyncio.wrap_future(running), self.batch_timeout)
         except TimeoutError:
             # A thread cannot be stopped: leave it to finish (or not) and give later batches a fresh one.
             # Both threads then hold the same sampler; its modules only read their weights.
             log.error("a batch ran past %.0fs; its songs fail and the worker thread is replaced", self.batch_timeout)
+            self._given_up = [*(f for f in self._given_up if not f.done()), running]
             stuck, self._executor = self._executor, self._new_executor()
             stuck.shutdown(wait=False, cancel_futures=True)
             raise GenerationFailedError(f"writing took longer than {self.batch_timeout:.0f}s") from None
@@ -667,7 +692,8 @@ class Engine:
         be finished in time, then stop the worker thread. Idempotent.
 
         A batch still running after `grace` is abandoned in its thread (its songs fail with EngineClosedError,
-        and `abandoned` is set: a process that must exit now cannot wait for that thread).
+        and `abandoned` is set: a process that must exit now cannot wait for that thread). So is a wedged
+        batch given up on earlier whose thread still runs.
         """
         if self._closed:
             return
@@ -687,6 +713,9 @@ class Engine:
         self._moved_now()
         # Waits for the thread to go idle (unless abandoned); in a thread so the event loop stays responsive.
         await asyncio.to_thread(self._executor.shutdown, wait=not self.abandoned, cancel_futures=True)
+        if any(not work.done() for work in self._given_up):
+            log.warning("a wedged batch still runs in a worker thread the engine gave up on")
+            self.abandoned = True
         self._live = None
         stats = self.stats
         log.info(

@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import config, distributed
+from . import config, distributed, lifeline
 from .checkpoint import BundleError, load_bundle
 from .config import TrainingError
 from .corpus import SAMPLE_NOTE, CorpusError, default_corpus, is_sample, load_corpus
@@ -34,7 +34,7 @@ from .events import (
     TimeLimitEvent,
     to_json,
 )
-from .fetch import DEFAULT_OUT, DEFAULT_SHA256, DEFAULT_URL, TIMEOUT_S, FetchError, fetch
+from .fetch import DEADLINE_S, DEFAULT_OUT, DEFAULT_SHA256, DEFAULT_URL, TIMEOUT_S, FetchError, fetch
 from .judge import judge
 from .network import DeviceError, pick_device
 from .rhyme import rhyme_name
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default=str(DEFAULT_OUT), help="where to write it (default %(default)s)")
     f.add_argument(
         "--timeout", type=float, default=TIMEOUT_S, help="seconds to wait for the server (default %(default)s)"
+    )
+    f.add_argument(
+        "--deadline", type=float, default=DEADLINE_S, help="seconds for the whole download (default %(default)s)"
     )
 
     t = commands.add_parser("train", help="train a model and write a bundle")
@@ -168,7 +171,7 @@ class Reporter:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    fetched = fetch(args.url, args.out, args.sha256, timeout=args.timeout)
+    fetched = fetch(args.url, args.out, args.sha256, timeout=args.timeout, deadline=args.deadline)
     if fetched.downloaded:
         print(f"wrote {fetched.path} ({fetched.size:,} bytes, sha256 verified)")
     else:
@@ -193,6 +196,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     # SIGTERM (the bot's cancel) stops at the next batch; the last checkpoint stays valid for --resume.
     signal.signal(signal.SIGTERM, on_signal)
+    lifeline.stop_with_parent()  # a child whose bot was killed outright stops too (LYRICS_PARENT_PID)
     try:
         train(train_config, on_event=report, should_stop=lambda: stop["requested"])
     except TrainingCancelled as exc:

@@ -14,6 +14,7 @@ import math
 import os
 import pickle
 import random
+import stat
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -37,15 +38,41 @@ class BundleError(ValueError):
     """A bundle or checkpoint is missing, corrupt, foreign or of an unknown version."""
 
 
+def current_umask() -> int:
+    """The process' umask, read without changing it where Linux says it (os.umask can only set it, and
+    setting it to read it races with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: Path) -> int:
+    """The mode the new file gets: the replaced file's, or what open() would give a new file."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write`` on a temp file in the same folder, fsync, then os.replace it onto ``path``.
 
-    Readers see the old file or the new one, never half of one, even if we are killed mid-write.
+    Readers see the old file or the new one, never half of one, even if we are killed mid-write. The file
+    keeps the mode of the one it replaces (or gets 0o666 less the umask, as open() gives): mkstemp's 0600
+    would lock out another user's process that reads the same models (a shard under its own account).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -268,6 +295,24 @@ def save_bundle(
     )
 
 
+def _check_shapes(path: str | Path, config: NetConfig, state: Any) -> None:
+    """Refuse weights that do not fit the config, comparing shapes on the meta device (which allocates
+    nothing): a config asking for a huge network must not be built first, in every process that loads it."""
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in LyricsNet(config).state_dict().items()}
+    if not isinstance(state, dict):
+        raise BundleError(f"{path}: the bundle holds no weights")
+    for name in sorted(set(expected) | set(state)):
+        tensor = state.get(name)
+        have = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None
+        if have != expected.get(name):
+            raise BundleError(
+                f"{path}: the weights do not match the network its config describes ({name}: "
+                f"{'absent' if have is None else list(have)} in the file, "
+                f"{'none' if name not in expected else list(expected[name])} for the config)"
+            )
+
+
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """Load and validate a bundle; any inconsistency raises BundleError, nothing is half-loaded.
 
@@ -281,6 +326,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         vocab = list(obj["vocab"])
         if len(vocab) != config.vocab_size or not all(isinstance(t, str) for t in vocab):
             raise BundleError(f"{path}: the vocabulary does not match the network")
+        _check_shapes(path, config, obj["state_dict"])
         net = LyricsNet(config)
         net.load_state_dict(obj["state_dict"])
         train_ids = obj["train_ids"].tolist()

@@ -26,6 +26,10 @@ REPETITION_WINDOW = 32  # tokens, about three lines: the span over which repeats
 # scales what the model knows about this context, and leaves this share of the words' plain frequency
 # (the unigram) at temperature 1: p ∝ p_model^(1/T) · p_unigram^(FREQUENCY_SHARE · (1 - 1/T)).
 FREQUENCY_SHARE = 0.5
+# The nucleus "reaches" top_p when its mass is within this relative distance of it: a float32 softmax and sum
+# land a few ulps either side of a boundary like 0.5 + 0.3 = 0.8 depending on the CPU's vector kernels, and
+# the nucleus must not gain a token on one machine that it lacks on another.
+TOP_P_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -224,10 +228,12 @@ class DampedTemperature:
 
 
 def top_p(probs: torch.Tensor, controls: Controls) -> None:
-    """Each row keeps the smallest set of its most likely tokens whose mass reaches its top_p (in place)."""
+    """Each row keeps the smallest set of its most likely tokens whose mass reaches its top_p, within
+    TOP_P_TOLERANCE (in place)."""
     for r in np.flatnonzero(controls.top_p < 1).tolist():
         sorted_probs, order = torch.sort(probs[r], descending=True)
-        outside = (sorted_probs.cumsum(0) - sorted_probs) >= float(controls.top_p[r])
+        reached = float(controls.top_p[r]) * (1 - TOP_P_TOLERANCE)
+        outside = (sorted_probs.cumsum(0) - sorted_probs) >= reached
         probs[r, order[outside]] = 0
 
 

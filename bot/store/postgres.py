@@ -149,13 +149,22 @@ _SONG_COLUMNS = (
 _VOTE_COUNT = "(SELECT COUNT(*) FROM votes v WHERE v.song_id = s.id)"
 
 
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})  # libpq takes these in the query string too
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
+    """The URL without its passwords (in user:password@ or ?password=...), for logs and messages."""
     try:
         parsed = yarl.URL(url)
     except ValueError:
         return "(an unparseable URL)"
-    return str(parsed.with_password("***")) if parsed.password else str(parsed)
+    if parsed.password:
+        parsed = parsed.with_password("***")
+    if any(key.lower() in SECRET_PARAMETERS for key in parsed.query):
+        parsed = parsed.with_query(
+            [(key, "***" if key.lower() in SECRET_PARAMETERS else value) for key, value in parsed.query.items()]
+        )
+    return str(parsed)
 
 
 def _song(row: asyncpg.Record) -> Song:

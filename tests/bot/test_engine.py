@@ -480,3 +480,42 @@ async def test_a_failed_rescore_keeps_the_live_model_unless_forced(files) -> Non
     forced = await engine.promote(files["candidate"], files["live"], force=True, rescore=rescore)
     assert forced.swapped and engine.info.bundle_hash == "new"
     await engine.close()
+
+
+async def test_a_load_queued_behind_a_wedged_batch_runs_on_the_fresh_thread(bundles) -> None:
+    # The wedged thread's executor cancels what waits behind the batch; a load there never started, so it
+    # moves to the new thread instead of failing with a CancelledError nobody asked for.
+    stuck, fine = StandInSampler("a", hold=True), StandInSampler("b")
+    engine = make_engine({"a": stuck, "b": fine}, batch_timeout=0.3)
+    await engine.load(bundles["a"])
+    wedged = engine.submit(request("x"))
+    await until(stuck.started.is_set)
+    loading = asyncio.create_task(engine.load(bundles["b"]))  # queued behind the wedged batch
+    with pytest.raises(GenerationFailedError, match="longer than"):
+        await wedged.result()
+    assert (await asyncio.wait_for(loading, 5)).bundle_hash == "b"
+    assert (await engine.generate(request("y"))).sample.text == "b:y"
+    # The given-up thread still runs at close: the process must not wait for it at exit.
+    await engine.close(grace=1)
+    assert engine.abandoned
+    stuck.gate.set()
+
+
+class ThreadNoting(StandInSampler):
+    """Notes the thread that writes its batches."""
+
+    def generate_many(self, requests: list[SampleRequest]) -> list:
+        self.thread = threading.current_thread()
+        return super().generate_many(requests)
+
+
+async def test_a_given_up_thread_that_ended_is_not_abandoned(bundles) -> None:
+    stuck = ThreadNoting("a", hold=True)
+    engine = make_engine({"a": stuck}, batch_timeout=0.3)
+    await engine.load(bundles["a"])
+    with pytest.raises(GenerationFailedError):
+        await engine.generate(request("x"))
+    stuck.gate.set()  # the wedged batch returns at last: its thread ends
+    await until(lambda: not stuck.thread.is_alive())
+    await engine.close(grace=1)
+    assert not engine.abandoned

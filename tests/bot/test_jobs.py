@@ -334,3 +334,65 @@ async def test_the_real_training_child_reports_through_the_contract(tmp_path: Pa
     assert status.ignored_lines == 0  # nothing on stdout that is not an event
     assert status.time_limited and TimeLimitEvent in kinds and kinds[-2:] == [DoneEvent, JobEnded]
     assert status.result is not None and Path(status.result.path) == tmp_path / "m.pt"
+
+
+ORPHANING_PARENT = """
+import asyncio, sys
+from bot.exts.training.cog import Training, child_secrets
+from bot.jobs import JobManager, train_argv
+from model.events import JudgingEvent
+
+async def main():
+    settings = {"corpus": sys.argv[1], "out": sys.argv[2], "device": "cpu", "threads": 1}
+    options = {"epochs": 1, "hidden": 16, "embed": 8, "batch_size": 8, "seq_len": 16, "min_count": 2,
+               "judge_songs": 300}
+    job = await JobManager().start(train_argv(settings, options), env=Training._child_env(), unset=child_secrets())
+    judging = asyncio.Event()
+    job.add_listener(lambda event: isinstance(event, JudgingEvent) and judging.set())
+    print(job.status.pid, flush=True)
+    await judging.wait()
+    print("judging", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_child_whose_bot_is_killed_outright_stops(tmp_path: Path) -> None:
+    # The bot gets no chance to stop its child when SIGKILLed (or OOM-killed): the child must notice by itself.
+    # An orphan dies at its next line of progress (a pipe without a reader), but writing 300 songs for the
+    # quality report it prints nothing for half a minute, then writes its bundle again: it must stop at once,
+    # and write nothing more. The parent here starts it as the Training cog does.
+    from model.lifeline import alive
+    from tests.helpers import SAMPLE_CORPUS
+
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        ORPHANING_PARENT,
+        str(SAMPLE_CORPUS),
+        str(tmp_path / "m.pt"),
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    pid = None
+    try:
+        pid = int(await asyncio.wait_for(parent.stdout.readline(), 60))
+        assert await asyncio.wait_for(parent.stdout.readline(), 90) == b"judging\n"
+        parent.kill()
+        await parent.wait()
+        bundle = tmp_path / "m.pt"  # written once before the report, and again with it
+        before = bundle.stat().st_mtime_ns if bundle.exists() else None
+        deadline = time.monotonic() + 5
+        while alive(pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not alive(pid), "the orphaned training child is still running"
+        await asyncio.sleep(0.5)
+        assert (bundle.stat().st_mtime_ns if bundle.exists() else None) == before  # nothing written after
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+            await parent.wait()
+        if pid is not None and alive(pid):
+            os.killpg(pid, signal.SIGKILL)

@@ -192,6 +192,19 @@ async def test_an_unreachable_server_is_one_clear_error_without_the_password() -
     assert redact("postgresql://bot:hunter2@db/lyrics") == "postgresql://bot:***@db/lyrics"
 
 
+def test_redact_hides_a_password_given_as_a_parameter() -> None:
+    # libpq reads ?password= (and sslpassword=) as well as user:password@; both reach the logs through redact.
+    for url in (
+        "postgresql://bot@db/lyrics?password=hunter2",
+        "postgresql://bot@db/lyrics?sslmode=require&password=hunter2",
+        "postgresql://bot@db/lyrics?PASSWORD=hunter2&sslpassword=hunter2&sslmode=require",
+        "postgresql://bot:hunter2@db/lyrics?password=hunter2",
+    ):
+        shown = redact(url)
+        assert "hunter2" not in shown and "***" in shown and "db/lyrics" in shown, shown
+    assert "sslmode=require" in redact("postgresql://bot@db/lyrics?sslmode=require&password=hunter2")
+
+
 async def test_forget_me_racing_votes_from_two_processes(postgres_url: str) -> None:
     """Alice forgets herself while two shards toggle votes on her songs and Bob's, Alice among the voters:
     nothing deadlocks or fails, and once the dust settles she is forgotten completely."""

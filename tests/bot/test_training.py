@@ -205,6 +205,8 @@ async def test_a_better_model_goes_live_without_a_restart(
         new_hash = file_sha256(model)
         assert bot.engine.info.bundle_hash == new_hash != old_hash and bot.engine.info.path == model
         assert not (tmp_path / "lyrics.candidate.pt").exists()
+        run = cog(bot).run
+        assert not run.candidate.exists() and not list(tmp_path.glob("lyrics.candidate-*"))  # moved, nothing left
         assert file_sha256(tmp_path / "lyrics.previous.pt") == old_hash
         assert await write_song(fake_discord, bot) == new_hash
 
@@ -213,8 +215,8 @@ async def test_a_better_model_goes_live_without_a_restart(
         info = await (await fake_discord.send_slash_command("model info")).wait_final()
         assert info.embeds[0]["footer"]["text"].startswith(f"bundle {new_hash[:12]}")
     # The live bundle once at start, the candidate once: deciding, reporting, swapping and /model info
-    # all use the bundle the engine loaded.
-    assert loads == [model, tmp_path / "lyrics.candidate.pt"]
+    # all use the bundle the engine loaded, from the file this run wrote (its own: no other run writes it).
+    assert loads == [model, run.candidate] and re.fullmatch(r"lyrics\.candidate-[0-9a-f]{8}\.pt", run.candidate.name)
 
 
 async def test_a_worse_model_stays_out_and_progress_outlives_the_reply_token(
@@ -288,6 +290,35 @@ async def test_cancel_resume_and_one_job_at_a_time(fake_discord: FakeDiscord, st
         assert [record["epoch"] for record in status.history] == [done + 1]  # one more epoch, not a fresh start
 
 
+async def test_a_cancelled_run_frees_the_slot_at_once(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
+    # Progress edits at most every 15 s: the cancelled run's message waits out that interval before it says how
+    # the run ended, and a start arriving meanwhile must not be told to cancel a run that is already cancelled.
+    env = training_env(
+        live_bundle(tiny_bundle, tmp_path), LYRICS_TRAIN_ARGS=TINY + " --patience 500", LYRICS_TRAIN_UPDATE_INTERVAL=15
+    )
+    async with start_bot(**env) as bot:
+        training = cog(bot)
+        first = await admin_command(fake_discord, "train start", {"epochs": 500})
+        await first.wait_response()
+        cancelled = training.run
+        await poll_until(lambda: cancelled.job.status.checkpoint, 60, "a first checkpoint")
+        await (await admin_command(fake_discord, "train cancel")).wait_final(until=has("Training cancelled"))
+        epochs = cancelled.job.status.epoch
+
+        again = await admin_command(fake_discord, "train start", {"resume": True, "epochs": epochs + 1})
+        reply = await again.wait_response()
+        assert cancelled.outcome is None  # its progress message has not concluded yet
+        assert "already running" not in reply["data"]["content"] and "Training a new model" in reply["data"]["content"]
+        resumed = training.run
+        # Each run writes its own files: the cancelled one's, were it still running, could not touch these.
+        assert resumed is not cancelled and resumed.candidate != cancelled.candidate
+        await again.wait_final(timeout=60, until=has("Training finished"))
+        assert resumed.job.status.resumed_from == epochs  # from the checkpoint the cancelled run kept
+        await first.wait_final(timeout=30, until=has("Training cancelled"))
+
+
 async def test_a_killed_child_is_reported_while_lyrics_keep_answering(
     fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
 ) -> None:
@@ -312,6 +343,9 @@ async def test_shutdown_stops_the_child(
     fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DISCORD_TOKEN", "the-bot-token-in-the-environment")
+    monkeypatch.setenv("LYRICS_DATABASE_URL", "postgresql://bot@db/lyrics?password=hunter2")
+    monkeypatch.setenv("PGPASSWORD", "hunter2")
+    monkeypatch.setenv("PGHOST", "db.internal")
     async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
         inter = await admin_command(fake_discord, "train start", {"epochs": 500})
         await inter.wait_response()
@@ -319,11 +353,12 @@ async def test_shutdown_stops_the_child(
         await poll_until(lambda: job.status.training_since, 60, "training to begin")
         # Training yields the CPU to the bot: it runs niced.
         assert os.getpriority(os.PRIO_PROCESS, job.status.pid) > os.getpriority(os.PRIO_PROCESS, 0)
-        # The child never talks to Discord: it does not inherit the token.
+        # The child never talks to Discord or the database: it inherits neither's credentials.
         environ = Path(f"/proc/{job.status.pid}/environ").read_bytes().split(b"\0")
-        assert not [v for v in environ if v.startswith(b"DISCORD_TOKEN=")] and any(
-            v.startswith(b"PATH=") for v in environ
-        )
+        assert not [v for v in environ if v.startswith((b"DISCORD_TOKEN=", b"LYRICS_DATABASE_URL=", b"PG"))]
+        assert any(v.startswith(b"PATH=") for v in environ)
+        # It is told whose death it must not outlive (model.lifeline).
+        assert f"LYRICS_PARENT_PID={os.getpid()}".encode() in environ
         started = time.monotonic()
         await bot.close()
         assert time.monotonic() - started < 10
@@ -365,7 +400,8 @@ async def test_model_info_shows_the_live_model_and_its_loss_curve(
 ) -> None:
     model = live_bundle(tiny_bundle, tmp_path)
     bundle = load_bundle(model)
-    async with start_bot(**training_env(model)) as bot:
+    # Forced, so the line below is the same on every CPU (auto would pick by this one's flags).
+    async with start_bot(**training_env(model, LYRICS_PRECISION="bfloat16")) as bot:
         message = await (await fake_discord.send_slash_command("model info", user=make_user("fan"))).wait_final()
         # Public, with a picture: once per channel in a while; the chart is drawn once per model.
         again = await (await fake_discord.send_slash_command("model info", user=make_user("fan2"))).wait_final()
@@ -377,6 +413,8 @@ async def test_model_info_shows_the_live_model_and_its_loss_curve(
     [embed] = message.embeds
     fields = {field["name"]: field["value"] for field in embed["fields"]}
     assert "hidden 48" in fields["Network"] and "LSTM" in fields["Network"]
+    # The precision it samples in: why a random_seed can replay differently on another host.
+    assert "writes in bfloat16 on this host" in fields["Network"]
     assert bundle.corpus_sha256[:16] in fields["Corpus"] and "sample_lyrics.txt" in fields["Corpus"]
     held_out = next(value for name, value in fields.items() if name.startswith("Held-out"))
     for key in ("bpc", "net_bpc", "trigram_bpc"):

@@ -193,3 +193,67 @@ async def test_real_bundles_and_a_truncated_one(tiny_bundle: Path, tmp_path: Pat
         assert song.model.bundle_hash == hashlib.sha256(newer).hexdigest()
     finally:
         await engine.close(grace=5)
+
+
+async def test_a_file_it_cannot_read_is_logged_once_per_version_not_at_every_look(setup, caplog) -> None:
+    engine, watcher, loader, path = setup
+    live = engine.info.bundle_hash
+    path.unlink()
+    path.mkdir()  # open() fails with an OSError, even for root (a mode-0600 file of another user does too)
+    with caplog.at_level(logging.ERROR, logger="bot.watcher"):
+        watcher.start()
+        await asyncio.sleep(0.5)  # ten looks
+        assert [r.getMessage() for r in caplog.records].count(
+            f"cannot read {path} (IsADirectoryError: [Errno 21] Is a directory: '{path}'); the live model keeps serving"
+        ) == 1
+        assert not any(r.exc_info for r in caplog.records)  # one line, no traceback
+        (path / "inside").write_bytes(b"x")  # a new version of the folder: said again, once
+        await asyncio.sleep(0.3)
+        assert sum("cannot read" in r.getMessage() for r in caplog.records) == 2
+    assert engine.info.bundle_hash == live
+    (path / "inside").unlink()
+    path.rmdir()
+    publish(path, b"model B")  # readable again: loaded at the next look
+    for _ in range(100):
+        if engine.info.bundle_hash == sha256(path):
+            break
+        await asyncio.sleep(0.05)
+    assert engine.info.bundle_hash == sha256(path) and loader.loads == 2
+
+
+class CancelledUnderneath(Engine):
+    """An engine whose next load is cancelled from below the watcher, as the engine's executor once cancelled
+    a load queued behind a wedged batch: a cancellation the watcher did not ask for."""
+
+    cancel_next = False
+
+    async def load(self, path):
+        if self.cancel_next:
+            self.cancel_next = False
+            cancelled = asyncio.get_running_loop().create_future()
+            cancelled.cancel()
+            return await cancelled
+        return await super().load(path)
+
+
+async def test_a_cancellation_the_watcher_did_not_ask_for_is_a_failure_and_it_goes_on(tmp_path, caplog) -> None:
+    path = tmp_path / "lyrics.pt"
+    publish(path, b"model A")
+    engine = CancelledUnderneath(loader=Loader(), torch_threads=1, gather_seconds=0)
+    await engine.load(path)
+    watcher = BundleWatcher(engine, path, interval=0.05)
+    try:
+        engine.cancel_next = True
+        with caplog.at_level(logging.ERROR, logger="bot.watcher"):
+            watcher.start()
+            publish(path, b"model B")
+            for _ in range(100):
+                if engine.info.bundle_hash == sha256(path):
+                    break
+                await asyncio.sleep(0.05)
+        assert engine.info.bundle_hash == sha256(path)  # the same file, tried again at the next look
+        assert "was cancelled" in caplog.text and not engine.cancel_next
+    finally:
+        await watcher.stop()  # a cancellation it asks for still stops it
+        assert watcher._task is None
+        await engine.close(grace=1)

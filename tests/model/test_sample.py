@@ -1,4 +1,8 @@
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +27,7 @@ from tests.conftest import tiny_config
 CRAFTED_VOCAB = ["<unk>", "\n", "甲", "乙", "丙", "丁", "戊", "己"]
 
 
-def crafted_sampler(tmp_path, probs, train_text="甲乙\n"):
+def crafted_sampler(tmp_path, probs, train_text="甲乙\n", precision="float32"):
     """A bundle whose network ignores its input and always predicts ``probs`` over CRAFTED_VOCAB."""
     net = LyricsNet(
         NetConfig(
@@ -43,7 +47,7 @@ def crafted_sampler(tmp_path, probs, train_text="甲乙\n"):
     train_ids = [stoi[ch] for ch in train_text]
     path = tmp_path / "crafted.pt"
     save_bundle(path, net, CRAFTED_VOCAB, train_ids, Mixture(weights={"net": 1.0}), {}, [], {}, "0" * 64)
-    return Sampler.load(path, device="cpu")
+    return Sampler.load(path, device="cpu", precision=precision)
 
 
 def plain(**fields) -> SampleRequest:
@@ -53,8 +57,16 @@ def plain(**fields) -> SampleRequest:
 
 
 @pytest.fixture(scope="module")
-def sampler(tiny_bundle):
-    return Sampler.load(tiny_bundle, device="cpu")
+def sampler(tiny_bundle, precision):
+    """The tiny bundle in each precision (tests/model/conftest.py): for tests whose songs depend on rounding."""
+    return Sampler.load(tiny_bundle, device="cpu", precision=precision)
+
+
+@pytest.fixture(scope="module")
+def float32_sampler(tiny_bundle):
+    """The tiny bundle in float32 only: for tests of what does not depend on the network's rounding (checks,
+    the song's shape), which would only double their time in a second precision."""
+    return Sampler.load(tiny_bundle, device="cpu", precision="float32")
 
 
 def test_greedy_is_deterministic(sampler):
@@ -95,15 +107,15 @@ def test_songs_in_mixed_batches_match_batch_one(sampler):
     assert same >= 99, f"only {same} of 100 songs reproduced inside a batch"
 
 
-def test_results_come_back_in_order_and_short_songs_leave_early(sampler):
+def test_results_come_back_in_order_and_short_songs_leave_early(float32_sampler):
     requests = [SampleRequest(seed="雨", length=n, random_seed=n) for n in (50, 1, 20)]
-    samples = sampler.generate_many(requests)
+    samples = float32_sampler.generate_many(requests)
     assert [s.request.length for s in samples] == [50, 1, 20]
     # A song ends with the line on which it reaches its length: never sooner, and never a line later.
     for sample in samples:
         assert sample.request.length <= sample.tokens < sample.request.length + MAX_LINE_TOKENS
     assert samples[1].lines == 1
-    assert sampler.generate_many([]) == []
+    assert float32_sampler.generate_many([]) == []
 
 
 def test_top_k_one_equals_greedy(sampler):
@@ -113,10 +125,10 @@ def test_top_k_one_equals_greedy(sampler):
     assert top1.text == greedy.text
 
 
-def test_top_p_never_samples_outside_the_nucleus(tmp_path):
+def test_top_p_never_samples_outside_the_nucleus(tmp_path, precision):
     # 甲 .5, 乙 .3 make the 0.8 nucleus; the other tokens share 0.2 and must never appear.
     probs = [0.0, 0.0, 0.5, 0.3, 0.1, 0.05, 0.03, 0.02]
-    sampler = crafted_sampler(tmp_path, probs)
+    sampler = crafted_sampler(tmp_path, probs, precision=precision)
     text = "".join(
         s.text
         for s in sampler.generate_many(
@@ -133,6 +145,34 @@ def test_top_p_never_samples_outside_the_nucleus(tmp_path):
         )
     )
     assert set(wide) - {"甲", "乙", "\n"}, "without top-p the tail should appear"
+
+
+NUCLEUS_SCRIPT = """
+import sys
+from pathlib import Path
+from tests.model.test_sample import crafted_sampler, plain
+sampler = crafted_sampler(Path(sys.argv[1]), [0.0, 0.0, 0.5, 0.3, 0.1, 0.05, 0.03, 0.02])
+songs = sampler.generate_many([plain(temperature=1.0, top_p=0.8, length=200, random_seed=i) for i in range(10)])
+print("".join(sorted(set("".join(s.text for s in songs)) - {"\\n"})))  # line breaks: the plan's
+"""
+
+
+def test_top_p_never_samples_outside_the_nucleus_with_avx2_kernels(tmp_path):
+    # torch picks its vector kernels by CPU, and a float32 softmax rounds differently with AVX2's than with
+    # AVX-512's: on a CPU without AVX-512 the crafted nucleus summed a hair under 0.8 and let 丙 in. Force
+    # AVX2's kernels (ATEN_CPU_CAPABILITY, read when torch loads: a fresh process) so every machine checks it.
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-c", NUCLEUS_SCRIPT, str(tmp_path)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert set(run.stdout.strip()) == {"甲", "乙"}
 
 
 def test_repetition_penalty_lowers_repeats_within_a_line(tmp_path):
@@ -184,32 +224,34 @@ def test_unk_is_never_produced(tmp_path):
         ("no_copy", "yes", "no_copy"),
     ],
 )
-def test_invalid_parameters_raise_the_specific_error(sampler, field, value, message):
+def test_invalid_parameters_raise_the_specific_error(float32_sampler, field, value, message):
     request = SampleRequest(**{field: value})
     with pytest.raises(SamplingError, match=message):
-        sampler.generate(request)
+        float32_sampler.generate(request)
 
 
-def test_unknown_seed_parts_are_reported_not_replaced(sampler):
-    sample = sampler.generate(SampleRequest(seed="窗外的饕餮", length=10, random_seed=1))
+def test_unknown_seed_parts_are_reported_not_replaced(float32_sampler):
+    sample = float32_sampler.generate(SampleRequest(seed="窗外的饕餮", length=10, random_seed=1))
     assert sample.unknown == ["饕", "餮"]
     assert sample.text.startswith("窗外的")
     assert "<unk>" not in sample.text
 
 
-def test_empty_seed_starts_a_song(sampler):
-    sample = sampler.generate(SampleRequest(seed="", length=30, random_seed=5))
+def test_empty_seed_starts_a_song(float32_sampler):
+    sample = float32_sampler.generate(SampleRequest(seed="", length=30, random_seed=5))
     assert sample.text and not sample.text.startswith("\n")
 
 
-def test_max_lines_stops_the_song(sampler):
-    sample = sampler.generate(SampleRequest(seed="雨", length=500, max_lines=3, random_seed=2))
+def test_max_lines_stops_the_song(float32_sampler):
+    sample = float32_sampler.generate(SampleRequest(seed="雨", length=500, max_lines=3, random_seed=2))
     assert sample.text.count("\n") <= 3
     assert sample.tokens < 500
 
 
-def test_output_is_clean_text(sampler):
-    for sample in sampler.generate_many([SampleRequest(seed="回忆", length=120, random_seed=i) for i in range(5)]):
+def test_output_is_clean_text(float32_sampler):
+    for sample in float32_sampler.generate_many(
+        [SampleRequest(seed="回忆", length=120, random_seed=i) for i in range(5)]
+    ):
         assert "  " not in sample.text
         assert all(line == line.strip() for line in sample.text.split("\n"))
         # Sections are one blank line apart, as on a lyric sheet; the song neither starts nor ends with one.
@@ -253,15 +295,15 @@ def test_no_copy_never_emits_a_training_line(parrot):
         assert sample.copied_lines == [] or all(len(line) < 6 for line in sample.copied_lines)
 
 
-def test_a_rhyme_character_sets_the_song_rhyme(sampler):
-    samples = sampler.generate_many([SampleRequest(seed="窗外", rhyme="花", random_seed=i) for i in range(6)])
+def test_a_rhyme_character_sets_the_song_rhyme(float32_sampler):
+    samples = float32_sampler.generate_many([SampleRequest(seed="窗外", rhyme="花", random_seed=i) for i in range(6)])
     ends = [line_rhyme(line) for s in samples for line in s.text.split("\n")]
     assert all(s.rhyme == "a" for s in samples)
     assert ends.count("a") / len(ends) >= 0.5, ends
 
 
-def test_rhyme_off_writes_without_a_plan_for_rhyme(sampler):
-    sample = sampler.generate(SampleRequest(seed="窗外", rhyme="off", random_seed=1))
+def test_rhyme_off_writes_without_a_plan_for_rhyme(float32_sampler):
+    sample = float32_sampler.generate(SampleRequest(seed="窗外", rhyme="off", random_seed=1))
     assert sample.rhyme is None
 
 
@@ -296,8 +338,8 @@ def sections(text: str) -> list[list[str]]:
     return [block.split("\n") for block in text.split("\n\n")]
 
 
-def test_default_songs_with_form_have_verses_and_their_chorus_sung_again(sampler):
-    samples = sampler.generate_many([SampleRequest(seed="窗外", random_seed=i) for i in range(40)])
+def test_default_songs_with_form_have_verses_and_their_chorus_sung_again(float32_sampler):
+    samples = float32_sampler.generate_many([SampleRequest(seed="窗外", random_seed=i) for i in range(40)])
     # A song without form is cut into verses of 8 lines; one with form has a chorus of 2-4 lines second.
     with_form = [s for s in samples if len(sections(s.text)) > 2 and len(sections(s.text)[1]) <= 4]
     assert 10 <= len(with_form) <= 30  # about half the songs (plan.FORM_SHARE), as about half the corpus' do
@@ -312,8 +354,8 @@ def test_default_songs_with_form_have_verses_and_their_chorus_sung_again(sampler
             assert again[-1] == chorus[-1] or len(chorus) >= 3
 
 
-def test_a_short_song_is_one_verse(sampler):
-    sample = sampler.generate(SampleRequest(seed="窗外", length=30, random_seed=1))
+def test_a_short_song_is_one_verse(float32_sampler):
+    sample = float32_sampler.generate(SampleRequest(seed="窗外", length=30, random_seed=1))
     assert "\n\n" not in sample.text
 
 

@@ -180,6 +180,26 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert (probs[1] > 0).all()
 
 
+def test_top_p_counts_a_nucleus_a_rounding_short_of_the_boundary_as_reaching_it():
+    # 0.5 + 0.3 is 0.8, but a float32 softmax may give 乙 a probability one ulp under 0.3 (the AVX2 kernels
+    # do, where AVX-512 ones do not): the nucleus is still {甲, 乙}, on every CPU.
+    under = torch.nextafter(torch.tensor(0.3), torch.tensor(0.0)).item()
+    probs = torch.tensor([[0.0, 0.0, 0.5, under, 0.1, 0.05, 0.03, 0.02]])
+    assert float(probs[0].cumsum(0)[3]) < float(np.float32(0.8))  # short of 0.8: the strict rule kept 丙
+    top_p(probs, nucleus_controls(0.8, vocab=8))
+    assert (probs[0] > 0).nonzero().flatten().tolist() == [2, 3]
+    # A real shortfall is not rounding: 0.5 + 0.29 does not reach 0.8, so 丙 stays.
+    short = torch.tensor([[0.5, 0.29, 0.11, 0.1]])
+    top_p(short, nucleus_controls(0.8, vocab=4))
+    assert (short[0] > 0).nonzero().flatten().tolist() == [0, 1, 2]
+
+
+def nucleus_controls(top: float, vocab: int) -> Controls:
+    c = Controls(1, vocab)
+    c.top_p[:] = top
+    return c
+
+
 def test_drawer_draws_by_inverse_cdf_and_greedy_rows_take_the_best():
     c = controls(temperature=np.array([1.0, 0.0], dtype=np.float32))
     drawer = Drawer(DampedTemperature(torch.zeros(VOCAB), share=0.0))

@@ -5,6 +5,15 @@ A run's life, function by function:
   _follow        keeps the progress message current (progress.ProgressUpdater) until the child ends
   _conclude      turns the child's end into an Outcome: for a finished run, engine.promote decides and swaps
   status/cancel  /train status and /train cancel, at any time
+
+The child is kept apart from what it has no use for, and from the runs before and after it:
+  * its environment lacks the bot's secrets (CHILD_SECRETS: the Discord token, the database's URL and libpq's
+    PG* variables): a child that crashes or is inspected cannot leak them;
+  * it stops when the bot does, even one killed outright: it is told the bot's pid (model.lifeline);
+  * each run trains to files of its own (lyrics.candidate-<run>.pt and .ckpt), so an earlier run's child still
+    writing cannot overwrite them, and the bundle promoted is the very file the engine loaded and judged. Once
+    the run has concluded, what is left (a bundle not promoted, the last checkpoint) moves to the usual names
+    (lyrics.candidate.pt, lyrics.candidate.ckpt), where `force` and `resume:true` find it.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import asyncio
 import io
 import logging
 import os
+import secrets
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +44,7 @@ from bot.replies import answer, tell
 from model.checkpoint import Bundle, BundleError
 from model.config import checkpoint_path
 from model.corpus import added_files
+from model.lifeline import PARENT_ENV
 from model.score import evaluate_bundle
 
 if TYPE_CHECKING:
@@ -45,7 +57,9 @@ SHUTDOWN_GRACE_S = 3.0  # bot shutdown: less, so the whole shutdown fits in `doc
 FAREWELL_S = 3.0  # on shutdown, how long the progress message may take to say the run was stopped
 MODEL_INFO_COOLDOWN_S = 30.0  # /model info posts publicly, with a picture: once per channel in this long
 PROJECT_ROOT = Path(__file__).resolve().parents[3]  # where `python -m model` is found
-CHILD_SECRETS = ("DISCORD_TOKEN",)  # the training child never talks to Discord: it does not get the token
+# The training child never talks to Discord or the database: it gets neither's credentials.
+CHILD_SECRETS = ("DISCORD_TOKEN", "LYRICS_DATABASE_URL")
+CHILD_SECRET_PREFIXES = ("PG",)  # libpq reads PGPASSWORD, PGHOST, PGSERVICEFILE...: none is the child's business
 
 
 @dataclass(frozen=True)
@@ -73,13 +87,22 @@ class Run:
 
     @property
     def busy(self) -> bool:
-        """Running, or finished but not yet concluded (the swap may be under way)."""
-        return self.outcome is None
+        """Running, or finished but not yet concluded (the swap may be under way). A run cancelled or failed
+        has nothing to compare or swap: once its child is gone it holds up no other, while its progress
+        message still says how it ended."""
+        if self.outcome is not None:
+            return False
+        return not self.job.done or self.job.status.state is JobState.FINISHED
 
     def progress_text(self) -> str:
         return texts.progress_text(
             self.job.status, options=self.options.describe(), started_by=self.started_by, corpus=self.corpus
         )
+
+
+def child_secrets(environ: os._Environ[str] | dict[str, str] = os.environ) -> list[str]:
+    """The variables the training child does not inherit (CHILD_SECRETS, and every PG* one set here)."""
+    return [*CHILD_SECRETS, *(name for name in environ if name.startswith(CHILD_SECRET_PREFIXES))]
 
 
 def _plot(bundle: Bundle, title: str) -> bytes | None:
@@ -119,7 +142,21 @@ class Training(commands.Cog):
 
     @property
     def checkpoint_path(self) -> Path:
+        """Where the last run's checkpoint is kept for `resume:true`."""
         return checkpoint_path(self.candidate_path)
+
+    def _run_candidate(self, run_id: str) -> Path:
+        """The bundle one run writes: its own file, beside the live one (promoting it is an atomic rename)."""
+        return sibling(self.settings.model_path, f"candidate-{run_id}")
+
+    def _leftovers(self) -> list[Path]:
+        """Files of runs that never concluded (a bot killed mid-run): runs write nowhere else."""
+        model = self.settings.model_path
+        pattern = self._run_candidate("*").name
+        return [
+            *model.parent.glob(pattern),
+            *model.parent.glob(checkpoint_path(Path(pattern)).name),
+        ]
 
     async def cog_load(self) -> None:
         self.bot.add_cleanup(self.shut_down)
@@ -141,7 +178,7 @@ class Training(commands.Cog):
         if self.bot.shutting_down or self._closing:
             await tell(interaction, messages.SHUTTING_DOWN)
             return
-        if self.run is not None and self.run.busy:
+        if (self.run is not None and self.run.busy) or self.jobs.running is not None:
             await tell(interaction, texts.already_running(self._status_text()))
             return
         if problem := self._cannot_start(options):
@@ -149,7 +186,10 @@ class Training(commands.Cog):
             return
         added = self._added_files()
         try:
-            job = await self.jobs.start(self._argv(options, bool(added)), env=self._child_env(), unset=CHILD_SECRETS)
+            candidate = self._prepare_run(options)
+            job = await self.jobs.start(
+                self._argv(options, bool(added), out=candidate), env=self._child_env(), unset=child_secrets()
+            )
         except JobBusyError:  # a start raced this one between the check above and here
             await tell(interaction, texts.already_running(self._status_text()))
             return
@@ -161,7 +201,7 @@ class Training(commands.Cog):
             job=job,
             options=options,
             started_by=interaction.user.display_name,
-            candidate=self.candidate_path,
+            candidate=candidate,
             corpus=texts.corpus_words(self.settings.corpus_path, added),
         )
         self.run = run
@@ -181,13 +221,40 @@ class Training(commands.Cog):
             return texts.no_checkpoint(self.checkpoint_path)
         return None
 
+    def _prepare_run(self, options: StartOptions) -> Path:
+        """This run's bundle path: its own, with the kept checkpoint beside it when it resumes. Files of runs
+        that never concluded go first (no run is busy: nothing writes them any more)."""
+        if self.run is not None:
+            self._keep_files(self.run)  # a failed run's checkpoint, if its conclusion has not moved it yet
+        for leftover in self._leftovers():
+            log.info("removing %s, left by a run that never concluded", leftover)
+            leftover.unlink(missing_ok=True)
+        candidate = self._run_candidate(secrets.token_hex(4))
+        if options.resume:
+            shutil.copy2(self.checkpoint_path, checkpoint_path(candidate))
+        return candidate
+
+    def _keep_files(self, run: Run) -> None:
+        """Move what a run left under its own names to the usual ones, once it has concluded. Idempotent."""
+        for own, usual in (
+            (checkpoint_path(run.candidate), self.checkpoint_path),
+            (run.candidate, self.candidate_path),
+        ):
+            try:
+                os.replace(own, usual)
+            except FileNotFoundError:
+                pass  # never written (an early cancel), promoted, or moved already
+            except OSError as exc:
+                log.error("could not keep %s as %s: %s", own, usual, exc)
+
     def _added_files(self) -> list[Path]:
         """The files /corpus add stored: the child reads them itself, this only says how many there are."""
         folder = self.settings.corpora_path
         return added_files(folder) if folder.is_dir() else []
 
-    def _argv(self, options: StartOptions, added: bool = False) -> list[str]:
+    def _argv(self, options: StartOptions, added: bool = False, *, out: Path | None = None) -> list[str]:
         """The child's command line: the deployment's settings, LYRICS_TRAIN_ARGS, then this run's options.
+        It writes its bundle (and its checkpoint beside it) to `out`, this run's own file.
 
         With files added from chat (`added`), the child reads that folder too: they join the training part
         only, and the held-out text stays the base corpus' tail.
@@ -195,7 +262,7 @@ class Training(commands.Cog):
         settings = self.settings
         fixed: dict[str, Any] = {
             "corpus": settings.corpus_path,
-            "out": self.candidate_path,
+            "out": out or self.candidate_path,
             "device": settings.device,
             "threads": settings.train.threads,
         }
@@ -205,9 +272,10 @@ class Training(commands.Cog):
 
     @staticmethod
     def _child_env() -> dict[str, str]:
-        """The child imports the same `model` package as the bot, wherever the bot is started from."""
+        """The child imports the same `model` package as the bot, wherever the bot is started from, and stops
+        when this process is gone (model.lifeline)."""
         paths = [str(PROJECT_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+        return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), PARENT_ENV: str(os.getpid())}
 
     # ---- following a run to its end
 
@@ -253,9 +321,11 @@ class Training(commands.Cog):
 
     async def _conclude(self, run: Run, status: JobStatus) -> Outcome:
         """The outcome of a run that ended; a finished one is handed to the engine, which decides the swap."""
-        if status.state is JobState.CANCELLED:
-            return Outcome(texts.cancelled_text(status, cancelled_by=run.cancelled_by, checkpoint=self.checkpoint_path))
         if status.state is not JobState.FINISHED:
+            self._keep_files(run)
+            if status.state is JobState.CANCELLED:
+                text = texts.cancelled_text(status, cancelled_by=run.cancelled_by, checkpoint=self.checkpoint_path)
+                return Outcome(text)
             return Outcome(texts.failure_text(status))
         try:
             promotion = await self.bot.engine.promote(
@@ -263,7 +333,9 @@ class Training(commands.Cog):
             )
         except BundleError as exc:
             return Outcome(texts.unusable_text(exc))
-        text = texts.finished_text(status, promotion, kept_at=run.candidate)
+        finally:
+            self._keep_files(run)
+        text = texts.finished_text(status, promotion, kept_at=self.candidate_path)
         png = await asyncio.to_thread(_plot, promotion.candidate, "new model")
         return Outcome(text, png, promotion.swapped)
 
@@ -318,6 +390,7 @@ class Training(commands.Cog):
         log.info("%s (%d) cancelled training", interaction.user, interaction.user.id)
         status = await run.job.cancel(CANCEL_GRACE_S)
         if status.state is JobState.CANCELLED:
+            self._keep_files(run)  # before saying whether there is a checkpoint to resume from
             text = texts.cancelled_text(status, cancelled_by=run.cancelled_by, checkpoint=self.checkpoint_path)
         else:  # it ended some other way before the signal arrived
             text = texts.already_ended(status.state)

@@ -256,6 +256,7 @@ def model_embed(live: ModelInfo) -> discord.Embed:
             f"{config.cell.upper()} · {config.layers} layer{'s' if config.layers != 1 else ''} · "
             f"hidden {config.hidden} · embedding {config.embed} · vocabulary {config.vocab_size:,} words"
             f"{' · tied embeddings' if config.tie_weights else ''} · dropout {config.dropout:g}"
+            f"\n{precision_text(live.precision)}"
         ),
     )
     train_config = bundle.train_config
@@ -284,6 +285,14 @@ def model_embed(live: ModelInfo) -> discord.Embed:
         embed.add_field(name="Its songs (python -m model judge)", inline=False, value=judge_text(metrics["judge"]))
     embed.set_footer(text=f"bundle {live.bundle_hash[:12]} · {live.path.name}")
     return embed
+
+
+def precision_text(precision: str | None) -> str:
+    """What the network multiplies in here: songs differ between precisions, so a random_seed replays the same
+    song only on a host that writes in the same one (LYRICS_PRECISION; auto picks by the CPU)."""
+    if precision is None:
+        return "writes in an unknown precision"
+    return f"writes in {precision} on this host (a random_seed replays a song only in the same precision)"
 
 
 def judge_text(report: dict[str, Any]) -> str:
