@@ -53,6 +53,19 @@ def test_related_words_are_the_ones_that_share_its_windows(finder: ThemeFinder):
     assert "大海" not in related  # the word itself is not its own theme
 
 
+def test_a_word_sung_once_or_twice_carries_no_theme():
+    # 灯塔 shares both its (overlapping) windows with 大海 and nothing else: by PMI alone it would lead the
+    # sea's theme, though it is one line's word; pulled into songs, it would copy that line.
+    text = "\n".join((SEA + CITY) * 6) + "\n" + "\n".join(SEA[:4] + ["灯塔照着大海"] + SEA[5:]) + "\n"
+    words = segment(text)
+    vocab = Vocab.build(words, min_count=1)
+    assert "灯塔" in vocab
+    finder = ThemeFinder(vocab.words_to_ids(words).ids, vocab)
+    related = [finder.vocab.itos[r.token] for r in finder.related(["大海"], 6)]
+    assert related and "灯塔" not in related
+    assert vocab.stoi["灯塔"] not in finder.content
+
+
 def test_a_word_the_corpus_never_sings_falls_back_to_its_characters(finder: ThemeFinder):
     # 海鸥 is nowhere in the corpus; 海 is, in the sea's verses.
     related = {finder.vocab.itos[r.token] for r in finder.related(["海鸥"], 6)}
