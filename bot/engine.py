@@ -174,7 +174,7 @@ def same_heldout(live: Bundle, candidate: Bundle) -> bool:
     """Whether two bundles' held-out scores are on the same text: the same base corpus, split the same way."""
 
     def fraction(bundle: Bundle) -> float:
-        return float(bundle.train_config.get("heldout_fraction", 0.1))
+        return bundle.heldout_fraction
 
     return live.corpus_sha256 == candidate.corpus_sha256 and fraction(live) == fraction(candidate)
 

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+from .config import TrainConfig
 from .errors import first_line
 from .mixture import Mixture
 from .network import LyricsNet, NetConfig
@@ -260,6 +261,12 @@ class Bundle:
     created_at: str
     sha256: str
     added_corpora: list[dict[str, Any]] = field(default_factory=list)  # {name, sha256, lines} trained on too
+
+    @property
+    def heldout_fraction(self) -> float:
+        """The share of the corpus' lines this bundle held out (TrainConfig's default for bundles that predate
+        recording it)."""
+        return float(self.train_config.get("heldout_fraction", TrainConfig.heldout_fraction))
 
 
 def save_bundle(

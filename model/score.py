@@ -31,7 +31,7 @@ def evaluate_bundle(
     otherwise (to score it on another model's held-out text). ``corpus_sha256`` names the text scored on.
     """
     if heldout_fraction is None:
-        heldout_fraction = float(bundle.train_config.get("heldout_fraction", 0.1))
+        heldout_fraction = bundle.heldout_fraction
     data = load_corpus(corpus_path, heldout_fraction)
     vocab = Vocab(bundle.vocab)
     train_ids = vocab.words_to_ids(segment(data.train)).ids

@@ -346,7 +346,7 @@ class Training(commands.Cog):
         candidate was trained and scored on, split as the candidate's was.
         """
         device = next(live.net.parameters()).device
-        fraction = float(candidate.train_config.get("heldout_fraction", 0.1))
+        fraction = candidate.heldout_fraction
         figures = evaluate_bundle(live, self.settings.corpus_path, device, heldout_fraction=fraction)
         if figures["corpus_sha256"] != candidate.corpus_sha256:
             raise ValueError(
