@@ -1,4 +1,4 @@
-"""The one owner of the live model: a FIFO queue, one worker thread, batched generation, hot swaps, promotions.
+"""The one owner of the live model: a FIFO queue, one worker thread, batched generation, hot swaps.
 
     engine = Engine(device="cpu", max_queue=500)
     await engine.load("models/lyrics.pt")            # in the worker thread; raises ModelMissingError, BundleError
@@ -6,14 +6,12 @@
     async for place in ticket.places():              # 1, 2, ...: its place while a batch runs without it
         ...
     generation = await ticket.result()               # .sample, and .model that wrote it
-    promotion = await engine.promote("models/lyrics.candidate.pt", "models/lyrics.pt", force=False)
     await engine.close()
 
-While the bot runs, a new model goes live through `promote`: it loads the candidate once, compares
-it with the live model, and only then touches files (the old bundle kept as *.previous, the new one moved
-in by os.replace) and swaps; requests already running finish on the old model. Two held-out scores
-compare only on the same held-out text: when the live model was scored on another (another base corpus),
-`promote` has it re-scored on the candidate's first, in the worker thread, between two batches.
+A new model goes live between two batches; requests already running finish on the old one. Whether a
+trained candidate should go live is bot/promotion.py's business, built on three primitives here:
+`load_candidate` (load in the worker thread, do not serve), `on_worker` (run something else that uses the
+network, such as a re-score, in that thread) and `go_live` (serve a loaded sampler).
 
 Why one thread: torch modules are not safe to run concurrently from several threads, and a single
 worker keeps requests in a fair FIFO order. Why batches: an RNN step costs nearly the same for 1 or
@@ -21,39 +19,34 @@ worker keeps requests in a fair FIFO order. Why batches: an RNN step costs nearl
 are gathered and run together through `Sampler.generate_many`. The event loop only ever awaits
 futures, so heartbeats and other interactions keep flowing while the model works.
 
-The queue is bounded by its length (`max_queue` songs waiting), not by what is in flight: a burst waits
-its turn instead of being refused. It never wedges: a batch that runs past `batch_timeout` fails with
-GenerationFailedError and the next batch gets a fresh worker thread (a load or re-score queued behind the
-wedged batch moves to the fresh thread: it never started); if the batcher task itself dies, every song waiting
-fails with GenerationFailedError and a new batcher starts. A thread cannot be stopped, so the wedged one is
-left to end on its own (its executor is shut down: the thread exits once its batch returns); one still running
-when the engine closes sets `abandoned`, and `python -m bot` then exits with os._exit once the database is
-closed, rather than hang in the interpreter's wait for executor threads at exit. On close it serves the
-queue while batches can still finish before the deadline, and fails the rest at once.
+The queue (bot/queue.py: the line, each song's place, each server's share, the tickets) is bounded by its
+length (`max_queue` songs waiting), not by what is in flight: a burst waits its turn instead of being refused.
+It never wedges: a batch that runs past `batch_timeout` fails with GenerationFailedError and the next batch
+gets a fresh worker thread (a load or re-score queued behind the wedged batch moves to the fresh thread: it
+never started); if the batcher task itself dies, every song waiting fails with GenerationFailedError and a new
+batcher starts. A thread cannot be stopped, so the wedged one is left to end on its own (its executor is shut
+down: the thread exits once its batch returns); one still running when the engine closes sets `abandoned`,
+and `python -m bot` then exits with os._exit once the database is closed, rather than hang in the
+interpreter's wait for executor threads at exit. On close it serves the queue while batches can still finish
+before the deadline, and fails the rest at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import enum
 import logging
-import math
 import os
-import shutil
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
 
-from model.checkpoint import Bundle, fsync_dir
-from model.errors import first_line
+from bot.queue import Job, SongQueue, Ticket, fail
+from model.checkpoint import Bundle
 from model.sample import Sample, Sampler, SampleRequest
 from model.vocab import warm_up
 
@@ -62,7 +55,6 @@ log = logging.getLogger(__name__)
 GATHER_SECONDS = 0.005  # how long a lone request waits for company before its batch starts
 CLOSE_GRACE_SECONDS = 30.0  # how long close() lets the running batch finish
 MAX_QUEUE = 500  # songs that may wait for a batch; one more is refused with QueueFullError
-PLACE_STEP = 10  # a shown place is updated when it moves up by 1/PLACE_STEP of itself (or by one)
 BATCH_TIMEOUT_SECONDS = 120.0  # a batch running longer has wedged: its songs fail and the worker is replaced
 
 R = TypeVar("R")
@@ -138,48 +130,6 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
-class SwapDecision:
-    """Whether the candidate replaces the live model, and why, in a sentence with the numbers."""
-
-    swap: bool
-    reason: str
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """What `Engine.promote` did with a candidate bundle."""
-
-    candidate: Bundle  # loaded once, for the decision and for the report
-    live: ModelInfo | None  # what served before (and still serves unless swapped)
-    decision: SwapDecision
-    swapped: bool = False
-    error: str | None = None  # why a swap that was decided did not happen (the old model keeps serving)
-    rescored: dict[str, Any] | None = None  # the live model's metrics on the candidate's held-out text
-    rescore_error: str | None = None  # why re-scoring the live model failed (then nothing compares)
-
-    @property
-    def live_metrics(self) -> dict[str, Any] | None:
-        """The live model's metrics the decision compared: re-scored ones if it was re-scored."""
-        if self.rescored is not None:
-            return self.rescored
-        return self.live.metrics if self.live is not None else None
-
-
-# Scores the live bundle (first argument) on the held-out text of the candidate (second); runs in the worker
-# thread, so it may use the live network. Raises what it likes: the engine reports it, nothing swaps.
-Rescorer = Callable[[Bundle, Bundle], dict[str, Any]]
-
-
-def same_heldout(live: Bundle, candidate: Bundle) -> bool:
-    """Whether two bundles' held-out scores are on the same text: the same base corpus, split the same way."""
-
-    def fraction(bundle: Bundle) -> float:
-        return bundle.heldout_fraction
-
-    return live.corpus_sha256 == candidate.corpus_sha256 and fraction(live) == fraction(candidate)
-
-
-@dataclass(frozen=True)
 class Generation:
     """A sample together with the model that wrote it (a swap may happen while a request waits)."""
 
@@ -201,105 +151,11 @@ class EngineStats:
     batcher_restarts: int = 0
 
 
-class _State(enum.Enum):
-    WAITING = "waiting"  # in the queue
-    RUNNING = "running"  # in the batch the worker thread is writing
-    DONE = "done"  # its future is settled
-
-
-@dataclass(eq=False)  # identity, not field equality: jobs are found in the queue by `is`
-class _Job:
-    request: SampleRequest
-    future: asyncio.Future[Generation] = field(repr=False)
-    place: int = 0  # 1-based place in the queue while WAITING
-    group: int | None = None  # whose share of the queue it counts against (a server); None: nobody's
-    state: _State = _State.WAITING
-
-
-class Ticket:
-    """One request in the engine: where it waits, then its song. Made by `Engine.submit`."""
-
-    def __init__(self, engine: Engine, job: _Job) -> None:
-        self._engine = engine
-        self._job = job
-
-    @property
-    def place(self) -> int | None:
-        """Its 1-based place among the songs waiting for a batch; None once its batch has started."""
-        return self._job.place if self._job.state is _State.WAITING else None
-
-    @property
-    def done(self) -> bool:
-        return self._job.future.done()
-
-    async def places(self, interval: float = 0.0) -> AsyncIterator[int]:
-        """Its place while a batch runs without it (at most once per `interval` s), each time it moves up by
-        a tenth or more of the place last yielded (by one, near the front): with hundreds waiting, hundreds of
-        edits a second would compete with the writing for the event loop and Discord's rate limits.
-
-        Ends when its own batch starts (or it fails). A request the batcher is about to take, with no
-        batch running, yields nothing: it does not really wait.
-        """
-        engine, job = self._engine, self._job
-        shown: int | None = None
-        while job.state is _State.WAITING:
-            if engine.busy and (shown is None or shown - job.place >= max(1, shown // PLACE_STEP)):
-                shown = job.place
-                yield shown
-                until = time.monotonic() + interval
-                while job.state is _State.WAITING and (left := until - time.monotonic()) > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(engine._moved.wait(), left)
-                continue
-            await engine._moved.wait()
-
-    async def result(self) -> Generation:
-        """Its song and the model that wrote it. Raises ModelNotLoadedError, EngineClosedError,
-        GenerationFailedError, or what the sampler raised for this request (model.sample.SamplingError)."""
-        return await asyncio.shield(self._job.future)  # cancelling the waiter leaves the job to cancel()
-
-    def cancel(self) -> None:
-        """Withdraw the request: out of the queue if it waits; its result is dropped if it runs. Idempotent."""
-        self._engine._withdraw(self._job)
-
-
 def load_sampler(path: Path, device: str, precision: str = "auto") -> Sampler:
     """The default loader: read the bundle and initialise jieba, both slow, both in the worker thread."""
     sampler = Sampler.load(path, device=device, precision=precision)
     warm_up()  # jieba's dictionary loads on first use (1-2 s); pay it now, not on the first request
     return sampler
-
-
-def metric(metrics: dict[str, Any] | None, key: str) -> float | None:
-    """A finite number from a bundle's metrics, or None."""
-    value = (metrics or {}).get(key)
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def decide_swap(live: dict[str, Any] | None, candidate: dict[str, Any], *, force: bool) -> SwapDecision:
-    """Compare held-out bits per character (metrics["bpc"], lower is better) of the live and the new model."""
-    new = metric(candidate, "bpc")
-    old = metric(live, "bpc") if live is not None else None
-    if live is None:
-        return SwapDecision(True, "There was no live model, so the new one is now live.")
-    if force:
-        return SwapDecision(True, "force:true was given, so the new model is now live whatever its score.")
-    if new is None:
-        return SwapDecision(False, "The new model has no held-out bpc to compare, so the live model stays.")
-    if old is None:
-        return SwapDecision(True, "The live model has no held-out bpc to compare against, so the new one is now live.")
-    if new < old:
-        return SwapDecision(True, f"The new model is better ({new:.3f} < {old:.3f} bpc), so it is now live.")
-    return SwapDecision(
-        False,
-        f"The live model stays: its held-out bpc {old:.3f} is not worse than the new model's "
-        f"{new:.3f} (lower is better). Use force:true to swap anyway.",
-    )
-
-
-def sibling(path: Path, tag: str) -> Path:
-    """models/lyrics.pt -> models/lyrics.<tag>.pt: beside the live bundle, so os.replace onto it is atomic."""
-    return path.with_name(f"{path.stem}.{tag}{path.suffix or '.pt'}")
 
 
 def default_torch_threads() -> int:
@@ -345,10 +201,7 @@ class Engine:
         self._threads = torch_threads or default_torch_threads()
         self._executor = self._new_executor()
         self._live: tuple[SamplerLike, ModelInfo] | None = None
-        self._waiting: deque[_Job] = deque()  # the FIFO queue, oldest first
-        self._running: list[_Job] = []  # the batch in the worker thread right now
-        # Set (and replaced) whenever the queue moves: a batch starts, a request leaves, everything fails.
-        self._moved = asyncio.Event()
+        self._queue = SongQueue()  # the songs waiting (FIFO) and the batch running
         self._arrived = asyncio.Event()  # wakes an idle batcher
         self._batcher: asyncio.Task[None] | None = None  # started on first use, inside the running loop
         self._closed = False  # no more submits
@@ -379,12 +232,12 @@ class Engine:
     @property
     def waiting(self) -> int:
         """Songs in the queue, not yet in a batch."""
-        return len(self._waiting)
+        return len(self._queue)
 
     @property
     def busy(self) -> bool:
         """Whether a batch is being written right now."""
-        return bool(self._running)
+        return self._queue.busy
 
     def estimated_wait(self, queued: int) -> float:
         """Seconds until `queued` more requests would be done, from the recent batch times."""
@@ -400,101 +253,34 @@ class Engine:
         ModelMissingError if there is no file, model.checkpoint.BundleError if it is not a usable
         bundle (the live model, if any, stays in place), EngineClosedError after close().
         """
-        if self._closed:
-            raise EngineClosedError("the engine is closed")
         path = Path(path)
-        if not path.is_file():
+        if not self._closed and not path.is_file():
             raise ModelMissingError(f"no model bundle at {path}")
         started = time.monotonic()
-        sampler = await self._load_sampler(path)
-        info = self._go_live(sampler, path)
+        info = self.go_live(await self.load_candidate(path), path)
         log.info(
-            "loaded model %s (bundle %s, %s; writing in %s) in %.1fs",
+            "loaded model %s (bundle %s, held-out bpc %s; writing in %s) in %.1fs",
             path,
             info.bundle_hash[:12],
-            _describe_metrics(info.metrics),
+            info.metrics.get("bpc", "?"),
             info.precision or "?",
             time.monotonic() - started,
         )
         return info
 
-    async def promote(
-        self,
-        candidate: str | os.PathLike[str],
-        live: str | os.PathLike[str],
-        *,
-        force: bool = False,
-        rescore: Rescorer | None = None,
-    ) -> Promotion:
-        """Make the bundle at `candidate` the live model if it is better than the one serving (or `force`).
+    async def load_candidate(self, path: str | os.PathLike[str]) -> SamplerLike:
+        """Load the bundle at `path` in the worker thread without serving it (bot.promotion judges it first).
 
-        In order: load the candidate (once, in the worker thread); if the live model was scored on other
-        held-out text (`same_heldout`), re-score it on the candidate's with `rescore`, in the worker
-        thread too; compare held-out bpc; if the candidate wins, move it onto `live` with os.replace (the
-        old file kept as *.previous) and swap it in. Raises model.checkpoint.BundleError if the candidate
-        cannot be loaded, and then nothing has changed. A re-score that fails keeps the live model (the
-        scores do not compare) unless `force`. A failure while moving the files is put back and reported
-        in `Promotion.error`: the files and the live model stay as they were, so a restart serves what
-        serves now.
+        Raises model.checkpoint.BundleError if it is not a usable bundle, EngineClosedError after close().
         """
         if self._closed:
             raise EngineClosedError("the engine is closed")
-        candidate, live = Path(candidate), Path(live)
-        sampler = await self._load_sampler(candidate)
-        new = sampler.bundle
-        before = self.info
-        rescored, rescore_error = None, None
-        if before is not None and rescore is not None and not same_heldout(before.bundle, new):
-            try:
-                rescored = await self._rescore(rescore, before.bundle, new)
-            except Exception as exc:  # noqa: BLE001 - any failure means the scores do not compare; it is reported
-                log.error("could not re-score the live model on the new held-out text: %s", exc)
-                rescore_error = first_line(exc)
-        if rescore_error is not None and not force:
-            decision = SwapDecision(
-                False,
-                "The live model was scored on other held-out text and re-scoring it failed "
-                f"({rescore_error}), so the two cannot be compared: the live model stays. "
-                "Use force:true to swap anyway.",
-            )
-        else:
-            live_metrics = rescored if rescored is not None else before.metrics if before else None
-            decision = decide_swap(live_metrics, new.metrics, force=force)
-        promotion = Promotion(new, before, decision, rescored=rescored, rescore_error=rescore_error)
-        if not decision.swap:
-            return promotion
-        try:
-            await asyncio.to_thread(_replace_keeping_previous, candidate, live)
-        except OSError as exc:
-            log.error("could not move %s onto %s: %s", candidate, live, exc)
-            return dataclasses.replace(promotion, error=str(exc))
-        info = self._go_live(sampler, live)
-        log.info(
-            "promoted %s: bundle %s (%s) is live%s",
-            candidate,
-            info.bundle_hash[:12],
-            _describe_metrics(info.metrics),
-            f", replacing {before.bundle_hash[:12]}" if before else "",
-        )
-        return dataclasses.replace(promotion, swapped=True)
+        return await self.on_worker(self._loader, Path(path), self.device)
 
-    async def _rescore(self, rescore: Rescorer, live: Bundle, candidate: Bundle) -> dict[str, Any]:
-        """Run `rescore` in the worker thread: it may use the live network, which only that thread runs."""
-        started = time.monotonic()
-        figures = await self._on_worker(rescore, live, candidate)
-        log.info(
-            "re-scored the live model on the new held-out text in %.1fs: %s",
-            time.monotonic() - started,
-            _describe_metrics(figures),
-        )
-        return figures
-
-    async def _load_sampler(self, path: Path) -> SamplerLike:
-        return await self._on_worker(self._loader, path, self.device)
-
-    async def _on_worker(self, fn: Callable[..., R], *args: Any) -> R:
+    async def on_worker(self, fn: Callable[..., R], *args: Any) -> R:
         """Run `fn(*args)` (a load, a re-score) in the worker thread, on the new one if it is replaced first.
 
+        The worker thread is the only one that runs the live network: whatever uses it goes through here.
         Replacing a wedged thread cancels what was queued behind its batch; that work never started, so it is
         submitted again rather than lost to a CancelledError its caller did not ask for.
         """
@@ -514,7 +300,9 @@ class Engine:
                 what = getattr(fn, "__name__", type(fn).__name__)
                 log.info("the worker thread was replaced while %s waited for it; it runs on the new one", what)
 
-    def _go_live(self, sampler: SamplerLike, path: Path) -> ModelInfo:
+    def go_live(self, sampler: SamplerLike, path: Path) -> ModelInfo:
+        """Serve `sampler` (loaded by `load_candidate`), loaded from or moved to `path`, from the next batch on;
+        the batch running finishes on the previous model."""
         info = ModelInfo(path=path, bundle=sampler.bundle, precision=getattr(sampler, "precision", None))
         self._live = (sampler, info)  # one assignment: the swap is atomic for the event loop
         return info
@@ -532,18 +320,18 @@ class Engine:
             raise EngineClosedError("the bot is shutting down")
         if self._live is None:
             raise ModelNotLoadedError("no model is loaded")
-        if len(self._waiting) >= self.max_queue:
+        queue = self._queue
+        if len(queue) >= self.max_queue:
             self.stats.refused += 1
-            raise QueueFullError(len(self._waiting), self.estimated_wait(len(self._waiting)))
-        if group is not None and (mine := sum(job.group == group for job in self._waiting)) >= self.group_share:
+            raise QueueFullError(len(queue), self.estimated_wait(len(queue)))
+        if group is not None and (mine := queue.waiting_of(group)) >= self.group_share:
             self.stats.refused += 1
-            raise GroupQueueFullError(mine, self.group_share, self.estimated_wait(len(self._waiting)))
+            raise GroupQueueFullError(mine, self.group_share, self.estimated_wait(len(queue)))
         self._ensure_batcher()
-        job = _Job(request, asyncio.get_running_loop().create_future(), place=len(self._waiting) + 1, group=group)
-        self._waiting.append(job)
-        self.stats.longest_queue = max(self.stats.longest_queue, len(self._waiting))
+        job = queue.add(request, asyncio.get_running_loop().create_future(), group)
+        self.stats.longest_queue = max(self.stats.longest_queue, len(queue))
         self._arrived.set()
-        return Ticket(self, job)
+        return Ticket(queue, job)
 
     async def generate(self, request: SampleRequest) -> Generation:
         """`submit` and wait for the result (for callers that show no place in the queue)."""
@@ -563,34 +351,11 @@ class Engine:
         if self._closed or task.cancelled():
             return
         error = task.exception()
-        lost = [*self._running, *self._waiting]
-        log.error("the batcher died; %d songs fail and a new batcher starts", len(lost), exc_info=error)
+        lost = self._queue.fail_all(GenerationFailedError(f"the batcher died ({type(error).__name__})"))
+        log.error("the batcher died; %d songs fail and a new batcher starts", lost, exc_info=error)
         self.stats.batcher_restarts += 1
         self.stats.failed_batches += 1
-        self._running = []
-        self._waiting.clear()
-        _fail(lost, GenerationFailedError(f"the batcher died ({type(error).__name__})"))
-        self._moved_now()
         self._batcher = None  # the next submit() starts a new one
-
-    def _moved_now(self) -> None:
-        """Wake everything watching the queue (tickets' places, close())."""
-        self._moved.set()
-        self._moved = asyncio.Event()
-
-    def _withdraw(self, job: _Job) -> None:
-        if job.state is _State.WAITING:
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(job)
-            self._renumber()
-            self._moved_now()
-        if not job.future.done():
-            job.future.cancel()
-        job.state = _State.DONE
-
-    def _renumber(self) -> None:
-        for place, job in enumerate(self._waiting, 1):
-            job.place = place
 
     async def _run_batches(self) -> None:
         """The batcher: take the oldest waiting songs (up to max_batch), run them in the worker thread, repeat.
@@ -599,43 +364,28 @@ class Engine:
         then fails what still waits and returns.
         """
         loop = asyncio.get_running_loop()
+        queue = self._queue
         while True:
-            if self._closing_by is not None and (
-                not self._waiting or self._closing_by - loop.time() < self._seconds_per_batch
-            ):
-                waiting = list(self._waiting)
-                self._waiting.clear()
-                _fail(waiting, EngineClosedError("the bot is shutting down"))
-                self._moved_now()
+            if self._closing_by is not None and (not queue or self._closing_by - loop.time() < self._seconds_per_batch):
+                queue.fail_waiting(EngineClosedError("the bot is shutting down"))
                 return
-            if not self._waiting:
+            if not queue:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            if self._gather_seconds and len(self._waiting) < self.max_batch:
+            if self._gather_seconds and len(queue) < self.max_batch:
                 await asyncio.sleep(self._gather_seconds)  # company arriving within milliseconds shares the batch
-            jobs: list[_Job] = []
-            while self._waiting and len(jobs) < self.max_batch:
-                job = self._waiting.popleft()
-                if not job.future.done():  # withdrawn meanwhile
-                    job.state = _State.RUNNING
-                    jobs.append(job)
-            self._running = jobs
-            self._renumber()
-            self._moved_now()
+            jobs = queue.take(self.max_batch)
             if jobs:
-                # Not in a `finally`: if this raises, `_running` still names the songs the batcher's
+                # Not in a `finally`: if this raises, `queue.running` still names the songs the batcher's
                 # done callback (or close(), on cancellation) must fail.
                 await self._run_batch(jobs)
-            self._running = []
-            for job in jobs:
-                job.state = _State.DONE
-            self._moved_now()
+            queue.finish(jobs)
 
-    async def _run_batch(self, jobs: list[_Job]) -> None:
+    async def _run_batch(self, jobs: list[Job]) -> None:
         live = self._live  # read once: a swap during the batch does not affect it
         if live is None:
-            _fail(jobs, ModelNotLoadedError("no model is loaded"))
+            fail(jobs, ModelNotLoadedError("no model is loaded"))
             return
         sampler, info = live
         requests = [job.request for job in jobs]
@@ -649,11 +399,11 @@ class Engine:
                 raise RuntimeError(f"the sampler returned {len(samples)} songs for {len(jobs)} requests")
         except GenerationFailedError as exc:  # wedged: retrying would wedge again
             self.stats.failed_batches += 1
-            _fail(jobs, exc)
+            fail(jobs, exc)
             return
         except Exception as exc:  # noqa: BLE001 - any failure is handed to the askers, never lost
             if len(jobs) == 1:
-                _fail(jobs, exc)
+                fail(jobs, exc)
                 return
             # One bad request must not fail the others: retry them one by one.
             log.warning("a batch of %d failed (%s: %s); retrying one by one", len(jobs), type(exc).__name__, exc)
@@ -662,7 +412,7 @@ class Engine:
             return
         elapsed = time.monotonic() - started
         self._seconds_per_batch = 0.8 * self._seconds_per_batch + 0.2 * elapsed
-        log.debug("batch of %d in %.2fs (%d waiting)", len(jobs), elapsed, len(self._waiting))
+        log.debug("batch of %d in %.2fs (%d waiting)", len(jobs), elapsed, len(self._queue))
         self.stats.requests += len(jobs)
         self.stats.batches += 1
         self.stats.batch_seconds += elapsed
@@ -706,11 +456,8 @@ class Engine:
                 log.warning("the running batch did not finish within %.1fs; abandoning it", grace)
                 self.abandoned = True
                 self._batcher.cancel()
-                _fail([*self._running, *self._waiting], EngineClosedError("the bot is shutting down"))
-        else:
-            _fail(list(self._waiting), EngineClosedError("the bot is shutting down"))
-        self._waiting.clear()
-        self._moved_now()
+                self._queue.fail_all(EngineClosedError("the bot is shutting down"))
+        self._queue.fail_waiting(EngineClosedError("the bot is shutting down"))
         # Waits for the thread to go idle (unless abandoned); in a thread so the event loop stays responsive.
         await asyncio.to_thread(self._executor.shutdown, wait=not self.abandoned, cancel_futures=True)
         if any(not work.done() for work in self._given_up):
@@ -727,43 +474,3 @@ class Engine:
             stats.refused,
             stats.failed_batches,
         )
-
-
-def _replace_keeping_previous(candidate: Path, live: Path) -> None:
-    """Move `candidate` onto `live`; the old `live`, if any, becomes *.previous. All or nothing.
-
-    The old file gets its second name under a temporary one first, so that if the move fails nothing
-    has changed, not even *.previous.
-    """
-    previous = sibling(live, "previous")
-    kept = previous.with_name(f".{previous.name}.tmp")
-    if live.is_file():
-        kept.unlink(missing_ok=True)
-        try:
-            os.link(live, kept)  # a second name for the old file: instant, no copy
-        except OSError:  # a filesystem without hard links
-            shutil.copy2(live, kept)
-    try:
-        os.replace(candidate, live)  # same folder: readers see the old file or the new one, never half
-    except OSError:
-        kept.unlink(missing_ok=True)
-        raise
-    # The new model is in place: what follows only tidies up, and must not undo the promotion.
-    try:
-        if kept.exists():
-            os.replace(kept, previous)
-        fsync_dir(live.parent)
-    except OSError as exc:
-        log.warning("the new model is in place, but keeping the old one as %s failed: %s", previous, exc)
-
-
-def _fail(jobs: list[_Job], exc: BaseException) -> None:
-    for job in jobs:
-        job.state = _State.DONE
-        if not job.future.done():
-            job.future.set_exception(exc)
-
-
-def _describe_metrics(metrics: dict[str, Any]) -> str:
-    parts = [f"{key} {value:.3f}" for key, value in metrics.items() if isinstance(value, float)][:3]
-    return ", ".join(parts) or "no metrics"

@@ -1,6 +1,6 @@
 """Keeps a process that does not train (LYRICS_TRAINER=0) on the model the trainer process promoted.
 
-Only the trainer trains and swaps models (its `Engine.promote` moves the new bundle onto LYRICS_MODEL with
+Only the trainer trains and swaps models (its `bot.promotion.Promoter` moves the new bundle onto LYRICS_MODEL with
 os.replace). The other processes share that file (one machine, or a shared folder) and watch it:
 
     watcher = BundleWatcher(engine, Path("models/lyrics.pt"), interval=2.0)

@@ -32,6 +32,7 @@ from bot.exts.training.progress import ProgressUpdater
 from bot.exts.training.texts import duration, failure_text, judge_text, progress_bar, stderr_text
 from bot.jobs import JobState, JobStatus, train_argv
 from bot.messages import OWNER_ONLY
+from bot.promotion import Promoter
 from bot.settings import Settings, SettingsError
 from model import config
 from model.__main__ import build_parser
@@ -464,7 +465,7 @@ async def test_a_bundle_the_engine_refuses_is_rolled_back(fake_discord: FakeDisc
     new_hash = file_sha256(candidate)
     async with running_bot(bot, fake_discord):
         with pytest.raises(BundleError):
-            await bot.engine.promote(candidate, bot.settings.model_path, force=True)
+            await Promoter(bot.engine).promote(candidate, bot.settings.model_path, force=True)
         assert bot.engine.info.bundle_hash == old_hash
         assert file_sha256(model) == old_hash and file_sha256(candidate) == new_hash
 

@@ -9,7 +9,7 @@ The flow of one run:
   2. as epochs end, that message is edited (at most every LYRICS_TRAIN_UPDATE_INTERVAL seconds) with a
      progress bar, the losses and an ETA; an interaction's token only lasts 15 minutes, so before then the
      progress moves to an ordinary channel message (or, where the bot may not post, the edits stop and say so);
-  3. when the child ends, the message shows the outcome. A finished run goes to `Engine.promote`, which
+  3. when the child ends, the message shows the outcome. A finished run goes to `bot.promotion.Promoter`, which
      loads the candidate once, compares held-out bpc on the same held-out text (re-scoring the live model
      first if it was scored on another base corpus), and makes it live when it is better (or force:true,
      or there is no live model): the file by os.replace (atomic: same folder, the old one kept as

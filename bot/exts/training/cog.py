@@ -3,7 +3,7 @@
 A run's life, function by function:
   start          checks the options and whether a run can begin, starts the child (bot.jobs), replies at once
   _follow        keeps the progress message current (progress.ProgressUpdater) until the child ends
-  _conclude      turns the child's end into an Outcome: for a finished run, engine.promote decides and swaps
+  _conclude      turns the child's end into an Outcome: for a finished run, bot.promotion decides and swaps
   status/cancel  /train status and /train cancel, at any time
 
 The child is kept apart from what it has no use for, and from the runs before and after it:
@@ -11,9 +11,9 @@ The child is kept apart from what it has no use for, and from the runs before an
     PG* variables): a child that crashes or is inspected cannot leak them;
   * it stops when the bot does, even one killed outright: it is told the bot's pid (model.lifeline);
   * each run trains to files of its own (lyrics.candidate-<run>.pt and .ckpt), so an earlier run's child still
-    writing cannot overwrite them, and the bundle promoted is the very file the engine loaded and judged. Once
-    the run has concluded, what is left (a bundle not promoted, the last checkpoint) moves to the usual names
-    (lyrics.candidate.pt, lyrics.candidate.ckpt), where `force` and `resume:true` find it.
+    writing cannot overwrite them, and the bundle promoted is the very file the engine loaded and bot.promotion
+    judged. Once the run has concluded, what is left (a bundle not promoted, the last checkpoint) moves to the
+    usual names (lyrics.candidate.pt, lyrics.candidate.ckpt), where `force` and `resume:true` find it.
 """
 
 from __future__ import annotations
@@ -33,19 +33,19 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages
-from bot.engine import ModelInfo, metric, sibling
+from bot.engine import ModelInfo
 from bot.exts.training import texts
 from bot.exts.training.options import StartOptions, slash_options
 from bot.exts.training.progress import EDIT_WINDOW_S, PLOT_NAME, ProgressMessage, ProgressUpdater
 from bot.jobs import JobBusyError, JobError, JobManager, JobState, JobStatus, TrainingJob, train_argv
 from bot.messages import CONTENT_LIMIT
 from bot.permissions import owner_only
+from bot.promotion import Promoter, metric, rescore_on, sibling
 from bot.replies import answer, tell
 from model.checkpoint import Bundle, BundleError
 from model.config import checkpoint_path
 from model.corpus import added_files
 from model.lifeline import PARENT_ENV
-from model.score import evaluate_bundle
 
 if TYPE_CHECKING:
     from bot.client import LyricsBot
@@ -320,7 +320,7 @@ class Training(commands.Cog):
             log.warning("could not send the stderr of the failed run to the owner who started it: %s", exc)
 
     async def _conclude(self, run: Run, status: JobStatus) -> Outcome:
-        """The outcome of a run that ended; a finished one is handed to the engine, which decides the swap."""
+        """The outcome of a run that ended; a finished one is handed to bot.promotion, which decides the swap."""
         if status.state is not JobState.FINISHED:
             self._keep_files(run)
             if status.state is JobState.CANCELLED:
@@ -328,9 +328,9 @@ class Training(commands.Cog):
                 return Outcome(text)
             return Outcome(texts.failure_text(status))
         try:
-            promotion = await self.bot.engine.promote(
-                run.candidate, self.settings.model_path, force=run.options.force, rescore=self._rescore
-            )
+            # A live model scored on other held-out text is re-scored on this run's: the base corpus it trained on.
+            promoter = Promoter(self.bot.engine, rescore=rescore_on(self.settings.corpus_path))
+            promotion = await promoter.promote(run.candidate, self.settings.model_path, force=run.options.force)
         except BundleError as exc:
             return Outcome(texts.unusable_text(exc))
         finally:
@@ -338,21 +338,6 @@ class Training(commands.Cog):
         text = texts.finished_text(status, promotion, kept_at=self.candidate_path)
         png = await asyncio.to_thread(_plot, promotion.candidate, "new model")
         return Outcome(text, png, promotion.swapped)
-
-    def _rescore(self, live: Bundle, candidate: Bundle) -> dict[str, Any]:
-        """The live model's figures on the candidate's held-out text (the engine runs this in its worker thread).
-
-        The live model was scored on another base corpus (or split): score it on the base corpus the
-        candidate was trained and scored on, split as the candidate's was.
-        """
-        device = next(live.net.parameters()).device
-        fraction = candidate.heldout_fraction
-        figures = evaluate_bundle(live, self.settings.corpus_path, device, heldout_fraction=fraction)
-        if figures["corpus_sha256"] != candidate.corpus_sha256:
-            raise ValueError(
-                f"{self.settings.corpus_path} changed while the new model trained, so its held-out text is gone"
-            )
-        return figures
 
     # ---- /train status and /train cancel
 

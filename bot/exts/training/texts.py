@@ -10,9 +10,10 @@ from typing import Any
 import discord
 
 from bot import messages
-from bot.engine import ModelInfo, Promotion, metric
+from bot.engine import ModelInfo
 from bot.jobs import JobState, JobStatus
 from bot.messages import CONTENT_LIMIT
+from bot.promotion import Promotion, SwapDecision, Why, metric
 from model.checkpoint import Bundle
 from model.corpus import is_sample
 
@@ -182,12 +183,39 @@ def finished_text(status: JobStatus, promotion: Promotion, *, kept_at: Path) -> 
             f"The live model had been scored on other held-out text, and re-scoring it failed: "
             f"{promotion.rescore_error}."
         )
-    lines.append(promotion.decision.reason)
+    lines.append(decision_text(promotion.decision))
     if promotion.error is not None:
         lines.append(f"**But it could not be made live**: {promotion.error}. The previous model keeps serving.")
     elif not promotion.swapped:
         lines.append(f"The new bundle is kept at `{kept_at}`.")
     return "\n".join(lines)
+
+
+def decision_text(decision: SwapDecision) -> str:
+    """Whether the new model went live, and why, in a sentence with the numbers."""
+    new, old = _num(decision.new_bpc), _num(decision.old_bpc)
+    match decision.why:
+        case Why.NO_LIVE_MODEL:
+            return "There was no live model, so the new one is now live."
+        case Why.FORCED:
+            return "force:true was given, so the new model is now live whatever its score."
+        case Why.NO_CANDIDATE_SCORE:
+            return "The new model has no held-out bpc to compare, so the live model stays."
+        case Why.NO_LIVE_SCORE:
+            return "The live model has no held-out bpc to compare against, so the new one is now live."
+        case Why.BETTER:
+            return f"The new model is better ({new} < {old} bpc), so it is now live."
+        case Why.NOT_BETTER:
+            return (
+                f"The live model stays: its held-out bpc {old} is not worse than the new model's "
+                f"{new} (lower is better). Use force:true to swap anyway."
+            )
+        case Why.RESCORE_FAILED:
+            return (
+                "The live model was scored on other held-out text and re-scoring it failed "
+                f"({decision.error}), so the two cannot be compared: the live model stays. "
+                "Use force:true to swap anyway."
+            )
 
 
 def unusable_text(error: object) -> str:
