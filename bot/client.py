@@ -33,10 +33,10 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
+from bot import messages, views
 from bot.engine import Engine, ModelMissingError, load_sampler
 from bot.forgetting import Forgetting
-from bot.permissions import NotAdmin, NotOwner, ShuttingDown
+from bot.permissions import NotOwner, ShuttingDown
 from bot.relay import RELAYED_COMMANDS as RELAYED_NAMES
 from bot.relay import WITHOUT_CLAIM, RelayReceiver, RelaySender, relay_key
 from bot.replies import tell
@@ -94,9 +94,6 @@ class LyricsTree(app_commands.CommandTree["LyricsBot"]):
 
     async def on_error(self, interaction: discord.Interaction[LyricsBot], error: app_commands.AppCommandError) -> None:
         what = f"/{interaction.command.qualified_name}" if interaction.command else describe(interaction)
-        if isinstance(error, NotAdmin):
-            await tell(interaction, messages.ADMIN_ONLY)
-            return
         if isinstance(error, NotOwner):
             log.info("refused %s to user %d: not one of the bot's owners", what, interaction.user.id)
             await tell(interaction, messages.OWNER_ONLY)
@@ -195,6 +192,9 @@ class LyricsBot(commands.AutoShardedBot):
             if is_sample(self.settings.corpus_path):
                 log.warning("training (/train start) uses the bundled sample corpus: %s", SAMPLE_NOTE)
             await self.load_model()
+        # The persistent buttons belong to the bot, not to a cog (as discord.py's examples/views/dynamic_counter.py
+        # does): any message's buttons work, including those sent before a restart, whichever cogs are loaded.
+        self.add_dynamic_items(*views.DYNAMIC_ITEMS)
         for name in EXTENSIONS:
             await self.load_extension(name)
         if self.serve:

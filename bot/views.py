@@ -3,7 +3,7 @@
 Every button is a `discord.ui.DynamicItem`: its state lives in its `custom_id` (which song, which page,
 whose data), so a click is understood by any running bot, including one restarted since the message was
 sent, and no view has to stay in memory or time out. The classes are registered once with
-`bot.add_dynamic_items(...)` (see bot/exts/favourites.py).
+`bot.add_dynamic_items(...)` in `LyricsBot.setup_hook` (bot/client.py), whichever cogs are loaded.
 
 This module only knows how the buttons look and what their ids mean. What a click *does* is up to the
 loaded cog that implements the handler protocol for it: 🎲 is the lyrics cog's (`ReplayHandler`), the

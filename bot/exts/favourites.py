@@ -427,10 +427,6 @@ def _board(songs: list[Song], period_words: str, footer: str) -> discord.Embed:
 
 
 async def setup(bot: LyricsBot) -> None:
-    # Registered here, not on a message: any message's buttons work, including those sent before a restart.
-    bot.add_dynamic_items(*views.DYNAMIC_ITEMS)
+    # The buttons themselves are registered by LyricsBot.setup_hook: 🎲 is the lyrics cog's, and must not stop
+    # working when this extension is unloaded.
     await bot.add_cog(Favourites(bot))
-
-
-async def teardown(bot: LyricsBot) -> None:
-    bot.remove_dynamic_items(*views.DYNAMIC_ITEMS)
