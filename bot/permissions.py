@@ -49,10 +49,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class NotAdmin(app_commands.CheckFailure):
-    """The user may not run this command; the tree's on_error tells them who may (messages.ADMIN_ONLY)."""
-
-
 class NotOwner(app_commands.CheckFailure):
     """The user is not one of the bot's owners; the tree's on_error tells them who may (messages.OWNER_ONLY)."""
 
@@ -144,18 +140,6 @@ def readable_channels(interaction: discord.Interaction) -> set[int]:
         return set()
     places: list[discord.abc.Snowflake] = [*guild.channels, *guild.threads]
     return {place.id for place in places if can_read(interaction, place.id)}
-
-
-def admin_only() -> Callable[[T], T]:
-    """An app_commands.check that lets only admins (is_admin) run the command; others get NotAdmin."""
-
-    async def predicate(interaction: discord.Interaction[LyricsBot]) -> bool:
-        if not is_admin(interaction, interaction.client.settings):
-            raise NotAdmin("only admins may run this command")
-        return True
-
-    check: Callable[[Any], Any] = app_commands.check(predicate)
-    return check
 
 
 def owner_only() -> Callable[[T], T]:

@@ -14,7 +14,7 @@ import discord
 import pytest
 
 from bot.client import LyricsBot, create_bot
-from bot.messages import ADMIN_ONLY, OWNER_ONLY
+from bot.messages import OWNER_ONLY
 from bot.permissions import is_admin, is_owner
 from bot.settings import Settings
 from tests.bot.helpers import bot_env
@@ -82,7 +82,6 @@ async def test_admin_ids_count_everywhere_and_alone_count_in_dms(
 
 
 def test_the_refusal_says_who_may() -> None:
-    assert "Administrator" in ADMIN_ONLY and "LYRICS_ADMIN_IDS" in ADMIN_ONLY
     assert "owner" in OWNER_ONLY and "LYRICS_ADMIN_IDS" in OWNER_ONLY and "LYRICS_TRAIN_GUILD_IDS" in OWNER_ONLY
 
 

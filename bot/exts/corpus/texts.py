@@ -121,9 +121,5 @@ def download_refused(filename: str, error: object) -> str:
     )
 
 
-def base_unreadable(error: object) -> str:
-    return f"The base corpus cannot be read: {error}"
-
-
 def not_added(reason: str) -> str:
     return f"Not added (未添加): {reason}"
