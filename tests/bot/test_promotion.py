@@ -15,11 +15,22 @@ import pytest
 
 from bot.engine import Engine, EngineClosedError
 from bot.exts.training.texts import decision_text
-from bot.promotion import Promoter, Promotion, Rescorer, SwapDecision, Why, decide_swap, same_heldout, sibling
-from model.checkpoint import BundleError
+from bot.promotion import (
+    Promoter,
+    Promotion,
+    Rescorer,
+    SwapDecision,
+    Why,
+    decide_swap,
+    rescore_on,
+    same_heldout,
+    sibling,
+)
+from model.checkpoint import BundleError, load_bundle
 from model.corpus import CorpusError
 from model.sample import SampleRequest
 from tests.bot.helpers import StandInSampler
+from tests.helpers import SAMPLE_CORPUS
 
 
 def make_engine(samplers: dict[str, StandInSampler], **options) -> Engine:
@@ -246,3 +257,17 @@ async def test_a_loaded_candidate_serves_only_once_it_goes_live(files) -> None:
     await engine.close()
     with pytest.raises(EngineClosedError):
         await promote(engine, files["candidate"], files["live"])
+
+
+def test_rescore_on_scores_the_live_model_on_the_candidates_heldout_text(tiny_bundle: Path, tmp_path: Path) -> None:
+    live = load_bundle(tiny_bundle)
+    candidate = dataclasses.replace(live, train_config={**live.train_config, "heldout_fraction": 0.2}, sha256="new")
+    figures = rescore_on(SAMPLE_CORPUS)(live, candidate)
+    assert figures["heldout_fraction"] == 0.2 and figures["corpus_sha256"] == candidate.corpus_sha256
+    assert figures["bpc"] > 0
+
+    # The corpus file changed while the candidate trained: its held-out text is gone, nothing compares.
+    changed = tmp_path / "lyrics.txt"
+    changed.write_text(SAMPLE_CORPUS.read_text(encoding="utf-8") + "\n新的一行歌词\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="changed while the new model trained"):
+        rescore_on(changed)(live, candidate)
