@@ -296,7 +296,6 @@ class PostgresStore(PostgresPrivacy, Store):
         return self._coordinator
 
     async def close(self) -> None:
-        """Wait for the connections in use, then close them (twice is fine)."""
         if self._closed:
             return
         self._closed = True

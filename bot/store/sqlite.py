@@ -317,10 +317,7 @@ class SqliteStore(SqlitePrivacy, Store):
         return cls(db, name, clock)
 
     async def close(self) -> None:
-        """Wait for the running operation, then close (twice is fine).
-
-        `PRAGMA optimize` before closing is SQLite's advice: it refreshes the planner's statistics.
-        """
+        """`PRAGMA optimize` before closing is SQLite's advice: it refreshes the planner's statistics."""
         async with self._lock:
             if self._closed:
                 return
