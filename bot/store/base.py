@@ -182,7 +182,7 @@ SONG_VOTES = "(SELECT COUNT(*) FROM votes v WHERE v.song_id = s.id)"
 
 
 def forget_counts_sql(member: str) -> str:
-    """The query of a `ForgetReport`'s five counts, in its order; `member` is the member's parameter ("?1", "$1")."""
+    """The query of a `ForgetReport`'s five counts, in its order; `member` is the member's parameter (":u", "$1")."""
     u = member
     return (
         f"SELECT (SELECT COUNT(*) FROM votes WHERE user_id = {u}),"
