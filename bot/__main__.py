@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import signal
-import sqlite3
 import sys
 
 import aiohttp
@@ -24,7 +23,7 @@ import discord
 
 from bot.client import LyricsBot, create_bot, use_discord_endpoints
 from bot.settings import Settings, SettingsError
-from bot.store import StoreError, TrainerTakenError
+from bot.store import DatabaseError, StoreError, TrainerTakenError
 
 log = logging.getLogger("bot")
 
@@ -123,14 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"Discord refused the gateway intents: {exc}", EXIT_CONFIG)
     except TrainerTakenError as exc:
         return _fail(str(exc), EXIT_CONFIG)
-    except StoreError as exc:
+    except DatabaseError as exc:  # unreachable, unreadable, locked by another program, a full disk...
+        return _fail(f"cannot use the database: {exc}", EXIT_CONFIG)
+    except StoreError as exc:  # damaged, not the bot's, of a newer schema
         return _fail(f"cannot open the database: {exc}", EXIT_CONFIG)
-    except sqlite3.OperationalError as exc:  # unreadable, locked by another program, a full disk...
-        return _fail(
-            f"cannot use the database {settings.db_path}: {exc}: check that this user can read and write it and"
-            " its folder, and that no other program holds it locked",
-            EXIT_CONFIG,
-        )
     except (aiohttp.ClientError, discord.GatewayNotFound) as exc:
         return _fail(f"cannot reach Discord: {exc}", EXIT_FAILED)
     except PermissionError as exc:  # the data folder, the database or its lock file (<database>.trainer)

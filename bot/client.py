@@ -209,6 +209,7 @@ class LyricsBot(commands.AutoShardedBot):
         Raises TrainerTakenError if another process on the database already trains.
         """
         sharding, store = self.settings.sharding, self.store
+        coordinator = store.coordinator
         shards = "all shards" if sharding.ids is None else f"shards {', '.join(map(str, sharding.ids))}"
         total = f"of {sharding.count}" if sharding.count else "(Discord's recommended count)"
         role = "trains and promotes models" if sharding.trainer else "follows the trainer process's model"
@@ -216,13 +217,13 @@ class LyricsBot(commands.AutoShardedBot):
         key = relay_key(self.http.token or self.settings.token)  # the token this process logged in with
         if sharding.trainer:
             if sharding.partial:
-                if not await store.claim_trainer(lease_s=sharding.trainer_lease_s):
+                if not await coordinator.claim_trainer(lease_s=sharding.trainer_lease_s):
                     raise TrainerTakenError(
                         f"another process on {store.description} already trains (LYRICS_TRAINER=1): exactly one"
                         " process may; set LYRICS_TRAINER=0 for this one (on PostgreSQL, a trainer that died frees"
                         f" its claim {sharding.trainer_lease_s:g} s after its last renewal: LYRICS_TRAINER_LEASE)"
                     )
-                self.relay_receiver = RelayReceiver(self, store, key)
+                self.relay_receiver = RelayReceiver(self, coordinator, key)
                 self.relay_receiver.start()
                 self.add_cleanup(self.relay_receiver.stop)
                 watch = asyncio.create_task(self._watch_trainer_claim(self.relay_receiver), name="trainer-claim")
@@ -234,7 +235,7 @@ class LyricsBot(commands.AutoShardedBot):
                 " set LYRICS_DATABASE_URL",
                 self.settings.db_path,
             )
-        self.relay_sender = RelaySender(self, store, key)
+        self.relay_sender = RelaySender(self, coordinator, key)
         self.relay_sender.install()
         self.add_cleanup(self.relay_sender.close)
         self.watcher = BundleWatcher(self.engine, self.settings.model_path, interval=sharding.model_poll_s)
@@ -244,7 +245,7 @@ class LyricsBot(commands.AutoShardedBot):
     async def _watch_trainer_claim(self, receiver: RelayReceiver) -> None:
         """When the claim to train is lost: stop taking handed-over commands, and refuse /train from then on
         (another process may claim it once the lease runs out; two trainers must never run at once)."""
-        self.trainer_lost = await self.store.wait_trainer_lost()
+        self.trainer_lost = await self.store.coordinator.wait_trainer_lost()
         await receiver.stop()
 
     async def load_model(self) -> bool:

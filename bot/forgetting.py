@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -150,7 +149,7 @@ class DeletionDrainer:
             self._wake.clear()
             try:
                 failed = await self.drain()
-            except (StoreError, sqlite3.Error, discord.HTTPException, OSError) as exc:  # the next pass tries again
+            except (StoreError, discord.HTTPException, OSError) as exc:  # the next pass tries again
                 log.warning("forget-me deletions: %s; trying again in %.0fs", exc, RETRY_S)
                 failed = True
             except Exception:  # a bug must not end the task: what is queued would wait for a restart

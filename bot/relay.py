@@ -7,13 +7,13 @@ database, untouched, and the trainer runs it as if its own gateway had delivered
 only, on our side), the same code, the same answers. Discord takes an interaction's answers from whoever
 holds its token, over HTTP, so it does not matter which process gives them.
 
-    sender = RelaySender(bot, store);  sender.install()     # in a process that is not the trainer
-    receiver = RelayReceiver(bot, store);  receiver.start() # in the trainer, when others run shards too
+    sender = RelaySender(bot, store.coordinator, key);  sender.install()     # in a process that is not the trainer
+    receiver = RelayReceiver(bot, store.coordinator, key);  receiver.start() # in the trainer, when others run shards
 
 Discord wants the first answer within 3 s. The trainer takes a handed-over interaction within milliseconds
 (PostgreSQL NOTIFY; SQLite is polled every 0.1 s). If it has not taken it after TAKE_BACK_AFTER_S, the
 process that received it takes it back and says the trainer is not answering; the database decides which of
-the two gets it (`Store.relay_withdraw` / `Store.relay_take`), so it is answered exactly once.
+the two gets it (`Coordinator.relay_withdraw` / `Coordinator.relay_take`), so it is answered exactly once.
 
 discord.py keeps no interaction's raw payload and has no public hook before its command tree runs, so this
 wraps the INTERACTION_CREATE parser of the client's connection state (`client._connection.parsers`): the one
@@ -49,7 +49,7 @@ import discord
 from bot import messages
 from bot.permissions import is_owner
 from bot.replies import tell
-from bot.store import RelayFate, Store
+from bot.store import Coordinator, RelayFate
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,9 @@ def is_relayed(payload: dict[str, Any]) -> bool:
 class RelaySender:
     """In a process that is not the trainer: hands the trainer's interactions over instead of running them."""
 
-    def __init__(self, client: discord.Client, store: Store, key: bytes) -> None:
+    def __init__(self, client: discord.Client, coordinator: Coordinator, key: bytes) -> None:
         self.client = client
-        self.store = store
+        self.coordinator = coordinator
         self.key = key
         self.handed_over = 0
         self.taken_back = 0
@@ -132,10 +132,10 @@ class RelaySender:
     async def _hand_over(self, payload: dict[str, Any]) -> None:
         name = payload["data"]["name"]
         try:
-            ticket = await self.store.relay_post(seal(payload, self.key))
+            ticket = await self.coordinator.relay_post(seal(payload, self.key))
             self.handed_over += 1
             await asyncio.sleep(self.take_back_after_s)
-            fate = await self.store.relay_withdraw(ticket)
+            fate = await self.coordinator.relay_withdraw(ticket)
         except Exception:  # the database failed (or is closing): the member still gets an answer
             log.exception("could not hand /%s to the trainer process", name)
             await self._answer_here(payload, messages.INTERNAL_ERROR)
@@ -174,9 +174,9 @@ class RelaySender:
 class RelayReceiver:
     """In the trainer, when other processes run shards: takes their handed-over interactions and runs them here."""
 
-    def __init__(self, client: discord.Client, store: Store, key: bytes) -> None:
+    def __init__(self, client: discord.Client, coordinator: Coordinator, key: bytes) -> None:
         self.client = client
-        self.store = store
+        self.coordinator = coordinator
         self.key = key
         self.received = 0
         self.dropped = 0  # rows refused at the trust boundary: a bad seal, another application
@@ -191,9 +191,9 @@ class RelayReceiver:
         parse = self.client._connection.parsers["INTERACTION_CREATE"]
         while True:
             try:
-                payloads = await self.store.relay_take(max_age_s=self.max_age_s)
+                payloads = await self.coordinator.relay_take(max_age_s=self.max_age_s)
                 if not payloads:
-                    await self.store.relay_wait(WAIT_S)
+                    await self.coordinator.relay_wait(WAIT_S)
             except Exception:  # the database is down for a while: keep looking
                 log.exception("could not look for interactions handed over by other processes")
                 await asyncio.sleep(WAIT_S)

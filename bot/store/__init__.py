@@ -6,10 +6,12 @@
     result = await store.toggle_vote(song_id, user_id)
     await store.close()
 
-    base.py       the `Store` interface, its records and errors, and the guarantees both backends keep
-    sqlite.py     `SqliteStore`: aiosqlite on one file (LYRICS_DB)
-    postgres.py   `PostgresStore`: asyncpg on a PostgreSQL database (LYRICS_DATABASE_URL)
-    sqlite_relay.py, postgres_relay.py   each store's trainer claim and table of handed-over interactions
+    base.py          the `Store` interface, its records and errors, and the guarantees both backends keep
+    coordination.py  `Coordinator`: how the processes on one database work together (`store.coordinator`)
+    sqlite.py        `SqliteStore`: aiosqlite on one file (LYRICS_DB)
+    postgres.py      `PostgresStore`: asyncpg on a PostgreSQL database (LYRICS_DATABASE_URL)
+    sqlite_privacy.py, postgres_privacy.py            each store's forget-me
+    sqlite_coordination.py, postgres_coordination.py  each database's trainer claim and handed-over interactions
 
 Each backend is written in its own database's SQL with its own driver (both well kept), rather than through
 a layer over both such as SQLAlchemy Core: the guarantees are kept by each database's own means anyway
@@ -17,7 +19,8 @@ a layer over both such as SQLAlchemy Core: the guarantees are kept by each datab
 columns, advisory locks and NOTIFY), the SQL of the two differs in most statements (parameters, times, id
 generation, arrays), and the SQLite path, which most bots run, keeps its code and speed (SQLAlchemy's async
 layer over aiosqlite measured 2 to 4 times slower per vote toggle). One test suite holds both to the same
-behaviour (tests/bot/test_store.py).
+behaviour (tests/bot/store/test_contract.py). Each of them raises only StoreError's kinds (a failing database:
+DatabaseError), never its driver's errors.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from bot.store.base import (
     MemberForgottenError,
     NewSong,
     PendingDeletion,
-    RelayFate,
     SchemaTooNewError,
     SelfVoteError,
     Song,
@@ -46,12 +48,14 @@ from bot.store.base import (
     VoteResult,
     utcnow,
 )
+from bot.store.coordination import Coordinator, RelayFate
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 __all__ = [
     "DM_GUILD_ID",
     "POSTGRES_SCHEMES",
+    "Coordinator",
     "CorruptDatabaseError",
     "DatabaseError",
     "DeletionProgress",

@@ -2,7 +2,7 @@
 
 The bot only ever talks to a `Store`; which database is behind it (one SQLite file, or PostgreSQL shared by
 several shard processes) is chosen once, by `bot.store.open_store`. Both backends keep the same guarantees,
-and tests/bot/test_store.py runs one suite against both:
+and tests/bot/store/test_contract.py runs one suite against both:
 
   * migrations are versioned and each runs in one transaction with its version bump; a database of a
     newer schema, or one that is not the bot's, is refused untouched;
@@ -13,7 +13,8 @@ and tests/bot/test_store.py runs one suite against both:
     which song messages are still to be deleted on Discord (the queue `pending_deletions` drains);
   * a member's vote, save or new song never commits in the middle of their forget-me: it lands wholly
     before (and is deleted with the rest) or wholly after it;
-  * a method either happens completely or not at all (a failed COMMIT included).
+  * a method either happens completely or not at all (a failed COMMIT included); a database that fails
+    raises DatabaseError, whichever the driver (its own error is the cause).
 
 Ids are plain ints (Discord snowflakes fit a signed 64-bit integer), times are aware UTC datetimes.
 """
@@ -21,18 +22,17 @@ Ids are plain ints (Discord snowflakes fit a signed 64-bit integer), times are a
 from __future__ import annotations
 
 import abc
-import asyncio
-import enum
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Self
 
+from bot.store.coordination import Coordinator
+
 DM_GUILD_ID = 0  # the guild_id of songs written in direct messages; no guild has id 0
 # How long forget-me remembers a member's id, to refuse songs they asked for before it that finish after it (in
 # any process): longer than any song waits and is written (LYRICS_REQUEST_TIMEOUT).
 FORGOTTEN_FOR = timedelta(hours=1)
-TRAINER_LEASE_S = 45.0  # PostgreSQL: how long a trainer's claim outlives its last renewal (Settings.sharding)
 
 # -----------------------------------------------------------------------------
 # errors
@@ -51,7 +51,10 @@ class CorruptDatabaseError(StoreError):
 
 
 class DatabaseError(StoreError):
-    """The database server could not be reached, or failed the request (PostgreSQL); nothing was changed."""
+    """The database could not be reached or used, or failed the request; nothing was changed.
+
+    What the driver raised (sqlite3.Error, asyncpg's errors) is its `__cause__`: no caller needs the driver.
+    """
 
 
 class SongNotFoundError(StoreError):
@@ -156,14 +159,6 @@ class DeletionProgress:
         return self.deleted + self.unreachable
 
 
-class RelayFate(enum.Enum):
-    """What became of a handed-over interaction, as the process that left it learns when it takes it back."""
-
-    WITHDRAWN = "withdrawn"  # still waiting: the trainer never saw it; the sender answers it itself
-    TAKEN = "taken"  # the trainer took it and answers it
-    EXPIRED = "expired"  # the trainer found it too old and dropped it unanswered: the sender must say so
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -173,6 +168,40 @@ def check_aware(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"naive datetime {moment!r}: pass an aware one (e.g. datetime.now(UTC))")
     return moment.astimezone(UTC)
+
+
+# -----------------------------------------------------------------------------
+# what both backends' SQL and checks share (each writes the rest in its own database's words)
+
+# A `Song` row, from `songs s`; with SONG_VOTES (or a COUNT over a join) AS votes.
+SONG_COLUMNS = (
+    "s.id, s.guild_id, s.channel_id, s.author_id, s.seed, s.temperature, s.length,"
+    " s.random_seed, s.bundle_hash, s.text, s.message_id, s.created_at, s.rhyme"
+)
+SONG_VOTES = "(SELECT COUNT(*) FROM votes v WHERE v.song_id = s.id)"
+
+
+def forget_counts_sql(member: str) -> str:
+    """The query of a `ForgetReport`'s five counts, in its order; `member` is the member's parameter (":u", "$1")."""
+    u = member
+    return (
+        f"SELECT (SELECT COUNT(*) FROM votes WHERE user_id = {u}),"
+        f" (SELECT COUNT(*) FROM favourites WHERE user_id = {u}),"
+        f" (SELECT COUNT(*) FROM songs WHERE author_id = {u}),"
+        f" (SELECT COUNT(*) FROM votes v JOIN songs s ON s.id = v.song_id"
+        f"  WHERE s.author_id = {u} AND v.user_id != {u}),"
+        " (SELECT COUNT(*) FROM favourites f JOIN songs s ON s.id = f.song_id"
+        f"  WHERE s.author_id = {u} AND f.user_id != {u})"
+    )
+
+
+def check_schema_version(version: int, latest: int, where: object) -> None:
+    """Refuse a database of a schema newer than this bot's (`latest`): SchemaTooNewError, naming `where`."""
+    if version > latest:
+        raise SchemaTooNewError(
+            f"{where} has schema version {version} but this bot only knows up to version"
+            f" {latest}; upgrade the bot (the database was left untouched)"
+        )
 
 
 # -----------------------------------------------------------------------------
@@ -191,6 +220,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def description(self) -> str:
         """Where the data lives, for logs: a path, or a URL without its password."""
+
+    @property
+    @abc.abstractmethod
+    def coordinator(self) -> Coordinator:
+        """The processes' coordination on this database (the trainer's claim, the relay): not the bot's memory,
+        but on the same database, and closed with the store (bot/store/coordination.py)."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -313,42 +348,3 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def clear_deletions(self, user_id: int) -> None:
         """Drop the member's settled deletions (they were told): the last trace of their id."""
-
-    # ---- the trainer process
-
-    @abc.abstractmethod
-    async def claim_trainer(self, *, lease_s: float = TRAINER_LEASE_S) -> bool:
-        """Become the one process on this database that trains and promotes models; False if another process
-        already is. The claim lasts until this store closes or the process dies (no stale claim survives it):
-        on SQLite a lock the kernel drops with the process; on PostgreSQL a lease renewed every third of
-        `lease_s`, which another process may take over `lease_s` after its last renewal."""
-
-    async def wait_trainer_lost(self) -> str:
-        """Return, saying why, if this process's trainer claim is lost (PostgreSQL: the lease could not be
-        renewed in time, or its connection broke). A claim that cannot be lost never returns."""
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    # ---- interactions handed to the trainer process (bot/relay.py)
-
-    @abc.abstractmethod
-    async def relay_post(self, payload: str) -> int:
-        """Leave an interaction (its gateway payload, as JSON) for the trainer process; returns its ticket."""
-
-    @abc.abstractmethod
-    async def relay_withdraw(self, ticket: int) -> RelayFate:
-        """Take the interaction back: WITHDRAWN if it was still waiting, TAKEN if the trainer has it, EXPIRED if
-        the trainer found it too old and dropped it (its sender, late, must answer it after all).
-
-        Exactly one of `relay_withdraw` and `relay_take` gets any one interaction.
-        """
-
-    @abc.abstractmethod
-    async def relay_take(self, *, max_age_s: float) -> list[str]:
-        """Take every waiting interaction, oldest first. Those older than `max_age_s` are not returned but
-        marked expired, for a late `relay_withdraw` to find; expired ones nobody withdrew go after a minute
-        (their sender crashed)."""
-
-    @abc.abstractmethod
-    async def relay_wait(self, timeout: float) -> None:
-        """Return when an interaction may have been left, or after `timeout` seconds."""

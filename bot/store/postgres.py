@@ -30,20 +30,22 @@ import asyncpg
 import yarl
 
 from bot.store.base import (
+    SONG_COLUMNS,
+    SONG_VOTES,
     CorruptDatabaseError,
     DatabaseError,
     NewSong,
-    SchemaTooNewError,
     SelfVoteError,
     Song,
     SongNotFoundError,
     Store,
     VoteResult,
     check_aware,
+    check_schema_version,
     utcnow,
 )
+from bot.store.postgres_coordination import FAILURES, PostgresCoordinator
 from bot.store.postgres_privacy import PostgresPrivacy, check_not_forgotten, lock_member
-from bot.store.postgres_relay import FAILURES, PostgresRelay
 from model.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # v6 (2026-12): handed-over interactions hold tokens: UNLOGGED keeps them out of the WAL, replicas and
     # archives; one the trainer found too old is marked expired for its sender. The trainer's claim becomes a
-    # lease (bot/store/postgres_relay.py) instead of an advisory lock on an idle connection.
+    # lease (bot/store/postgres_coordination.py) instead of an advisory lock on an idle connection.
     (
         "ALTER TABLE relayed_interactions SET UNLOGGED",
         "ALTER TABLE relayed_interactions ADD COLUMN expired BOOLEAN NOT NULL DEFAULT false",
@@ -141,12 +143,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 LATEST_VERSION = len(MIGRATIONS)
-
-_SONG_COLUMNS = (
-    "s.id, s.guild_id, s.channel_id, s.author_id, s.seed, s.temperature, s.length,"
-    " s.random_seed, s.bundle_hash, s.text, s.message_id, s.created_at, s.rhyme"
-)
-_VOTE_COUNT = "(SELECT COUNT(*) FROM votes v WHERE v.song_id = s.id)"
 
 
 SECRET_PARAMETERS = frozenset({"password", "sslpassword"})  # libpq takes these in the query string too
@@ -176,14 +172,6 @@ def _rows(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-def _check_not_too_new(version: int, where: str) -> None:
-    if version > LATEST_VERSION:
-        raise SchemaTooNewError(
-            f"{where} has schema version {version} but this bot only knows up to version"
-            f" {LATEST_VERSION}; upgrade the bot (the database was left untouched)"
-        )
-
-
 # -----------------------------------------------------------------------------
 # opening a database safely
 
@@ -207,7 +195,7 @@ async def _inspect(conn: asyncpg.Connection, where: str) -> None:
             version = await conn.fetchval("SELECT version FROM schema_version")
             if version is None:
                 raise CorruptDatabaseError(f"{where}: schema_version has no row; left untouched")
-            _check_not_too_new(version, where)
+            check_schema_version(version, LATEST_VERSION, where)
         elif tables:
             raise CorruptDatabaseError(
                 f"{where} has tables ({', '.join(tables[:5])}) but no schema_version: it is not the lyrics bot's"
@@ -230,7 +218,7 @@ async def _migrate(conn: asyncpg.Connection, where: str) -> None:
             if version is None:
                 version = 0
                 await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-            _check_not_too_new(version, where)
+            check_schema_version(version, LATEST_VERSION, where)
             if version == LATEST_VERSION:
                 return
             try:
@@ -247,14 +235,14 @@ async def _migrate(conn: asyncpg.Connection, where: str) -> None:
 # the store
 
 
-class PostgresStore(PostgresPrivacy, PostgresRelay, Store):
+class PostgresStore(PostgresPrivacy, Store):
     """All the bot's persistent state in a PostgreSQL database. Create with `await PostgresStore.open(url)`."""
 
     def __init__(self, pool: asyncpg.Pool, url: str, clock: Callable[[], datetime]) -> None:
         self._pool = pool
         self._url = url
         self._closed = False
-        self._init_relay()
+        self._coordinator = PostgresCoordinator(write=self._write, connect=self._connect)
         self.clock = clock  # tests swap it to write songs and votes "in the past"
 
     @classmethod
@@ -303,12 +291,15 @@ class PostgresStore(PostgresPrivacy, PostgresRelay, Store):
     def description(self) -> str:
         return f"PostgreSQL {redact(self._url)}"
 
+    @property
+    def coordinator(self) -> PostgresCoordinator:
+        return self._coordinator
+
     async def close(self) -> None:
-        """Wait for the connections in use, then close them (twice is fine)."""
         if self._closed:
             return
         self._closed = True
-        await self._close_relay()
+        await self._coordinator.close()
         try:
             await self._pool.close()
         except BaseException:  # cancelled by the shutdown deadline: drop the connections instead
@@ -386,7 +377,7 @@ class PostgresStore(PostgresPrivacy, PostgresRelay, Store):
     async def get_song(self, song_id: int, *, guild_id: int | None = None) -> Song | None:
         async def select(conn: asyncpg.Connection) -> asyncpg.Record | None:
             return await conn.fetchrow(
-                f"SELECT {_SONG_COLUMNS}, {_VOTE_COUNT} AS votes FROM songs s WHERE s.id = $1", song_id
+                f"SELECT {SONG_COLUMNS}, {SONG_VOTES} AS votes FROM songs s WHERE s.id = $1", song_id
             )
 
         row = await self._read(select)
@@ -442,7 +433,7 @@ class PostgresStore(PostgresPrivacy, PostgresRelay, Store):
 
         async def select(conn: asyncpg.Connection) -> list[asyncpg.Record]:
             return await conn.fetch(
-                f"SELECT {_SONG_COLUMNS}, COUNT(*) AS votes FROM songs s JOIN votes v ON v.song_id = s.id"
+                f"SELECT {SONG_COLUMNS}, COUNT(*) AS votes FROM songs s JOIN votes v ON v.song_id = s.id"
                 " WHERE s.guild_id = $1 AND ($2::timestamptz IS NULL OR s.created_at >= $2)"
                 " AND ($3::bigint[] IS NULL OR s.channel_id = ANY($3::bigint[]))"
                 " GROUP BY s.id ORDER BY votes DESC, s.created_at DESC, s.id DESC LIMIT $4",
@@ -483,7 +474,7 @@ class PostgresStore(PostgresPrivacy, PostgresRelay, Store):
     async def list_favourites(self, user_id: int, *, limit: int = 10, offset: int = 0) -> list[Song]:
         async def select(conn: asyncpg.Connection) -> list[asyncpg.Record]:
             return await conn.fetch(
-                f"SELECT {_SONG_COLUMNS}, {_VOTE_COUNT} AS votes"
+                f"SELECT {SONG_COLUMNS}, {SONG_VOTES} AS votes"
                 " FROM favourites f JOIN songs s ON s.id = f.song_id"
                 " WHERE f.user_id = $1 ORDER BY f.created_at DESC, f.id DESC LIMIT $2 OFFSET $3",
                 user_id,

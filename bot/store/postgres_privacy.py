@@ -27,6 +27,7 @@ from bot.store.base import (
     NewSong,
     PendingDeletion,
     check_aware,
+    forget_counts_sql,
 )
 
 T = TypeVar("T")
@@ -155,13 +156,4 @@ class PostgresPrivacy:
 
 
 async def _forget_counts(conn: asyncpg.Connection, user_id: int) -> ForgetReport:
-    row = await conn.fetchrow(
-        "SELECT (SELECT COUNT(*) FROM votes WHERE user_id = $1),"
-        " (SELECT COUNT(*) FROM favourites WHERE user_id = $1),"
-        " (SELECT COUNT(*) FROM songs WHERE author_id = $1),"
-        " (SELECT COUNT(*) FROM votes v JOIN songs s ON s.id = v.song_id WHERE s.author_id = $1 AND v.user_id <> $1),"
-        " (SELECT COUNT(*) FROM favourites f JOIN songs s ON s.id = f.song_id"
-        "  WHERE s.author_id = $1 AND f.user_id <> $1)",
-        user_id,
-    )
-    return ForgetReport(*row)
+    return ForgetReport(*await conn.fetchrow(forget_counts_sql("$1"), user_id))

@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from os import PathLike
 from pathlib import Path
@@ -30,19 +30,23 @@ from typing import Self
 import aiosqlite
 
 from bot.store.base import (
+    SONG_COLUMNS,
+    SONG_VOTES,
     CorruptDatabaseError,
+    DatabaseError,
     NewSong,
-    SchemaTooNewError,
     SelfVoteError,
     Song,
     SongNotFoundError,
     Store,
     VoteResult,
     check_aware,
+    check_schema_version,
     utcnow,
 )
+from bot.store.sqlite_coordination import SqliteCoordinator
 from bot.store.sqlite_privacy import SqlitePrivacy, check_not_forgotten
-from bot.store.sqlite_relay import SqliteRelay
+from model.errors import first_line
 
 # -----------------------------------------------------------------------------
 # schema: migration N (MIGRATIONS[N-1]) takes PRAGMA user_version from N-1 to N.
@@ -126,12 +130,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 LATEST_VERSION = len(MIGRATIONS)
 
-_SONG_COLUMNS = (
-    "s.id, s.guild_id, s.channel_id, s.author_id, s.seed, s.temperature, s.length,"
-    " s.random_seed, s.bundle_hash, s.text, s.message_id, s.created_at, s.rhyme"
-)
-_VOTE_COUNT = "(SELECT COUNT(*) FROM votes v WHERE v.song_id = s.id)"
-
 
 # -----------------------------------------------------------------------------
 # time: stored as fixed-width ISO 8601 UTC text ('2024-05-01T12:00:00.000000+00:00'), so
@@ -145,6 +143,29 @@ def _ts(moment: datetime) -> str:
 
 def _song(row: sqlite3.Row) -> Song:
     return Song(**{**dict(row), "created_at": datetime.fromisoformat(row["created_at"])})
+
+
+# -----------------------------------------------------------------------------
+# errors: what sqlite3 raises becomes DatabaseError (base.py), as asyncpg's errors do on PostgreSQL
+
+
+@contextmanager
+def _as_store_errors() -> Iterator[None]:
+    """Around every statement the store runs: a failing database (locked past busy_timeout, a full disk, an
+    I/O error, a failed constraint) raises DatabaseError, with sqlite3's error as its cause."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"SQLite failed: {first_line(exc)}") from exc
+
+
+def _unusable(path: str, exc: sqlite3.Error) -> DatabaseError:
+    """Opening failed for a reason that is not the file's contents (those are CorruptDatabaseError)."""
+    notes = "; ".join(getattr(exc, "__notes__", ()))
+    return DatabaseError(
+        f"{path} ({first_line(exc)}{f'; {notes}' if notes else ''}): check that this user can read and write it"
+        " and its folder, and that no other program holds it locked"
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -166,7 +187,7 @@ def _inspect(path: Path) -> None:
         conn = sqlite3.connect(uri, uri=True)
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            _check_not_too_new(version, path)
+            check_schema_version(version, LATEST_VERSION, path)
             problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
         finally:
             conn.close()
@@ -176,14 +197,6 @@ def _inspect(path: Path) -> None:
         raise CorruptDatabaseError(f"{path} is not a usable SQLite database ({e}); left untouched") from e
     if problems != ["ok"]:
         raise CorruptDatabaseError(f"{path} failed quick_check ({'; '.join(problems[:3])}); left untouched")
-
-
-def _check_not_too_new(version: int, path: Path | str) -> None:
-    if version > LATEST_VERSION:
-        raise SchemaTooNewError(
-            f"{path} has schema version {version} but this bot only knows up to version"
-            f" {LATEST_VERSION}; upgrade the bot (the file was left untouched)"
-        )
 
 
 async def _user_version(db: aiosqlite.Connection) -> int:
@@ -223,7 +236,7 @@ async def _configure(db: aiosqlite.Connection, path: str) -> None:
     # header): the file may have changed since _inspect. A DatabaseError here means it is
     # no database at all.
     try:
-        _check_not_too_new(await _user_version(db), path)
+        check_schema_version(await _user_version(db), LATEST_VERSION, path)
     except sqlite3.OperationalError:
         raise
     except sqlite3.DatabaseError as e:
@@ -243,7 +256,7 @@ async def _migrate(db: aiosqlite.Connection, path: str) -> None:
     while True:
         async with _transaction(db):
             version = await _user_version(db)  # under the write lock: another process may have migrated
-            _check_not_too_new(version, path)
+            check_schema_version(version, LATEST_VERSION, path)
             if version == LATEST_VERSION:
                 return
             try:
@@ -259,7 +272,7 @@ async def _migrate(db: aiosqlite.Connection, path: str) -> None:
 # the store
 
 
-class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
+class SqliteStore(SqlitePrivacy, Store):
     """All the bot's persistent state in one SQLite file. Create with `await SqliteStore.open(path)`.
 
     Every method takes an asyncio lock: one connection sees its own uncommitted writes, so
@@ -271,7 +284,7 @@ class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
         self._db = db
         self._lock = asyncio.Lock()
         self._closed = False
-        self._init_relay()
+        self._coordinator = SqliteCoordinator(path, read=self._read, write=self._write)
         self.path = path
         self.clock = clock  # tests swap it to write songs and votes "in the past"
 
@@ -279,38 +292,40 @@ class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
     async def open(cls, path: str | PathLike[str], *, clock: Callable[[], datetime] = utcnow) -> Self:
         """Open (or create) the database at `path` and bring its schema up to date.
 
-        Raises CorruptDatabaseError or SchemaTooNewError, having written nothing to the file.
+        Raises CorruptDatabaseError or SchemaTooNewError, having written nothing to the file, or DatabaseError
+        (unreadable, locked by another program, a failed migration: rolled back).
         ":memory:" gives a throwaway database (handy in other modules' tests).
         """
         name = str(path)
-        if name != ":memory:":
-            file = Path(path)
-            file.parent.mkdir(parents=True, exist_ok=True)
-            if file.exists():
-                await asyncio.to_thread(_inspect, file)
-        # isolation_level=None: sqlite3 starts no transactions behind our back; we do.
-        db = await aiosqlite.connect(name, isolation_level=None)
         try:
-            db.row_factory = sqlite3.Row
-            await _configure(db, name)
-            await _migrate(db, name)
-        except BaseException:
-            await db.close()
-            raise
+            if name != ":memory:":
+                file = Path(path)
+                file.parent.mkdir(parents=True, exist_ok=True)
+                if file.exists():
+                    await asyncio.to_thread(_inspect, file)
+            # isolation_level=None: sqlite3 starts no transactions behind our back; we do.
+            db = await aiosqlite.connect(name, isolation_level=None)
+            try:
+                db.row_factory = sqlite3.Row
+                await _configure(db, name)
+                await _migrate(db, name)
+            except BaseException:
+                await db.close()
+                raise
+        except sqlite3.Error as exc:
+            raise _unusable(name, exc) from exc
         return cls(db, name, clock)
 
     async def close(self) -> None:
-        """Wait for the running operation, then close (twice is fine).
-
-        `PRAGMA optimize` before closing is SQLite's advice: it refreshes the planner's statistics.
-        """
+        """`PRAGMA optimize` before closing is SQLite's advice: it refreshes the planner's statistics."""
         async with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._close_relay()
+            self._coordinator.close()
             try:
-                await self._db.execute("PRAGMA optimize")
+                with _as_store_errors():
+                    await self._db.execute("PRAGMA optimize")
             finally:
                 await self._db.close()
 
@@ -318,20 +333,26 @@ class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
     def description(self) -> str:
         return f"SQLite {self.path}"
 
+    @property
+    def coordinator(self) -> SqliteCoordinator:
+        return self._coordinator
+
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            yield self._db
+            with _as_store_errors():
+                yield self._db
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock, _transaction(self._db) as db:
-            yield db
+        async with self._lock:
+            with _as_store_errors():
+                async with _transaction(self._db) as db:
+                    yield db
 
     # ---- songs
 
     async def add_song(self, song: NewSong) -> int:
-        """Store a freshly written song; returns its id (message_id is set later)."""
         async with self._write() as db:
             await check_not_forgotten(db, song)
             cur = await db.execute(
@@ -354,23 +375,15 @@ class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
             return cur.lastrowid
 
     async def set_message_id(self, song_id: int, message_id: int) -> None:
-        """Remember which Discord message shows the song. Raises SongNotFoundError."""
         async with self._write() as db:
             cur = await db.execute("UPDATE songs SET message_id = ? WHERE id = ?", (message_id, song_id))
             if cur.rowcount == 0:
                 raise SongNotFoundError(song_id)
 
     async def get_song(self, song_id: int, *, guild_id: int | None = None) -> Song | None:
-        """The song with its vote count, or None if there is none.
-
-        With `guild_id`, a song from another guild is also None: callers can't tell it apart
-        from a missing one, so nothing leaks across servers.
-        """
         async with (
             self._read() as db,
-            db.execute(
-                f"SELECT {_SONG_COLUMNS}, {_VOTE_COUNT} AS votes FROM songs s WHERE s.id = ?", (song_id,)
-            ) as cur,
+            db.execute(f"SELECT {SONG_COLUMNS}, {SONG_VOTES} AS votes FROM songs s WHERE s.id = ?", (song_id,)) as cur,
         ):
             row = await cur.fetchone()
         if row is None or (guild_id is not None and row["guild_id"] != guild_id):
@@ -378,7 +391,6 @@ class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
         return _song(row)
 
     async def delete_song(self, song_id: int) -> bool:
-        """Delete the song and (by cascade) its votes and favourites. False if it wasn't there."""
         async with self._write() as db:
             cur = await db.execute("DELETE FROM songs WHERE id = ?", (song_id,))
             return cur.rowcount > 0
@@ -386,11 +398,6 @@ class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
     # ---- votes
 
     async def toggle_vote(self, song_id: int, user_id: int) -> VoteResult:
-        """A first click votes, the next click withdraws; returns the new state and exact count.
-
-        Raises SongNotFoundError, or SelfVoteError for the song's author (a forgotten author
-        is no longer known, so they can vote like anyone else).
-        """
         async with self._write() as db:
             async with db.execute("SELECT author_id FROM songs WHERE id = ?", (song_id,)) as cur:
                 row = await cur.fetchone()
@@ -425,7 +432,7 @@ class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
             params.append(json.dumps(sorted(channel_ids)))
         async with self._read() as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_SONG_COLUMNS}, COUNT(*) AS votes FROM songs s JOIN votes v ON v.song_id = s.id"
+                f"SELECT {SONG_COLUMNS}, COUNT(*) AS votes FROM songs s JOIN votes v ON v.song_id = s.id"
                 f" WHERE {where} GROUP BY s.id ORDER BY votes DESC, s.created_at DESC, s.id DESC LIMIT ?",
                 (*params, limit),
             )
@@ -434,7 +441,6 @@ class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
     # ---- favourites
 
     async def add_favourite(self, user_id: int, song_id: int) -> bool:
-        """Save a song for the user; False if it was already saved. Raises SongNotFoundError."""
         async with self._write() as db:
             async with db.execute("SELECT 1 FROM songs WHERE id = ?", (song_id,)) as cur:
                 if await cur.fetchone() is None:
@@ -446,16 +452,14 @@ class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
             return cur.rowcount > 0
 
     async def remove_favourite(self, user_id: int, song_id: int) -> bool:
-        """Unsave a song; False if it wasn't saved."""
         async with self._write() as db:
             cur = await db.execute("DELETE FROM favourites WHERE user_id = ? AND song_id = ?", (user_id, song_id))
             return cur.rowcount > 0
 
     async def list_favourites(self, user_id: int, *, limit: int = 10, offset: int = 0) -> list[Song]:
-        """One page of the user's saved songs, most recently saved first."""
         async with self._read() as db:
             rows = await db.execute_fetchall(
-                f"SELECT {_SONG_COLUMNS}, {_VOTE_COUNT} AS votes"
+                f"SELECT {SONG_COLUMNS}, {SONG_VOTES} AS votes"
                 " FROM favourites f JOIN songs s ON s.id = f.song_id"
                 " WHERE f.user_id = ? ORDER BY f.created_at DESC, f.rowid DESC LIMIT ? OFFSET ?",
                 (user_id, limit, offset),
@@ -463,7 +467,6 @@ class SqliteStore(SqlitePrivacy, SqliteRelay, Store):
         return [_song(row) for row in rows]
 
     async def count_favourites(self, user_id: int) -> int:
-        """How many songs the user has saved (for "page 2 of 5")."""
         async with (
             self._read() as db,
             db.execute("SELECT COUNT(*) FROM favourites WHERE user_id = ?", (user_id,)) as cur,

@@ -19,6 +19,7 @@ from bot.store.base import (
     NewSong,
     PendingDeletion,
     check_aware,
+    forget_counts_sql,
 )
 
 
@@ -26,18 +27,12 @@ class SqlitePrivacy:
     """forget_preview, forget_user and the deletion queue, for `SqliteStore` (its `_read()` and `_write()`)."""
 
     async def forget_preview(self, user_id: int) -> ForgetReport:
-        """What forget_user would delete now (the confirmation lists it); nothing is changed."""
         async with self._read() as db:
             return await _forget_counts(db, user_id)
 
     async def forget_user(self, user_id: int) -> ForgetReport:
-        """Delete the user's votes, favourites and the songs they asked for (with other members' votes and
-        saves of those songs), and queue those songs' messages for deletion; returns what went.
-
-        One transaction: a crash leaves the user either fully remembered or fully forgotten, with every
-        message still to delete on record. Then a checkpoint moves the change out of the -wal file, so that
-        with secure_delete no deleted text stays in either file.
-        """
+        """After the one transaction, a checkpoint moves the change out of the -wal file, so that with
+        secure_delete no deleted text stays in either file."""
         async with self._write() as db:
             counts = await _forget_counts(db, user_id)
             voted = await db.execute_fetchall(
@@ -125,14 +120,6 @@ def _ts(moment: datetime) -> str:
 
 
 async def _forget_counts(db: aiosqlite.Connection, user_id: int) -> ForgetReport:
-    query = (
-        "SELECT (SELECT COUNT(*) FROM votes WHERE user_id = :u),"
-        " (SELECT COUNT(*) FROM favourites WHERE user_id = :u),"
-        " (SELECT COUNT(*) FROM songs WHERE author_id = :u),"
-        " (SELECT COUNT(*) FROM votes v JOIN songs s ON s.id = v.song_id WHERE s.author_id = :u AND v.user_id != :u),"
-        " (SELECT COUNT(*) FROM favourites f JOIN songs s ON s.id = f.song_id"
-        "  WHERE s.author_id = :u AND f.user_id != :u)"
-    )
-    async with db.execute(query, {"u": user_id}) as cur:
+    async with db.execute(forget_counts_sql(":u"), {"u": user_id}) as cur:
         row = await cur.fetchone()
     return ForgetReport(*row)

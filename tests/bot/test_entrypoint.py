@@ -103,7 +103,7 @@ async def test_a_second_trainer_is_one_line(fake_discord: FakeDiscord, tmp_path:
     from bot.store.sqlite import SqliteStore
 
     async with await SqliteStore.open(tmp_path / "lyrics.db") as trainer:  # the database bot_env points at
-        assert await trainer.claim_trainer()
+        assert await trainer.coordinator.claim_trainer()
         env = fake_env(fake_discord, tmp_path, LYRICS_SHARD_COUNT=2, LYRICS_SHARD_IDS=1, LYRICS_TRAINER=1)
         code, _, err = await run_bot(env, tmp_path)
     assert code == 2

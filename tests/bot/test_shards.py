@@ -336,9 +336,9 @@ async def test_a_forged_relay_row_does_nothing(
         forged = forged_train_start(fake, one)
         # Unsealed (as rows were before 2026-12), sealed with another key, and for another application.
         other_app = {**forged, "application_id": "1234"}
-        await shard.store.relay_post(json.dumps(forged))
-        await shard.store.relay_post(seal(forged, relay_key("not-the-bot-token")))
-        await shard.store.relay_post(seal(other_app, relay_key(fake.token)))
+        await shard.store.coordinator.relay_post(json.dumps(forged))
+        await shard.store.coordinator.relay_post(seal(forged, relay_key("not-the-bot-token")))
+        await shard.store.coordinator.relay_post(seal(other_app, relay_key(fake.token)))
         await fake.wait_until(lambda: receiver.dropped == 3, timeout=5, what="the forged rows dropped")
         assert receiver.received == 0 and training.run is None
         assert sum("seal does not match" in r.getMessage() for r in caplog.records) == 2
@@ -346,7 +346,7 @@ async def test_a_forged_relay_row_does_nothing(
 
         # Sealed right (a process with the token left it) but never sent by Discord: the defer that comes
         # before anything else fails, and nothing runs.
-        await shard.store.relay_post(seal(forged_train_start(fake, one), relay_key(fake.token)))
+        await shard.store.coordinator.relay_post(seal(forged_train_start(fake, one), relay_key(fake.token)))
         await fake.wait_until(lambda: receiver.received == 1, timeout=5, what="the sealed row taken")
         await fake.wait_until(lambda: fake.violations, timeout=5, what="the defer of the made-up token")
         await asyncio.sleep(0.5)

@@ -1,8 +1,8 @@
 """The store's contract, run against both backends: SQLite (a file in tmp_path) and PostgreSQL (a fresh database
 on the session's throwaway server; these are marked `postgres`).
 
-What only one backend can show (SQLite's files, PostgreSQL's schema_version) is in test_store_sqlite.py and
-test_store_postgres.py.
+What only one backend can show (SQLite's files, PostgreSQL's schema_version) is in test_sqlite.py and
+test_postgres.py.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import asyncpg
 import pytest
 
 from bot.store import (
+    Coordinator,
+    DatabaseError,
     DeletionProgress,
     ForgetReport,
     MemberForgottenError,
@@ -35,7 +37,7 @@ from bot.store import (
 from bot.store import postgres as postgres_store
 from bot.store import sqlite as sqlite_store
 from bot.store.base import FORGOTTEN_FOR
-from tests.bot.store_helpers import (
+from tests.bot.store.helpers import (
     ALICE,
     BOB,
     CAROL,
@@ -421,8 +423,9 @@ async def test_forget_me_is_one_transaction(target: str, store: Store) -> None:
     before = await store.forget_preview(ALICE)
     await raw_execute(target, *FAIL_ON_SONG_DELETE["postgres" if is_postgres(target) else "sqlite"])
 
-    with pytest.raises((StoreError, sqlite3.Error)):
+    with pytest.raises(DatabaseError, match="songs are kept") as info:  # the driver's error, wrapped: one contract
         await store.forget_user(ALICE)
+    assert isinstance(info.value, StoreError) and not isinstance(info.value, (sqlite3.Error, asyncpg.PostgresError))
 
     assert await store.forget_preview(ALICE) == before == ForgetReport(1, 1, 1, 1, 0)
     assert await store.pending_deletions() == []  # the queue went with the rest of the transaction
@@ -433,14 +436,22 @@ async def test_forget_me_is_one_transaction(target: str, store: Store) -> None:
 # ---- the trainer process
 
 
+@pytest.fixture
+def coordinator(store: Store) -> Coordinator:
+    """The processes' coordination on the store's database: the trainer's claim and the relay."""
+    return store.coordinator
+
+
 async def test_one_process_per_database_may_be_the_trainer(target: str, clock: Clock) -> None:
     first, second = await open_store(target, clock=clock), await open_store(target, clock=clock)
+    mine, theirs = first.coordinator, second.coordinator
     try:
-        assert await first.claim_trainer() and await first.claim_trainer()  # its own claim, asked again
-        assert not await second.claim_trainer()
+        assert isinstance(mine, Coordinator)
+        assert await mine.claim_trainer() and await mine.claim_trainer()  # its own claim, asked again
+        assert not await theirs.claim_trainer()
         await first.close()  # the trainer stops (or dies): its claim goes with it
         for _ in range(50):  # PostgreSQL ends the closed connection's session (and its lock) a moment later
-            if await second.claim_trainer():
+            if await theirs.claim_trainer():
                 break
             await asyncio.sleep(0.05)
         else:
@@ -453,34 +464,36 @@ async def test_one_process_per_database_may_be_the_trainer(target: str, clock: C
 # ---- interactions relayed to the trainer process
 
 
-async def test_relay_each_interaction_goes_to_exactly_one_side(store: Store) -> None:
-    first = await store.relay_post(json.dumps({"id": "1"}))
-    second = await store.relay_post(json.dumps({"id": "2"}))
-    assert await store.relay_withdraw(first) is RelayFate.WITHDRAWN  # nobody took it: the poster answers it
-    assert await store.relay_withdraw(first) is RelayFate.TAKEN
-    assert await store.relay_take(max_age_s=10) == [json.dumps({"id": "2"})]
-    assert await store.relay_withdraw(second) is RelayFate.TAKEN  # the trainer took it: the poster must not answer
-    assert await store.relay_take(max_age_s=10) == []
+async def test_relay_each_interaction_goes_to_exactly_one_side(coordinator: Coordinator) -> None:
+    first = await coordinator.relay_post(json.dumps({"id": "1"}))
+    second = await coordinator.relay_post(json.dumps({"id": "2"}))
+    assert await coordinator.relay_withdraw(first) is RelayFate.WITHDRAWN  # nobody took it: the poster answers it
+    assert await coordinator.relay_withdraw(first) is RelayFate.TAKEN
+    assert await coordinator.relay_take(max_age_s=10) == [json.dumps({"id": "2"})]
+    assert (
+        await coordinator.relay_withdraw(second) is RelayFate.TAKEN
+    )  # the trainer took it: the poster must not answer
+    assert await coordinator.relay_take(max_age_s=10) == []
 
 
-async def test_relay_take_drops_interactions_discord_has_forgotten(store: Store) -> None:
-    old = await store.relay_post("old")
+async def test_relay_take_drops_interactions_discord_has_forgotten(coordinator: Coordinator) -> None:
+    old = await coordinator.relay_post("old")
     await asyncio.sleep(0.3)
-    await store.relay_post("new")
-    assert await store.relay_take(max_age_s=0.2) == ["new"]
-    assert await store.relay_take(max_age_s=10) == []  # the old one is not left for later...
-    assert await store.relay_withdraw(old) is RelayFate.EXPIRED  # ...and its late sender learns it was dropped
-    assert await store.relay_withdraw(old) is RelayFate.TAKEN  # once
+    await coordinator.relay_post("new")
+    assert await coordinator.relay_take(max_age_s=0.2) == ["new"]
+    assert await coordinator.relay_take(max_age_s=10) == []  # the old one is not left for later...
+    assert await coordinator.relay_withdraw(old) is RelayFate.EXPIRED  # ...and its late sender learns it was dropped
+    assert await coordinator.relay_withdraw(old) is RelayFate.TAKEN  # once
 
 
 async def test_relay_take_keeps_the_order_and_wait_wakes_up(target: str, clock: Clock) -> None:
     async with await open_store(target, clock=clock) as shard, await open_store(target, clock=clock) as trainer:
-        assert await trainer.relay_take(max_age_s=10) == []
-        waiting = asyncio.create_task(trainer.relay_wait(5.0))
+        assert await trainer.coordinator.relay_take(max_age_s=10) == []
+        waiting = asyncio.create_task(trainer.coordinator.relay_wait(5.0))
         await asyncio.sleep(0.2)  # the trainer is waiting (PostgreSQL: LISTENing) now
         started = asyncio.get_running_loop().time()
         for n in range(5):
-            await shard.relay_post(str(n))
+            await shard.coordinator.relay_post(str(n))
         await waiting
         assert asyncio.get_running_loop().time() - started < 1.0  # woken, not timed out
-        assert await trainer.relay_take(max_age_s=10) == [str(n) for n in range(5)]
+        assert await trainer.coordinator.relay_take(max_age_s=10) == [str(n) for n in range(5)]

@@ -1,6 +1,5 @@
-"""SQLite's side of the shard processes' working together (several processes on one machine, one file): the
-trainer's claim, and the interactions handed to the trainer (bot/relay.py). A part of `SqliteStore`
-(bot/store/sqlite.py), kept apart by idea.
+"""SQLite's `Coordinator` (several processes on one machine, one file): the trainer's claim, and the interactions
+handed to the trainer (bot/relay.py). Given out by `SqliteStore.coordinator`, on the store's connection.
 
 The claim is an exclusive lock on `<database>.trainer` beside the file: the kernel drops it with the process
 that held it, so it cannot be lost while the process lives, nor outlive it.
@@ -17,29 +16,36 @@ from datetime import datetime, timedelta
 
 import aiosqlite
 
-from bot.store.base import TRAINER_LEASE_S, RelayFate, check_aware, utcnow
+from bot.store.base import check_aware, utcnow
+from bot.store.coordination import TRAINER_LEASE_S, Coordinator, RelayFate
 
 RELAY_POLL_S = 0.1  # how often the trainer looks for interactions left by other processes (no NOTIFY in SQLite)
 EXPIRED_KEEP_S = 60.0  # an expired interaction nobody withdrew (its sender crashed) is deleted after this
+
+Connect = Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
 
 
 def _ts(moment: datetime) -> str:
     return check_aware(moment).isoformat(timespec="microseconds")  # as bot/store/sqlite.py stores times
 
 
-class SqliteRelay:
-    """The trainer's lock file and the relay table, for `SqliteStore` (which provides `_read`, `_write`, `path`)."""
+class SqliteCoordinator(Coordinator):
+    """The trainer's lock file and the relay table of the SQLite file at `path`.
 
-    path: str
-    _read: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
-    _write: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
+    `read` and `write` are the store's: its connection under its lock, plain or in one transaction, with the
+    driver's errors turned into DatabaseError.
+    """
 
-    def _init_relay(self) -> None:
+    def __init__(self, path: str, *, read: Connect, write: Connect) -> None:
+        self.path = path
+        self._read = read
+        self._write = write
         self._trainer_lock: int | None = None  # the file descriptor holding the trainer's claim
 
-    def _close_relay(self) -> None:
+    def close(self) -> None:
+        """Release the claim (the store closes it)."""
         if self._trainer_lock is not None:
-            os.close(self._trainer_lock)  # releases the claim
+            os.close(self._trainer_lock)
             self._trainer_lock = None
 
     # ---- the trainer process
@@ -58,7 +64,7 @@ class SqliteRelay:
         return True
 
     # ---- interactions handed to the trainer process
-    # Stamped with the wall clock, not `clock`: their age decides whether Discord still waits for an answer.
+    # Stamped with the wall clock, not the store's `clock`: their age decides whether Discord still waits.
 
     async def relay_post(self, payload: str) -> int:
         async with self._write() as db:

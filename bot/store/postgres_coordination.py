@@ -1,5 +1,5 @@
-"""PostgreSQL's side of the shard processes' working together: the trainer's claim, and the interactions
-handed to the trainer (bot/relay.py). A part of `PostgresStore` (bot/store/postgres.py), kept apart by idea.
+"""PostgreSQL's `Coordinator` (shard processes on one machine or several): the trainer's claim, and the
+interactions handed to the trainer (bot/relay.py). Given out by `PostgresStore.coordinator`, on the store's pool.
 
 The claim is a lease: one row of `trainer_lease` naming its holder and when it expires. The holder renews it
 every third of its length, on a connection of its own; a renewal that fails (the connection broke, the server
@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from bot.store.base import TRAINER_LEASE_S, DatabaseError, RelayFate
+from bot.store.base import DatabaseError
+from bot.store.coordination import TRAINER_LEASE_S, Coordinator, RelayFate
 from model.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -95,18 +96,27 @@ class _Lease:
         self.conn.terminate()
 
 
-class PostgresRelay:
-    """The trainer's lease and the relay table, for `PostgresStore` (which provides `_write` and `_connect`)."""
+class PostgresCoordinator(Coordinator):
+    """The trainer's lease and the relay table, on the store's database.
 
-    _write: Callable[[Callable[[asyncpg.Connection], Awaitable[Any]]], Awaitable[Any]]
-    _connect: Callable[[str], Awaitable[asyncpg.Connection]]
+    `write(work)` is the store's: `work(conn)` in one transaction, retried after a lost race, its failures
+    raised as DatabaseError. `connect(name)` opens a connection of the store's own, outside its pool.
+    """
 
-    def _init_relay(self) -> None:
+    def __init__(
+        self,
+        *,
+        write: Callable[[Callable[[asyncpg.Connection], Awaitable[Any]]], Awaitable[Any]],
+        connect: Callable[[str], Awaitable[asyncpg.Connection]],
+    ) -> None:
+        self._write = write
+        self._connect = connect
         self._listener: asyncpg.Connection | None = None
         self._relayed = asyncio.Event()
         self._lease: _Lease | None = None
 
-    async def _close_relay(self) -> None:
+    async def close(self) -> None:
+        """Hand the lease back and stop listening (the store closes it)."""
         if self._lease is not None:
             await self._lease.release()
         if self._listener is not None:

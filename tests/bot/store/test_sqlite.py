@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import CorruptDatabaseError, RelayFate, SchemaTooNewError, StoreError, VoteResult
+from bot.store import CorruptDatabaseError, DatabaseError, RelayFate, SchemaTooNewError, StoreError, VoteResult
 from bot.store import sqlite as sqlite_store
 from bot.store.sqlite import LATEST_VERSION, MIGRATIONS, SqliteStore
-from tests.bot.store_helpers import ALICE, BOB, CAROL, GUILD, T0, Clock, new_song
+from tests.bot.store.helpers import ALICE, BOB, CAROL, GUILD, T0, Clock, new_song
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -101,8 +101,8 @@ async def test_migrates_from_every_earlier_version(tmp_path: Path, start: int) -
         assert (await store.toggle_vote(7, CAROL)).count == 2  # still fully usable
         new_id = await store.add_song(new_song())
         assert new_id > 7
-        ticket = await store.relay_post("{}")  # v3's table
-        assert await store.relay_withdraw(ticket) is RelayFate.WITHDRAWN
+        ticket = await store.coordinator.relay_post("{}")  # v3's table
+        assert await store.coordinator.relay_withdraw(ticket) is RelayFate.WITHDRAWN
     assert raw_version(path) == LATEST_VERSION
 
 
@@ -113,9 +113,10 @@ async def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.M
     broken = ("CREATE TABLE half_done (x)", "SELECT * FROM no_such_table")
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", [*MIGRATIONS, broken])
     monkeypatch.setattr(sqlite_store, "LATEST_VERSION", LATEST_VERSION + 1)
-    with pytest.raises(sqlite3.OperationalError) as info:
+    with pytest.raises(DatabaseError) as info:
         await SqliteStore.open(path)
-    assert any(f"to {LATEST_VERSION + 1}" in note for note in info.value.__notes__)
+    assert f"to {LATEST_VERSION + 1}" in str(info.value)  # the note, in the one line the person reads
+    assert any(f"to {LATEST_VERSION + 1}" in note for note in info.value.__cause__.__notes__)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchone() is None
@@ -201,11 +202,12 @@ async def test_concurrent_toggles_on_one_connection_run_in_arrival_order(store: 
 async def test_a_failed_commit_rolls_back(store: SqliteStore) -> None:
     """A COMMIT that fails (here a deferred foreign key: a vote for no song) leaves no transaction open."""
     song = await store.add_song(new_song())
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(DatabaseError, match="FOREIGN KEY") as info:
         async with store._write() as db:
             await db.execute("PRAGMA defer_foreign_keys = ON")  # checked at COMMIT, not at the INSERT
             await db.execute("INSERT INTO votes (song_id, user_id, created_at) VALUES (?, ?, ?)", (9999, BOB, "x"))
             await db.execute("INSERT INTO votes (song_id, user_id, created_at) VALUES (?, ?, ?)", (song, CAROL, "x"))
+    assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
     assert not store._db.in_transaction
     assert (await store.get_song(song)).votes == 0  # the good row of the failed transaction is gone too
     assert await store.toggle_vote(song, BOB) == VoteResult(voted=True, count=1)  # the next write works

@@ -24,7 +24,7 @@ from bot.store import (
 )
 from bot.store import postgres as postgres_store
 from bot.store.postgres import LATEST_VERSION, MIGRATIONS, PostgresStore, redact
-from tests.bot.store_helpers import ALICE, BOB, CAROL, GUILD, T0, Clock, new_song
+from tests.bot.store.helpers import ALICE, BOB, CAROL, GUILD, T0, Clock, new_song
 from tests.postgres import Server
 
 pytestmark = pytest.mark.postgres
@@ -106,7 +106,8 @@ async def test_migrates_from_every_earlier_version(postgres_url: str, start: int
         assert [s.id for s in await store.list_favourites(CAROL)] == [song_id]
         assert (await store.toggle_vote(song_id, CAROL)).count == 2
         assert await store.add_song(new_song()) > song_id
-        assert await store.relay_withdraw(await store.relay_post("{}")) is RelayFate.WITHDRAWN  # v3's table
+        relay = store.coordinator
+        assert await relay.relay_withdraw(await relay.relay_post("{}")) is RelayFate.WITHDRAWN  # v3's table
 
 
 async def test_failed_migration_rolls_back(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,7 +280,7 @@ async def test_the_store_reconnects_after_the_server_drops_its_connections(postg
     flight, as DatabaseError; the next ones get new connections."""
     async with await PostgresStore.open(postgres_url, max_size=2) as store:
         song = await store.add_song(new_song())
-        await store.relay_wait(0.05)  # the LISTEN connection exists now
+        await store.coordinator.relay_wait(0.05)  # the LISTEN connection exists now
         admin = await asyncpg.connect(postgres_url)
         try:
             cut = await admin.fetchval(
@@ -296,9 +297,9 @@ async def test_the_store_reconnects_after_the_server_drops_its_connections(postg
             except DatabaseError:
                 results.append(None)
         assert results[-1] is not None and results.count(None) <= 2
-        ticket = await store.relay_post("{}")
-        await store.relay_wait(0.05)  # listens again on a new connection
-        assert await store.relay_withdraw(ticket) is RelayFate.WITHDRAWN
+        ticket = await store.coordinator.relay_post("{}")
+        await store.coordinator.relay_wait(0.05)  # listens again on a new connection
+        assert await store.coordinator.relay_withdraw(ticket) is RelayFate.WITHDRAWN
 
 
 # ---- the relay table and the trainer's lease
@@ -326,18 +327,18 @@ async def kill_trainer_connection(url: str) -> int:
 async def test_a_trainer_whose_connection_is_cut_loses_its_lease_and_the_next_waits_for_it(postgres_url: str) -> None:
     lease = 1.5  # renewed every 0.5 s
     async with await PostgresStore.open(postgres_url) as first, await PostgresStore.open(postgres_url) as second:
-        assert await first.claim_trainer(lease_s=lease)
-        lost = asyncio.create_task(first.wait_trainer_lost())
+        assert await first.coordinator.claim_trainer(lease_s=lease)
+        lost = asyncio.create_task(first.coordinator.wait_trainer_lost())
         await asyncio.sleep(lease * 1.5)  # renewed meanwhile: still held, still refused to another
-        assert not lost.done() and not await second.claim_trainer(lease_s=lease)
+        assert not lost.done() and not await second.coordinator.claim_trainer(lease_s=lease)
 
         assert await kill_trainer_connection(postgres_url) == 1  # a server restart, an idle timeout, a NAT drop
         cut = asyncio.get_running_loop().time()
         reason = await asyncio.wait_for(lost, lease)
         assert "lost its claim to train" in reason and "connection failed" in reason
-        assert not await first.claim_trainer(lease_s=lease)  # lost for good in this process
-        assert not await second.claim_trainer(lease_s=lease)  # the lease has not run out yet
-        while not await second.claim_trainer(lease_s=lease):
+        assert not await first.coordinator.claim_trainer(lease_s=lease)  # lost for good in this process
+        assert not await second.coordinator.claim_trainer(lease_s=lease)  # the lease has not run out yet
+        while not await second.coordinator.claim_trainer(lease_s=lease):
             assert asyncio.get_running_loop().time() - cut < lease + 2, "the dead holder's lease never expired"
             await asyncio.sleep(0.1)
         assert asyncio.get_running_loop().time() - cut > lease / 3  # not before the last renewal ran out
