@@ -52,8 +52,9 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-from model.checkpoint import Bundle, fsync_dir
+from model.checkpoint import Bundle
 from model.errors import first_line
+from model.files import fsync_dir
 from model.sample import Sample, Sampler, SampleRequest
 from model.vocab import warm_up
 

@@ -20,6 +20,7 @@ from . import config, distributed, lifeline
 from .checkpoint import BundleError, load_bundle
 from .config import TrainingError
 from .corpus import SAMPLE_NOTE, CorpusError, default_corpus, is_sample, load_corpus
+from .evaluate import evaluate_bundle
 from .events import (
     CancelledEvent,
     DoneEvent,
@@ -39,7 +40,6 @@ from .judge import judge
 from .network import DeviceError, pick_device
 from .rhyme import rhyme_name
 from .sample import Sampler, SampleRequest, SamplingError
-from .score import evaluate_bundle
 from .stepper import PRECISIONS
 from .train import TrainingCancelled, train
 

@@ -21,9 +21,9 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from . import checkpoint, corpus, distributed, judge
+from .bpc import HeldoutSet, bpc_of, dev_and_test, shard, token_log2probs
 from .checkpoint import LoopState
 from .config import TrainConfig, TrainingError
-from .evaluate import HeldoutSet, bpc_of, dev_and_test, shard, token_log2probs
 from .events import (
     CheckpointEvent,
     DoneEvent,

@@ -56,7 +56,7 @@ def test_related_words_are_the_ones_that_share_its_windows(finder: ThemeFinder):
 def test_a_word_sung_once_or_twice_carries_no_theme():
     # 灯塔 shares both its (overlapping) windows with 大海 and nothing else: by PMI alone it would lead the
     # sea's theme, though it is one line's word; pulled into songs, it would copy that line.
-    text = "\n".join((SEA + CITY) * 6) + "\n" + "\n".join(SEA[:4] + ["灯塔照着大海"] + SEA[5:]) + "\n"
+    text = "\n".join((SEA + CITY) * 6) + "\n" + "\n".join([*SEA[:4], "灯塔照着大海", *SEA[5:]]) + "\n"
     words = segment(text)
     vocab = Vocab.build(words, min_count=1)
     assert "灯塔" in vocab

@@ -44,8 +44,8 @@ from bot.replies import answer, tell
 from model.checkpoint import Bundle, BundleError
 from model.config import checkpoint_path
 from model.corpus import added_files
+from model.evaluate import evaluate_bundle
 from model.lifeline import PARENT_ENV
-from model.score import evaluate_bundle
 
 if TYPE_CHECKING:
     from bot.client import LyricsBot
