@@ -43,9 +43,12 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
+import torch
 
+from .checkpoint import load_bundle
 from .corpus import Corpus
 from .rhyme import line_rhyme
 from .sample import Sampler, SampleRequest
@@ -615,6 +618,12 @@ def judge(sampler: Sampler, corpus: Corpus, songs: int = 60, seeds: Sequence[str
     markov = figures(markov_songs(corpus.text, songs, length, seeds), reference)
     targets = Targets().check(bundle, corpus_column)
     return Report(corpus_column, shuffled_figures(reference), markov, bundle, targets, written[:2])
+
+
+def judge_bundle(path: str | Path, corpus: Corpus, songs: int) -> dict[str, float]:
+    """The song-quality report's figures for the bundle at ``path``, as its metrics keep them (``summary``)."""
+    sampler = Sampler(load_bundle(path), torch.device("cpu"))
+    return summary(judge(sampler, corpus, songs))
 
 
 def _percent(digits: int) -> Callable[[float], str]:
