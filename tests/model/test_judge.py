@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from model import judge
+from model import judge, judge_lines, judge_songs
 from model.corpus import load_corpus
 from tests.helpers import SAMPLE_CORPUS, run_cli
 
@@ -17,14 +17,14 @@ def test_the_character_test_cannot_tell_a_sample_of_the_corpus_from_the_corpus()
     shuffled = LINES[:]
     rng.shuffle(shuffled)
     half = len(shuffled) // 2
-    assert abs(judge.classifier_auc(shuffled[:half], shuffled[half:], analyzer="char") - 0.5) < 0.15
+    assert abs(judge_lines.classifier_auc(shuffled[:half], shuffled[half:], analyzer="char") - 0.5) < 0.15
 
 
 def test_the_character_test_tells_word_salad_apart():
     rng = random.Random(0)
     chars = [ch for line in LINES for ch in line]
     salad = ["".join(rng.choice(chars) for _ in range(len(line))) for line in LINES]
-    assert judge.classifier_auc(LINES, salad, analyzer="char") > 0.7
+    assert judge_lines.classifier_auc(LINES, salad, analyzer="char") > 0.7
 
 
 def test_the_syntax_test_sees_shape_whatever_the_words():
@@ -35,21 +35,21 @@ def test_the_syntax_test_sees_shape_whatever_the_words():
         words = list(judge.segment(line))
         rng.shuffle(words)
         scrambled.append("".join(words))
-    tags = [judge.pos_tags(line) for line in LINES]
-    scrambled_tags = [judge.pos_tags(line) for line in scrambled]
-    assert judge.classifier_auc(tags, scrambled_tags, analyzer="word") > 0.7
+    tags = [judge_lines.pos_tags(line) for line in LINES]
+    scrambled_tags = [judge_lines.pos_tags(line) for line in scrambled]
+    assert judge_lines.classifier_auc(tags, scrambled_tags, analyzer="word") > 0.7
 
 
 def test_word_likeness_prefers_words_to_gibberish():
-    assert judge.wordlike(["我们在一起", "天空很蓝"]) > judge.wordlike(["瘪囧嬲烎", "砼氼犇"]) + 3
+    assert judge_lines.wordlike(["我们在一起", "天空很蓝"]) > judge_lines.wordlike(["瘪囧嬲烎", "砼氼犇"]) + 3
 
 
 def test_loops_are_stuck_repetition_not_song_form():
     chorus = ["窗外的麻雀", "在电线杆上多嘴"]
-    assert not judge.has_loop(chorus * 2 + ["你说这一句", "很有夏天的感觉"] + chorus * 2)
-    assert judge.has_loop(["我想你"] * 5)
-    assert judge.has_loop(["你好你好你好你好你好"])
-    assert not judge.has_loop(["你好你好你好你好", "再见"])
+    assert not judge_lines.has_loop(chorus * 2 + ["你说这一句", "很有夏天的感觉"] + chorus * 2)
+    assert judge_lines.has_loop(["我想你"] * 5)
+    assert judge_lines.has_loop(["你好你好你好你好你好"])
+    assert not judge_lines.has_loop(["你好你好你好你好", "再见"])
 
 
 def test_a_chorus_sung_up_to_four_times_is_not_a_loop():
@@ -57,14 +57,14 @@ def test_a_chorus_sung_up_to_four_times_is_not_a_loop():
     verse = ["从出生那年就飘着", "童年的荡秋千"]
     for size in (2, 3, 4):
         for times in (2, 3, 4):
-            assert not judge.has_loop(verse + chorus[:size] * times), (size, times)  # back to back
-            assert not judge.has_loop((verse + chorus[:size]) * times), (size, times)  # between verses
-        assert judge.has_loop(verse + chorus[:size] * 5)  # each line 5 times: stuck
+            assert not judge_lines.has_loop(verse + chorus[:size] * times), (size, times)  # back to back
+            assert not judge_lines.has_loop((verse + chorus[:size]) * times), (size, times)  # between verses
+        assert judge_lines.has_loop(verse + chorus[:size] * 5)  # each line 5 times: stuck
 
 
 def test_rhyme_rate_counts_adjacent_pairs():
     songs = [["故事的小黄花", "我的家", "天空"], ["风", "中"]]
-    everything, distinct = judge.rhyme_rates(songs)
+    everything, distinct = judge_lines.rhyme_rates(songs)
     assert everything == pytest.approx(2 / 3)  # 花/家 and 风/中 rhyme, 家/天 do not
     assert distinct == everything
 
@@ -72,7 +72,7 @@ def test_rhyme_rate_counts_adjacent_pairs():
 def test_a_repeated_chorus_earns_no_rhyme_twice():
     # Pairs: 花/家 rhymes, 家/天空 and 天空/花 do not, then 花/家 again; 家/家 is no pair of different lines.
     songs = [["花", "家", "天空", "花", "家", "家"], ["花", "家"]]
-    everything, distinct = judge.rhyme_rates(songs)
+    everything, distinct = judge_lines.rhyme_rates(songs)
     assert everything == pytest.approx(4 / 6)  # 花/家 twice in the first song, 家/家, 花/家 in the second
     # Distinct pairs of different lines, once per song: 花/家, 家/天空, 天空/花 in the first; 花/家 in the second.
     assert distinct == pytest.approx(2 / 4)
@@ -91,7 +91,7 @@ def test_verbatim_counts_a_songs_repeated_line_once():
     # Without counting each song's lines once, the new line sung three times would make it 1/4.
     song = "窗外的麻雀在电线杆上多嘴\n天空很蓝你的微笑很甜很甜\n天空很蓝你的微笑很甜很甜\n天空很蓝你的微笑很甜很甜"
     assert judge.figures([song] * 10, reference).verbatim == pytest.approx(1 / 2)
-    assert judge.distinct_lines([["a", "b", "a"], ["a"]]) == ["a", "b", "a"]
+    assert judge_lines.distinct_lines([["a", "b", "a"], ["a"]]) == ["a", "b", "a"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,40 +101,42 @@ FILLER = ["从出生那年就飘着", "童年的荡秋千", "随记忆一直晃�
 
 
 def test_the_first_lines_word_must_return_in_a_different_line_within_eight():
-    assert judge.content_words("窗外的麻雀") == ("窗外", "麻雀")  # jieba words of 2+ Han characters
-    assert judge.content_words("oh yeah 的") == ()
+    assert judge_songs.content_words("窗外的麻雀") == ("窗外", "麻雀")  # jieba words of 2+ Han characters
+    assert judge_songs.content_words("oh yeah 的") == ()
     returns = ["窗外的麻雀", "在电线杆上多嘴", "麻雀飞走了"]  # 麻雀 comes back in line 3
     too_late = ["窗外的麻雀", *FILLER, "在电线杆上多嘴", "麻雀飞走了"]  # … in line 9
     echo = ["窗外的麻雀", "窗外的麻雀", *FILLER]  # only in a line with the first line's text
     no_word = ["oh yeah", "oh yeah 麻雀", "在电线杆上多嘴"]  # the first line has no content word
-    assert [judge.seed_returns(song) for song in (returns, too_late, echo, no_word)] == [True, False, False, False]
-    assert judge.seed_returns(["窗外的麻雀", *FILLER[:6], "麻雀飞走了"])  # line 8 is still in
+    songs = (returns, too_late, echo, no_word)
+    assert [judge_songs.seed_returns(song) for song in songs] == [True, False, False, False]
+    assert judge_songs.seed_returns(["窗外的麻雀", *FILLER[:6], "麻雀飞走了"])  # line 8 is still in
 
 
 def test_coherence_counts_words_shared_with_other_different_lines():
     # 天空的颜色: 天空 in no other different line, 颜色 in 颜色很美丽: 1/2. 颜色很美丽: 颜色 yes, 美丽 no: 1/2.
     # The repeated 天空的颜色 does not count as another line for itself: 1/2 again. "oh" has no content word.
     window = ["天空的颜色", "颜色很美丽", "天空的颜色", "oh"]
-    assert judge.coherence_raw([window]) == pytest.approx(1 / 2)
+    assert judge_songs.coherence_raw([window]) == pytest.approx(1 / 2)
     # Lines are averaged over every window: 窗外的麻雀 and 麻雀飞走了 share 麻雀, one word of two each.
-    assert judge.coherence_raw([window, ["窗外的麻雀", "麻雀飞走了"]]) == pytest.approx((3 / 2 + 2 / 2) / 5)
-    assert math.isnan(judge.coherence_raw([["oh", "yeah"]]))
+    assert judge_songs.coherence_raw([window, ["窗外的麻雀", "麻雀飞走了"]]) == pytest.approx((3 / 2 + 2 / 2) / 5)
+    assert math.isnan(judge_songs.coherence_raw([["oh", "yeah"]]))
 
 
 def test_windows_keep_a_last_partial_one_only_when_asked():
     lines = [str(i) for i in range(10)]
-    assert [len(w) for w in judge.windows(lines, 8, 2)] == [8, 2]
-    assert [len(w) for w in judge.windows(lines[:9], 8, 2)] == [8]  # a last single line is no window
-    assert [len(w) for w in judge.windows(lines, 4)] == [4, 4]
-    assert judge.window_docs(lines) == ["0/1/2/3", "4/5/6/7"]
+    assert [len(w) for w in judge_songs.windows(lines, 8, 2)] == [8, 2]
+    assert [len(w) for w in judge_songs.windows(lines[:9], 8, 2)] == [8]  # a last single line is no window
+    assert [len(w) for w in judge_songs.windows(lines, 4)] == [4, 4]
+    assert judge_songs.window_docs(lines) == ["0/1/2/3", "4/5/6/7"]
     # The corpus' windows are real stretches: four different lines.
-    assert judge.corpus_window_docs(["a", "b", "c", "d", "e", "f", "e", "g"]) == ["a/b/c/d"]
+    assert judge_songs.corpus_window_docs(["a", "b", "c", "d", "e", "f", "e", "g"]) == ["a/b/c/d"]
 
 
 def test_coherence_is_scaled_between_shuffled_and_consecutive_corpus_lines():
-    assert judge.scale_coherence(0.3, corpus_raw=0.5, shuffled_raw=0.1) == pytest.approx(0.5)
-    assert judge.scale_coherence(0.9, corpus_raw=0.5, shuffled_raw=0.1) == pytest.approx(2.0)  # an echo overshoots
-    assert math.isnan(judge.scale_coherence(0.3, corpus_raw=0.1, shuffled_raw=0.1))
+    assert judge_songs.scale_coherence(0.3, corpus_raw=0.5, shuffled_raw=0.1) == pytest.approx(0.5)
+    # An echo overshoots.
+    assert judge_songs.scale_coherence(0.9, corpus_raw=0.5, shuffled_raw=0.1) == pytest.approx(2.0)
+    assert math.isnan(judge_songs.scale_coherence(0.3, corpus_raw=0.1, shuffled_raw=0.1))
     # Four songs of eight lines, each about one thing: every line's one content word is in all the others.
     text = "\n".join(f"{theme}第{i}次" for theme in ("麻雀", "天空", "咖啡", "老街") for i in range(8))
     reference = judge.Reference.build(text)
@@ -147,11 +149,12 @@ def test_coherence_is_scaled_between_shuffled_and_consecutive_corpus_lines():
 
 def test_a_chorus_is_a_block_of_different_lines_that_comes_back():
     a, b, c, d = "窗外的麻雀", "在电线杆上多嘴", "你说这一句", "很有夏天的感觉"
-    assert judge.has_chorus([a, b, c, a, b])
-    assert judge.has_chorus([d, a, b, c, d, a, b, "changed last line"])  # a 3-line chorus, last line changed
-    assert not judge.has_chorus([a, a, b, a, a])  # only a block of one line twice comes back
-    assert not judge.has_chorus([a, b, c, d, b, a])  # the lines come back, not in the same order
-    assert judge.share(judge.has_chorus(song) for song in ([a, b, c, a, b], [a, a, b, a, a], [a, b, c])) == 1 / 3
+    assert judge_songs.has_chorus([a, b, c, a, b])
+    assert judge_songs.has_chorus([d, a, b, c, d, a, b, "changed last line"])  # a 3-line chorus, last line changed
+    assert not judge_songs.has_chorus([a, a, b, a, a])  # only a block of one line twice comes back
+    assert not judge_songs.has_chorus([a, b, c, d, b, a])  # the lines come back, not in the same order
+    songs = ([a, b, c, a, b], [a, a, b, a, a], [a, b, c])
+    assert judge_songs.share(judge_songs.has_chorus(song) for song in songs) == 1 / 3
 
 
 def test_the_corpus_is_read_as_20_line_songs_for_the_chorus():
@@ -166,10 +169,10 @@ def test_the_corpus_is_read_as_20_line_songs_for_the_chorus():
 
 
 def test_patchwork_counts_characters_inside_corpus_5_grams_within_a_line():
-    ngrams = set(judge.char_ngrams(["一二三四五六七", "天青色等", "烟雨而我"], 5))
-    assert judge.patchwork(["一二三四五六X"], ngrams) == pytest.approx(6 / 7)  # two 5-grams cover 6 characters
-    assert judge.patchwork(["天青色等烟雨"], ngrams) == 0  # its 5-grams span a line break of the corpus
-    assert judge.patchwork(["一二三四五六X", "天青色等烟雨"], ngrams) == pytest.approx(6 / 13)
+    ngrams = set(judge_lines.char_ngrams(["一二三四五六七", "天青色等", "烟雨而我"], 5))
+    assert judge_songs.patchwork(["一二三四五六X"], ngrams) == pytest.approx(6 / 7)  # two 5-grams cover 6 characters
+    assert judge_songs.patchwork(["天青色等烟雨"], ngrams) == 0  # its 5-grams span a line break of the corpus
+    assert judge_songs.patchwork(["一二三四五六X", "天青色等烟雨"], ngrams) == pytest.approx(6 / 13)
 
 
 def test_patchwork_of_the_corpus_is_its_new_held_out_lines_against_its_training_part():
@@ -196,14 +199,14 @@ def test_the_song_figures_are_wired_into_a_column():
 def test_the_window_test_sees_lines_that_do_not_belong_together():
     rng = random.Random(0)
     lines = load_corpus(SAMPLE_CORPUS).text.splitlines()
-    corpus = judge.corpus_window_docs(lines)
+    corpus = judge_songs.corpus_window_docs(lines)
     assert len(corpus) >= 40
     chars = [ch for line in lines for ch in line]
     salad = ["/".join("".join(rng.choice(chars) for _ in line) for line in doc.split("/")) for doc in corpus]
-    assert judge.window_auc(corpus, salad) > 0.7
+    assert judge_songs.window_auc(corpus, salad) > 0.7
     mixed = rng.sample(corpus, len(corpus))
     half = len(mixed) // 2
-    assert abs(judge.window_auc(mixed[:half], mixed[half:]) - 0.5) < 0.15
+    assert abs(judge_songs.window_auc(mixed[:half], mixed[half:]) - 0.5) < 0.15
 
 
 def _figures(**values: float) -> judge.Figures:
