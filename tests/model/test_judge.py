@@ -95,7 +95,7 @@ def test_verbatim_counts_a_songs_repeated_line_once():
 
 
 # ---------------------------------------------------------------------------------------------
-# the song-level figures (issue 18), on songs whose values are worked out by hand
+# the song-level figures, on songs whose values are worked out by hand
 
 FILLER = ["从出生那年就飘着", "童年的荡秋千", "随记忆一直晃到现在", "我怎么看不见", "消失的下雨天", "教室的那一间"]
 
