@@ -284,9 +284,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
             corpus_sha256=str(obj["corpus_sha256"]),
             created_at=str(obj["created_at"]),
             sha256=hashlib.sha256(data).hexdigest(),
-            added_corpora=[
-                dict(added) for added in obj.get("added_corpora", [])
-            ],  # bundles from before added texts lack it
+            # Bundles written before added texts existed have no "added_corpora".
+            added_corpora=[dict(added) for added in obj.get("added_corpora", [])],
         )
     except BundleError:
         raise

@@ -40,10 +40,8 @@ def test_weights_must_be_a_distribution_over_known_components():
 def test_songs_are_written_with_the_sampling_weights_when_there_are_some():
     scoring = {"net": 0.5, "ngram": 0.4, "cache": 0.1}
     assert Mixture(weights=scoring).sampling_weights == scoring
-    assert Mixture(weights=scoring, sampling={"net": 0.35, "ngram": 0.65}).sampling_weights == {
-        "net": 0.35,
-        "ngram": 0.65,
-    }
+    sampling = {"net": 0.35, "ngram": 0.65}
+    assert Mixture(weights=scoring, sampling=sampling).sampling_weights == sampling
 
 
 def test_the_static_mixture_drops_the_cache_and_renormalises():
