@@ -4,7 +4,7 @@
                                  [--precision auto|float32|bfloat16]
 
 1. The product: the trained bundle at /lyrics' defaults (SampleRequest()): one 150-token song at
-   batch 1 and 32 concurrent songs in one call (issue 14's targets: 0.5 s and 3 s), beside the
+   batch 1 and 32 concurrent songs in one call (the latency targets: 0.5 s and 3 s), beside the
    network's own steps for the same work (the floor: no sampling at all) and the original quadratic
    method (re-run the whole sequence for every new token) on the same network.
 2. A model of the original tutorial's size (2×512 RNN, embed 256, a vocabulary of the reference

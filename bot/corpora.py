@@ -34,7 +34,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bot.characters import characters_problem, is_visible
-from model.checkpoint import atomic_write, fsync_dir
 from model.corpus import (
     CorpusError,
     Text,
@@ -47,6 +46,7 @@ from model.corpus import (
     read_texts,
     read_zip,
 )
+from model.files import atomic_write, fsync_dir
 from model.vocab import segment
 
 log = logging.getLogger(__name__)

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model.checkpoint import Bundle, fsync_dir
+from model.checkpoint import Bundle
 from model.errors import first_line
-from model.score import evaluate_bundle
+from model.evaluate import evaluate_bundle
+from model.files import fsync_dir
 
 if TYPE_CHECKING:
     from bot.engine import Engine, ModelInfo

@@ -11,7 +11,9 @@ import argparse
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -20,6 +22,7 @@ from . import config, distributed, lifeline
 from .checkpoint import BundleError, load_bundle
 from .config import TrainingError
 from .corpus import SAMPLE_NOTE, CorpusError, default_corpus, is_sample, load_corpus
+from .evaluate import evaluate_bundle
 from .events import (
     CancelledEvent,
     DoneEvent,
@@ -35,13 +38,12 @@ from .events import (
     to_json,
 )
 from .fetch import DEADLINE_S, DEFAULT_OUT, DEFAULT_SHA256, DEFAULT_URL, TIMEOUT_S, FetchError, fetch
-from .judge import judge
+from .judge import judge, judge_bundle
 from .network import DeviceError, pick_device
 from .rhyme import rhyme_name
 from .sample import Sampler, SampleRequest, SamplingError
-from .score import evaluate_bundle
 from .stepper import PRECISIONS
-from .train import TrainingCancelled, train
+from .train import Run, Trained, TrainingCancelled, announce, finish, fit, setup, write_bundle
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +187,32 @@ def note_sample(corpus: str) -> None:
         print(f"note: {SAMPLE_NOTE}", file=sys.stderr)
 
 
+def train_and_judge(
+    train_config: config.TrainConfig,
+    on_event: Callable[[Event], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """The ``train`` command's steps: ``train.train``'s, with the bundle's song-quality report (--judge-songs; 0
+    skips it) after the bundle is written and before the run's last event, so the bundle a ``done`` event
+    names already carries it."""
+    run = setup(train_config, on_event, should_stop)
+    fit(run)
+    trained = finish(run)
+    if train_config.judge_songs and run.dist.is_main and run.data.source is not None:
+        judge_trained(run, trained)
+    announce(run, trained)
+    return trained.path
+
+
+def judge_trained(run: Run, trained: Trained) -> None:
+    """Write songs from the bundle as it is served, and rewrite the bundle (atomically) with their report in its
+    metrics."""
+    run.emit(JudgingEvent(songs=run.config.judge_songs))
+    trained.metrics["judge"] = judge_bundle(trained.path, run.data.source, run.config.judge_songs)
+    trained.metrics["seconds"] = time.monotonic() - run.started
+    write_bundle(run, trained)
+
+
 def run_train(args: argparse.Namespace) -> int:
     train_config = config.from_args(args)
     note_sample(train_config.corpus)
@@ -198,7 +226,7 @@ def run_train(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     lifeline.stop_with_parent()  # a child whose bot was killed outright stops too (LYRICS_PARENT_PID)
     try:
-        train(train_config, on_event=report, should_stop=lambda: stop["requested"])
+        train_and_judge(train_config, on_event=report, should_stop=lambda: stop["requested"])
     except TrainingCancelled as exc:
         report(CancelledEvent(message=str(exc)))
         if args.progress != "jsonl":

@@ -1,99 +1,53 @@
-"""Held-out scoring in bits per character, so models with different tokenisations compare.
+"""``python -m model evaluate``: a bundle's held-out figures on a corpus, as the bundle itself would serve.
 
-The total −log2 probability a model gives the held-out text, token by token, is divided by the
-number of held-out characters. A character the vocabulary lacks is ``<unk>`` and additionally pays
-log2(20,992) for being spelled uniformly over the CJK block.
+The corpus is split as in training (its ``heldout_fraction``) and encoded with the bundle's own
+vocabulary; the served mixture is scored with the bundle's own weights, next to the network alone and
+the character-trigram bar.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from .network import LyricsNet
-from .ngram import UNK_SPELLING_BITS
+from .bpc import dev_and_test
+from .checkpoint import Bundle
+from .corpus import load_corpus
+from .mixture import component_probs, mixed_bpc, static_weights
+from .ngram import char_ngram_bpc
 from .vocab import Vocab, segment
 
-LN2 = math.log(2)
 
+def evaluate_bundle(
+    bundle: Bundle, corpus_path: str | Path, device: torch.device, heldout_fraction: float | None = None
+) -> dict[str, Any]:
+    """Score a bundle on the test half of a corpus' held-out tail, split as in training, with its own weights.
 
-@dataclass
-class HeldoutSet:
-    """Held-out token ids with the training tail that precedes them (context the model may use)."""
-
-    context_ids: list[int]
-    ids: list[int]
-    chars: int
-    unk_chars: int
-
-
-def make_heldout(
-    vocab: Vocab, preceding_ids: list[int], heldout_words: list[str], heldout_text: str, context: int = 200
-) -> HeldoutSet:
-    """Encode the held-out words and keep the last ``context`` tokens of the text before them as warm-up."""
-    encoded = vocab.words_to_ids(heldout_words)
-    return HeldoutSet(
-        context_ids=preceding_ids[-context:],
-        ids=encoded.ids,
-        chars=len(heldout_text),
-        unk_chars=encoded.ids.count(vocab.unk_id),
-    )
-
-
-def shard(heldout: HeldoutSet, rank: int, world_size: int) -> HeldoutSet:
-    """The rank's contiguous share of the held-out tokens, warmed up on the tokens just before it.
-
-    Ranks score their shares in parallel and sum the bits; ``chars`` stays the whole text's count.
+    ``bpc`` is the served mixture, song cache included; ``static_bpc`` the same without the cache (what
+    the model knows rather than what the held-out text repeats of itself); ``net_bpc`` the network alone.
+    The tail is the bundle's own ``heldout_fraction`` of the corpus unless `heldout_fraction` says
+    otherwise (to score it on another model's held-out text). ``corpus_sha256`` names the text scored on.
     """
-    stream = heldout.context_ids + heldout.ids
-    n_ctx = len(heldout.context_ids)
-    start = n_ctx + len(heldout.ids) * rank // world_size
-    stop = n_ctx + len(heldout.ids) * (rank + 1) // world_size
-    ids = stream[start:stop]
-    return HeldoutSet(
-        context_ids=stream[max(0, start - n_ctx) : start], ids=ids, chars=heldout.chars, unk_chars=ids.count(0)
-    )
-
-
-@torch.inference_mode()
-def token_log2probs(net: LyricsNet, heldout: HeldoutSet, device: torch.device, chunk: int = 512) -> torch.Tensor:
-    """log2 p(token) for every held-out token, state carried through the text (CPU float64)."""
-    was_training = net.training
-    net.eval()
-    stream = torch.tensor(heldout.context_ids + heldout.ids, dtype=torch.long, device=device)
-    n_ctx = len(heldout.context_ids)
-    out = []
-    state = None
-    for start in range(0, len(stream) - 1, chunk):
-        x = stream[start : start + chunk].unsqueeze(0)
-        y = stream[start + 1 : start + 1 + chunk]
-        x = x[:, : len(y)]
-        logits, state = net(x, state)
-        logp = torch.log_softmax(logits[0].float(), dim=-1)
-        out.append(logp.gather(1, y.unsqueeze(1)).squeeze(1).double().cpu())
-    net.train(was_training)
-    # Position i of the joined stream predicts token i+1; keep only held-out targets.
-    return torch.cat(out)[n_ctx - 1 :] / LN2
-
-
-def bits_per_char(log2probs: torch.Tensor, heldout: HeldoutSet) -> float:
-    """Turn per-token log2 probabilities into held-out bits per character."""
-    return bpc_of(-float(log2probs.sum()), heldout)
-
-
-def bpc_of(token_bits: float, heldout: HeldoutSet) -> float:
-    """Held-out bits per character from the bits the model paid for the held-out tokens.
-
-    Each ``<unk>`` also pays for spelling its character uniformly over the CJK block.
-    """
-    return (token_bits + heldout.unk_chars * UNK_SPELLING_BITS) / heldout.chars
-
-
-def dev_and_test(vocab: Vocab, train_ids: list[int], dev_text: str, test_text: str) -> tuple[HeldoutSet, HeldoutSet]:
-    """The held-out tail's two halves, each warmed up on the text just before it (test on the end of dev)."""
-    dev_words = segment(dev_text)
-    dev = make_heldout(vocab, train_ids, dev_words, dev_text)
-    test = make_heldout(vocab, train_ids + dev.ids, segment(test_text), test_text)
-    return dev, test
+    if heldout_fraction is None:
+        heldout_fraction = bundle.heldout_fraction
+    data = load_corpus(corpus_path, heldout_fraction)
+    vocab = Vocab(bundle.vocab)
+    train_ids = vocab.words_to_ids(segment(data.train)).ids
+    _, test = dev_and_test(vocab, train_ids, data.dev, data.test)
+    mixture = bundle.mixture
+    probs = component_probs(mixture, bundle.net, len(vocab), bundle.train_ids, test, device)
+    return {
+        "bpc": mixed_bpc(probs, mixture.weights, test),
+        "static_bpc": mixed_bpc(probs, static_weights(mixture.weights), test),
+        "net_bpc": mixed_bpc(probs, {"net": 1.0}, test),
+        "trigram_bpc": char_ngram_bpc(data.train + data.dev, data.test),
+        "chars": test.chars,
+        "unk_chars": test.unk_chars,
+        "tokens": len(test.ids),
+        "weights": mixture.weights,
+        "same_corpus": data.sha256 == bundle.corpus_sha256,
+        "corpus_sha256": data.sha256,
+        "heldout_fraction": heldout_fraction,
+    }

@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
-from .checkpoint import file_sha256, fsync_dir
 from .corpus import FETCHED_CORPUS
+from .files import file_sha256, fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .evaluate import HeldoutSet, bits_per_char, token_log2probs
+from .bpc import HeldoutSet, bits_per_char, token_log2probs
 from .network import LyricsNet
 from .ngram import NgramModel, em_weights
 

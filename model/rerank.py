@@ -24,14 +24,14 @@ class ScoreWeights:
 
 
 class LineScorer:
-    """Scores candidate lines for one line of a song; higher is better."""
+    """Ranks candidate lines for one line of a song by how well each fits the line's plan."""
 
     def __init__(self, weights: ScoreWeights | None = None):
         self.weights = weights or ScoreWeights()
 
-    def scores(self, candidates: list[str], target: int, rhyme: str | None, keyword: str = "") -> list[float]:
-        """Each candidate's score against the planned length ``target``, rhyme group (None: no rhyme asked) and
-        keyword ("" for none)."""
+    def plan_fit(self, candidates: list[str], target: int, rhyme: str | None, keyword: str = "") -> list[float]:
+        """How well each candidate fits the line's plan (higher is better): the planned length ``target``, rhyme
+        group (None: no rhyme asked) and keyword ("" for none)."""
         w = self.weights
         out = []
         for line in candidates:
@@ -45,5 +45,5 @@ class LineScorer:
 
     def best(self, candidates: list[str], target: int, rhyme: str | None, keyword: str = "") -> int:
         """Index of the best candidate; the first among equals, so the choice is reproducible."""
-        scores = self.scores(candidates, target, rhyme, keyword)
-        return max(range(len(candidates)), key=lambda i: (scores[i], -i))
+        fits = self.plan_fit(candidates, target, rhyme, keyword)
+        return max(range(len(candidates)), key=lambda i: (fits[i], -i))

@@ -1,9 +1,10 @@
 """Training: truncated BPTT over contiguous token streams, scored on the held-out tail every epoch.
 
-Read top to bottom: ``prepare`` (corpus → vocabulary → token streams) → ``train`` (the loop, with
-early stopping, checkpoints and resume) → a serving bundle. The run's options are one
-``config.TrainConfig``; the same loop serves the CLI and the bot: it reports through ``on_event``
-(the typed events of ``events.py``) and stops when ``should_stop`` says so.
+Read top to bottom, as ``train`` runs it: ``setup`` (``prepare``: corpus → vocabulary → token streams; then the
+network, optimiser and schedule, restored with ``--resume``) → ``fit`` (the epochs, with early stopping and
+checkpoints) → ``finish`` (the served mixture, the metrics, the bundle) → ``announce``. The run's options are
+one ``config.TrainConfig``; the same steps serve the CLI and the bot: they report through ``on_event`` (the
+typed events of ``events.py``) and stop when ``should_stop`` says so.
 """
 
 from __future__ import annotations
@@ -13,33 +14,32 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from . import checkpoint, corpus, distributed, judge
+from . import checkpoint, corpus, distributed
+from .bpc import HeldoutSet, bpc_of, dev_and_test, shard, token_log2probs
 from .checkpoint import LoopState
 from .config import TrainConfig, TrainingError
-from .evaluate import HeldoutSet, bpc_of, dev_and_test, shard, token_log2probs
 from .events import (
     CheckpointEvent,
     DoneEvent,
     EarlyStopEvent,
     EpochEvent,
     Event,
-    JudgingEvent,
     ResumeEvent,
     StartEvent,
     StepEvent,
     TimeLimitEvent,
 )
-from .mixture import fit_mixture
+from .mixture import Mixture, fit_mixture
 from .network import LyricsNet, detach, spell
 from .ngram import char_ngram_bpc
-from .sample import Sampler
 from .vocab import UNK, Vocab, segment
 
 
@@ -60,6 +60,7 @@ class Prepared:
     trigram_bpc: float  # the character-trigram bar, on test
     added: tuple[corpus.AddedText, ...] = ()  # texts that joined the training part (--added-corpora)
     source: corpus.Corpus | None = None  # the text itself, for the song-quality report
+    spellings: dict[int, list[int]] = field(default_factory=dict)  # each spellable word's characters
 
 
 def prepare(config: TrainConfig) -> Prepared:
@@ -72,13 +73,12 @@ def prepare(config: TrainConfig) -> Prepared:
     counts = Counter(train_ids)
     rare = torch.tensor([counts[i] == 1 for i in range(len(vocab))])
     trigram_bpc = char_ngram_bpc(data.train + data.dev, data.test)
-    return Prepared(vocab, train_ids, dev, test, rare, data.sha256, trigram_bpc, data.added, data)
-
-
-def judge_bundle(path: Path, source: corpus.Corpus, songs: int) -> dict[str, float]:
-    """The song-quality report's figures for the bundle at ``path``, as its metrics keep them (/model info)."""
-    sampler = Sampler(checkpoint.load_bundle(path), torch.device("cpu"))
-    return judge.summary(judge.judge(sampler, source, songs))
+    spellings = {
+        i: [vocab.stoi[ch] for ch in token]
+        for i, token in enumerate(vocab.itos)
+        if len(token) > 1 and token != UNK and all(ch in vocab for ch in token)
+    }
+    return Prepared(vocab, train_ids, dev, test, rare, data.sha256, trigram_bpc, data.added, data, spellings)
 
 
 def build_net(config: TrainConfig, vocab: Vocab) -> LyricsNet:
@@ -201,10 +201,59 @@ def run_epoch(
     return dist.mean(total / steps)
 
 
+@dataclass
+class Run:
+    """One training run: what ``setup`` builds, ``fit`` advances epoch by epoch and ``finish`` makes servable."""
+
+    config: TrainConfig
+    dist: distributed.Context
+    device: torch.device
+    emit: Callable[[Event], None]  # rank 0's reporter; a no-op on the other ranks
+    should_stop: Callable[[], bool] | None
+    data: Prepared
+    net: LyricsNet
+    model: nn.Module  # ``net``, wrapped in DistributedDataParallel on several processes
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    average: AveragedModel | None  # the served weights' moving average (--average)
+    loop: LoopState  # the epoch, the best score and weights so far: what a checkpoint restores
+    streams: tuple[torch.Tensor, torch.Tensor]  # this rank's rows of inputs and targets, for the next epoch
+    rare: torch.Tensor
+    started: float  # time.monotonic() when the first epoch began
+
+
+@dataclass
+class Trained:
+    """The best epoch made servable: everything its bundle holds, and where the bundle is written."""
+
+    path: Path
+    net: LyricsNet  # plain: weight drop was for training only
+    counted: list[int]  # the stream the count models count (the bundle's train_ids)
+    mixture: Mixture
+    metrics: dict[str, Any]
+
+
 def train(
     config: TrainConfig, on_event: Callable[[Event], None] | None = None, should_stop: Callable[[], bool] | None = None
 ) -> Path:
-    """Train, early-stop on held-out bpc, and write the best model as a bundle; return its path."""
+    """Train, early-stop on held-out bpc, and write the best model as a bundle; return its path.
+
+    The steps, each a function of its own: ``setup`` (corpus, network, optimiser, resume), ``fit`` (the epochs,
+    early stopping, checkpoints), ``finish`` (the mixture fit, the metrics, the bundle) and ``announce``.
+    ``python -m model train`` runs the same steps with the song-quality report between the last two.
+    """
+    run = setup(config, on_event, should_stop)
+    fit(run)
+    trained = finish(run)
+    announce(run, trained)
+    return trained.path
+
+
+def setup(
+    config: TrainConfig, on_event: Callable[[Event], None] | None = None, should_stop: Callable[[], bool] | None = None
+) -> Run:
+    """Everything the first epoch needs: the corpus encoded, the network, optimiser and schedule, restored from the
+    checkpoint with ``--resume``; reports the run's start."""
     dist = distributed.context()
     # Only rank 0 reports, so a torchrun job's stdout reads like a single process'.
     emit = on_event if on_event is not None and dist.is_main else (lambda event: None)
@@ -229,111 +278,160 @@ def train(
     # better-generalising spot than any single step's (Polyak averaging, as AWD-LSTM's ASGD).
     average = AveragedModel(net, avg_fn=warm_ema(config.average), use_buffers=False) if config.average else None
     loop = LoopState()
-    ckpt_path = config.checkpoint_path
     if config.resume:
-        loop = checkpoint.load_checkpoint(ckpt_path, net, optimizer, scheduler, data.vocab.itos, average)
-        emit(ResumeEvent(epoch=loop.epoch, path=str(ckpt_path)))
+        loop = checkpoint.load_checkpoint(config.checkpoint_path, net, optimizer, scheduler, data.vocab.itos, average)
+        emit(ResumeEvent(epoch=loop.epoch, path=str(config.checkpoint_path)))
     if dist.rank:
         # Every rank starts from rank 0's weights (DDP broadcasts them); dropout must differ per rank.
         seed_everything(config.seed + 1_000_003 * dist.rank + loop.epoch)
-
-    # --batch-size counts streams over all processes; each rank trains on its own contiguous rows, so the
-    # carried state of truncated BPTT never crosses from one rank's text to another's.
-    rows = config.batch_size // dist.world_size
-    spellings = {
-        i: [data.vocab.stoi[ch] for ch in token]
-        for i, token in enumerate(data.vocab.itos)
-        if len(token) > 1 and token != UNK and all(ch in data.vocab for ch in token)
-    }
-
-    def epoch_streams(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's rows of inputs and of targets (the next token of each input) for ``epoch``."""
-        if not config.spell_dropout:
-            streams = batchify(data.train_ids, config.batch_size)[dist.rank * rows : (dist.rank + 1) * rows]
-            return streams[:, :-1].to(device), streams[:, 1:].to(device)
-        inputs, targets = respell(
-            data.train_ids, spellings, config.spell_dropout, config.seed * 100_003 + epoch, config.spell_whole
-        )
-        mine = slice(dist.rank * rows, (dist.rank + 1) * rows)
-        return batchify(inputs, config.batch_size)[mine].to(device), batchify(targets, config.batch_size)[mine].to(
-            device
-        )
-
-    streams = epoch_streams(loop.epoch + 1)
-    rare = data.rare.to(device)
-    steps_per_epoch = math.ceil(streams[0].size(1) / config.seq_len)
+    streams = epoch_streams(config, data, dist, device, loop.epoch + 1)
     emit(
         StartEvent(
             vocab=len(data.vocab),
             train_tokens=len(data.train_ids),
             heldout_tokens=len(data.dev.ids),
             heldout_chars=data.dev.chars,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=math.ceil(streams[0].size(1) / config.seq_len),
             epochs=config.epochs,
             device=str(device),
             trigram_bpc=data.trigram_bpc,
             world_size=dist.world_size,
         )
     )
-    started = time.monotonic()
+    return Run(
+        config=config,
+        dist=dist,
+        device=device,
+        emit=emit,
+        should_stop=should_stop,
+        data=data,
+        net=net,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        average=average,
+        loop=loop,
+        streams=streams,
+        rare=data.rare.to(device),
+        started=time.monotonic(),
+    )
 
+
+def epoch_streams(
+    config: TrainConfig, data: Prepared, dist: distributed.Context, device: torch.device, epoch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's rows of inputs and of targets (the next token of each input) for ``epoch``.
+
+    --batch-size counts streams over all processes; each rank trains on its own contiguous rows, so the
+    carried state of truncated BPTT never crosses from one rank's text to another's.
+    """
+    rows = config.batch_size // dist.world_size
+    mine = slice(dist.rank * rows, (dist.rank + 1) * rows)
+    if not config.spell_dropout:
+        streams = batchify(data.train_ids, config.batch_size)[mine]
+        return streams[:, :-1].to(device), streams[:, 1:].to(device)
+    inputs, targets = respell(
+        data.train_ids, data.spellings, config.spell_dropout, config.seed * 100_003 + epoch, config.spell_whole
+    )
+    return batchify(inputs, config.batch_size)[mine].to(device), batchify(targets, config.batch_size)[mine].to(device)
+
+
+def fit(run: Run) -> None:
+    """Train epoch after epoch until --epochs, early stopping (--patience) or --max-minutes; rank 0 checkpoints
+    every epoch. The best epoch's weights stay in ``run.loop.best_state``."""
+    config, loop, dist = run.config, run.loop, run.dist
     while loop.epoch < config.epochs:
         epoch_start = time.monotonic()
         if config.spell_dropout:
-            streams = epoch_streams(loop.epoch + 1)
-        try:
-            train_loss = run_epoch(
-                model, net, streams, rare, optimizer, config, loop.epoch + 1, dist, emit, should_stop, average
-            )
-        except RuntimeError as exc:
-            if dist.enabled and not isinstance(exc, (TrainingError, TrainingCancelled)):
-                raise distributed.DistributedError(
-                    f"a peer process stopped in epoch {loop.epoch + 1}; resume from {ckpt_path}"
-                ) from exc
-            raise
+            run.streams = epoch_streams(config, run.data, dist, run.device, loop.epoch + 1)
+        train_loss = train_epoch(run)
         loop.epoch += 1
-        served = average.module if average is not None else net
-        heldout_loss, bpc = evaluate_net(served, data.dev, device, dist)
-        scheduler.step(bpc)
-        improved = bpc < loop.best_bpc - 1e-4
-        if improved:
-            loop.best_bpc, loop.bad_epochs = bpc, 0
-            loop.best_state = served.plain_state_dict()
-        else:
-            loop.bad_epochs += 1
-        record = {
-            "epoch": loop.epoch,
-            "train_loss": train_loss,
-            "heldout_loss": heldout_loss,
-            "bpc": bpc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.monotonic() - epoch_start,
-        }
-        loop.history.append(record)
-        emit(
+        improved, record = score_epoch(run, train_loss, epoch_start)
+        run.emit(
             EpochEvent(
                 **record,
                 epochs=config.epochs,
                 best_bpc=loop.best_bpc,
                 improved=improved,
-                elapsed=time.monotonic() - started,
+                elapsed=time.monotonic() - run.started,
             )
         )
         if dist.is_main:
             checkpoint.save_checkpoint(
-                ckpt_path, net, optimizer, scheduler, loop, data.vocab.itos, asdict(config), average
+                config.checkpoint_path,
+                run.net,
+                run.optimizer,
+                run.scheduler,
+                loop,
+                run.data.vocab.itos,
+                asdict(config),
+                run.average,
             )
-            emit(CheckpointEvent(epoch=loop.epoch, path=str(ckpt_path)))
+            run.emit(CheckpointEvent(epoch=loop.epoch, path=str(config.checkpoint_path)))
         if loop.bad_epochs >= config.patience:
-            emit(EarlyStopEvent(epoch=loop.epoch, best_bpc=loop.best_bpc))
+            run.emit(EarlyStopEvent(epoch=loop.epoch, best_bpc=loop.best_bpc))
             break
-        if dist.agree(bool(config.max_minutes) and time.monotonic() - started > config.max_minutes * 60):
-            emit(TimeLimitEvent(epoch=loop.epoch))
+        if dist.agree(bool(config.max_minutes) and time.monotonic() - run.started > config.max_minutes * 60):
+            run.emit(TimeLimitEvent(epoch=loop.epoch))
             break
 
+
+def train_epoch(run: Run) -> float:
+    """The next epoch's pass (``run_epoch``); a peer process that stops mid-epoch is named as such."""
+    try:
+        return run_epoch(
+            run.model,
+            run.net,
+            run.streams,
+            run.rare,
+            run.optimizer,
+            run.config,
+            run.loop.epoch + 1,
+            run.dist,
+            run.emit,
+            run.should_stop,
+            run.average,
+        )
+    except RuntimeError as exc:
+        if run.dist.enabled and not isinstance(exc, (TrainingError, TrainingCancelled)):
+            raise distributed.DistributedError(
+                f"a peer process stopped in epoch {run.loop.epoch + 1}; resume from {run.config.checkpoint_path}"
+            ) from exc
+        raise
+
+
+def score_epoch(run: Run, train_loss: float, epoch_start: float) -> tuple[bool, dict[str, float]]:
+    """Score the served weights on dev, step the schedule, keep them if they are the best so far; return whether
+    they improved and the epoch's record (appended to the history)."""
+    loop = run.loop
+    served = run.average.module if run.average is not None else run.net
+    heldout_loss, bpc = evaluate_net(served, run.data.dev, run.device, run.dist)
+    run.scheduler.step(bpc)
+    improved = bpc < loop.best_bpc - 1e-4
+    if improved:
+        loop.best_bpc, loop.bad_epochs = bpc, 0
+        loop.best_state = served.plain_state_dict()
+    else:
+        loop.bad_epochs += 1
+    record = {
+        "epoch": loop.epoch,
+        "train_loss": train_loss,
+        "heldout_loss": heldout_loss,
+        "bpc": bpc,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "seconds": time.monotonic() - epoch_start,
+    }
+    loop.history.append(record)
+    return improved, record
+
+
+def finish(run: Run) -> Trained:
+    """The best epoch's weights in a plain network, the served mixture fit on dev, the metrics on test; rank 0
+    writes the bundle."""
+    data, config, loop = run.data, run.config, run.loop
     if loop.best_state is None:
         raise TrainingError("no epoch finished, so there is no model to save")
-    net = LyricsNet(net.config).to(device)  # plain: weight drop was for training only
+    net = LyricsNet(run.net.config).to(run.device)  # plain: weight drop was for training only
     net.load_state_dict(loop.best_state)
     # The count models of the served mixture count this stream (the bundle's train_ids): the training text, and
     # with --count-dev the dev text after it, once dev has fit the mixture's weights (the bar counts it too).
@@ -344,7 +442,7 @@ def train(
         data.train_ids,
         data.dev,
         data.test,
-        device,
+        run.device,
         config.ngram_order,
         cache_weight=config.cache_weight,
         counted_ids=counted,
@@ -358,43 +456,43 @@ def train(
         "heldout_chars": data.test.chars,
         "unk_chars": data.test.unk_chars,
         "epochs": loop.epoch,
-        "seconds": time.monotonic() - started,
+        "seconds": time.monotonic() - run.started,
     }
-    out = Path(config.out)
-    if dist.is_main:
+    trained = Trained(Path(config.out), net, counted, mixture, metrics)
+    if run.dist.is_main:
+        write_bundle(run, trained)
+    return trained
 
-        def write_bundle() -> None:
-            checkpoint.save_bundle(
-                out,
-                net,
-                data.vocab.itos,
-                counted,
-                mixture,
-                metrics,
-                loop.history,
-                asdict(config),
-                data.corpus_sha256,
-                added_corpora=[added.to_dict() for added in data.added],
-            )
 
-        write_bundle()
-        if config.judge_songs and data.source is not None:
-            # The report writes songs from the bundle as it is served, so it comes after the bundle, into it.
-            emit(JudgingEvent(songs=config.judge_songs))
-            metrics["judge"] = judge_bundle(out, data.source, config.judge_songs)
-            metrics["seconds"] = time.monotonic() - started
-            write_bundle()
-    emit(
+def write_bundle(run: Run, trained: Trained) -> None:
+    """Write (or rewrite, atomically) the serving bundle of ``trained``."""
+    checkpoint.save_bundle(
+        trained.path,
+        trained.net,
+        run.data.vocab.itos,
+        trained.counted,
+        trained.mixture,
+        trained.metrics,
+        run.loop.history,
+        asdict(run.config),
+        run.data.corpus_sha256,
+        added_corpora=[added.to_dict() for added in run.data.added],
+    )
+
+
+def announce(run: Run, trained: Trained) -> None:
+    """Report the bundle written, with its figures on test: the last event of a run."""
+    metrics = trained.metrics
+    run.emit(
         DoneEvent(
-            path=str(out),
-            bpc=mixture.bpc,
+            path=str(trained.path),
+            bpc=trained.mixture.bpc,
             static_bpc=metrics["static_bpc"],
             net_bpc=metrics["net_bpc"],
-            trigram_bpc=data.trigram_bpc,
-            heldout_chars=data.test.chars,
-            unk_chars=data.test.unk_chars,
-            epochs=loop.epoch,
+            trigram_bpc=run.data.trigram_bpc,
+            heldout_chars=run.data.test.chars,
+            unk_chars=run.data.test.unk_chars,
+            epochs=run.loop.epoch,
             seconds=metrics["seconds"],
         )
     )
-    return out

@@ -36,8 +36,9 @@ from bot.promotion import Promoter
 from bot.settings import Settings, SettingsError
 from model import config
 from model.__main__ import build_parser
-from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, file_sha256, load_bundle, safe_load
+from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, load_bundle, safe_load
 from model.events import EpochEvent, StepEvent
+from model.files import file_sha256
 from tests.bot.helpers import PNG_SIGNATURE, bot_env, gone
 from tests.fakediscord import FakeDiscord, SentMessage, make_user, running_bot
 

@@ -1,12 +1,11 @@
 import os
 import pickle
-import stat
 import time
 
 import pytest
 import torch
 
-from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, atomic_write, current_umask, load_bundle
+from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, load_bundle
 from model.sample import Sampler
 
 
@@ -94,31 +93,6 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
         atomic_save({"format": BUNDLE_FORMAT, "n": 2, "unpicklable": lambda: None}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["b.pt"]  # no temp file left behind
-
-
-def mode_of(path) -> int:
-    return stat.S_IMODE(os.stat(path).st_mode)
-
-
-def test_atomic_write_keeps_the_replaced_files_mode_and_gives_a_new_file_opens_mode(tmp_path):
-    # A new file gets what open() would give it (0o666 less the umask), not mkstemp's 0600: a shard process
-    # under another user must be able to read the models the trainer writes.
-    old = os.umask(0o022)
-    try:
-        assert current_umask() == 0o022
-        fresh = tmp_path / "fresh.pt"
-        atomic_write(fresh, lambda handle: handle.write(b"new"))
-        assert mode_of(fresh) == 0o644
-        os.umask(0o027)
-        atomic_write(tmp_path / "private.pt", lambda handle: handle.write(b"new"))
-        assert mode_of(tmp_path / "private.pt") == 0o640
-    finally:
-        os.umask(old)
-    # A file replaced keeps the mode its owner gave it, wider or narrower.
-    for mode in (0o664, 0o600):
-        fresh.chmod(mode)
-        atomic_write(fresh, lambda handle: handle.write(b"newer"))
-        assert mode_of(fresh) == mode and fresh.read_bytes() == b"newer"
 
 
 def test_a_config_asking_for_a_huge_network_is_refused_before_anything_is_built(tiny_bundle, tmp_path):

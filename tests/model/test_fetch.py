@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from model.checkpoint import file_sha256
 from model.corpus import load_corpus
 from model.fetch import DEFAULT_SHA256, FetchError, fetch
+from model.files import file_sha256
 from tests.helpers import REFERENCE_CORPUS, REPO
 
 pytestmark = pytest.mark.skipif(not REFERENCE_CORPUS.exists(), reason="the reference corpus is not beside the repo")

@@ -33,7 +33,7 @@ def test_the_flagship_seed_stays_expressible(corpus):
 
 
 def test_character_bars_on_the_reference_split(corpus):
-    # The issue's figures, counted on the raw text: unigram 9.20, bigram 8.10, trigram about 8.06.
+    # The reference corpus' known figures, counted on the raw text: unigram 9.20, bigram 8.10, trigram about 8.06.
     # Our normalisation folds runs of spaces, so there are ~1.5% fewer held-out characters.
     assert char_ngram_bpc(corpus.train, corpus.heldout, 1) == pytest.approx(9.26, abs=0.05)
     assert char_ngram_bpc(corpus.train, corpus.heldout, 3) == pytest.approx(8.08, abs=0.05)

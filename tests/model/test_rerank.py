@@ -19,8 +19,8 @@ def test_scores_follow_the_weights():
     assert rhyme_only.best(["我在街角等你", "你走"], target=6, rhyme="ou") == 1
     length_only = LineScorer(ScoreWeights(rhyme=0.0, length=1.0))
     assert length_only.best(["你走", "我在街角等你"], target=6, rhyme="ou") == 1
-    scores = LineScorer().scores(["我在街角等候"], target=6, rhyme="ou")
-    assert scores == [ScoreWeights().rhyme]  # a perfect fit scores exactly the rhyme bonus
+    fits = LineScorer().plan_fit(["我在街角等候"], target=6, rhyme="ou")
+    assert fits == [ScoreWeights().rhyme]  # a perfect fit is worth exactly the rhyme bonus
 
 
 def test_the_line_that_carries_its_keyword_wins_among_equals_but_not_over_the_rhyme():

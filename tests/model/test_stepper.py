@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from model import stepper as stepper_module
+from model.bpc import bits_per_char, dev_and_test, token_log2probs
 from model.checkpoint import load_bundle
 from model.corpus import load_corpus
-from model.evaluate import bits_per_char, dev_and_test, token_log2probs
 from model.network import LyricsNet, NetConfig, spell
 from model.sample import Sampler, SampleRequest
 from model.stepper import PrecisionError, Stepper, cpu_has_native_bf16, resolve_precision

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from model.__main__ import train_and_judge
 from model.checkpoint import load_bundle, safe_load
 from model.config import TrainConfig, TrainingError
 from model.events import CheckpointEvent, DoneEvent, EarlyStopEvent, EpochEvent, JudgingEvent, ResumeEvent, StartEvent
@@ -185,9 +186,11 @@ def test_added_texts_are_trained_on_and_recorded_while_the_heldout_text_stays(co
     assert more.train_config["added_corpora"] == str(folder)
 
 
-def test_the_bundle_keeps_its_song_quality_report(corpus, tmp_path):
-    events = run(tiny_config(corpus, tmp_path / "m.pt", epochs=1, judge_songs=10))
+def test_the_train_command_keeps_the_song_quality_report_in_the_bundle(corpus, tmp_path):
+    events = []
+    train_and_judge(tiny_config(corpus, tmp_path / "m.pt", epochs=1, judge_songs=10), on_event=events.append)
     assert any(isinstance(e, JudgingEvent) and e.songs == 10 for e in events)
+    assert isinstance(events[-1], DoneEvent)  # the bundle "done" names already carries the report
     report = load_bundle(tmp_path / "m.pt").metrics["judge"]
     assert report["songs"] == 10
     line_level = ("rhyme", "line_mean", "char_auc", "syntax_auc", "wordlike", "verbatim", "novel_ngrams", "loops")
@@ -196,6 +199,13 @@ def test_the_bundle_keeps_its_song_quality_report(corpus, tmp_path):
         assert isinstance(report[key], float), key
         assert isinstance(report[f"corpus_{key}"], float), key
     assert 0 <= report["targets_met"] <= report["targets"] == 13
+
+
+def test_train_itself_writes_no_song_quality_report(corpus, tmp_path):
+    # The report is a step of the train command, after train(): a caller of train() gets the bundle alone.
+    events = run(tiny_config(corpus, tmp_path / "m.pt", epochs=1, judge_songs=10))
+    assert not any(isinstance(e, JudgingEvent) for e in events) and isinstance(events[-1], DoneEvent)
+    assert "judge" not in load_bundle(tmp_path / "m.pt").metrics
 
 
 def test_static_bpc_and_the_dev_test_split_are_reported(corpus, tmp_path):
