@@ -23,7 +23,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
+from bot import i18n
 from bot.replies import tell
 
 H = TypeVar("H")
@@ -109,7 +109,7 @@ async def _dispatch(interaction: discord.Interaction, protocol: type[H], call: C
     bot = interaction.client
     handler = _handler(bot, protocol)
     if handler is None or not isinstance(bot, _BOTS):
-        await tell(interaction, messages.UNAVAILABLE)
+        await tell(interaction, i18n.text(interaction.locale, "errors.unavailable"))
         return
     try:
         await call(handler)

@@ -24,6 +24,7 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
+from bot import i18n
 from bot.client import LyricsBot, create_bot
 from bot.engine import Engine, load_sampler
 from bot.exts.training import Training
@@ -31,7 +32,6 @@ from bot.exts.training.options import StartOptions, option, slash_options
 from bot.exts.training.progress import ProgressUpdater
 from bot.exts.training.texts import duration, failure_text, judge_text, progress_bar, stderr_text
 from bot.jobs import JobState, JobStatus, train_argv
-from bot.messages import OWNER_ONLY
 from bot.settings import Settings, SettingsError
 from model import config
 from model.__main__ import build_parser
@@ -39,6 +39,8 @@ from model.checkpoint import BUNDLE_FORMAT, BundleError, atomic_save, file_sha25
 from model.events import EpochEvent, StepEvent
 from tests.bot.helpers import PNG_SIGNATURE, bot_env, gone
 from tests.fakediscord import FakeDiscord, SentMessage, make_user, running_bot
+
+OWNER_ONLY = i18n.text("en", "errors.owner_only")
 
 ADMINISTRATOR = 1 << 3
 TINY = "--hidden 32 --embed 16 --batch-size 8 --seq-len 16 --min-count 2 --seed 0 --judge-songs 0"

@@ -1,4 +1,8 @@
-"""What /train and /model info say: the progress message, a run's outcome, refusals, and the model embed."""
+"""What /train and /model info say: the progress message, a run's outcome, refusals, and the model embed.
+
+The short texts are the catalogues' (bot/locales/, `training.*`), in the language of the member who asked
+(for a run's messages: who started it).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import discord
 
 from bot import messages
 from bot.engine import ModelInfo, Promotion, metric
+from bot.i18n import Locale, text
 from bot.jobs import JobState, JobStatus
 from bot.messages import CONTENT_LIMIT
 from model.checkpoint import Bundle
@@ -18,22 +23,10 @@ from model.corpus import is_sample
 
 BAR_WIDTH = 20
 
-NOT_RUNNING = "No training job is running."
-CANCELLING = "Cancelling the training job…"
-SHUT_DOWN = "**Training stopped**: the bot shut down."
-NOT_EVALUATED = "**Training ended, but the bot could not evaluate the result** (logged). The live model keeps serving."
-UPDATES_STOP = (
-    "\n*Updates stop here: Discord lets a reply be edited for 15 minutes only. "
-    "`/train status` shows the progress and the outcome.*"
-)
 
-
-def moved_text(url: str) -> str:
+def moved_text(locale: Locale, url: str) -> str:
     """The reply, once the progress has moved to a channel message."""
-    return (
-        f"Training continues; its progress is now shown here: {url}\n"
-        "(Discord lets a reply be edited for 15 minutes only.)"
-    )
+    return text(locale, "training.moved", url=url)
 
 
 def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -198,43 +191,43 @@ def unusable_text(error: object) -> str:
 # refusals and /train status
 
 
-def already_running(status: str) -> str:
-    return f"A training job is already running; one at a time. `/train cancel` stops it.\n\n{status}"
+def already_running(locale: Locale, status: str) -> str:
+    return text(locale, "training.already_running", status=status)
 
 
-def no_corpus(corpus: Path) -> str:
-    return f"There is no corpus at `{corpus}`: put the lyrics there (LYRICS_CORPUS) and try again."
+def no_corpus(locale: Locale, corpus: Path) -> str:
+    return text(locale, "training.no_corpus", corpus=corpus)
 
 
-def no_checkpoint(checkpoint: Path) -> str:
-    return (
-        f"There is no checkpoint to resume from (`{checkpoint}`): "
-        "start without resume, or after a run that finished at least one epoch."
-    )
+def no_checkpoint(locale: Locale, checkpoint: Path) -> str:
+    return text(locale, "training.no_checkpoint", checkpoint=checkpoint)
 
 
-def could_not_start(error: object) -> str:
-    return f"Could not start training: {error}"
+def could_not_start(locale: Locale, error: object) -> str:
+    return text(locale, "training.could_not_start", error=error)
 
 
-def already_ended(state: JobState) -> str:
-    return f"The training job had already ended: {state}."
+def already_ended(locale: Locale, state: JobState) -> str:
+    return text(locale, "training.already_ended", state=state)
 
 
-def idle_text(live: ModelInfo | None) -> str:
-    score = f"held-out bpc {_num(metric(live.metrics, 'bpc'))}" if live else "no model loaded"
-    return f"Idle: no training job has run since the bot started. The live model: {score}."
+def idle_text(locale: Locale, live: ModelInfo | None) -> str:
+    if live is None:
+        score = text(locale, "training.idle_no_model")
+    else:
+        score = text(locale, "training.idle_score", bpc=_num(metric(live.metrics, "bpc")))
+    return text(locale, "training.idle", score=score)
 
 
-def concluding_text(state: JobState) -> str:
-    return f"State: {state}; the bot is concluding the run (comparing and swapping the model)."
+def concluding_text(locale: Locale, state: JobState) -> str:
+    return text(locale, "training.concluding", state=state)
 
 
 # ---------------------------------------------------------------------------------------------
 # /model info
 
 
-def model_embed(live: ModelInfo) -> discord.Embed:
+def model_embed(live: ModelInfo, locale: Locale) -> discord.Embed:
     """/model info: what the live model is, how it was trained, and how well it does on held-out text."""
     bundle: Bundle = live.bundle
     config = bundle.net.config
@@ -248,7 +241,7 @@ def model_embed(live: ModelInfo) -> discord.Embed:
             if scored < bar
             else f"\ndoes not beat the character-trigram bar ({scored - bar:.3f} bpc worse)"
         )
-    embed = discord.Embed(title="The live model (当前模型)", colour=messages.EMBED_COLOUR)
+    embed = discord.Embed(title=text(locale, "training.model_title"), colour=messages.EMBED_COLOUR)
     embed.add_field(
         name="Network",
         inline=False,
