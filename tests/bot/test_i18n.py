@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 import discord
 import pytest
 
 from bot import i18n
+from bot.client import LyricsBot
+from tests.bot.helpers import SEED, bob, ephemeral_text, write_song
+from tests.fakediscord import FakeDiscord
 
 
 def placeholders(template: str) -> set[str]:
@@ -40,8 +44,6 @@ def test_an_unknown_key_is_an_error_not_a_blank_reply() -> None:
 
 def test_command_names_follow_discords_naming_rules() -> None:
     """Lowercase, 1-32 word characters or dashes, in every language (Discord refuses the whole sync otherwise)."""
-    import re
-
     rule = re.compile(r"^[-_'\w]{1,32}$")
     for language in i18n.LANGUAGES:
         for key, value in i18n.catalogue(language).items():
@@ -59,3 +61,77 @@ async def test_the_translator_gives_chinese_for_chinese_locales_only() -> None:
     assert await translator.translate(name, discord.Locale.chinese, context) == "歌词"
     assert await translator.translate(name, discord.Locale.taiwan_chinese, context) == "歌詞"
     assert await translator.translate(name, discord.Locale.american_english, context) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# through the Discord stand-in: the commands as synced, and replies in each member's language
+
+
+async def test_the_synced_commands_carry_chinese_localizations(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
+    lyrics, _ = fake_discord.find_command("lyrics", fake_discord.guild["id"])
+    assert lyrics is not None and lyrics["name"] == "lyrics"  # Discord's default, which interactions still carry
+    assert lyrics["name_localizations"] == {"zh-CN": "歌词", "zh-TW": "歌詞"}
+    assert lyrics["description"] == "Write lyrics in the style of Jay Chou"
+    assert lyrics["description_localizations"]["zh-CN"] == "写一首周杰伦风格的歌词"
+    assert lyrics["description_localizations"]["zh-TW"] == "寫一首周杰倫風格的歌詞"
+    seed = next(o for o in lyrics["options"] if o["name"] == "seed")
+    assert seed["name_localizations"] == {"zh-CN": "开头", "zh-TW": "開頭"}
+    favourites, _ = fake_discord.find_command("favourites", fake_discord.guild["id"])
+    top = next(o for o in favourites["options"] if o["name"] == "top")
+    assert top["name_localizations"]["zh-CN"] == "排行榜"
+    [period] = top["options"]
+    assert [c["value"] for c in period["choices"]] == ["week", "month", "all"]
+    assert [c["name_localizations"]["zh-TW"] for c in period["choices"]] == ["本週", "本月", "全部"]
+    for name in ("train", "corpus", "model"):  # every command, the owners' too
+        synced, _ = fake_discord.find_command(name, fake_discord.guild["id"])
+        assert set(synced["name_localizations"]) == {"zh-CN", "zh-TW"}, name
+    # Discord sends the default name whatever the member's language: the command answers in theirs.
+    mine = await fake_discord.send_slash_command("favourites mine", locale="zh-CN")
+    assert await ephemeral_text(mine) == "你还没有收藏：点歌下面的 ⭐ 即可收藏。"
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("en-US", "There is no song #999 here"),
+        ("en-GB", "There is no song #999 here"),  # no catalogue of its own: the fallback
+        ("zh-CN", "这里没有第 999 首歌"),
+        ("zh-TW", "這裡沒有第 999 首歌"),
+    ],
+)
+async def test_a_reply_follows_the_members_language(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot, locale: str, expected: str
+) -> None:
+    inter = await fake_discord.send_slash_command("favourites show", {"id": 999}, locale=locale)
+    assert (await ephemeral_text(inter)).startswith(expected)
+
+
+async def test_a_refusal_from_on_error_is_in_the_members_language(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
+    """/train start by a member who is not an owner: the check fails, and on_error answers in their language."""
+    answers = {}
+    for locale in ("en-US", "zh-CN", "zh-TW"):
+        inter = await fake_discord.send_slash_command("train start", {}, locale=locale)
+        answers[locale] = await ephemeral_text(inter)
+    assert answers["en-US"] == i18n.text("en", "errors.owner_only")
+    assert answers["zh-CN"].startswith("只有机器人的所有者可以这样做")
+    assert answers["zh-TW"].startswith("只有機器人的擁有者可以這樣做")
+
+
+async def test_a_song_is_never_translated_only_the_words_around_it(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
+    english = await write_song(fake_discord, temperature=0.5)
+    seed = english.embeds[0]["footer"]["text"].split("random seed ")[1].split()[0]
+    chinese = await (
+        await fake_discord.send_slash_command(
+            "lyrics", {"seed": SEED, "length": 10, "temperature": 0.5}, user=bob(), locale="zh-CN"
+        )
+    ).wait_final(timeout=30)
+    footer = chinese.embeds[0]["footer"]["text"]
+    assert footer.startswith("温度 0.5 · 长度 10 · 随机种子 ") and "押" in footer, footer
+    assert seed.isdigit()
+    assert chinese.embeds[0]["description"].startswith(SEED)  # the song, as written: no translation
