@@ -98,7 +98,11 @@ class Run:
 
     def progress_text(self) -> str:
         return texts.progress_text(
-            self.job.status, options=self.options.describe(), started_by=self.started_by, corpus=self.corpus
+            self.locale,
+            self.job.status,
+            options=self.options.describe(),
+            started_by=self.started_by,
+            corpus=self.corpus,
         )
 
 
@@ -206,7 +210,7 @@ class Training(commands.Cog):
             options=options,
             started_by=interaction.user.display_name,
             candidate=candidate,
-            corpus=texts.corpus_words(self.settings.corpus_path, added),
+            corpus=texts.corpus_words(locale, self.settings.corpus_path, added),
             locale=locale,
         )
         self.run = run

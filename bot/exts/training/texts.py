@@ -54,42 +54,44 @@ def _num(value: float | None, digits: int = 3) -> str:
 # a run
 
 
-def corpus_words(corpus: Path, added: list[Path]) -> str:
+def corpus_words(locale: Locale, corpus: Path, added: list[Path]) -> str:
     """What a run trains on, for its progress message: the base corpus and how many files were added."""
     words = f"`{corpus.name}`"
     if is_sample(corpus):
-        words += " (the bundled sample, not Jay Chou's lyrics: `python -m model fetch` gets them)"
+        words += text(locale, "training.corpus_sample")
     if added:
-        words += f" + {len(added)} added file{'s' if len(added) != 1 else ''}"
+        words += text(locale, f"training.corpus_added_{'one' if len(added) == 1 else 'other'}", count=len(added))
     return words
 
 
 def progress_text(
-    status: JobStatus, *, options: str, started_by: str, corpus: str = "", now: float | None = None
+    locale: Locale, status: JobStatus, *, options: str, started_by: str, corpus: str = "", now: float | None = None
 ) -> str:
     """The progress message while the job runs; `options` is StartOptions.describe(), `corpus` corpus_words()."""
-    on = f" on {corpus}" if corpus else ""
-    head = f"**Training a new model**{on} ({options}), started by {messages.escape(started_by)}."
+    on = text(locale, "training.progress_on", corpus=corpus) if corpus else ""
+    head = text(locale, "training.progress_head", on=on, options=options, who=messages.escape(started_by))
+    elapsed = duration(status.elapsed(now))
     if status.training_since is None:
-        return f"{head}\nReading the corpus and building the vocabulary… (elapsed {duration(status.elapsed(now))})"
+        return f"{head}\n" + text(locale, "training.progress_reading", elapsed=elapsed)
     fraction = status.fraction_done()
-    where = f"epoch {status.epoch}/{status.epochs}"
+    where = text(locale, "training.progress_epoch", epoch=status.epoch, epochs=status.epochs)
     if status.steps and status.step and status.epoch < status.epochs:
-        where += f" · step {status.step}/{status.steps} of epoch {status.epoch + 1}"
+        where += text(locale, "training.progress_step", step=status.step, steps=status.steps, next=status.epoch + 1)
     lines = [head, f"`{progress_bar(fraction)}` {fraction:.0%} · {where}"]
     if status.epoch > status.first_epoch or status.bpc is not None:
-        lines.append(
-            f"train loss {_num(status.train_loss)} · held-out loss {_num(status.heldout_loss)} · "
-            f"held-out bpc {_num(status.bpc)} (best {_num(status.best_bpc)}; "
-            f"character-trigram bar {_num(status.trigram_bpc)})"
-        )
+        losses = {
+            "train": _num(status.train_loss),
+            "heldout": _num(status.heldout_loss),
+            "bpc": _num(status.bpc),
+            "best": _num(status.best_bpc),
+            "bar": _num(status.trigram_bpc),
+        }
+        lines.append(text(locale, "training.progress_losses", **losses))
     eta = status.eta(now)
-    lines.append(
-        f"elapsed {duration(status.elapsed(now))} · ETA "
-        + (f"{duration(eta)} at most (early stopping may end it sooner)" if eta is not None else "?")
-    )
+    at_most = text(locale, "training.progress_at_most", eta=duration(eta)) if eta is not None else "?"
+    lines.append(text(locale, "training.progress_eta", elapsed=elapsed, eta=at_most))
     if status.cancel_requested:
-        lines.append("Cancelling…")
+        lines.append(text(locale, "training.progress_cancelling"))
     return "\n".join(lines)
 
 
