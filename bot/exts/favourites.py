@@ -425,12 +425,11 @@ class Favourites(
     async def _forget_me(self, interaction: discord.Interaction) -> None:
         report = await defer_if_slow(interaction, self.bot.store.forget_preview(interaction.user.id), ephemeral=True)
         question = messages.forget_question(interaction.locale, report)
+        buttons = views.forget_view(interaction.user.id, interaction.locale)
         if not interaction.response.is_done():
-            await interaction.response.send_message(
-                question, view=views.forget_view(interaction.user.id), ephemeral=True
-            )
+            await interaction.response.send_message(question, view=buttons, ephemeral=True)
         else:  # deferred (ephemeral: see below) while the database was slow
-            await interaction.edit_original_response(content=question, view=views.forget_view(interaction.user.id))
+            await interaction.edit_original_response(content=question, view=buttons)
 
 
 def _not_found(locale: Locale, song_id: int) -> str:

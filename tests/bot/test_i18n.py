@@ -12,6 +12,7 @@ from bot import i18n
 from bot.client import LyricsBot
 from tests.bot.helpers import SEED, bob, ephemeral_text, write_song
 from tests.fakediscord import FakeDiscord
+from tests.fakediscord.rules import walk_components
 
 
 def placeholders(template: str) -> set[str]:
@@ -135,3 +136,19 @@ async def test_a_song_is_never_translated_only_the_words_around_it(
     assert footer.startswith("温度 0.5 · 长度 10 · 随机种子 ") and "押" in footer, footer
     assert seed.isdigit()
     assert chinese.embeds[0]["description"].startswith(SEED)  # the song, as written: no translation
+
+
+async def test_forget_me_asks_and_answers_in_the_members_language(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
+    user = bob()
+    await write_song(fake_discord, user=user)
+    question = await fake_discord.send_slash_command("favourites forget-me", user=user, locale="zh-TW")
+    asked = await question.wait_final()
+    assert asked.ephemeral and asked.content.startswith("這會永久刪除機器人儲存的關於你的一切："), asked.content
+    labels = [c["label"] for c in walk_components(asked.components) if c.get("type") == 2]
+    assert labels == ["刪除我的資料", "取消"]
+    confirm = await fake_discord.click_button(asked, f"forget:{user['id']}:confirm", user=user, locale="zh-TW")
+    await confirm.wait_response()
+    done = await confirm.wait_final(timeout=30, until=lambda i: (i.content or "").startswith("已刪除。"))
+    assert "• 你點的 1 首歌" in done.content, done.content
