@@ -88,6 +88,10 @@ async def test_the_synced_commands_carry_chinese_localizations(
     for name in ("train", "corpus", "model"):  # every command, the owners' too
         synced, _ = fake_discord.find_command(name, fake_discord.guild["id"])
         assert set(synced["name_localizations"]) == {"zh-CN", "zh-TW"}, name
+    train, _ = fake_discord.find_command("train", fake_discord.guild["id"])
+    start = next(o for o in train["options"] if o["name"] == "start")
+    epochs = next(o for o in start["options"] if o["name"] == "epochs")
+    assert epochs["description_localizations"]["zh-CN"].startswith("训练轮数")
     # Discord sends the default name whatever the member's language: the command answers in theirs.
     mine = await fake_discord.send_slash_command("favourites mine", locale="zh-CN")
     assert await ephemeral_text(mine) == "你还没有收藏：点歌下面的 ⭐ 即可收藏。"
