@@ -156,3 +156,11 @@ async def test_forget_me_asks_and_answers_in_the_members_language(
     await confirm.wait_response()
     done = await confirm.wait_final(timeout=30, until=lambda i: (i.content or "").startswith("已刪除。"))
     assert "• 你點的 1 首歌" in done.content, done.content
+
+
+async def test_model_info_in_traditional_chinese(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
+    inter = await fake_discord.send_slash_command("model info", locale="zh-TW")
+    shown = await inter.wait_final(timeout=30, until=lambda i: i.embeds)
+    [embed] = shown.embeds
+    assert embed["title"] == "目前的模型"
+    assert [f["name"] for f in embed["fields"]][:4] == ["網路", "訓練", "語料", "留出文字每字元位元數（越低越好）"]

@@ -238,56 +238,59 @@ def model_embed(live: ModelInfo, locale: Locale) -> discord.Embed:
     verdict = ""
     scored = static if static is not None else bpc
     if scored is not None and bar is not None:
-        verdict = (
-            f"\nbeats the character-trigram bar by {bar - scored:.3f} bpc"
-            if scored < bar
-            else f"\ndoes not beat the character-trigram bar ({scored - bar:.3f} bpc worse)"
+        beats = scored < bar
+        verdict = text(
+            locale, "training.model_beats" if beats else "training.model_misses", margin=f"{abs(bar - scored):.3f}"
         )
     embed = discord.Embed(title=text(locale, "training.model_title"), colour=messages.EMBED_COLOUR)
+    network = text(
+        locale,
+        "training.model_network_value",
+        cell=config.cell.upper(),
+        layers=text(locale, f"training.model_layers_{'one' if config.layers == 1 else 'other'}", count=config.layers),
+        hidden=config.hidden,
+        embed=config.embed,
+        vocab=config.vocab_size,
+        tied=text(locale, "training.model_tied") if config.tie_weights else "",
+        dropout=config.dropout,
+    )
     embed.add_field(
-        name="Network",
+        name=text(locale, "training.model_network"),
         inline=False,
-        value=(
-            f"{config.cell.upper()} · {config.layers} layer{'s' if config.layers != 1 else ''} · "
-            f"hidden {config.hidden} · embedding {config.embed} · vocabulary {config.vocab_size:,} words"
-            f"{' · tied embeddings' if config.tie_weights else ''} · dropout {config.dropout:g}"
-            f"\n{precision_text(live.precision)}"
-        ),
+        value=f"{network}\n{precision_text(locale, live.precision)}",
     )
     train_config = bundle.train_config
-    embed.add_field(
-        name="Training",
-        inline=False,
-        value=(
-            f"{_trained_at(bundle.created_at)} · {len(bundle.history)} epochs"
-            f" ({duration(metric(metrics, 'seconds'))}) · batch {train_config.get('batch_size', '?')} × "
-            f"{train_config.get('seq_len', '?')} tokens · lr {train_config.get('lr', '?')}"
-        ),
+    training = text(
+        locale,
+        "training.model_training_value",
+        when=_trained_at(bundle.created_at),
+        epochs=len(bundle.history),
+        seconds=duration(metric(metrics, "seconds")),
+        batch=train_config.get("batch_size", "?"),
+        seq=train_config.get("seq_len", "?"),
+        lr=train_config.get("lr", "?"),
     )
+    embed.add_field(name=text(locale, "training.model_training"), inline=False, value=training)
     corpus = f"`{Path(str(train_config.get('corpus', '?'))).name}` · sha256 `{bundle.corpus_sha256[:16]}`"
     if bundle.added_corpora:
-        corpus += f"\n+ added from chat: {added_words(bundle.added_corpora)}"
-    embed.add_field(name="Corpus", inline=False, value=corpus[:1024])
+        corpus += text(locale, "training.model_added", files=added_words(bundle.added_corpora))
+    embed.add_field(name=text(locale, "training.model_corpus"), inline=False, value=corpus[:1024])
+    scores = {"bpc": _num(bpc), "static": _num(static), "net": _num(net_bpc), "bar": _num(bar), "verdict": verdict}
     embed.add_field(
-        name="Held-out bits per character (lower is better)",
-        inline=False,
-        value=(
-            f"**{_num(bpc)}** served (network + n-gram mixture + song cache) · {_num(static)} without the cache · "
-            f"{_num(net_bpc)} network alone · {_num(bar)} character trigram{verdict}"
-        ),
+        name=text(locale, "training.model_heldout"), inline=False, value=text(locale, "training.model_bpc", **scores)
     )
     if isinstance(metrics.get("judge"), dict):
-        embed.add_field(name="Its songs (python -m model judge)", inline=False, value=judge_text(metrics["judge"]))
+        embed.add_field(name=text(locale, "training.model_songs"), inline=False, value=judge_text(metrics["judge"]))
     embed.set_footer(text=f"bundle {live.bundle_hash[:12]} · {live.path.name}")
     return embed
 
 
-def precision_text(precision: str | None) -> str:
+def precision_text(locale: Locale, precision: str | None) -> str:
     """What the network multiplies in here: songs differ between precisions, so a random_seed replays the same
     song only on a host that writes in the same one (LYRICS_PRECISION; auto picks by the CPU)."""
     if precision is None:
-        return "writes in an unknown precision"
-    return f"writes in {precision} on this host (a random_seed replays a song only in the same precision)"
+        return text(locale, "training.model_precision_unknown")
+    return text(locale, "training.model_precision", precision=precision)
 
 
 def judge_text(report: dict[str, Any]) -> str:
