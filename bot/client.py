@@ -13,9 +13,11 @@ and the model file. One of them trains (LYRICS_TRAINER=1): the others hand it /t
 (bot/relay.py) and pick up each model it promotes (bot/watcher.py).
 
 Every command's failure ends in one place, `LyricsTree.on_error` (button failures are routed there too,
-see bot/views.py): a failed check is answered with its refusal, anything else is logged with its
-traceback and answered with a short apology. Nothing the bot sends can ping anyone: AllowedMentions.none()
-is the client's default for every message, and no call overrides it.
+see bot/views.py): a failed check, and each domain error the cogs let propagate (a full queue, no model,
+shutting down, a failed song, the database), is answered with its text in the member's language
+(bot/i18n.py); anything else is logged with its traceback and answered with a short apology. Nothing the
+bot sends can ping anyone: AllowedMentions.none() is the client's default for every message, and no call
+overrides it.
 """
 
 from __future__ import annotations
@@ -34,17 +36,28 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import messages, views
-from bot.engine import Engine, ModelMissingError, load_sampler
+from bot.engine import (
+    Engine,
+    EngineClosedError,
+    GenerationFailedError,
+    GroupQueueFullError,
+    ModelMissingError,
+    ModelNotLoadedError,
+    QueueFullError,
+    load_sampler,
+)
 from bot.forgetting import Forgetting
+from bot.i18n import Translator, text
 from bot.permissions import NotOwner, ShuttingDown
 from bot.relay import RELAYED_COMMANDS as RELAYED_NAMES
 from bot.relay import WITHOUT_CLAIM, RelayReceiver, RelaySender, relay_key
 from bot.replies import tell
 from bot.settings import Settings
-from bot.store import Store, TrainerTakenError, open_store
+from bot.store import Store, StoreError, TrainerTakenError, open_store
 from bot.watcher import BundleWatcher
 from model.checkpoint import BundleError
 from model.corpus import SAMPLE_NOTE, is_sample
+from model.sample import SamplingError
 
 log = logging.getLogger(__name__)
 
@@ -86,29 +99,51 @@ class LyricsTree(app_commands.CommandTree["LyricsBot"]):
         name = command.qualified_name if command is not None else ""
         if bot.trainer_lost is not None and name.split(" ")[0] in RELAYED_NAMES and name not in WITHOUT_CLAIM:
             if interaction.type is discord.InteractionType.application_command:
-                await tell(interaction, messages.TRAINER_LOST)
+                await tell(interaction, text(interaction.locale, "errors.trainer_lost"))
             return False
         if bot.relay_receiver is not None:
             return await bot.relay_receiver.acknowledge(interaction)
         return True
 
     async def on_error(self, interaction: discord.Interaction[LyricsBot], error: app_commands.AppCommandError) -> None:
+        """Answer a failed command or button: what the member can do about it, in their language."""
         what = f"/{interaction.command.qualified_name}" if interaction.command else describe(interaction)
-        if isinstance(error, NotOwner):
-            log.info("refused %s to user %d: not one of the bot's owners", what, interaction.user.id)
-            await tell(interaction, messages.OWNER_ONLY)
-            return
-        if isinstance(error, ShuttingDown):
-            await tell(interaction, messages.SHUTTING_DOWN)
-            return
-        if isinstance(error, app_commands.CommandOnCooldown):
-            await tell(interaction, messages.cooldown(what, error.retry_after))
-            return
-        log.error("%s failed", what, exc_info=getattr(error, "original", error))
+        # A command's exception arrives as CommandInvokeError, a button's as views.ButtonError: both carry it.
+        cause = getattr(error, "original", error)
+        reply = self.error_text(interaction, cause, what)
+        if reply is None:
+            log.error("%s failed", what, exc_info=cause)
+            reply = text(interaction.locale, "errors.internal")
         try:
-            await tell(interaction, messages.INTERNAL_ERROR)
+            await tell(interaction, reply)
         except discord.HTTPException:
             log.warning("could not tell the member about the error either")
+
+    def error_text(self, interaction: discord.Interaction[LyricsBot], error: Exception, what: str) -> str | None:
+        """The reply to an error the bot expects (a refusal, or a domain error the cogs raise); None for a bug."""
+        locale = interaction.locale
+        if isinstance(error, NotOwner):
+            log.info("refused %s to user %d: not one of the bot's owners", what, interaction.user.id)
+            return text(locale, "errors.owner_only")
+        if isinstance(error, ShuttingDown | EngineClosedError):
+            return text(locale, "errors.shutting_down")
+        if isinstance(error, app_commands.CommandOnCooldown):
+            return messages.cooldown(locale, what, error.retry_after)
+        if isinstance(error, QueueFullError):
+            return messages.queue_full(locale, error.waiting, error.wait, guild=isinstance(error, GroupQueueFullError))
+        if isinstance(error, ModelNotLoadedError):
+            settings = self.client.settings
+            train = self.get_command("train") is not None
+            return messages.no_model(locale, settings.corpus_path, settings.model_path, train_command=train)
+        if isinstance(error, SamplingError):  # the model's own checks (e.g. a seed it cannot encode at all)
+            return text(locale, "errors.cannot_write", reason=error)
+        if isinstance(error, GenerationFailedError):
+            log.warning("%s for user %d failed: %s", what, interaction.user.id, error)
+            return text(locale, "errors.generation_failed")
+        if isinstance(error, StoreError):  # logged with its traceback: the database needs looking at
+            log.error("%s failed in the store", what, exc_info=error)
+            return text(locale, "errors.internal")
+        return None
 
 
 def describe(interaction: discord.Interaction) -> str:
@@ -186,6 +221,7 @@ class LyricsBot(commands.AutoShardedBot):
     # ---- start-up
 
     async def setup_hook(self) -> None:
+        await self.tree.set_translator(Translator())  # command localizations, sent with every sync
         if self.serve:
             if self._store is None:
                 self._store = await open_store(self.settings.database)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot import messages, views
+from bot.i18n import Locale
 from bot.store import DeletionProgress, PendingDeletion, StoreError, utcnow
 
 if TYPE_CHECKING:
@@ -110,6 +111,8 @@ class DeletionDrainer:
         self._task: asyncio.Task[None] | None = None
         self._tries: dict[int, int] = {}  # pending deletion id -> failed tries (this process)
         self._waiting: dict[int, asyncio.Future[DeletionProgress | None]] = {}  # member -> their forget-me reply
+        # member -> the language of their forget-me, for the direct message that ends it (after a restart: English)
+        self._locales: dict[int, Locale] = {}
 
     def start(self) -> None:
         self._wake.set()  # a restart finds the queue as it was left
@@ -130,10 +133,12 @@ class DeletionDrainer:
         self._wake.set()
 
     @contextlib.contextmanager
-    def expecting(self, user_id: int) -> Iterator[asyncio.Future[DeletionProgress | None]]:
+    def expecting(self, user_id: int, locale: Locale = None) -> Iterator[asyncio.Future[DeletionProgress | None]]:
         """While inside, the member's outcome (once all their messages are settled) goes to the returned future
         instead of a direct message: the forget-me reply says it. Enter before the forget commits, since the
-        drainer may settle everything at once. The future gets None if the bot stops first."""
+        drainer may settle everything at once. The future gets None if the bot stops first. A direct message
+        sent later is in `locale`'s language, the forget-me's."""
+        self._locales[user_id] = locale
         waiter: asyncio.Future[DeletionProgress | None] = asyncio.get_running_loop().create_future()
         self._waiting[user_id] = waiter
         try:
@@ -215,7 +220,7 @@ class DeletionDrainer:
         if waiter is not None and not waiter.done():
             waiter.set_result(progress)  # the forget-me reply is still waiting: it says so itself
             return
-        text = messages.deletions_done_text(progress)
+        text = messages.deletions_done_text(self._locales.pop(user_id, None), progress)
         try:
             channel = await self.bot.create_dm(discord.Object(user_id))
             await channel.send(text)

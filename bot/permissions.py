@@ -50,11 +50,11 @@ T = TypeVar("T")
 
 
 class NotOwner(app_commands.CheckFailure):
-    """The user is not one of the bot's owners; the tree's on_error tells them who may (messages.OWNER_ONLY)."""
+    """The user is not one of the bot's owners; the tree's on_error tells them who may (errors.owner_only)."""
 
 
 class ShuttingDown(app_commands.CheckFailure):
-    """The bot is shutting down and takes no new command; the tree's on_error says so (messages.SHUTTING_DOWN)."""
+    """The bot is shutting down and takes no new command; the tree's on_error says so (errors.shutting_down)."""
 
 
 def has_administrator(interaction: discord.Interaction) -> bool:

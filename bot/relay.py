@@ -29,7 +29,7 @@ The trust boundary: whoever can write to the database must not be able to pose a
   * what a payload carries is checked as if a stranger wrote it: /corpus add downloads only from Discord's
     attachment hosts, never more than its cap (bot/exts/corpus/download.py).
 A late sender learns what became of its interaction (`RelayFate`): one the trainer found too old is answered
-by the sender after all (messages.TRAINER_LATE), so no command goes unanswered.
+by the sender after all (errors.trainer_late), so no command goes unanswered.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from typing import Any
 
 import discord
 
-from bot import messages
+from bot import i18n
 from bot.permissions import is_owner
 from bot.replies import tell
 from bot.store import Coordinator, RelayFate
@@ -138,27 +138,27 @@ class RelaySender:
             fate = await self.coordinator.relay_withdraw(ticket)
         except Exception:  # the database failed (or is closing): the member still gets an answer
             log.exception("could not hand /%s to the trainer process", name)
-            await self._answer_here(payload, messages.INTERNAL_ERROR)
+            await self._answer_here(payload, "errors.internal")
             return
         if fate is RelayFate.TAKEN:
             return  # the trainer took it and answers it
         if fate is RelayFate.EXPIRED:
             self.expired += 1
             log.warning("the trainer process found /%s too old to run (taken back late); said so here", name)
-            await self._answer_here(payload, messages.TRAINER_LATE)
+            await self._answer_here(payload, "errors.trainer_late")
             return
         self.taken_back += 1
         log.warning("the trainer process did not take /%s in time; answered here", name)
-        await self._answer_here(payload, messages.TRAINER_AWAY)
+        await self._answer_here(payload, "errors.trainer_away")
 
-    async def _answer_here(self, payload: dict[str, Any], text: str) -> None:
-        """Answer with `text` here (an autocomplete gets no choices)."""
+    async def _answer_here(self, payload: dict[str, Any], key: str) -> None:
+        """Answer with the text `key` here, in the member's language (an autocomplete gets no choices)."""
         interaction: discord.Interaction = discord.Interaction(data=payload, state=self.client._connection)
         try:
             if payload["type"] == _AUTOCOMPLETE:
                 await interaction.response.autocomplete([])
             else:
-                await tell(interaction, text)
+                await tell(interaction, i18n.text(interaction.locale, key))
         except discord.HTTPException as exc:
             log.warning("could not answer /%s here either: %s", payload["data"]["name"], exc)
 

@@ -23,7 +23,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
+from bot import i18n
 from bot.replies import tell
 
 H = TypeVar("H")
@@ -109,7 +109,7 @@ async def _dispatch(interaction: discord.Interaction, protocol: type[H], call: C
     bot = interaction.client
     handler = _handler(bot, protocol)
     if handler is None or not isinstance(bot, _BOTS):
-        await tell(interaction, messages.UNAVAILABLE)
+        await tell(interaction, i18n.text(interaction.locale, "errors.unavailable"))
         return
     try:
         await call(handler)
@@ -233,11 +233,12 @@ class ForgetButton(
 ):
     """Confirm or Cancel for /favourites forget-me; only the member named in the custom_id may press it."""
 
-    def __init__(self, owner_id: int, choice: ForgetChoice) -> None:
-        if choice is ForgetChoice.CONFIRM:
-            style, label = discord.ButtonStyle.danger, "Delete my data (删除)"
-        else:
-            style, label = discord.ButtonStyle.secondary, "Cancel (取消)"
+    def __init__(self, owner_id: int, choice: ForgetChoice, locale: i18n.Locale = None) -> None:
+        """`locale`: the language of the label (the question is the asker's alone); a click rebuilds the button
+        without one, and the message keeps the label it was sent with."""
+        confirm = choice is ForgetChoice.CONFIRM
+        style = discord.ButtonStyle.danger if confirm else discord.ButtonStyle.secondary
+        label = i18n.text(locale, "forget.confirm_button" if confirm else "forget.cancel_button")
         super().__init__(discord.ui.Button(style=style, label=label, custom_id=f"forget:{owner_id}:{choice}"))
         self.owner_id = owner_id
         self.choice = choice
@@ -256,10 +257,10 @@ class ForgetButton(
         )
 
 
-def forget_view(owner_id: int) -> discord.ui.View:
+def forget_view(owner_id: int, locale: i18n.Locale = None) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(ForgetButton(owner_id, ForgetChoice.CONFIRM))
-    view.add_item(ForgetButton(owner_id, ForgetChoice.CANCEL))
+    view.add_item(ForgetButton(owner_id, ForgetChoice.CONFIRM, locale))
+    view.add_item(ForgetButton(owner_id, ForgetChoice.CANCEL, locale))
     return view
 
 

@@ -39,6 +39,7 @@ from discord.ext import commands
 from bot import messages, views
 from bot.corpora import Corpora
 from bot.forgetting import DeletionDrainer, refresh_vote_labels
+from bot.i18n import Locale, localized, text
 from bot.permissions import ShuttingDown, can_read, everyone_can_read, is_admin, readable_channels
 from bot.replies import defer_if_slow, tell, update
 from bot.store import DeletionProgress, SelfVoteError, Song, SongNotFoundError, VoteResult
@@ -55,12 +56,8 @@ SONG_ID_MAX = 2**53  # the largest integer option Discord accepts; ids never get
 # How long the forget-me reply waits for its song messages to be deleted: its token lasts 15 minutes.
 FORGET_REPLY_WAIT_S = 600.0
 Period = Literal["week", "month", "all"]
-# How far back a leaderboard looks (None: no limit), and how its title says so.
-PERIODS: dict[str, tuple[timedelta | None, str]] = {
-    "week": (timedelta(days=7), "this week"),
-    "month": (timedelta(days=30), "this month"),
-    "all": (None, "so far"),
-}
+# How far back a leaderboard looks (None: no limit); its title says so with the text favourites.period_<period>.
+PERIODS: dict[str, timedelta | None] = {"week": timedelta(days=7), "month": timedelta(days=30), "all": None}
 
 # ---------------------------------------------------------------------------------------------
 # keeping the vote label right when clicks overlap
@@ -117,8 +114,8 @@ class LabelSync:
 
 class Favourites(
     commands.GroupCog,
-    group_name="favourites",
-    group_description="收藏与排行榜 · Your saved songs and the server's most-voted ones",
+    group_name=localized("commands.favourites.name"),
+    group_description=localized("commands.favourites.description"),
 ):
     """The /favourites commands, and the handler of every button in bot/views.py."""
 
@@ -157,8 +154,7 @@ class Favourites(
 
     async def on_song_button(self, interaction: discord.Interaction, action: SongAction, song_id: int) -> None:
         if self.bot.shutting_down:
-            await tell(interaction, messages.SHUTTING_DOWN)
-            return
+            raise ShuttingDown("the bot is shutting down")
         handle = {SongAction.VOTE: self._vote, SongAction.SAVE: self._save, SongAction.DELETE: self._delete}[action]
         async with self.bot.busy():  # a shutdown lets the click finish before the store closes
             await handle(interaction, song_id)
@@ -178,31 +174,33 @@ class Favourites(
 
     async def _toggle_vote(self, interaction: discord.Interaction, song_id: int) -> VoteResult | str:
         """The click's vote in the store, or the refusal to tell the clicker."""
+        locale = interaction.locale
         if await self._visible_song(interaction, song_id) is None:
-            return messages.not_found(song_id)
+            return _not_found(locale, song_id)
         try:
             return await self.bot.store.toggle_vote(song_id, interaction.user.id)
         except SelfVoteError:
-            return messages.SELF_VOTE
+            return text(locale, "favourites.self_vote")
         except SongNotFoundError:  # deleted since the check above
-            return messages.not_found(song_id)
+            return _not_found(locale, song_id)
 
     async def _save(self, interaction: discord.Interaction, song_id: int) -> None:
         """A first click saves the song for the clicker, the next one unsaves it."""
         await tell(interaction, await defer_if_slow(interaction, self._toggle_save(interaction, song_id)))
 
     async def _toggle_save(self, interaction: discord.Interaction, song_id: int) -> str:
+        locale = interaction.locale
         if await self._visible_song(interaction, song_id) is None:
-            return messages.not_found(song_id)
+            return _not_found(locale, song_id)
         user_id = interaction.user.id
         try:
             saved = await self.bot.store.add_favourite(user_id, song_id)
         except SongNotFoundError:
-            return messages.not_found(song_id)
+            return _not_found(locale, song_id)
         if saved:
-            return messages.saved_text(song_id)
+            return text(locale, "favourites.saved", id=song_id)
         await self.bot.store.remove_favourite(user_id, song_id)
-        return messages.unsaved_text(song_id)
+        return text(locale, "favourites.unsaved", id=song_id)
 
     async def _delete(self, interaction: discord.Interaction, song_id: int) -> None:
         async with self.labels.update(song_id) as burst:  # a vote click in flight must not put the buttons back
@@ -210,28 +208,32 @@ class Favourites(
             if refusal is not None:
                 await tell(interaction, refusal)
                 return
-            await update(interaction, content=messages.removed_text(song_id, by), embed=None, view=None)
+            content = messages.removed_text(interaction.locale, song_id, by)
+            await update(interaction, content=content, embed=None, view=None)
             burst.last = interaction
 
     async def _delete_song(self, interaction: discord.Interaction, song_id: int) -> tuple[str | None, str]:
-        """Delete the song if the clicker may: (None, who deleted it), or (the refusal to tell, "")."""
+        """Delete the song if the clicker may: (None, who deleted it: "author" or "admin"), or (the refusal, "")."""
+        locale = interaction.locale
         song = await self._visible_song(interaction, song_id)
         if song is None:
-            return messages.not_found(song_id), ""
+            return _not_found(locale, song_id), ""
         is_author = song.author_id is not None and song.author_id == interaction.user.id
         if not is_author and not is_admin(interaction, self.bot.settings):
-            return messages.DELETE_REFUSED, ""
+            return text(locale, "favourites.delete_refused"), ""
         if not await self.bot.store.delete_song(song_id):
-            return messages.not_found(song_id), ""  # someone else deleted it a moment ago
-        log.info("song %d deleted by user %d (%s)", song_id, interaction.user.id, "author" if is_author else "admin")
-        return None, "its author" if is_author else "an admin"
+            return _not_found(locale, song_id), ""  # someone else deleted it a moment ago
+        by = "author" if is_author else "admin"
+        log.info("song %d deleted by user %d (%s)", song_id, interaction.user.id, by)
+        return None, by
 
     async def _refresh_song_message(self, song_id: int, interaction: discord.Interaction) -> None:
         """Show the song's stored state on its message (see LabelSync), through a click that edited it."""
         song = await self.bot.store.get_song(song_id)
         try:
             if song is None:
-                await interaction.edit_original_response(content=messages.removed_text(song_id), embed=None, view=None)
+                content = messages.removed_text(interaction.locale, song_id)
+                await interaction.edit_original_response(content=content, embed=None, view=None)
             else:
                 await interaction.edit_original_response(view=views.song_view(song_id, votes=song.votes))
         except discord.HTTPException as exc:  # the label stays a little off; the next click fixes it
@@ -241,20 +243,21 @@ class Favourites(
 
     async def on_favourites_page(self, interaction: discord.Interaction, owner_id: int, page: int) -> None:
         if interaction.user.id != owner_id:
-            await tell(interaction, messages.NOT_YOUR_LIST)
+            await tell(interaction, text(interaction.locale, "favourites.not_your_list"))
             return
         if self.bot.shutting_down:
-            await tell(interaction, messages.SHUTTING_DOWN)
-            return
+            raise ShuttingDown("the bot is shutting down")
         async with self.bot.busy():
-            shown = await defer_if_slow(interaction, self._favourites_page(owner_id, page))
+            shown = await defer_if_slow(interaction, self._favourites_page(interaction.locale, owner_id, page))
         if shown is None:  # unsaved everything since the list was shown
-            await update(interaction, content=messages.NO_FAVOURITES, embed=None, view=None)
+            await update(interaction, content=text(interaction.locale, "favourites.none"), embed=None, view=None)
             return
         embed, pager = shown
         await update(interaction, embed=embed, view=pager)
 
-    async def _favourites_page(self, user_id: int, page: int) -> tuple[discord.Embed, discord.ui.View | None] | None:
+    async def _favourites_page(
+        self, locale: Locale, user_id: int, page: int
+    ) -> tuple[discord.Embed, discord.ui.View | None] | None:
         """Page `page` (0-based, clamped to the last one) of the user's saved songs, newest first."""
         total = await self.bot.store.count_favourites(user_id)
         if total == 0:
@@ -263,29 +266,29 @@ class Favourites(
         page = min(max(page, 0), pages - 1)
         songs = await self.bot.store.list_favourites(user_id, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
         embed = discord.Embed(
-            title=messages.FAVOURITES_TITLE,
+            title=text(locale, "favourites.title"),
             colour=messages.EMBED_COLOUR,
             description="\n".join(messages.song_line(song) for song in songs),
         )
-        embed.set_footer(text=messages.favourites_footer(page, pages, total))
+        embed.set_footer(text=text(locale, "favourites.page_footer", page=page + 1, pages=pages, total=total))
         # Songs saved from another server are listed too (they are the member's), but /favourites
         # show only opens songs of the server it is used in.
         return embed, views.pager_view(user_id, page, pages)
 
     async def on_forget_choice(self, interaction: discord.Interaction, owner_id: int, choice: ForgetChoice) -> None:
+        locale = interaction.locale
         if interaction.user.id != owner_id:
-            await tell(interaction, messages.NOT_YOUR_QUESTION)
+            await tell(interaction, text(locale, "favourites.not_your_question"))
             return
         if choice is ForgetChoice.CANCEL:
-            await interaction.response.edit_message(content=messages.FORGET_CANCELLED, view=None)
+            await interaction.response.edit_message(content=text(locale, "forget.cancelled"), view=None)
             return
         if self.bot.shutting_down:  # the store is closing: nothing is deleted, the question can be asked again
-            await tell(interaction, messages.SHUTTING_DOWN)
-            return
+            raise ShuttingDown("the bot is shutting down")
         # Deleting touches the database and then every song's message: acknowledge the click first.
         await interaction.response.defer()
         async with self.bot.busy():
-            waiting = self.drainer.expecting(owner_id) if self.drainer else contextlib.nullcontext(None)
+            waiting = self.drainer.expecting(owner_id, locale) if self.drainer else contextlib.nullcontext(None)
             with waiting as outcome:  # before the forget commits: the drainer may finish at once
                 dropped = self.bot.forgetting.forget(owner_id)  # first: a song finishing now is not kept
                 report = await self.bot.store.forget_user(owner_id)
@@ -310,8 +313,8 @@ class Favourites(
             done = progress is not None
             if report.messages and not done:  # say what remains; the drainer's direct message ends it
                 progress = await self.bot.store.deletion_progress(owner_id)
-            text = messages.forgotten_text(report, progress, done=done, corpus_records=records)
-            await interaction.edit_original_response(content=text, view=None)
+            reply = messages.forgotten_text(locale, report, progress, done=done, corpus_records=records)
+            await interaction.edit_original_response(content=reply, view=None)
 
     async def _forget_corpus_records(self, user_id: int) -> int:
         """Take the member off the records of corpus files they added (best effort: a file error is logged)."""
@@ -324,25 +327,33 @@ class Favourites(
 
     # ---- /favourites ...
 
-    @app_commands.command(name="mine", description="我的收藏 · Your saved songs, newest first")
+    @app_commands.command(
+        name=localized("commands.favourites.mine"), description=localized("commands.favourites.mine_description")
+    )
     async def mine(self, interaction: discord.Interaction) -> None:
         async with self.bot.busy():
             await self._mine(interaction)
 
     async def _mine(self, interaction: discord.Interaction) -> None:
-        shown = await self._favourites_page(interaction.user.id, 0)
+        shown = await self._favourites_page(interaction.locale, interaction.user.id, 0)
         if shown is None:
-            await tell(interaction, messages.NO_FAVOURITES)
+            await tell(interaction, text(interaction.locale, "favourites.none"))
             return
         embed, pager = shown
         extra = {"view": pager} if pager is not None else {}
         await interaction.response.send_message(embed=embed, ephemeral=True, **extra)
 
-    @app_commands.command(name="top", description="排行榜 · This server's most-voted songs")
-    @app_commands.describe(period="哪段时间 · Songs written this week, this month, or ever (default: all)")
+    @app_commands.command(
+        name=localized("commands.favourites.top"), description=localized("commands.favourites.top_description")
+    )
+    @app_commands.rename(period=localized("commands.favourites.period"))
+    @app_commands.describe(period=localized("commands.favourites.period_description"))
+    @app_commands.choices(
+        period=[app_commands.Choice(name=localized(f"commands.favourites.choice_{p}"), value=p) for p in PERIODS]
+    )
     async def top(self, interaction: discord.Interaction, period: Period = "all") -> None:
         if interaction.guild_id is None:
-            await tell(interaction, messages.TOP_IN_DMS)
+            await tell(interaction, text(interaction.locale, "favourites.top_in_dms"))
             return
         async with self.bot.busy():
             await self._top(interaction, period)
@@ -351,7 +362,8 @@ class Favourites(
         """The leaderboard everyone here may read, in public; and, only for the asker, the one of every channel
         they can read, if it differs."""
         guild_id, guild = interaction.guild_id or 0, interaction.guild  # guild: None if not cached (unavailable)
-        back, words = PERIODS[period]
+        locale = interaction.locale
+        back, words = PERIODS[period], text(locale, f"favourites.period_{period}")
         since = self.bot.store.clock() - back if back is not None else None
         readable = readable_channels(interaction)
         here = {interaction.channel_id} if interaction.channel_id is not None else set()
@@ -361,20 +373,23 @@ class Favourites(
         if readable - public:
             wider = await self.bot.store.top_songs(guild_id, since=since, limit=TOP_LIMIT, channel_ids=readable | here)
         if not shown and not wider:
-            await tell(interaction, messages.no_votes_text(words))
+            await tell(interaction, text(locale, "favourites.no_votes", period=words))
             return
         if shown:
-            await interaction.response.send_message(embed=_board(shown, words, messages.TOP_FOOTER))  # worth sharing
+            footer = text(locale, "favourites.top_footer")
+            await interaction.response.send_message(embed=_board(locale, shown, words, footer))  # worth sharing
         if [song.id for song in wider] != [song.id for song in shown]:
-            embed = _board(wider, words, messages.TOP_WIDER_FOOTER)
+            embed = _board(locale, wider, words, text(locale, "favourites.top_wider_footer"))
             if interaction.response.is_done():
                 await interaction.followup.send(embed=embed, ephemeral=True)
             else:
                 await interaction.response.send_message(embed=embed, ephemeral=True)
 
-    @app_commands.command(name="show", description="看一首歌 · One song in full, with its votes and how to replay it")
-    @app_commands.rename(song_id="id")
-    @app_commands.describe(song_id="歌的编号 · The song's number (the # in its footer)")
+    @app_commands.command(
+        name=localized("commands.favourites.show"), description=localized("commands.favourites.show_description")
+    )
+    @app_commands.rename(song_id=localized("commands.favourites.id"))
+    @app_commands.describe(song_id=localized("commands.favourites.show_id_description"))
     async def show(self, interaction: discord.Interaction, song_id: app_commands.Range[int, 1, SONG_ID_MAX]) -> None:
         async with self.bot.busy():
             await self._show(interaction, song_id)
@@ -382,43 +397,49 @@ class Favourites(
     async def _show(self, interaction: discord.Interaction, song_id: int) -> None:
         song = await self._visible_song(interaction, song_id)
         if song is None:
-            await tell(interaction, messages.not_found(song_id))
+            await tell(interaction, _not_found(interaction.locale, song_id))
             return
-        embed = messages.song_embed(messages.SongCard.of(song), record=song)
+        embed = messages.song_embed(messages.SongCard.of(song), interaction.locale, record=song)
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
-    @app_commands.command(name="remove", description="取消收藏 · Remove a song from your saved songs")
-    @app_commands.rename(song_id="id")
-    @app_commands.describe(song_id="歌的编号 · The song's number (see /favourites mine)")
+    @app_commands.command(
+        name=localized("commands.favourites.remove"), description=localized("commands.favourites.remove_description")
+    )
+    @app_commands.rename(song_id=localized("commands.favourites.id"))
+    @app_commands.describe(song_id=localized("commands.favourites.remove_id_description"))
     async def remove(self, interaction: discord.Interaction, song_id: app_commands.Range[int, 1, SONG_ID_MAX]) -> None:
         # Any of the member's saved songs, wherever it was saved: the list is theirs.
         async with self.bot.busy():
-            if await self.bot.store.remove_favourite(interaction.user.id, song_id):
-                await tell(interaction, messages.unsaved_text(song_id))
-            else:
-                await tell(interaction, messages.not_saved_text(song_id))
+            removed = await self.bot.store.remove_favourite(interaction.user.id, song_id)
+            key = "favourites.unsaved" if removed else "favourites.not_saved"
+            await tell(interaction, text(interaction.locale, key, id=song_id))
 
-    @app_commands.command(name="forget-me", description="删除我的数据 · Delete everything the bot stores about you")
+    @app_commands.command(
+        name=localized("commands.favourites.forget_me"),
+        description=localized("commands.favourites.forget_me_description"),
+    )
     async def forget_me(self, interaction: discord.Interaction) -> None:
         async with self.bot.busy():
             await self._forget_me(interaction)
 
     async def _forget_me(self, interaction: discord.Interaction) -> None:
         report = await defer_if_slow(interaction, self.bot.store.forget_preview(interaction.user.id), ephemeral=True)
+        question = messages.forget_question(interaction.locale, report)
+        buttons = views.forget_view(interaction.user.id, interaction.locale)
         if not interaction.response.is_done():
-            await interaction.response.send_message(
-                messages.forget_question(report), view=views.forget_view(interaction.user.id), ephemeral=True
-            )
+            await interaction.response.send_message(question, view=buttons, ephemeral=True)
         else:  # deferred (ephemeral: see below) while the database was slow
-            await interaction.edit_original_response(
-                content=messages.forget_question(report), view=views.forget_view(interaction.user.id)
-            )
+            await interaction.edit_original_response(content=question, view=buttons)
 
 
-def _board(songs: list[Song], period_words: str, footer: str) -> discord.Embed:
+def _not_found(locale: Locale, song_id: int) -> str:
+    return text(locale, "favourites.not_found", id=song_id)
+
+
+def _board(locale: Locale, songs: list[Song], period_words: str, footer: str) -> discord.Embed:
     """A leaderboard: the songs, most votes first."""
     embed = discord.Embed(
-        title=messages.top_title(period_words),
+        title=text(locale, "favourites.top_title", period=period_words),
         colour=messages.EMBED_COLOUR,
         description="\n".join(messages.song_line(song, rank) for rank, song in enumerate(songs, 1)),
     )

@@ -7,10 +7,12 @@ The flow of one command, each step cheaper than the next:
   4. a place in the engine's FIFO queue (refused only when the queue is full, or when the member's server
      already has its share of it waiting: LYRICS_GUILD_QUEUE, half of LYRICS_MAX_QUEUE by default);
   5. defer at once (Discord wants an answer within 3 s); while the song waits for a batch, the reply shows
-     its place ("排队中 · #12 in the queue"), edited as the queue moves (by a tenth of the place or more:
+     its place ("#12 in the queue"), edited as the queue moves (by a tenth of the place or more:
      a long queue is not hundreds of edits a second); then it becomes the song.
-Every refusal is an ephemeral message that says what to change or when to come back. 🎲 replays a song
-(same seed, temperature and length, a new random seed) through the same steps 2 to 5.
+Every refusal is an ephemeral message that says what to change or when to come back, in the member's
+language. The engine's refusals and failures (a full queue, no model, shutting down, a failed song) are
+raised, and `LyricsTree.on_error` (bot/client.py) turns each into its reply. 🎲 replays a song (same seed,
+temperature and length, a new random seed) through the same steps 2 to 5.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import asyncio
 import logging
 import math
 import secrets
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,20 +33,14 @@ from discord.ext import commands
 
 from bot import messages, views
 from bot.characters import characters_problem
-from bot.engine import (
-    EngineClosedError,
-    GenerationFailedError,
-    GroupQueueFullError,
-    ModelNotLoadedError,
-    QueueFullError,
-    Ticket,
-)
+from bot.engine import EngineClosedError, ModelNotLoadedError, Ticket
 from bot.forgetting import Request
+from bot.i18n import Locale, localized, text
 from bot.replies import defer_if_slow, tell
 from bot.settings import Limits
 from bot.store import DM_GUILD_ID, MemberForgottenError, NewSong, StoreError
 from model.rhyme import char_rhyme
-from model.sample import SampleRequest, SamplingError
+from model.sample import SampleRequest
 
 if TYPE_CHECKING:
     from bot.client import LyricsBot
@@ -73,33 +68,27 @@ def parse_rhyme(value: str | None) -> str | None:
     return text if len(text) == 1 and char_rhyme(text) is not None else None
 
 
-def check_options(seed: str, temperature: float, length: float, rhyme: str | None = None) -> list[str]:
-    """What is wrong with the options, one sentence per problem, each saying what to change."""
+def check_options(
+    seed: str, temperature: float, length: float, rhyme: str | None = None, *, locale: Locale = None
+) -> list[str]:
+    """What is wrong with the options, one sentence per problem (in `locale`'s language), each saying what to
+    change."""
     problems = []
     if rhyme is not None and parse_rhyme(rhyme) is None:
-        problems.append(
-            f"The rhyme {rhyme[:20]!r} is not one I know: leave it out (auto), say off, or give one Chinese "
-            "character whose rhyme the song should use, e.g. 花."
-        )
+        problems.append(text(locale, "lyrics.rhyme_unknown", rhyme=rhyme[:20]))
     if not seed.strip():
-        problems.append("The seed is empty (only spaces): type the words the song should start with, e.g. 窗外的麻雀.")
+        problems.append(text(locale, "lyrics.seed_empty"))
     elif len(seed) > SEED_MAX:
-        problems.append(f"The seed is {len(seed)} characters long: keep it to {SEED_MAX} or fewer.")
+        problems.append(text(locale, "lyrics.seed_too_long", length=len(seed), limit=SEED_MAX))
     if (problem := seed_characters_problem(seed)) is not None:
         problems.append(problem)
+    temperatures = {"low": TEMPERATURE_MIN, "high": TEMPERATURE_MAX, "value": temperature}
     if not math.isfinite(temperature):
-        problems.append(
-            f"The temperature must be a number from {TEMPERATURE_MIN} to {TEMPERATURE_MAX}, not {temperature}."
-        )
+        problems.append(text(locale, "lyrics.temperature_not_number", **temperatures))
     elif not TEMPERATURE_MIN <= temperature <= TEMPERATURE_MAX:
-        problems.append(
-            f"The temperature {temperature:g} is out of range: choose from {TEMPERATURE_MIN} (safe) "
-            f"to {TEMPERATURE_MAX} (wild)."
-        )
+        problems.append(text(locale, "lyrics.temperature_range", **temperatures))
     if not (math.isfinite(length) and length == int(length) and LENGTH_MIN <= length <= LENGTH_MAX):
-        problems.append(
-            f"The length {length:g} is out of range: choose a whole number of words from {LENGTH_MIN} to {LENGTH_MAX}."
-        )
+        problems.append(text(locale, "lyrics.length_range", low=LENGTH_MIN, high=LENGTH_MAX, value=length))
     return problems
 
 
@@ -114,7 +103,8 @@ def seed_characters_problem(seed: str) -> str | None:
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why the gate said no, and when the member may try again (None: depends on the queue)."""
+    """Why the gate said no (a key of the catalogues), and when the member may try again (None: depends on
+    the queue)."""
 
     reason: str
     retry_after: float | None = None
@@ -140,10 +130,10 @@ class Gate:
         """Let the member's request in (and count it) or say why not."""
         now = self.clock()
         if self._in_flight[user_id] >= self.limits.per_user:
-            return Refusal("You already have a song being written (你的歌还在写)")
+            return Refusal("lyrics.own_song_in_progress")
         last = self._last_admitted.get(user_id)
         if last is not None and now - last < self.limits.cooldown_s:
-            return Refusal("You just asked for a song (请稍等)", self.limits.cooldown_s - (now - last))
+            return Refusal("lyrics.just_asked", self.limits.cooldown_s - (now - last))
         self._in_flight[user_id] += 1
         self._last_admitted[user_id] = now
         if len(self._last_admitted) > 1024:  # forget members whose cooldown is long over
@@ -168,12 +158,18 @@ class Lyrics(commands.Cog):
         self.bot = bot
         self.gate = Gate(bot.settings.limits)
 
-    @app_commands.command(name="lyrics", description="写一首周杰伦风格的歌词 · Write lyrics in the style of Jay Chou")
+    @app_commands.command(name=localized("commands.lyrics.name"), description=localized("commands.lyrics.description"))
+    @app_commands.rename(
+        seed=localized("commands.lyrics.seed"),
+        temperature=localized("commands.lyrics.temperature"),
+        length=localized("commands.lyrics.length"),
+        rhyme=localized("commands.lyrics.rhyme"),
+    )
     @app_commands.describe(
-        seed="歌词的开头，例如「窗外的麻雀」· The words the song starts with (up to 200 characters)",
-        temperature="创意程度：低＝稳，高＝野 (0.1–2.0，默认 0.8) · Low is safe, high is wild",
-        length="写多少个词 (1–500，默认 150) · How many words to write",
-        rhyme="押韵：默认自动，off 不押，或一个字押它的韵（如「花」）· Rhyme: auto, off, or a character to rhyme with",
+        seed=localized("commands.lyrics.seed_description"),
+        temperature=localized("commands.lyrics.temperature_description"),
+        length=localized("commands.lyrics.length_description"),
+        rhyme=localized("commands.lyrics.rhyme_description"),
     )
     async def lyrics(
         self,
@@ -183,7 +179,7 @@ class Lyrics(commands.Cog):
         length: app_commands.Range[int, LENGTH_MIN, LENGTH_MAX] = LENGTH_DEFAULT,
         rhyme: app_commands.Range[str, 1, 10] | None = None,
     ) -> None:
-        if problems := check_options(seed, float(temperature), float(length), rhyme):
+        if problems := check_options(seed, float(temperature), float(length), rhyme, locale=interaction.locale):
             await tell(interaction, "\n".join(problems))
             return
         await self.write(interaction, seed.strip(), float(temperature), int(length), parse_rhyme(rhyme) or "auto")
@@ -191,8 +187,7 @@ class Lyrics(commands.Cog):
     async def on_replay(self, interaction: discord.Interaction, song_id: int) -> None:
         """🎲: the same seed, temperature and length with a new random seed, as a new reply with its own buttons."""
         if self.bot.shutting_down:  # the store may be closing
-            await tell(interaction, messages.SHUTTING_DOWN)
-            return
+            raise EngineClosedError("the bot is shutting down")
         # A busy database must not cost the click its 3 s: past a second, "thinking…" answers it meanwhile.
         song = await defer_if_slow(
             interaction,
@@ -200,7 +195,7 @@ class Lyrics(commands.Cog):
             thinking=True,
         )
         if song is None:
-            await tell(interaction, messages.not_found(song_id))
+            await tell(interaction, text(interaction.locale, "favourites.not_found", id=song_id))
             return
         await self.write(interaction, song.seed, song.temperature, song.length, song.rhyme)
 
@@ -210,21 +205,20 @@ class Lyrics(commands.Cog):
         """Write a song for `interaction` and reply with it and its buttons; the options must be valid already.
 
         Both /lyrics and 🎲 come through here, so a replayed song passes the same gate (cooldown, songs
-        in progress) and the same queue as a new one.
+        in progress) and the same queue as a new one. The engine's refusals propagate to the tree's on_error.
         """
         if self.bot.shutting_down:
-            await tell(interaction, messages.SHUTTING_DOWN)
-            return
-        if not self.bot.engine.loaded:
-            await tell(interaction, self._no_model_text())
-            return
+            raise EngineClosedError("the bot is shutting down")
+        if not self.bot.engine.loaded:  # before the gate: asking without a model costs no cooldown
+            raise ModelNotLoadedError("no model is loaded")
         user_id = interaction.user.id
         refusal = self.gate.admit(user_id)
         if refusal is not None:
             wait = refusal.retry_after
             if wait is None:  # waiting on the member's own song: estimate from the queue
                 wait = self.bot.engine.estimated_wait(self.bot.engine.waiting + 1)
-            await tell(interaction, messages.retry_after(refusal.reason, wait))
+            locale = interaction.locale
+            await tell(interaction, messages.retry_after(locale, text(locale, refusal.reason), wait))
             return
         try:
             async with self.bot.busy():
@@ -244,21 +238,8 @@ class Lyrics(commands.Cog):
             random_seed=secrets.randbelow(RANDOM_SEEDS),
             rhyme=rhyme,
         )
-        try:
-            # Before the defer: a full queue is refused ephemerally. DMs share one server's share.
-            ticket = self.bot.engine.submit(request, group=interaction.guild_id or DM_GUILD_ID)
-        except GroupQueueFullError as exc:
-            await tell(interaction, messages.guild_queue_full(exc.waiting, exc.wait))
-            return
-        except QueueFullError as exc:
-            await tell(interaction, messages.queue_full(exc.waiting, exc.wait))
-            return
-        except ModelNotLoadedError:
-            await tell(interaction, self._no_model_text())
-            return
-        except EngineClosedError:
-            await tell(interaction, messages.SHUTTING_DOWN)
-            return
+        # Before the defer, so that a full queue is refused ephemerally. DMs share one server's share.
+        ticket = self.bot.engine.submit(request, group=interaction.guild_id or DM_GUILD_ID)
         try:
             # forget-me drops the member's songs in progress (bot/forgetting.py): `tracked.forgotten`.
             with self.bot.forgetting.track(interaction.user.id, ticket, interaction.created_at) as tracked:
@@ -281,20 +262,7 @@ class Lyrics(commands.Cog):
         except TimeoutError:
             timeout = self.bot.settings.limits.request_timeout_s
             log.warning("a song for user %d timed out after %.0fs", interaction.user.id, timeout)
-            await tell(interaction, messages.TOO_SLOW)
-            return
-        except SamplingError as exc:  # the model's own checks (e.g. a seed it cannot encode at all)
-            await tell(interaction, messages.cannot_write(exc))
-            return
-        except ModelNotLoadedError:
-            await tell(interaction, self._no_model_text())
-            return
-        except EngineClosedError:
-            await tell(interaction, messages.SHUTTING_DOWN)
-            return
-        except GenerationFailedError as exc:
-            log.warning("a song for user %d failed: %s", interaction.user.id, exc)
-            await tell(interaction, messages.GENERATION_FAILED)
+            await tell(interaction, text(interaction.locale, "errors.too_slow"))
             return
         except asyncio.CancelledError:
             if not tracked.forgotten or _cancelling():
@@ -322,7 +290,8 @@ class Lyrics(commands.Cog):
         # A song that could not be stored gets no buttons: they would point at no row.
         buttons = views.song_view(song_id, votes=0) if song_id is not None else None
         # content=None clears the place in the queue the message may have shown.
-        message = await interaction.edit_original_response(content=None, embed=messages.song_embed(card), view=buttons)
+        embed = messages.song_embed(card, interaction.locale)
+        message = await interaction.edit_original_response(content=None, embed=embed, view=buttons)
         if tracked.forgotten:  # forgotten while it was being posted (their forget deleted the song, or will)
             await _dropped(interaction)
             return
@@ -335,7 +304,7 @@ class Lyrics(commands.Cog):
     async def _show_place(self, interaction: discord.Interaction, place: int) -> None:
         """Show the member where their song waits; a failed edit costs the courtesy, not the song."""
         try:
-            await interaction.edit_original_response(content=messages.queued(place))
+            await interaction.edit_original_response(content=text(interaction.locale, "lyrics.queued", place=place))
         except discord.HTTPException as exc:
             log.info("could not show user %d their place in the queue: %s", interaction.user.id, exc)
 
@@ -361,15 +330,9 @@ class Lyrics(commands.Cog):
         except MemberForgottenError:  # forget-me ran since, maybe in another process: the caller drops the song
             tracked.forgotten = True
             return None
-        except (StoreError, sqlite3.Error) as exc:
+        except StoreError as exc:
             log.error("could not store a song for user %d: %s", interaction.user.id, exc)
             return None
-
-    def _no_model_text(self) -> str:
-        settings = self.bot.settings
-        return messages.no_model(
-            settings.corpus_path, settings.model_path, train_command=self.bot.tree.get_command("train") is not None
-        )
 
 
 def _cancelling() -> bool:
@@ -384,7 +347,7 @@ async def _dropped(interaction: discord.Interaction) -> None:
         await interaction.delete_original_response()
     except discord.HTTPException as exc:
         log.info("could not remove the reply of a dropped song: %s", exc)
-    await interaction.followup.send(messages.FORGOTTEN_SONG, ephemeral=True)
+    await interaction.followup.send(text(interaction.locale, "lyrics.forgotten_song"), ephemeral=True)
 
 
 async def setup(bot: LyricsBot) -> None:

@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
+from bot import i18n
 from bot.corpora import MAX_UPLOAD_BYTES, Corpora, Uploader, check_attachment, safe_stem
-from bot.messages import OWNER_ONLY
 from model.checkpoint import BUNDLE_FORMAT, atomic_save, load_bundle, safe_load
 from model.corpus import load_corpus
 from tests.bot.test_training import ADMINISTRATOR, has, live_bundle, training_env
 from tests.fakediscord import Attachment, FakeDiscord, Interaction
 from tests.helpers import SAMPLE_CORPUS
+
+OWNER_ONLY = i18n.text("en", "errors.owner_only")
 
 NEW_LINES = ["麒麟飞过琥珀色的海", "琥珀色的海上有麒麟", "风吹过青石板的小巷", "小巷尽头有一把旧吉他"]
 SAMPLE_LINE = SAMPLE_CORPUS.read_text(encoding="utf-8").splitlines()[0]
@@ -175,7 +177,7 @@ HOSTILE = [
         "chorus.txt",
         lyrics("副歌一直重复副歌一直重复") * (MAX_UPLOAD_BYTES // 37 - 1),
         None,
-        "**Added `chorus.txt`** (已添加): 1 line, 13 characters",
+        "**Added `chorus.txt`**: 1 line, 13 characters",
         "chorus.txt",
     ),
     ("huge.txt", b"x", MAX_UPLOAD_BYTES + 1, "is 2.0 MB; a corpus file may be at most 2 MB", None),
@@ -201,7 +203,7 @@ async def test_every_hostile_file_is_handled(fake_discord: FakeDiscord, start_bo
             answers.append(text)
             assert answer in text, (filename, text)
             if stored_as is None:
-                assert text.startswith("Not added (未添加): "), (filename, text)
+                assert text.startswith("Not added: "), (filename, text)
             else:
                 expected += [stored_as.replace(".txt", ".json"), stored_as]
             assert stored(folder) == sorted(expected), filename  # nothing else, no temp file left behind
@@ -220,7 +222,7 @@ async def test_a_file_larger_than_it_says_is_cut_off_at_the_cap(fake_discord: Fa
     async with start_bot(**corpus_env(tmp_path)):
         liar = fake_discord.upload("liar.txt", b"x" * (50 << 20), declared_size=1024)
         text = await add(fake_discord, liar)
-        assert text.startswith("Not added (未添加): `liar.txt` was not downloaded: the file sends more than"), text
+        assert text.startswith("Not added: `liar.txt` was not downloaded: the file sends more than"), text
         await fake_discord.wait_until(lambda: liar.id in fake_discord.served, what="the download")
     # What the bot read is the cap plus a chunk; what went out beyond that sits in the sockets' buffers.
     assert fake_discord.served[liar.id] < 20 << 20, fake_discord.served[liar.id]
@@ -243,7 +245,7 @@ async def test_remove_defers_and_the_added_files_together_are_capped(
         refused = await add(
             fake_discord, fake_discord.upload("second.txt", lyrics("另一首歌的第一行", "另一首歌的第二行"))
         )
-        assert refused.startswith("Not added (未添加): The files added from chat hold 115 bytes"), refused
+        assert refused.startswith("Not added: The files added from chat hold 115 bytes"), refused
         assert "at most 150 bytes" in refused and "/corpus remove" in refused
         removal = await owner_command(fake_discord, "corpus remove", {"name": "first.txt"})
         assert (await ephemeral_text(removal)).startswith("Removed `first.txt`")

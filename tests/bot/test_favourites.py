@@ -8,13 +8,24 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot import i18n
 from bot.client import LyricsBot
 from bot.exts.favourites import PAGE_SIZE
-from bot.messages import FORGET_CANCELLED, INTERNAL_ERROR, NO_FAVOURITES, NOT_YOUR_LIST, NOT_YOUR_QUESTION, not_found
 from bot.store import NewSong
 from tests.bot.helpers import SEED, click, component, ephemeral_text, song_id, write_song
 from tests.fakediscord import FakeDiscord, Interaction, make_user
 from tests.fakediscord import payloads as p
+
+FORGET_CANCELLED = i18n.text("en", "forget.cancelled")
+INTERNAL_ERROR = i18n.text("en", "errors.internal")
+NO_FAVOURITES = i18n.text("en", "favourites.none")
+NOT_YOUR_LIST = i18n.text("en", "favourites.not_your_list")
+NOT_YOUR_QUESTION = i18n.text("en", "favourites.not_your_question")
+
+
+def not_found(song_id: int) -> str:
+    return i18n.text("en", "favourites.not_found", id=song_id)
+
 
 LISTED = re.compile(r"\*\*#(\d+)\*\*")
 

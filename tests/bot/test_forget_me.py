@@ -9,12 +9,16 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from bot import i18n
 from bot.client import LyricsBot
 from bot.corpora import Corpora, Uploader
 from bot.engine import Engine
-from bot.messages import CORPUS_RECORDS_NOTE, FORGOTTEN_SONG, SHUTTING_DOWN
 from tests.bot.helpers import SteppedSampler, click, song_id, vote_label, write_song
 from tests.fakediscord import FakeDiscord, Interaction, SentMessage, make_user
+
+CORPUS_RECORDS_NOTE = i18n.text("en", "forget.corpus_note")
+FORGOTTEN_SONG = i18n.text("en", "lyrics.forgotten_song")
+SHUTTING_DOWN = i18n.text("en", "errors.shutting_down")
 
 
 def rows(bot: LyricsBot, sql: str, *args: Any) -> list[tuple]:

@@ -11,11 +11,10 @@ import time
 
 import pytest
 
-from bot import messages
+from bot import i18n, messages
 from bot.client import SHUTDOWN_SECONDS, LyricsBot, create_bot
 from bot.engine import Engine
 from bot.exts.lyrics import Gate, check_options, parse_rhyme
-from bot.messages import GENERATION_FAILED, TOO_SLOW
 from bot.settings import Limits, Settings
 from model.sample import Sampler, SampleRequest
 from tests.bot.helpers import (
@@ -31,9 +30,12 @@ from tests.bot.helpers import (
 from tests.fakediscord import FakeDiscord, make_guild, make_user, running_bot
 from tests.fakediscord.fixtures import TEST_HEARTBEAT_MS
 
+GENERATION_FAILED = i18n.text("en", "errors.generation_failed")
+TOO_SLOW = i18n.text("en", "errors.too_slow")
+
 SEED = "窗外的麻雀"
 FOOTER = re.compile(r"temperature (?P<t>[\d.]+) · length (?P<n>\d+) · random seed (?P<r>\d+) · (?P<rhyme>[^\n]+)")
-PLACE = re.compile(r"排队中 · #(\d+) in the queue")
+PLACE = re.compile(r"#(\d+) in the queue")
 
 
 def standin_engine(sampler: SteppedSampler, **options) -> Engine:
@@ -348,7 +350,7 @@ async def test_shutdown_meets_its_deadline_with_a_batch_that_will_not_finish(
         took = time.monotonic() - started
     sampler.step()  # let the abandoned worker thread end
     assert took < SHUTDOWN_SECONDS + 0.5, f"shutdown took {took:.1f}s"  # docker stop allows 10 s
-    assert [inter.content for inter in (running, *queued)] == [messages.SHUTTING_DOWN] * 4
+    assert [inter.content for inter in (running, *queued)] == [i18n.text("en", "errors.shutting_down")] * 4
     assert bot.engine.abandoned
     assert not (tmp_path / "lyrics.db-wal").exists()
 
@@ -377,7 +379,7 @@ def test_gate_cooldown_and_bounds() -> None:
     now = [100.0]
     gate = Gate(Limits(cooldown_s=10, per_user=1), clock=lambda: now[0])
     assert gate.admit(1) is None
-    assert gate.admit(1).reason.startswith("You already have")
+    assert i18n.text("en", gate.admit(1).reason).startswith("You already have")
     gate.release(1)
     now[0] += 4
     refusal = gate.admit(1)
@@ -400,7 +402,7 @@ def test_bot_env_builds_valid_settings(tmp_path) -> None:
 def test_long_songs_are_cut_at_a_line_break() -> None:
     line = "窗外的麻雀在电线杆上多嘴"  # 12 characters
     text = "\n".join([line] * 400)  # 5,199 characters
-    embed = messages.song_embed(messages.SongCard(text=text, temperature=0.8, length=500, random_seed=7))
+    embed = messages.song_embed(messages.SongCard(text=text, temperature=0.8, length=500, random_seed=7), "en-US")
     description = embed.description
     assert len(description) <= messages.DESCRIPTION_LIMIT
     *kept, mark = description.split("\n")
@@ -420,7 +422,8 @@ def test_fit_lines_never_splits_a_character() -> None:
 def test_song_embed_footer() -> None:
     text = "Jay 的雨\n下在心里"
     embed = messages.song_embed(
-        messages.SongCard(text=text, temperature=1.25, length=30, random_seed=99, unknown=("J", "a", "y"), song_id=12)
+        messages.SongCard(text=text, temperature=1.25, length=30, random_seed=99, unknown=("J", "a", "y"), song_id=12),
+        "en-US",
     )
     assert embed.description == text
     assert embed.footer.text.splitlines() == [
@@ -480,7 +483,7 @@ async def test_a_button_with_a_number_too_big_for_an_id_is_answered_without_a_tr
     caplog.set_level(logging.WARNING)
     vote["custom_id"] = f"song:vote:{2**63}"  # 19 digits, one past the largest signed 64-bit id
     answer = await fake_discord.click_button(song, vote["custom_id"], user=bob())
-    assert await ephemeral_text(answer) == messages.not_found(0)
+    assert await ephemeral_text(answer) == i18n.text("en", "favourites.not_found", id=0)
     vote["custom_id"] = "song:vote:" + "9" * 40
     ignored = await fake_discord.click_button(song, vote["custom_id"], user=bob())
     await asyncio.sleep(0.5)

@@ -13,13 +13,15 @@ from dataclasses import replace
 import discord
 import pytest
 
+from bot import i18n
 from bot.client import LyricsBot, create_bot
-from bot.messages import OWNER_ONLY
 from bot.permissions import is_admin, is_owner
 from bot.settings import Settings
 from tests.bot.helpers import bot_env
 from tests.fakediscord import FakeDiscord, make_user, running_bot
 from tests.fakediscord import payloads as p
+
+OWNER_ONLY = i18n.text("en", "errors.owner_only")
 
 ADMINISTRATOR = 1 << 3
 MANAGE_GUILD = 1 << 5

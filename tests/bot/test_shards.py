@@ -24,8 +24,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bot import i18n
 from bot.client import create_bot
-from bot.messages import INTERNAL_ERROR, OWNER_ONLY, TRAINER_AWAY, TRAINER_LATE, TRAINER_LOST
 from bot.relay import relay_key, seal
 from bot.settings import Settings
 from bot.store import TrainerTakenError
@@ -35,6 +35,12 @@ from tests.fakediscord import FakeDiscord, SentMessage, make_guild, make_user, r
 from tests.fakediscord.fixtures import TEST_HEARTBEAT_MS
 from tests.fakediscord.payloads import make_interaction
 from tests.helpers import REPO
+
+INTERNAL_ERROR = i18n.text("en", "errors.internal")
+OWNER_ONLY = i18n.text("en", "errors.owner_only")
+TRAINER_AWAY = i18n.text("en", "errors.trainer_away")
+TRAINER_LATE = i18n.text("en", "errors.trainer_late")
+TRAINER_LOST = i18n.text("en", "errors.trainer_lost")
 
 TINY_TRAINING = "--hidden 32 --embed 16 --batch-size 8 --seq-len 16 --min-count 2 --seed 1 --judge-songs 0"
 START_TIMEOUT = 120  # two bot processes importing torch at once on two busy cores

@@ -24,6 +24,7 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
+from bot import i18n
 from bot.client import LyricsBot, create_bot
 from bot.engine import Engine, load_sampler
 from bot.exts.training import Training
@@ -31,7 +32,6 @@ from bot.exts.training.options import StartOptions, option, slash_options
 from bot.exts.training.progress import ProgressUpdater
 from bot.exts.training.texts import duration, failure_text, judge_text, progress_bar, stderr_text
 from bot.jobs import JobState, JobStatus, train_argv
-from bot.messages import OWNER_ONLY
 from bot.promotion import Promoter
 from bot.settings import Settings, SettingsError
 from model import config
@@ -41,6 +41,8 @@ from model.events import EpochEvent, StepEvent
 from model.files import file_sha256
 from tests.bot.helpers import PNG_SIGNATURE, bot_env, gone
 from tests.fakediscord import FakeDiscord, SentMessage, make_user, running_bot
+
+OWNER_ONLY = i18n.text("en", "errors.owner_only")
 
 ADMINISTRATOR = 1 << 3
 TINY = "--hidden 32 --embed 16 --batch-size 8 --seq-len 16 --min-count 2 --seed 0 --judge-songs 0"
@@ -290,6 +292,29 @@ async def test_cancel_resume_and_one_job_at_a_time(fake_discord: FakeDiscord, st
         status = training.run.job.status
         assert status.resumed_from == done and status.epoch == done + 1
         assert [record["epoch"] for record in status.history] == [done + 1]  # one more epoch, not a fresh start
+
+
+async def test_a_run_speaks_the_language_of_the_owner_who_started_it(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
+    """The progress message answers no later interaction: it stays in the language of the /train start that
+    began it, while each command answers in the language of whoever sent it."""
+    env = training_env(live_bundle(tiny_bundle, tmp_path), LYRICS_TRAIN_ARGS=TINY + " --patience 500")
+    async with start_bot(**env) as bot:
+        start = await admin_command(fake_discord, "train start", {"epochs": 500}, locale="zh-CN")
+        reply = await start.wait_response()
+        assert reply["data"]["content"].startswith("**正在训练新模型**"), reply
+        job = cog(bot).run.job
+        await poll_until(lambda: job.status.epoch >= 1, 60, "a first epoch")
+        status = await (await admin_command(fake_discord, "train status", locale="zh-TW")).wait_final()
+        assert status.ephemeral and status.content.startswith("狀態：執行中。\n**正在训练新模型**"), status.content
+        busy = await (await admin_command(fake_discord, "train start", {"epochs": 1})).wait_final()
+        assert busy.content.startswith("A training job is already running")  # English for an en-US owner
+        cancel = await admin_command(fake_discord, "train cancel", locale="zh-CN")
+        assert (await cancel.wait_response())["data"]["content"] == "正在取消训练任务……"
+        await cancel.wait_final(until=has("Training cancelled"))
+        await start.wait_final(timeout=10, until=has("Training cancelled"))
+        assert any("/500 个 epoch" in (edit.get("content") or "") for edit in start.edits)
 
 
 async def test_a_cancelled_run_frees_the_slot_at_once(

@@ -9,10 +9,13 @@ import threading
 
 import discord
 
+from bot import i18n
 from bot.client import LyricsBot
-from bot.messages import DELETE_REFUSED, SELF_VOTE
 from tests.bot.helpers import SEED, bob, click, ephemeral_text, song_id, vote_label, write_song
 from tests.fakediscord import FakeDiscord, make_user
+
+DELETE_REFUSED = i18n.text("en", "favourites.delete_refused")
+SELF_VOTE = i18n.text("en", "favourites.self_vote")
 
 # ---------------------------------------------------------------------------------------------
 # the buttons on a reply

@@ -251,8 +251,11 @@ def make_interaction(
     permissions: int,
     message: dict[str, Any] | None = None,
     roles: Iterable[str] = (),
+    locale: str = "en-US",
 ) -> dict[str, Any]:
-    """An INTERACTION_CREATE payload; a guild one carries ``member`` (with permissions), a DM one ``user``."""
+    """An INTERACTION_CREATE payload; a guild one carries ``member`` (with permissions), a DM one ``user``.
+
+    ``locale`` is the member's Discord language, which Discord sends with every interaction."""
     payload: dict[str, Any] = {
         "id": snowflake(),
         "application_id": application_id,
@@ -262,7 +265,7 @@ def make_interaction(
         "version": 1,
         "channel_id": channel["id"],
         "channel": channel,
-        "locale": "en-US",
+        "locale": locale,
         "app_permissions": str(DEFAULT_MEMBER_PERMISSIONS),
         "entitlements": [],
         "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,

@@ -136,9 +136,73 @@ def validate_command(cmd: dict[str, Any], path: tuple = ()) -> list[tuple[tuple,
         desc = cmd.get("description") or ""
         if not 1 <= len(desc) <= 100:
             problems.append(((*path, "description"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."))
+    problems += _localizations(cmd, path, strict_names=cmd.get("type", 1) not in (2, 3) or bool(path))
     options = cmd.get("options") or []
     _max_len(problems, (*path, "options"), options, 25)
     _max_len(problems, (*path, "choices"), cmd.get("choices"), 25)
+    for i, choice in enumerate(cmd.get("choices") or []):
+        for locale, value in (choice.get("name_localizations") or {}).items():
+            if locale not in LOCALES:
+                problems.append(((*path, "choices", i, "name_localizations"), "INVALID_LOCALE", f"{locale!r}"))
+            elif not 1 <= len(value) <= 100:
+                problems.append(((*path, "choices", i, "name_localizations", locale), "BASE_TYPE_BAD_LENGTH", "1-100"))
     for i, opt in enumerate(options):
         problems += validate_command(opt, (*path, "options", i))
+    return problems
+
+
+# Discord's locales (https://discord.com/developers/docs/reference#locales): localizations keyed otherwise fail.
+LOCALES = frozenset(
+    [
+        "id",
+        "da",
+        "de",
+        "en-GB",
+        "en-US",
+        "es-ES",
+        "es-419",
+        "fr",
+        "hr",
+        "it",
+        "lt",
+        "hu",
+        "nl",
+        "no",
+        "pl",
+        "pt-BR",
+        "ro",
+        "fi",
+        "sv-SE",
+        "vi",
+        "tr",
+        "cs",
+        "el",
+        "bg",
+        "ru",
+        "uk",
+        "hi",
+        "th",
+        "zh-CN",
+        "ja",
+        "zh-TW",
+        "ko",
+    ]
+)
+
+
+def _localizations(cmd: dict[str, Any], path: tuple, *, strict_names: bool) -> list[tuple[tuple, str, str]]:
+    """A command's or option's name_localizations and description_localizations, checked like its name and
+    description: a known locale, and (for slash commands and options) a lowercase name of 1-32 word characters."""
+    problems: list[tuple[tuple, str, str]] = []
+    for field in ("name_localizations", "description_localizations"):
+        for locale, value in (cmd.get(field) or {}).items():
+            where = (*path, field, locale)
+            if locale not in LOCALES:
+                problems.append((where, "INVALID_LOCALE", f"Invalid locale {locale!r}"))
+            elif (
+                field == "name_localizations" and strict_names and (not _NAME_RE.match(value) or value != value.lower())
+            ):
+                problems.append((where, "APPLICATION_COMMAND_INVALID_NAME", f"Invalid name {value!r}"))
+            elif field == "description_localizations" and not 1 <= len(value) <= 100:
+                problems.append((where, "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."))
     return problems

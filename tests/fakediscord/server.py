@@ -518,16 +518,18 @@ class FakeDiscord:
         subcommand: str | None = None,
         dm: bool = False,
         shard: int | None = None,
+        locale: str = "en-US",
     ) -> Interaction:
         """Dispatch INTERACTION_CREATE type 2 for ``/name [subcommand...]`` with ``options`` (name -> value).
 
         ``name`` may hold the whole path ("lyrics write"); option types come from the synced schema when there is
         one, else from the Python type (an `Attachment` from `upload` is an attachment option). ``dm=True`` sends
         it from a DM (``user``, no guild). ``shard`` delivers it to that shard's session whatever the guild.
+        ``locale`` is the member's Discord language (Discord sends the command's default name whatever it is).
         """
         guild = None if dm else self._guild(guild_id)
         data = self._command_data(name, options, subcommand, guild)
-        return await self._interact(2, data, user, guild, channel_id, permissions, shard=shard)
+        return await self._interact(2, data, user, guild, channel_id, permissions, shard=shard, locale=locale)
 
     async def send_autocomplete(
         self,
@@ -540,6 +542,7 @@ class FakeDiscord:
         dm: bool = False,
         guild_id: str | int | None = None,
         shard: int | None = None,
+        locale: str = "en-US",
     ) -> Interaction:
         """Dispatch INTERACTION_CREATE type 4: ``user`` is typing option ``focused`` of ``/name``.
 
@@ -552,7 +555,7 @@ class FakeDiscord:
             leaf = leaf["options"][0]
         [option] = [o for o in leaf.get("options", []) if o["name"] == focused]
         option["focused"] = True
-        return await self._interact(4, data, user, guild, None, permissions, shard=shard)
+        return await self._interact(4, data, user, guild, None, permissions, shard=shard, locale=locale)
 
     def _command_data(
         self, name: str, options: dict[str, Any] | None, subcommand: str | None, guild: dict[str, Any] | None
@@ -598,6 +601,7 @@ class FakeDiscord:
         user: dict[str, Any] | None = None,
         permissions: Any = None,
         shard: int | None = None,
+        locale: str = "en-US",
     ) -> Interaction:
         """Dispatch INTERACTION_CREATE type 3: ``user`` clicks the button ``custom_id`` on ``message``.
 
@@ -610,7 +614,9 @@ class FakeDiscord:
             raise ValueError(f"no component {custom_id!r} on {message!r}")
         guild = self._guild(message.guild_id) if message.guild_id else None
         data = {"custom_id": custom_id, "component_type": 2}
-        return await self._interact(3, data, user, guild, message.channel_id, permissions, source=message, shard=shard)
+        return await self._interact(
+            3, data, user, guild, message.channel_id, permissions, source=message, shard=shard, locale=locale
+        )
 
     async def _interact(
         self,
@@ -622,6 +628,7 @@ class FakeDiscord:
         permissions: Any,
         source: SentMessage | None = None,
         shard: int | None = None,
+        locale: str = "en-US",
     ) -> Interaction:
         user = user or self.user
         if guild is None:
@@ -646,6 +653,7 @@ class FakeDiscord:
             permissions=p.DEFAULT_MEMBER_PERMISSIONS if perms is None else int(perms),
             message=source.to_api() if source else None,
             roles=member["roles"] if member else (),
+            locale=locale,
         )
         inter = Interaction(self, payload, source)
         self.interactions[inter.id] = inter

@@ -20,6 +20,7 @@ from discord.ext import commands
 from bot.corpora import MAX_UPLOAD_BYTES, BaseCorpus, Corpora, Entry, Uploader, UploadRefused, check_attachment
 from bot.exts.corpus import texts
 from bot.exts.corpus.download import DownloadRefused, download
+from bot.i18n import localized
 from bot.permissions import owner_only
 from bot.replies import acknowledge, tell
 from model.corpus import CorpusError
@@ -37,8 +38,8 @@ class CorpusCog(commands.Cog, name="Corpus"):
     """/corpus add | list | remove."""
 
     corpus = app_commands.Group(
-        name="corpus",
-        description="歌词语料 · The lyrics the model learns from (owners)",
+        name=localized("commands.corpus.name"),
+        description=localized("commands.corpus.description"),
         # A hint for Discord's client only: every command below is checked on our side.
         default_permissions=discord.Permissions(administrator=True),
     )
@@ -49,13 +50,15 @@ class CorpusCog(commands.Cog, name="Corpus"):
         self.corpora = Corpora(settings.corpora_path, settings.corpus_path, max_total_bytes=settings.corpora_max_bytes)
         self._lock = asyncio.Lock()
 
-    @corpus.command(name="add", description="添加歌词 · Add lyrics: a .txt, or a .zip of .txt files, up to 2 MB")
-    @app_commands.describe(file="歌词文件 · A .txt (UTF-8 or GBK), or a .zip of .txt files; at most 2 MB")
+    @corpus.command(name=localized("commands.corpus.add"), description=localized("commands.corpus.add_description"))
+    @app_commands.rename(file=localized("commands.corpus.file"))
+    @app_commands.describe(file=localized("commands.corpus.file_description"))
     @owner_only()
     async def add(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
+        locale = interaction.locale
         # What Discord says of the file decides before a byte is downloaded.
         if refusal := check_attachment(file.filename, file.size):
-            await tell(interaction, texts.not_added(refusal))
+            await tell(interaction, texts.not_added(locale, refusal))
             return
         await acknowledge(interaction, ephemeral=True)
         try:
@@ -64,11 +67,11 @@ class CorpusCog(commands.Cog, name="Corpus"):
             )
         except DownloadRefused as exc:
             log.warning("refused to download %r from %s: %s", file.filename, file.url, exc)
-            await tell(interaction, texts.not_added(texts.download_refused(file.filename, exc)))
+            await tell(interaction, texts.not_added(locale, texts.download_refused(locale, file.filename, exc)))
             return
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("could not download %r: %s", file.filename, exc)
-            await tell(interaction, texts.could_not_download(exc))
+            await tell(interaction, texts.could_not_download(locale, exc))
             return
         user = interaction.user
         try:
@@ -78,17 +81,17 @@ class CorpusCog(commands.Cog, name="Corpus"):
                 )
         except UploadRefused as exc:
             log.info("refused %r from %s (%d): %s", file.filename, user, user.id, exc)
-            await tell(interaction, texts.not_added(str(exc)))
+            await tell(interaction, texts.not_added(locale, str(exc)))
             return
-        await tell(interaction, texts.added_text(added))
+        await tell(interaction, texts.added_text(locale, added))
 
-    @corpus.command(name="list", description="语料列表 · The base corpus and the files added to it")
+    @corpus.command(name=localized("commands.corpus.list"), description=localized("commands.corpus.list_description"))
     @owner_only()
     async def list_files(self, interaction: discord.Interaction) -> None:
         await acknowledge(interaction, ephemeral=True)  # the base corpus is read once: a moment
         async with self._lock:
             base, entries = await asyncio.to_thread(self._listing)
-        await tell(interaction, texts.list_text(base, entries))
+        await tell(interaction, texts.list_text(interaction.locale, base, entries))
 
     def _listing(self) -> tuple[BaseCorpus | str, list[Entry]]:
         try:
@@ -98,9 +101,10 @@ class CorpusCog(commands.Cog, name="Corpus"):
         return base, self.corpora.entries()
 
     @corpus.command(
-        name="remove", description="删除语料 · Remove an added file; the next /train start trains without it"
+        name=localized("commands.corpus.remove"), description=localized("commands.corpus.remove_description")
     )
-    @app_commands.describe(name="文件名 · The added file, as /corpus list shows it")
+    @app_commands.rename(name=localized("commands.corpus.file_name"))
+    @app_commands.describe(name=localized("commands.corpus.file_name_description"))
     @owner_only()
     async def remove(self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 100]) -> None:
         await acknowledge(interaction, ephemeral=True)  # the lock may be held by an upload being checked: seconds
@@ -111,7 +115,7 @@ class CorpusCog(commands.Cog, name="Corpus"):
             await tell(interaction, str(exc))
             return
         log.info("%s (%d) removed %s", interaction.user, interaction.user.id, entry.name)
-        await tell(interaction, texts.removed_text(entry))
+        await tell(interaction, texts.removed_text(interaction.locale, entry))
 
     @remove.autocomplete("name")
     @owner_only()  # parent checks do not cover autocomplete: without this, anyone could list the names

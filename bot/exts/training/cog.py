@@ -32,14 +32,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
+from bot import i18n, messages
 from bot.engine import ModelInfo
 from bot.exts.training import texts
 from bot.exts.training.options import StartOptions, slash_options
 from bot.exts.training.progress import EDIT_WINDOW_S, PLOT_NAME, ProgressMessage, ProgressUpdater
+from bot.i18n import Locale, localized
 from bot.jobs import JobBusyError, JobError, JobManager, JobState, JobStatus, TrainingJob, train_argv
 from bot.messages import CONTENT_LIMIT
-from bot.permissions import owner_only
+from bot.permissions import ShuttingDown, owner_only
 from bot.promotion import Promoter, metric, rescore_on, sibling
 from bot.replies import answer, tell
 from model.checkpoint import Bundle, BundleError
@@ -80,6 +81,7 @@ class Run:
     started_by: str
     candidate: Path
     corpus: str = ""  # what it trains on, in words: the base corpus and how many added files
+    locale: Locale = None  # the language of who started it: its messages, the progress included, speak it
     progress: ProgressMessage | None = None
     outcome: Outcome | None = None
     cancelled_by: str | None = None
@@ -96,7 +98,11 @@ class Run:
 
     def progress_text(self) -> str:
         return texts.progress_text(
-            self.job.status, options=self.options.describe(), started_by=self.started_by, corpus=self.corpus
+            self.locale,
+            self.job.status,
+            options=self.options.describe(),
+            started_by=self.started_by,
+            corpus=self.corpus,
         )
 
 
@@ -116,13 +122,15 @@ class Training(commands.Cog):
     """/train (the bot's owners) and /model info."""
 
     train = app_commands.Group(
-        name="train",
-        description="重新训练模型 · Retrain the lyrics model (the bot's owners)",
+        name=localized("commands.train.name"),
+        description=localized("commands.train.description"),
         # A hint for Discord's client only (it hides the group from members without Administrator): every
         # command below is @owner_only, checked on our side, because the model is shared by every server.
         default_permissions=discord.Permissions(administrator=True),
     )
-    model = app_commands.Group(name="model", description="关于模型 · About the model that writes the lyrics")
+    model = app_commands.Group(
+        name=localized("commands.model.name"), description=localized("commands.model.description")
+    )
 
     def __init__(self, bot: LyricsBot) -> None:
         self.bot = bot
@@ -167,7 +175,7 @@ class Training(commands.Cog):
 
     # ---- /train start
 
-    @train.command(name="start", description="开始训练 · Train a new model on the corpus; it goes live if better")
+    @train.command(name=localized("commands.train.start"), description=localized("commands.train.start_description"))
     @owner_only()
     @slash_options(StartOptions)
     async def start(self, interaction: discord.Interaction, **values: Any) -> None:
@@ -175,13 +183,13 @@ class Training(commands.Cog):
         if problems := options.problems():
             await tell(interaction, "\n".join(problems))
             return
+        locale = interaction.locale
         if self.bot.shutting_down or self._closing:
-            await tell(interaction, messages.SHUTTING_DOWN)
-            return
+            raise ShuttingDown("the bot is shutting down")
         if (self.run is not None and self.run.busy) or self.jobs.running is not None:
-            await tell(interaction, texts.already_running(self._status_text()))
+            await tell(interaction, texts.already_running(locale, self._status_text(locale)))
             return
-        if problem := self._cannot_start(options):
+        if problem := self._cannot_start(locale, options):
             await tell(interaction, problem)
             return
         added = self._added_files()
@@ -191,18 +199,19 @@ class Training(commands.Cog):
                 self._argv(options, bool(added), out=candidate), env=self._child_env(), unset=child_secrets()
             )
         except JobBusyError:  # a start raced this one between the check above and here
-            await tell(interaction, texts.already_running(self._status_text()))
+            await tell(interaction, texts.already_running(locale, self._status_text(locale)))
             return
         except (JobError, OSError) as exc:
             log.error("could not start training: %s", exc)
-            await tell(interaction, texts.could_not_start(exc))
+            await tell(interaction, texts.could_not_start(locale, exc))
             return
         run = Run(
             job=job,
             options=options,
             started_by=interaction.user.display_name,
             candidate=candidate,
-            corpus=texts.corpus_words(self.settings.corpus_path, added),
+            corpus=texts.corpus_words(locale, self.settings.corpus_path, added),
+            locale=locale,
         )
         self.run = run
         log.info("%s (%d) started training: %s", interaction.user, interaction.user.id, options.describe())
@@ -213,12 +222,12 @@ class Training(commands.Cog):
             log.warning("could not reply to /train start (%s); training continues without a progress message", exc)
         run.follower = asyncio.create_task(self._follow(run), name="training-follower")
 
-    def _cannot_start(self, options: StartOptions) -> str | None:
+    def _cannot_start(self, locale: Locale, options: StartOptions) -> str | None:
         """Why a run could not even begin, checked here so the admin hears it at once, not from a failed job."""
         if not self.settings.corpus_path.is_file():
-            return texts.no_corpus(self.settings.corpus_path)
+            return texts.no_corpus(locale, self.settings.corpus_path)
         if options.resume and not self.checkpoint_path.is_file():
-            return texts.no_checkpoint(self.checkpoint_path)
+            return texts.no_checkpoint(locale, self.checkpoint_path)
         return None
 
     def _prepare_run(self, options: StartOptions) -> Path:
@@ -293,11 +302,11 @@ class Training(commands.Cog):
                 await updater.stop(pace=not self._closing)
             run.outcome = await self._conclude(run, status)
         except asyncio.CancelledError:  # shutdown gave up waiting for us
-            run.outcome = run.outcome or Outcome(texts.SHUT_DOWN)
+            run.outcome = run.outcome or Outcome(i18n.text(run.locale, "training.shut_down"))
             raise
         except Exception:  # whatever went wrong, the run must end (or /train stays busy)
             log.exception("concluding the training run failed")
-            run.outcome = Outcome(texts.NOT_EVALUATED)
+            run.outcome = Outcome(i18n.text(run.locale, "training.not_evaluated"))
         finally:
             if updater is not None:
                 run.job.remove_listener(updater.on_event)
@@ -341,61 +350,65 @@ class Training(commands.Cog):
 
     # ---- /train status and /train cancel
 
-    @train.command(name="status", description="训练进度 · The training job's progress")
+    @train.command(name=localized("commands.train.status"), description=localized("commands.train.status_description"))
     @owner_only()
     async def status(self, interaction: discord.Interaction) -> None:
-        await tell(interaction, self._status_text())
+        await tell(interaction, self._status_text(interaction.locale))
 
-    def _status_text(self) -> str:
+    def _status_text(self, locale: Locale) -> str:
         run = self.run
         if run is None:
-            return texts.idle_text(self.bot.engine.info)
+            return texts.idle_text(locale, self.bot.engine.info)
         state = run.job.status.state
         if run.outcome is not None:
-            text = f"State: {state}.\n{run.outcome.text}"
+            reply = i18n.text(locale, "training.state", state=state, text=run.outcome.text)
             if state is JobState.FAILED:  # /train status is ephemeral and for owners only
-                text += "\n" + texts.stderr_text(run.job.status, budget=CONTENT_LIMIT - len(text) - 1)
-            return text
+                reply += "\n" + texts.stderr_text(run.job.status, budget=CONTENT_LIMIT - len(reply) - 1)
+            return reply
         if state is JobState.RUNNING:
-            text = f"State: running.\n{run.progress_text()}"
+            reply = i18n.text(locale, "training.state_running", text=run.progress_text())
             if run.progress is not None and run.progress.stopped:
-                text += f"\n(The progress message stopped updating: {run.progress.stopped}.)"
-            return text
-        return texts.concluding_text(state)
+                reply += i18n.text(locale, "training.stopped_updating", reason=run.progress.stopped)
+            return reply
+        return texts.concluding_text(locale, state)
 
-    @train.command(name="cancel", description="取消训练 · Stop the training job; its last checkpoint is kept")
+    @train.command(name=localized("commands.train.cancel"), description=localized("commands.train.cancel_description"))
     @owner_only()
     async def cancel(self, interaction: discord.Interaction) -> None:
         run = self.run
+        locale = interaction.locale
         if run is None or run.job.done:
-            await tell(interaction, texts.NOT_RUNNING)
+            await tell(interaction, i18n.text(locale, "training.not_running"))
             return
         run.cancelled_by = interaction.user.display_name
-        await answer(interaction, texts.CANCELLING)
+        await answer(interaction, i18n.text(locale, "training.cancelling"))
         log.info("%s (%d) cancelled training", interaction.user, interaction.user.id)
         status = await run.job.cancel(CANCEL_GRACE_S)
         if status.state is JobState.CANCELLED:
             self._keep_files(run)  # before saying whether there is a checkpoint to resume from
-            text = texts.cancelled_text(status, cancelled_by=run.cancelled_by, checkpoint=self.checkpoint_path)
+            reply = texts.cancelled_text(status, cancelled_by=run.cancelled_by, checkpoint=self.checkpoint_path)
         else:  # it ended some other way before the signal arrived
-            text = texts.already_ended(status.state)
-        await interaction.edit_original_response(content=text)
+            reply = texts.already_ended(locale, status.state)
+        await interaction.edit_original_response(content=reply)
 
     # ---- /model info
 
-    @model.command(name="info", description="当前模型 · The live model: settings, scores and loss curve")
+    @model.command(name=localized("commands.model.info"), description=localized("commands.model.info_description"))
     # Public and with a picture: once per channel every MODEL_INFO_COOLDOWN_S (on_error says when to come back).
     @app_commands.checks.cooldown(1, MODEL_INFO_COOLDOWN_S, key=lambda i: (i.guild_id, i.channel_id))
     async def info(self, interaction: discord.Interaction) -> None:
         live = self.bot.engine.info
         if live is None:
             settings = self.settings
-            await tell(interaction, messages.no_model(settings.corpus_path, settings.model_path, train_command=True))
+            no_model = messages.no_model(
+                interaction.locale, settings.corpus_path, settings.model_path, train_command=True
+            )
+            await tell(interaction, no_model)
             return
         await interaction.response.defer()  # drawing the curve (the first time) takes a moment
         # The engine holds the live bundle: describe what serves, not whatever the file holds now.
         png = await self._chart_of(live)
-        embed = texts.model_embed(live)
+        embed = texts.model_embed(live, interaction.locale)
         files = []
         if png is not None:
             files.append(discord.File(io.BytesIO(png), PLOT_NAME))

@@ -22,13 +22,14 @@ from typing import Any, Literal, TypeVar
 
 from discord import app_commands
 
+from bot.i18n import localized
 from model.network import CELLS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def option(
-    description: str,
+    description: str | app_commands.locale_str,
     *,
     default: Any = None,
     minimum: float | None = None,
@@ -37,7 +38,8 @@ def option(
     label: str | None = None,
     child: bool = True,
 ) -> Any:
-    """A field of StartOptions: its slash-command description (at most 100 characters), its bounds or choices,
+    """A field of StartOptions: its slash-command description (at most 100 characters; a `localized` key for
+    Discord's localizations), its bounds or choices,
     how a progress message names it (`label`, with {value}), and whether the training child gets it."""
     return field(
         default=default,
@@ -57,17 +59,13 @@ class StartOptions:
     """What an admin may choose for one /train start; None or False means the configured default."""
 
     epochs: int | None = option(
-        "训练轮数 (1–500; default: the model's) · Epochs to train", minimum=1, maximum=500, label="{value} epochs"
+        localized("commands.train.epochs_description"), minimum=1, maximum=500, label="{value} epochs"
     )
-    cell: str | None = option(
-        "循环单元 · Recurrent cell (default: the model's)", choices=tuple(CELLS), label="cell {value}"
-    )
+    cell: str | None = option(localized("commands.train.cell_description"), choices=tuple(CELLS), label="cell {value}")
     resume: bool = option(
-        "从上次的检查点继续 · Continue from the last checkpoint of a cancelled or finished run",
-        default=False,
-        label="resuming from the checkpoint",
+        localized("commands.train.resume_description"), default=False, label="resuming from the checkpoint"
     )
-    force: bool = option("即使更差也替换 · Make the new model live even if it scores worse", default=False, child=False)
+    force: bool = option(localized("commands.train.force_description"), default=False, child=False)
 
     def problems(self) -> list[str]:
         """What is out of bounds, one sentence each. discord.py does not re-check what Discord's client

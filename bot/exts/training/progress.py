@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import discord
 
-from bot.exts.training.texts import UPDATES_STOP, moved_text
+from bot.exts.training.texts import moved_text
+from bot.i18n import text
 from bot.jobs import JobEnded
 from bot.messages import CONTENT_LIMIT
 from model.events import Event, StepEvent
@@ -121,9 +122,13 @@ class ProgressMessage:
         except (discord.HTTPException, TypeError) as exc:
             log.info("cannot move the training progress to a channel message (%s); updates stop", exc)
             self.stopped = "a reply can only be edited for 15 minutes"
-            await self.interaction.edit_original_response(content=(content + UPDATES_STOP)[:CONTENT_LIMIT])
+            await self.interaction.edit_original_response(
+                content=(content + text(self.interaction.locale, "training.updates_stop"))[:CONTENT_LIMIT]
+            )
             return
-        await self.interaction.edit_original_response(content=moved_text(self.channel_message.jump_url))
+        await self.interaction.edit_original_response(
+            content=moved_text(self.interaction.locale, self.channel_message.jump_url)
+        )
 
 
 class ProgressUpdater:

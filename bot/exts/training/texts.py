@@ -1,4 +1,8 @@
-"""What /train and /model info say: the progress message, a run's outcome, refusals, and the model embed."""
+"""What /train and /model info say: the progress message, a run's outcome, refusals, and the model embed.
+
+The short texts are the catalogues' (bot/locales/, `training.*`), in the language of the member who asked
+(for a run's messages: who started it).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import discord
 
 from bot import messages
 from bot.engine import ModelInfo
+from bot.i18n import Locale, text
 from bot.jobs import JobState, JobStatus
 from bot.messages import CONTENT_LIMIT
 from bot.promotion import Promotion, SwapDecision, Why, metric
@@ -19,22 +24,10 @@ from model.corpus import is_sample
 
 BAR_WIDTH = 20
 
-NOT_RUNNING = "No training job is running."
-CANCELLING = "Cancelling the training job…"
-SHUT_DOWN = "**Training stopped**: the bot shut down."
-NOT_EVALUATED = "**Training ended, but the bot could not evaluate the result** (logged). The live model keeps serving."
-UPDATES_STOP = (
-    "\n*Updates stop here: Discord lets a reply be edited for 15 minutes only. "
-    "`/train status` shows the progress and the outcome.*"
-)
 
-
-def moved_text(url: str) -> str:
+def moved_text(locale: Locale, url: str) -> str:
     """The reply, once the progress has moved to a channel message."""
-    return (
-        f"Training continues; its progress is now shown here: {url}\n"
-        "(Discord lets a reply be edited for 15 minutes only.)"
-    )
+    return text(locale, "training.moved", url=url)
 
 
 def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -62,42 +55,44 @@ def _num(value: float | None, digits: int = 3) -> str:
 # a run
 
 
-def corpus_words(corpus: Path, added: list[Path]) -> str:
+def corpus_words(locale: Locale, corpus: Path, added: list[Path]) -> str:
     """What a run trains on, for its progress message: the base corpus and how many files were added."""
     words = f"`{corpus.name}`"
     if is_sample(corpus):
-        words += " (the bundled sample, not Jay Chou's lyrics: `python -m model fetch` gets them)"
+        words += text(locale, "training.corpus_sample")
     if added:
-        words += f" + {len(added)} added file{'s' if len(added) != 1 else ''}"
+        words += text(locale, f"training.corpus_added_{'one' if len(added) == 1 else 'other'}", count=len(added))
     return words
 
 
 def progress_text(
-    status: JobStatus, *, options: str, started_by: str, corpus: str = "", now: float | None = None
+    locale: Locale, status: JobStatus, *, options: str, started_by: str, corpus: str = "", now: float | None = None
 ) -> str:
     """The progress message while the job runs; `options` is StartOptions.describe(), `corpus` corpus_words()."""
-    on = f" on {corpus}" if corpus else ""
-    head = f"**Training a new model**{on} ({options}), started by {messages.escape(started_by)}."
+    on = text(locale, "training.progress_on", corpus=corpus) if corpus else ""
+    head = text(locale, "training.progress_head", on=on, options=options, who=messages.escape(started_by))
+    elapsed = duration(status.elapsed(now))
     if status.training_since is None:
-        return f"{head}\nReading the corpus and building the vocabulary… (elapsed {duration(status.elapsed(now))})"
+        return f"{head}\n" + text(locale, "training.progress_reading", elapsed=elapsed)
     fraction = status.fraction_done()
-    where = f"epoch {status.epoch}/{status.epochs}"
+    where = text(locale, "training.progress_epoch", epoch=status.epoch, epochs=status.epochs)
     if status.steps and status.step and status.epoch < status.epochs:
-        where += f" · step {status.step}/{status.steps} of epoch {status.epoch + 1}"
+        where += text(locale, "training.progress_step", step=status.step, steps=status.steps, next=status.epoch + 1)
     lines = [head, f"`{progress_bar(fraction)}` {fraction:.0%} · {where}"]
     if status.epoch > status.first_epoch or status.bpc is not None:
-        lines.append(
-            f"train loss {_num(status.train_loss)} · held-out loss {_num(status.heldout_loss)} · "
-            f"held-out bpc {_num(status.bpc)} (best {_num(status.best_bpc)}; "
-            f"character-trigram bar {_num(status.trigram_bpc)})"
-        )
+        losses = {
+            "train": _num(status.train_loss),
+            "heldout": _num(status.heldout_loss),
+            "bpc": _num(status.bpc),
+            "best": _num(status.best_bpc),
+            "bar": _num(status.trigram_bpc),
+        }
+        lines.append(text(locale, "training.progress_losses", **losses))
     eta = status.eta(now)
-    lines.append(
-        f"elapsed {duration(status.elapsed(now))} · ETA "
-        + (f"{duration(eta)} at most (early stopping may end it sooner)" if eta is not None else "?")
-    )
+    at_most = text(locale, "training.progress_at_most", eta=duration(eta)) if eta is not None else "?"
+    lines.append(text(locale, "training.progress_eta", elapsed=elapsed, eta=at_most))
     if status.cancel_requested:
-        lines.append("Cancelling…")
+        lines.append(text(locale, "training.progress_cancelling"))
     return "\n".join(lines)
 
 
@@ -226,43 +221,43 @@ def unusable_text(error: object) -> str:
 # refusals and /train status
 
 
-def already_running(status: str) -> str:
-    return f"A training job is already running; one at a time. `/train cancel` stops it.\n\n{status}"
+def already_running(locale: Locale, status: str) -> str:
+    return text(locale, "training.already_running", status=status)
 
 
-def no_corpus(corpus: Path) -> str:
-    return f"There is no corpus at `{corpus}`: put the lyrics there (LYRICS_CORPUS) and try again."
+def no_corpus(locale: Locale, corpus: Path) -> str:
+    return text(locale, "training.no_corpus", corpus=corpus)
 
 
-def no_checkpoint(checkpoint: Path) -> str:
-    return (
-        f"There is no checkpoint to resume from (`{checkpoint}`): "
-        "start without resume, or after a run that finished at least one epoch."
-    )
+def no_checkpoint(locale: Locale, checkpoint: Path) -> str:
+    return text(locale, "training.no_checkpoint", checkpoint=checkpoint)
 
 
-def could_not_start(error: object) -> str:
-    return f"Could not start training: {error}"
+def could_not_start(locale: Locale, error: object) -> str:
+    return text(locale, "training.could_not_start", error=error)
 
 
-def already_ended(state: JobState) -> str:
-    return f"The training job had already ended: {state}."
+def already_ended(locale: Locale, state: JobState) -> str:
+    return text(locale, "training.already_ended", state=state)
 
 
-def idle_text(live: ModelInfo | None) -> str:
-    score = f"held-out bpc {_num(metric(live.metrics, 'bpc'))}" if live else "no model loaded"
-    return f"Idle: no training job has run since the bot started. The live model: {score}."
+def idle_text(locale: Locale, live: ModelInfo | None) -> str:
+    if live is None:
+        score = text(locale, "training.idle_no_model")
+    else:
+        score = text(locale, "training.idle_score", bpc=_num(metric(live.metrics, "bpc")))
+    return text(locale, "training.idle", score=score)
 
 
-def concluding_text(state: JobState) -> str:
-    return f"State: {state}; the bot is concluding the run (comparing and swapping the model)."
+def concluding_text(locale: Locale, state: JobState) -> str:
+    return text(locale, "training.concluding", state=state)
 
 
 # ---------------------------------------------------------------------------------------------
 # /model info
 
 
-def model_embed(live: ModelInfo) -> discord.Embed:
+def model_embed(live: ModelInfo, locale: Locale) -> discord.Embed:
     """/model info: what the live model is, how it was trained, and how well it does on held-out text."""
     bundle: Bundle = live.bundle
     config = bundle.net.config
@@ -271,56 +266,59 @@ def model_embed(live: ModelInfo) -> discord.Embed:
     verdict = ""
     scored = static if static is not None else bpc
     if scored is not None and bar is not None:
-        verdict = (
-            f"\nbeats the character-trigram bar by {bar - scored:.3f} bpc"
-            if scored < bar
-            else f"\ndoes not beat the character-trigram bar ({scored - bar:.3f} bpc worse)"
+        beats = scored < bar
+        verdict = text(
+            locale, "training.model_beats" if beats else "training.model_misses", margin=f"{abs(bar - scored):.3f}"
         )
-    embed = discord.Embed(title="The live model (当前模型)", colour=messages.EMBED_COLOUR)
+    embed = discord.Embed(title=text(locale, "training.model_title"), colour=messages.EMBED_COLOUR)
+    network = text(
+        locale,
+        "training.model_network_value",
+        cell=config.cell.upper(),
+        layers=text(locale, f"training.model_layers_{'one' if config.layers == 1 else 'other'}", count=config.layers),
+        hidden=config.hidden,
+        embed=config.embed,
+        vocab=config.vocab_size,
+        tied=text(locale, "training.model_tied") if config.tie_weights else "",
+        dropout=config.dropout,
+    )
     embed.add_field(
-        name="Network",
+        name=text(locale, "training.model_network"),
         inline=False,
-        value=(
-            f"{config.cell.upper()} · {config.layers} layer{'s' if config.layers != 1 else ''} · "
-            f"hidden {config.hidden} · embedding {config.embed} · vocabulary {config.vocab_size:,} words"
-            f"{' · tied embeddings' if config.tie_weights else ''} · dropout {config.dropout:g}"
-            f"\n{precision_text(live.precision)}"
-        ),
+        value=f"{network}\n{precision_text(locale, live.precision)}",
     )
     train_config = bundle.train_config
-    embed.add_field(
-        name="Training",
-        inline=False,
-        value=(
-            f"{_trained_at(bundle.created_at)} · {len(bundle.history)} epochs"
-            f" ({duration(metric(metrics, 'seconds'))}) · batch {train_config.get('batch_size', '?')} × "
-            f"{train_config.get('seq_len', '?')} tokens · lr {train_config.get('lr', '?')}"
-        ),
+    training = text(
+        locale,
+        "training.model_training_value",
+        when=_trained_at(bundle.created_at),
+        epochs=len(bundle.history),
+        seconds=duration(metric(metrics, "seconds")),
+        batch=train_config.get("batch_size", "?"),
+        seq=train_config.get("seq_len", "?"),
+        lr=train_config.get("lr", "?"),
     )
+    embed.add_field(name=text(locale, "training.model_training"), inline=False, value=training)
     corpus = f"`{Path(str(train_config.get('corpus', '?'))).name}` · sha256 `{bundle.corpus_sha256[:16]}`"
     if bundle.added_corpora:
-        corpus += f"\n+ added from chat: {added_words(bundle.added_corpora)}"
-    embed.add_field(name="Corpus", inline=False, value=corpus[:1024])
+        corpus += text(locale, "training.model_added", files=added_words(bundle.added_corpora))
+    embed.add_field(name=text(locale, "training.model_corpus"), inline=False, value=corpus[:1024])
+    scores = {"bpc": _num(bpc), "static": _num(static), "net": _num(net_bpc), "bar": _num(bar), "verdict": verdict}
     embed.add_field(
-        name="Held-out bits per character (lower is better)",
-        inline=False,
-        value=(
-            f"**{_num(bpc)}** served (network + n-gram mixture + song cache) · {_num(static)} without the cache · "
-            f"{_num(net_bpc)} network alone · {_num(bar)} character trigram{verdict}"
-        ),
+        name=text(locale, "training.model_heldout"), inline=False, value=text(locale, "training.model_bpc", **scores)
     )
     if isinstance(metrics.get("judge"), dict):
-        embed.add_field(name="Its songs (python -m model judge)", inline=False, value=judge_text(metrics["judge"]))
+        embed.add_field(name=text(locale, "training.model_songs"), inline=False, value=judge_text(metrics["judge"]))
     embed.set_footer(text=f"bundle {live.bundle_hash[:12]} · {live.path.name}")
     return embed
 
 
-def precision_text(precision: str | None) -> str:
+def precision_text(locale: Locale, precision: str | None) -> str:
     """What the network multiplies in here: songs differ between precisions, so a random_seed replays the same
     song only on a host that writes in the same one (LYRICS_PRECISION; auto picks by the CPU)."""
     if precision is None:
-        return "writes in an unknown precision"
-    return f"writes in {precision} on this host (a random_seed replays a song only in the same precision)"
+        return text(locale, "training.model_precision_unknown")
+    return text(locale, "training.model_precision", precision=precision)
 
 
 def judge_text(report: dict[str, Any]) -> str:
