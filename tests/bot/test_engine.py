@@ -1,6 +1,6 @@
 """The engine's batching, swapping, promoting and shutting down, with stand-in samplers the test controls.
 
-The end-to-end tests (test_lyrics.py, test_training.py) run the real sampler; here `Engine(loader=...)`,
+The end-to-end tests (exts/test_lyrics.py, exts/test_training.py) run the real sampler; here `Engine(loader=...)`,
 the engine's own seam, hands it samplers that record their batches and can be held mid-batch.
 """
 

@@ -2,7 +2,7 @@
 
 The payloads are the fake Discord's; the bot is logged in to it so that discord.py's state can build
 guild members, and asks it for the application's owner and team. End-to-end refusals (through /train)
-are in test_training.py.
+are in exts/test_training.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """bot/promotion.py: compare a candidate with the live model, re-score on the same held-out text, move files, swap.
 
 Stand-in samplers (tests/bot/helpers.py) through `Engine(loader=...)`, the engine's seam; the texts the
-decisions become are bot/exts/training/texts.py's. The whole path through /train start is test_training.py's.
+decisions become are bot/exts/training/texts.py's. The whole path through /train start is exts/test_training.py's.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from bot.client import create_bot
 from bot.relay import relay_key, seal
 from bot.settings import Settings
 from bot.store import TrainerTakenError
+from tests.bot.exts.test_training import ADMINISTRATOR
 from tests.bot.helpers import SEED, assert_well_behaved, bot_env, song_id, vote_label
-from tests.bot.test_training import ADMINISTRATOR
 from tests.fakediscord import FakeDiscord, SentMessage, make_guild, make_user, running_bot, snowflake_on_shard
 from tests.fakediscord.fixtures import TEST_HEARTBEAT_MS
 from tests.fakediscord.payloads import make_interaction

@@ -1,8 +1,8 @@
 """bot/views.py: what each button's custom_id encodes, how an id is read back (ranges, forged ids), and that
 the buttons are the bot's, not a cog's: 🎲 keeps working with the favourites extension unloaded.
 
-The end-to-end behaviour of each click (votes, saves, deletes, pages, forget-me) is test_votes.py's,
-test_favourites.py's and test_forget_me.py's.
+The end-to-end behaviour of each click (votes, saves, deletes, pages, forget-me) is exts/test_votes.py's,
+exts/test_favourites.py's and test_forgetting.py's.
 """
 
 from __future__ import annotations

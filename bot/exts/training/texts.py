@@ -330,7 +330,7 @@ def judge_text(report: dict[str, Any]) -> str:
         return f"{shown} (corpus {format(corpus, fmt) if corpus is not None else '?'})"
 
     met, targets = metric(report, "targets_met"), metric(report, "targets")
-    # Bundles judged before issue 18 carry no song-level figures: leave the line out rather than show "?".
+    # Bundles judged before the song-level figures existed carry none: leave the line out rather than show "?".
     as_songs = (
         f"\nas songs: first line's word returns {pair('seed_returns', '.0%')} · coherence "
         f"{pair('coherence', '.2f')} · 4-line window AUC {_num(metric(report, 'window_auc'), 2)} · chorus "

@@ -18,7 +18,7 @@ from bot import i18n
 from bot.corpora import MAX_UPLOAD_BYTES, Corpora, Uploader, check_attachment, safe_stem
 from model.checkpoint import BUNDLE_FORMAT, atomic_save, load_bundle, safe_load
 from model.corpus import load_corpus
-from tests.bot.test_training import ADMINISTRATOR, has, live_bundle, training_env
+from tests.bot.exts.test_training import ADMINISTRATOR, has, live_bundle, training_env
 from tests.fakediscord import Attachment, FakeDiscord, Interaction
 from tests.helpers import SAMPLE_CORPUS
 
@@ -130,7 +130,7 @@ async def test_non_owners_are_refused(fake_discord: FakeDiscord, start_bot, tmp_
         ]:
             refusal = await ephemeral_text(await fake_discord.send_slash_command(name, options, user=member))
             assert refusal.startswith("Only"), (name, refusal)
-            # An Administrator of this server is not one of the bot's owners either (issue 10).
+            # An Administrator of this server is not one of the bot's owners either: the model is shared.
             inter = await fake_discord.send_slash_command(name, options, user=member, permissions=ADMINISTRATOR)
             assert (await ephemeral_text(inter)) == OWNER_ONLY, name
         typing = await fake_discord.send_autocomplete("corpus remove", {"name": ""}, "name", user=member)
