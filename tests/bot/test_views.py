@@ -12,9 +12,8 @@ import re
 import discord
 import pytest
 
-from bot import views
+from bot import i18n, views
 from bot.client import LyricsBot
-from bot.messages import UNAVAILABLE
 from bot.views import (
     DYNAMIC_ITEMS,
     MAX_ID,
@@ -148,4 +147,4 @@ async def test_the_dice_works_with_the_favourites_extension_unloaded(
 
     # 👍 is the favourites cog's: with it unloaded the click is answered with an apology, not a failure.
     vote = await click(fake_discord, original, "vote", make_user("dora"))
-    assert await ephemeral_text(vote) == UNAVAILABLE
+    assert await ephemeral_text(vote) == i18n.text("en", "errors.unavailable")
