@@ -364,7 +364,7 @@ class Training(commands.Cog):
             return texts.idle_text(locale, self.bot.engine.info)
         state = run.job.status.state
         if run.outcome is not None:
-            reply = i18n.text(locale, "training.state", state=state, text=run.outcome.text)
+            reply = i18n.text(locale, "training.state", state=texts.state_words(locale, state), text=run.outcome.text)
             if state is JobState.FAILED:  # /train status is ephemeral and for owners only
                 reply += "\n" + texts.stderr_text(locale, run.job.status, budget=CONTENT_LIMIT - len(reply) - 1)
             return reply

@@ -194,6 +194,11 @@ def unusable_text(locale: Locale, error: object) -> str:
 # refusals and /train status
 
 
+def state_words(locale: Locale, state: JobState) -> str:
+    """A job's state in words: "finished", "已完成"."""
+    return text(locale, f"job_state.{state.value}")
+
+
 def already_running(locale: Locale, status: str) -> str:
     return text(locale, "training.already_running", status=status)
 
@@ -211,7 +216,7 @@ def could_not_start(locale: Locale, error: object) -> str:
 
 
 def already_ended(locale: Locale, state: JobState) -> str:
-    return text(locale, "training.already_ended", state=state)
+    return text(locale, "training.already_ended", state=state_words(locale, state))
 
 
 def idle_text(locale: Locale, live: ModelInfo | None) -> str:
@@ -223,7 +228,7 @@ def idle_text(locale: Locale, live: ModelInfo | None) -> str:
 
 
 def concluding_text(locale: Locale, state: JobState) -> str:
-    return text(locale, "training.concluding", state=state)
+    return text(locale, "training.concluding", state=state_words(locale, state))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +269,7 @@ def model_embed(live: ModelInfo, locale: Locale) -> discord.Embed:
     training = text(
         locale,
         "training.model_training_value",
-        when=_trained_at(bundle.created_at),
+        when=_trained_at(locale, bundle.created_at),
         epochs=len(bundle.history),
         seconds=duration(metric(metrics, "seconds")),
         batch=train_config.get("batch_size", "?"),
@@ -284,7 +289,7 @@ def model_embed(live: ModelInfo, locale: Locale) -> discord.Embed:
         embed.add_field(
             name=text(locale, "training.model_songs"), inline=False, value=judge_text(locale, metrics["judge"])
         )
-    embed.set_footer(text=f"bundle {live.bundle_hash[:12]} · {live.path.name}")
+    embed.set_footer(text=text(locale, "training.model_footer", hash=live.bundle_hash[:12], file=live.path.name))
     return embed
 
 
@@ -331,9 +336,9 @@ def judge_text(locale: Locale, report: dict[str, Any]) -> str:
     return "\n".join(lines)[:1024]
 
 
-def _trained_at(created_at: str) -> str:
+def _trained_at(locale: Locale, created_at: str) -> str:
     """A Discord timestamp (shown in each reader's time zone) when the bundle's ISO date parses."""
     try:
         return discord.utils.format_dt(datetime.fromisoformat(created_at), "f")
     except ValueError:
-        return created_at or "unknown date"
+        return created_at or text(locale, "training.model_unknown_date")

@@ -318,6 +318,9 @@ async def test_a_run_speaks_the_language_of_the_owner_who_started_it(
         outcome = await start.wait_final(timeout=10, until=has("**训练已取消**"))
         assert "/500 个 epoch" in outcome.content and "当前模型继续服务。" in outcome.content, outcome.content
         assert any("/500 个 epoch" in (edit.get("content") or "") for edit in start.edits)
+        # /train status quotes the outcome as it was posted, in the asker's words around it.
+        after = await (await admin_command(fake_discord, "train status", locale="zh-TW")).wait_final()
+        assert after.content.startswith("狀態：已取消。\n**训练已取消**"), after.content
 
 
 async def test_an_out_of_range_option_is_refused_in_the_members_language(
