@@ -1,8 +1,11 @@
-"""Lyrics owners add from chat (/corpus add): checked, stored, listed and removed. Knows nothing of Discord.
+"""Lyrics owners add from chat (/corpus add): checked, stored, listed and removed. Knows nothing of Discord:
+its refusals are sentences of the catalogues (bot/locales/, corpus_refused.*), which the cog puts in the
+member's language.
 
     corpora = Corpora(settings.corpora_path, settings.corpus_path)
-    refusal = check_attachment(filename, declared_size)     # before downloading anything
+    refusal = check_attachment(filename, declared_size)     # before downloading anything: UploadRefused or None
     added = corpora.add(filename, data, Uploader(id, name))  # -> Added (a preview), or raises UploadRefused
+    refusal.render(locale)                                   # an UploadRefused, returned or raised: why, in words
     corpora.entries()                                        # what is stored, in training order
     corpora.remove("七里香.txt")
     corpora.base()                                           # the base corpus: lines, characters, bytes
@@ -33,7 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bot.characters import characters_problem, is_visible
+from bot import i18n
+from bot.characters import CharactersRefusal, characters_refusal, is_visible
+from bot.i18n import Locale
 from model.corpus import (
     CorpusError,
     Text,
@@ -61,7 +66,24 @@ SAMPLE_LINES = 3
 
 
 class UploadRefused(ValueError):
-    """The upload (or removal) cannot be done; the message says why, in a sentence for the member."""
+    """The upload (or removal) cannot be done. Why is a sentence of the catalogues (`key`, one of
+    corpus_refused.*, filled with `values`): the /corpus cog renders it in the member's language; str() is
+    the English, for the log."""
+
+    def __init__(self, key: str, **values: object) -> None:
+        self.key = key
+        self.values = values
+        super().__init__(self.render(None))
+
+    def render(self, locale: Locale) -> str:
+        """Why, in `locale`'s language (a line's refused characters included)."""
+        values = {
+            name: value.render(locale, "line") if isinstance(value, CharactersRefusal) else value
+            for name, value in self.values.items()
+        }
+        if values.get("problem") is None and "problem" in values:
+            values["problem"] = i18n.text(locale, "corpus_refused.only_invisible")
+        return i18n.text(locale, self.key, **values)
 
 
 @dataclass(frozen=True)
@@ -109,15 +131,17 @@ class Added:
     invisible: int = 0  # lines dropped: characters a /lyrics seed may not hold either (bot.characters)
 
 
-def check_attachment(filename: str, size: int) -> str | None:
+def check_attachment(filename: str, size: int) -> UploadRefused | None:
     """Why an attachment cannot be a corpus, from what Discord says of it, before downloading; None if it may."""
     name = display_name(filename)
     if PurePosixPath(name).suffix.lower() not in KINDS:
-        return f"`{name}` is not a .txt file or a .zip of .txt files: send the lyrics as plain text (UTF-8 or GBK)."
+        return UploadRefused("corpus_refused.not_text", name=name)
     if size > MAX_UPLOAD_BYTES:
-        return f"`{name}` is {size / 1024 / 1024:.1f} MB; a corpus file may be at most {_mb(MAX_UPLOAD_BYTES)}."
+        return UploadRefused(
+            "corpus_refused.too_large", name=name, mb=f"{size / 1024 / 1024:.1f}", limit=_mb(MAX_UPLOAD_BYTES)
+        )
     if size == 0:
-        return f"`{name}` is empty."
+        return UploadRefused("corpus_refused.empty", name=name)
     return None
 
 
@@ -220,46 +244,40 @@ class Corpora:
     def add(self, filename: str, data: bytes, uploader: Uploader, *, now: datetime | None = None) -> Added:
         """Check, deduplicate and store an upload; raise UploadRefused (nothing stored) saying why it cannot be."""
         shown = display_name(filename)
-        if problem := check_attachment(filename, len(data)):
-            raise UploadRefused(problem)
+        if refusal := check_attachment(filename, len(data)):
+            raise refusal
         entries = self.entries()
         if len(entries) >= MAX_FILES:
-            raise UploadRefused(f"There are already {MAX_FILES} added files: remove some with `/corpus remove` first.")
+            raise UploadRefused("corpus_refused.too_many", count=MAX_FILES)
         texts, skipped = _read_upload(shown, data)
         unreadable = sum(t.dropped_lines for t in texts)
         text = "".join(normalise(t.text) for t in texts)
         if not text:
-            raise UploadRefused(f"`{shown}` holds no line of text: it is empty once blank lines are left out.")
+            raise UploadRefused("corpus_refused.no_text", name=shown)
         text, invisible, problem = _visible_lines(text)
         if not text:
-            raise UploadRefused(f"`{shown}` holds no line of plain text: {problem or 'only invisible characters'}")
+            raise UploadRefused("corpus_refused.no_plain_text", name=shown, problem=problem)
         try:
             base_text, _, base_lines = self._base()
         except CorpusError as exc:
-            raise UploadRefused(f"The base corpus cannot be read ({exc}), so nothing can be compared with it.") from exc
+            raise UploadRefused("corpus_refused.base_unreadable", error=exc) from exc
         seen = set(base_lines)
         known_words = set(self._words_of(base_text))
         for entry in entries:
             try:  # read as training reads it: a file put there by hand may be GBK, or unreadable
                 added_text = "".join(normalise(t) for _, t in read_texts(self.folder / entry.name))
             except CorpusError as exc:
-                raise UploadRefused(f"An added file cannot be read ({exc}): remove it first.") from exc
+                raise UploadRefused("corpus_refused.added_unreadable", error=exc) from exc
             seen.update(added_text.splitlines())
             known_words |= self._words_of(added_text)
         kept, duplicates = new_lines(text, seen)
         if not kept:
-            raise UploadRefused(
-                f"Nothing new in `{shown}`: all its {duplicates:,} lines are already in the corpus, "
-                "so it was not added."
-            )
+            raise UploadRefused("corpus_refused.nothing_new", name=shown, duplicates=duplicates)
         body = "".join(line + "\n" for line in kept)
         held = sum(entry.size for entry in entries)
         if held + len(body.encode()) > self.max_total_bytes:
-            raise UploadRefused(
-                f"The files added from chat hold {_size(held)} and `{shown}` would add {_size(len(body.encode()))}:"
-                f" together they may hold at most {_size(self.max_total_bytes)}. Remove some with `/corpus remove`"
-                " first (or raise LYRICS_CORPORA_MAX_BYTES)."
-            )
+            sizes = {"held": _size(held), "adding": _size(len(body.encode())), "limit": _size(self.max_total_bytes)}
+            raise UploadRefused("corpus_refused.too_much", name=shown, **sizes)
         new_words = [w for w in dict.fromkeys(segment(body)) if w not in known_words and any(c.isalpha() for c in w)]
         name = self._free_name(safe_stem(filename), entries)
         when = now or datetime.now(UTC)
@@ -318,7 +336,7 @@ class Corpora:
         entries = {e.name: e for e in self.entries()}
         entry = entries.get(wanted) or entries.get(f"{wanted}.txt")
         if entry is None:
-            raise UploadRefused(f"There is no added file called `{display_name(wanted)}`: `/corpus list` shows them.")
+            raise UploadRefused("corpus_refused.no_such_file", name=display_name(wanted))
         path = self.folder / entry.name  # a name from the listing, never one built from the request
         path.unlink()  # the text first: from here on, training no longer reads it
         path.with_suffix(".json").unlink(missing_ok=True)
@@ -352,20 +370,23 @@ def _read_upload(shown: str, data: bytes) -> tuple[list[Text], list[str]]:
         if PurePosixPath(shown).suffix.lower() == ".zip":
             archive = read_zip(data, shown, UPLOAD_ZIP_LIMITS)
             if not archive.texts:
-                left_out = f" (left out: {'; '.join(archive.skipped[:5])})" if archive.skipped else ""
-                raise UploadRefused(f"`{shown}` holds no .txt file{left_out}.")
+                if archive.skipped:
+                    raise UploadRefused(
+                        "corpus_refused.zip_no_txt_left_out", name=shown, skipped="; ".join(archive.skipped[:5])
+                    )
+                raise UploadRefused("corpus_refused.zip_no_txt", name=shown)
             return archive.texts, archive.skipped
         return [decode_text(data, shown)], []
     except CorpusError as exc:
-        raise UploadRefused(f"{exc}.") from exc
+        raise UploadRefused("corpus_refused.unreadable", error=exc) from exc
 
 
-def _visible_lines(text: str) -> tuple[str, int, str | None]:
+def _visible_lines(text: str) -> tuple[str, int, CharactersRefusal | None]:
     """`text` without the lines a /lyrics seed could not be (invisible letters, stacked marks: bot.characters),
     how many went, and why the first one did."""
     kept, dropped, first = [], 0, None
     for line in text.splitlines():
-        problem = characters_problem(line, "A line")
+        problem = characters_refusal(line)
         if problem is None and any(is_visible(ch) for ch in line):
             kept.append(line)
             continue

@@ -80,7 +80,7 @@ def check_options(
         problems.append(text(locale, "lyrics.seed_empty"))
     elif len(seed) > SEED_MAX:
         problems.append(text(locale, "lyrics.seed_too_long", length=len(seed), limit=SEED_MAX))
-    if (problem := seed_characters_problem(seed)) is not None:
+    if (problem := characters_problem(seed, "seed", locale)) is not None:  # the rule /corpus add applies too
         problems.append(problem)
     temperatures = {"low": TEMPERATURE_MIN, "high": TEMPERATURE_MAX, "value": temperature}
     if not math.isfinite(temperature):
@@ -90,11 +90,6 @@ def check_options(
     if not (math.isfinite(length) and length == int(length) and LENGTH_MIN <= length <= LENGTH_MAX):
         problems.append(text(locale, "lyrics.length_range", low=LENGTH_MIN, high=LENGTH_MAX, value=length))
     return problems
-
-
-def seed_characters_problem(seed: str) -> str | None:
-    """Why the seed's characters are refused (the rule /corpus add applies too: bot.characters), or None."""
-    return characters_problem(seed, "The seed")
 
 
 # ---------------------------------------------------------------------------------------------

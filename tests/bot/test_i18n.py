@@ -164,3 +164,4 @@ async def test_model_info_in_traditional_chinese(fake_discord: FakeDiscord, lyri
     [embed] = shown.embeds
     assert embed["title"] == "目前的模型"
     assert [f["name"] for f in embed["fields"]][:4] == ["網路", "訓練", "語料", "留出文字每字元位元數（越低越好）"]
+    assert embed["footer"]["text"].startswith("模型包 "), embed["footer"]

@@ -58,7 +58,7 @@ class CorpusCog(commands.Cog, name="Corpus"):
         locale = interaction.locale
         # What Discord says of the file decides before a byte is downloaded.
         if refusal := check_attachment(file.filename, file.size):
-            await tell(interaction, texts.not_added(locale, refusal))
+            await tell(interaction, texts.not_added(locale, refusal.render(locale)))
             return
         await acknowledge(interaction, ephemeral=True)
         try:
@@ -81,7 +81,7 @@ class CorpusCog(commands.Cog, name="Corpus"):
                 )
         except UploadRefused as exc:
             log.info("refused %r from %s (%d): %s", file.filename, user, user.id, exc)
-            await tell(interaction, texts.not_added(locale, str(exc)))
+            await tell(interaction, texts.not_added(locale, exc.render(locale)))
             return
         await tell(interaction, texts.added_text(locale, added))
 
@@ -112,7 +112,7 @@ class CorpusCog(commands.Cog, name="Corpus"):
             async with self._lock:
                 entry = await asyncio.to_thread(self.corpora.remove, name)
         except UploadRefused as exc:
-            await tell(interaction, str(exc))
+            await tell(interaction, exc.render(interaction.locale))
             return
         log.info("%s (%d) removed %s", interaction.user, interaction.user.id, entry.name)
         await tell(interaction, texts.removed_text(interaction.locale, entry))

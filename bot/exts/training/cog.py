@@ -100,7 +100,7 @@ class Run:
         return texts.progress_text(
             self.locale,
             self.job.status,
-            options=self.options.describe(),
+            options=self.options.describe(self.locale),
             started_by=self.started_by,
             corpus=self.corpus,
         )
@@ -180,7 +180,7 @@ class Training(commands.Cog):
     @slash_options(StartOptions)
     async def start(self, interaction: discord.Interaction, **values: Any) -> None:
         options = StartOptions(**values)
-        if problems := options.problems():
+        if problems := options.problems(interaction.locale):
             await tell(interaction, "\n".join(problems))
             return
         locale = interaction.locale
@@ -324,7 +324,7 @@ class Training(commands.Cog):
         if progress is None or not progress.token_valid:
             return  # /train status shows the lines to the owners
         try:
-            await progress.interaction.followup.send(texts.stderr_text(status), ephemeral=True)
+            await progress.interaction.followup.send(texts.stderr_text(run.locale, status), ephemeral=True)
         except discord.HTTPException as exc:
             log.warning("could not send the stderr of the failed run to the owner who started it: %s", exc)
 
@@ -333,18 +333,21 @@ class Training(commands.Cog):
         if status.state is not JobState.FINISHED:
             self._keep_files(run)
             if status.state is JobState.CANCELLED:
-                text = texts.cancelled_text(status, cancelled_by=run.cancelled_by, checkpoint=self.checkpoint_path)
+                cancelled_by = run.cancelled_by
+                text = texts.cancelled_text(
+                    run.locale, status, cancelled_by=cancelled_by, checkpoint=self.checkpoint_path
+                )
                 return Outcome(text)
-            return Outcome(texts.failure_text(status))
+            return Outcome(texts.failure_text(run.locale, status))
         try:
             # A live model scored on other held-out text is re-scored on this run's: the base corpus it trained on.
             promoter = Promoter(self.bot.engine, rescore=rescore_on(self.settings.corpus_path))
             promotion = await promoter.promote(run.candidate, self.settings.model_path, force=run.options.force)
         except BundleError as exc:
-            return Outcome(texts.unusable_text(exc))
+            return Outcome(texts.unusable_text(run.locale, exc))
         finally:
             self._keep_files(run)
-        text = texts.finished_text(status, promotion, kept_at=self.candidate_path)
+        text = texts.finished_text(run.locale, status, promotion, kept_at=self.candidate_path)
         png = await asyncio.to_thread(_plot, promotion.candidate, "new model")
         return Outcome(text, png, promotion.swapped)
 
@@ -361,9 +364,9 @@ class Training(commands.Cog):
             return texts.idle_text(locale, self.bot.engine.info)
         state = run.job.status.state
         if run.outcome is not None:
-            reply = i18n.text(locale, "training.state", state=state, text=run.outcome.text)
+            reply = i18n.text(locale, "training.state", state=texts.state_words(locale, state), text=run.outcome.text)
             if state is JobState.FAILED:  # /train status is ephemeral and for owners only
-                reply += "\n" + texts.stderr_text(run.job.status, budget=CONTENT_LIMIT - len(reply) - 1)
+                reply += "\n" + texts.stderr_text(locale, run.job.status, budget=CONTENT_LIMIT - len(reply) - 1)
             return reply
         if state is JobState.RUNNING:
             reply = i18n.text(locale, "training.state_running", text=run.progress_text())
@@ -386,7 +389,7 @@ class Training(commands.Cog):
         status = await run.job.cancel(CANCEL_GRACE_S)
         if status.state is JobState.CANCELLED:
             self._keep_files(run)  # before saying whether there is a checkpoint to resume from
-            reply = texts.cancelled_text(status, cancelled_by=run.cancelled_by, checkpoint=self.checkpoint_path)
+            reply = texts.cancelled_text(locale, status, cancelled_by=run.cancelled_by, checkpoint=self.checkpoint_path)
         else:  # it ended some other way before the signal arrived
             reply = texts.already_ended(locale, status.state)
         await interaction.edit_original_response(content=reply)

@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 
 from discord import app_commands
 
-from bot.i18n import localized
+from bot.i18n import Locale, localized, text
 from model.network import CELLS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,7 +40,8 @@ def option(
 ) -> Any:
     """A field of StartOptions: its slash-command description (at most 100 characters; a `localized` key for
     Discord's localizations), its bounds or choices,
-    how a progress message names it (`label`, with {value}), and whether the training child gets it."""
+    how a progress message names it (`label`: a catalogue key whose text holds {value}; the field's name
+    if none), and whether the training child gets it."""
     return field(
         default=default,
         metadata={
@@ -59,38 +60,40 @@ class StartOptions:
     """What an admin may choose for one /train start; None or False means the configured default."""
 
     epochs: int | None = option(
-        localized("commands.train.epochs_description"), minimum=1, maximum=500, label="{value} epochs"
+        localized("commands.train.epochs_description"), minimum=1, maximum=500, label="options.epochs"
     )
-    cell: str | None = option(localized("commands.train.cell_description"), choices=tuple(CELLS), label="cell {value}")
-    resume: bool = option(
-        localized("commands.train.resume_description"), default=False, label="resuming from the checkpoint"
+    cell: str | None = option(localized("commands.train.cell_description"), choices=tuple(CELLS), label="options.cell")
+    resume: bool = option(localized("commands.train.resume_description"), default=False, label="options.resume")
+    force: bool = option(
+        localized("commands.train.force_description"), default=False, label="options.force", child=False
     )
-    force: bool = option(localized("commands.train.force_description"), default=False, child=False)
 
-    def problems(self) -> list[str]:
-        """What is out of bounds, one sentence each. discord.py does not re-check what Discord's client
-        enforces, and a hand-made payload could send anything."""
+    def problems(self, locale: Locale = None) -> list[str]:
+        """What is out of bounds, one sentence each in `locale`'s language. discord.py does not re-check what
+        Discord's client enforces, and a hand-made payload could send anything."""
         found = []
         for f, value in self._set():
             meta = f.metadata
             low, high, choices = meta["minimum"], meta["maximum"], meta["choices"]
             if choices is not None and value not in choices:
-                found.append(f"{f.name} must be one of {', '.join(choices)}.")
+                found.append(text(locale, "options.choices", name=f.name, choices=", ".join(choices)))
             elif (low is not None and value < low) or (high is not None and value > high):
-                found.append(f"{f.name} must be from {low} to {high}.")
+                found.append(text(locale, "options.range", name=f.name, low=low, high=high))
         return found
 
     def child_options(self) -> dict[str, Any]:
         """The options the admin set that go to the training child, as TrainConfig fields."""
         return {f.name: value for f, value in self._set() if f.metadata["child"]}
 
-    def describe(self) -> str:
-        """The options in words, for the progress message."""
+    def describe(self, locale: Locale = None) -> str:
+        """The options in words, for the progress message (English, the default, for the log)."""
         parts = [
-            (f.metadata["label"] or (f.name if isinstance(value, bool) else f.name + " {value}")).format(value=value)
+            text(locale, f.metadata["label"], value=value)
+            if f.metadata["label"]
+            else (f.name if isinstance(value, bool) else f"{f.name} {value}")
             for f, value in self._set()
         ]
-        return ", ".join(parts) or "the default settings"
+        return text(locale, "options.join").join(parts) or text(locale, "options.default")
 
     def _set(self) -> list[tuple[Field[Any], Any]]:
         """(field, value) for each option the admin set: not None, not the default."""

@@ -18,7 +18,7 @@ from bot.engine import ModelInfo
 from bot.i18n import Locale, text
 from bot.jobs import JobState, JobStatus
 from bot.messages import CONTENT_LIMIT
-from bot.promotion import Promotion, SwapDecision, Why, metric
+from bot.promotion import Promotion, SwapDecision, metric
 from model.checkpoint import Bundle
 from model.corpus import is_sample
 
@@ -96,19 +96,16 @@ def progress_text(
     return "\n".join(lines)
 
 
-def failure_text(status: JobStatus) -> str:
+def failure_text(locale: Locale, status: JobStatus) -> str:
     """Why a run failed, for the public progress message: the reason in a sentence, never its stderr (which
     may hold paths, settings or a traceback: that goes to the log and to the owner who started the run)."""
-    return (
-        f"**Training failed** after {duration(status.elapsed())}: {status.error or 'no reason given'}.\n"
-        "The live model keeps serving. The last lines the training process wrote are in the bot's log; "
-        "`/train status` shows them to the bot's owners."
-    )
+    error = status.error or text(locale, "outcome.no_reason")
+    return text(locale, "outcome.failed", elapsed=duration(status.elapsed()), error=error)
 
 
-def stderr_text(status: JobStatus, budget: int = CONTENT_LIMIT) -> str:
+def stderr_text(locale: Locale, status: JobStatus, budget: int = CONTENT_LIMIT) -> str:
     """The last lines of a failed run's stderr, as much as fits in `budget` characters (an ephemeral reply)."""
-    head = "Last lines of the training process' stderr (only you can see this):"
+    head = text(locale, "outcome.stderr_head")
     tail: list[str] = []
     room = budget - len(head) - 10
     for line in reversed(status.stderr_tail):
@@ -118,107 +115,88 @@ def stderr_text(status: JobStatus, budget: int = CONTENT_LIMIT) -> str:
         tail.insert(0, line)
         room -= len(line) + 1
     if not tail:
-        return "The training process wrote nothing on stderr."
+        return text(locale, "outcome.stderr_none")
     return head + "\n```\n" + "\n".join(tail) + "\n```"
 
 
-def cancelled_text(status: JobStatus, *, cancelled_by: str | None, checkpoint: Path) -> str:
-    who = f" by {messages.escape(cancelled_by)}" if cancelled_by else ""
-    text = f"**Training cancelled**{who} after {duration(status.elapsed())}, at epoch {status.epoch}/{status.epochs}."
+def cancelled_text(locale: Locale, status: JobStatus, *, cancelled_by: str | None, checkpoint: Path) -> str:
+    """A cancelled run: who stopped it, where, and whether `resume:true` can continue it."""
+    by = text(locale, "outcome.cancelled_by", who=messages.escape(cancelled_by)) if cancelled_by else ""
+    where = {"elapsed": duration(status.elapsed()), "epoch": status.epoch, "epochs": status.epochs}
+    lines = [text(locale, "outcome.cancelled", by=by, **where)]
     if checkpoint.is_file():
-        text += (
-            f"\nThe last checkpoint is kept: `/train start resume:true` continues from it "
-            f"(pass a larger `epochs` than {status.epoch} to train further)."
-        )
+        lines.append(text(locale, "outcome.cancelled_checkpoint", epoch=status.epoch))
     else:
-        text += "\nNo epoch had finished, so there is no checkpoint to resume from."
-    return text + "\nThe live model keeps serving."
+        lines.append(text(locale, "outcome.cancelled_no_checkpoint"))
+    lines.append(text(locale, "outcome.keeps_serving"))
+    return "\n".join(lines)
 
 
-def added_words(added: list[dict], limit: int = 5) -> str:
+def added_words(locale: Locale, added: list[dict], limit: int = 5) -> str:
     """A bundle's added files in words: "`a.txt` (120 lines), `b.txt` (30 lines)"."""
-    shown = [f"`{a.get('name', '?')}` ({a.get('lines', '?')} lines)" for a in added[:limit]]
-    more = f" and {len(added) - limit} more" if len(added) > limit else ""
-    return ", ".join(shown) + more
+    shown = [
+        text(locale, "outcome.added_file", name=a.get("name", "?"), lines=a.get("lines", "?")) for a in added[:limit]
+    ]
+    more = text(locale, "outcome.added_more", count=len(added) - limit) if len(added) > limit else ""
+    return text(locale, "outcome.added_join").join(shown) + more
 
 
-def finished_text(status: JobStatus, promotion: Promotion, *, kept_at: Path) -> str:
+def finished_text(locale: Locale, status: JobStatus, promotion: Promotion, *, kept_at: Path) -> str:
     """A finished run: what it trained on, the scores before and after, and whether the new model went live."""
     new = promotion.candidate
     live = promotion.live
     live_metrics = promotion.live_metrics
-    before = _num(metric(live_metrics, "bpc")) if live_metrics is not None else "none"
+    before = _num(metric(live_metrics, "bpc")) if live_metrics is not None else text(locale, "outcome.no_score")
     stopped = (
-        " (stopped early: no better held-out score)"
+        text(locale, "outcome.stopped_early")
         if status.early_stopped
-        else " (stopped at the time limit)"
+        else text(locale, "outcome.stopped_time_limit")
         if status.time_limited
         else ""
     )
+    scores = {
+        "before": before,
+        "after": _num(metric(new.metrics, "bpc")),
+        "net": _num(metric(new.metrics, "net_bpc")),
+        "bar": _num(metric(new.metrics, "trigram_bpc")),
+    }
     lines = [
-        f"**Training finished** in {duration(status.elapsed())}: {len(new.history)} epochs{stopped}.",
-        f"Held-out bpc: live model {before} → new model {_num(metric(new.metrics, 'bpc'))} "
-        f"(network alone {_num(metric(new.metrics, 'net_bpc'))}; "
-        f"character-trigram bar {_num(metric(new.metrics, 'trigram_bpc'))}).",
+        text(locale, "outcome.finished", elapsed=duration(status.elapsed()), epochs=len(new.history), stopped=stopped),
+        text(locale, "outcome.scores", **scores),
     ]
-    if new.added_corpora:
-        lines.insert(
-            1,
-            f"Trained on the base corpus and {len(new.added_corpora)} added file"
-            f"{'s' if len(new.added_corpora) != 1 else ''}: {added_words(new.added_corpora)}; "
-            "scored on the base corpus' held-out text.",
-        )
+    if added := new.added_corpora:
+        trained_on = f"outcome.trained_on_{'one' if len(added) == 1 else 'other'}"
+        lines.insert(1, text(locale, trained_on, count=len(added), files=added_words(locale, added)))
     if promotion.rescored is not None and live is not None:
-        lines.append(
-            "The live model had been scored on other held-out text (another base corpus), so it was re-scored "
-            f"on the new model's: {_num(metric(live.metrics, 'bpc'))} there, {before} here."
-        )
+        lines.append(text(locale, "outcome.rescored", there=_num(metric(live.metrics, "bpc")), here=before))
     elif promotion.rescore_error is not None:
-        lines.append(
-            f"The live model had been scored on other held-out text, and re-scoring it failed: "
-            f"{promotion.rescore_error}."
-        )
-    lines.append(decision_text(promotion.decision))
+        lines.append(text(locale, "outcome.rescore_failed", error=promotion.rescore_error))
+    lines.append(decision_text(promotion.decision, locale))
     if promotion.error is not None:
-        lines.append(f"**But it could not be made live**: {promotion.error}. The previous model keeps serving.")
+        lines.append(text(locale, "outcome.not_made_live", error=promotion.error))
     elif not promotion.swapped:
-        lines.append(f"The new bundle is kept at `{kept_at}`.")
+        lines.append(text(locale, "outcome.kept_at", path=kept_at))
     return "\n".join(lines)
 
 
-def decision_text(decision: SwapDecision) -> str:
-    """Whether the new model went live, and why, in a sentence with the numbers."""
-    new, old = _num(decision.new_bpc), _num(decision.old_bpc)
-    match decision.why:
-        case Why.NO_LIVE_MODEL:
-            return "There was no live model, so the new one is now live."
-        case Why.FORCED:
-            return "force:true was given, so the new model is now live whatever its score."
-        case Why.NO_CANDIDATE_SCORE:
-            return "The new model has no held-out bpc to compare, so the live model stays."
-        case Why.NO_LIVE_SCORE:
-            return "The live model has no held-out bpc to compare against, so the new one is now live."
-        case Why.BETTER:
-            return f"The new model is better ({new} < {old} bpc), so it is now live."
-        case Why.NOT_BETTER:
-            return (
-                f"The live model stays: its held-out bpc {old} is not worse than the new model's "
-                f"{new} (lower is better). Use force:true to swap anyway."
-            )
-        case Why.RESCORE_FAILED:
-            return (
-                "The live model was scored on other held-out text and re-scoring it failed "
-                f"({decision.error}), so the two cannot be compared: the live model stays. "
-                "Use force:true to swap anyway."
-            )
+def decision_text(decision: SwapDecision, locale: Locale = None) -> str:
+    """Whether the new model went live, and why, in a sentence with the numbers: one text per `Why`."""
+    key = f"outcome.decision_{decision.why.name.lower()}"  # outcome.decision_not_better, ...
+    return text(locale, key, new=_num(decision.new_bpc), old=_num(decision.old_bpc), error=decision.error)
 
 
-def unusable_text(error: object) -> str:
-    return f"**Training finished, but its bundle is unusable**: {error}\nThe live model keeps serving."
+def unusable_text(locale: Locale, error: object) -> str:
+    """A run that finished with a bundle the engine would not load."""
+    return text(locale, "outcome.unusable", error=error)
 
 
 # ---------------------------------------------------------------------------------------------
 # refusals and /train status
+
+
+def state_words(locale: Locale, state: JobState) -> str:
+    """A job's state in words: "finished", "已完成"."""
+    return text(locale, f"job_state.{state.value}")
 
 
 def already_running(locale: Locale, status: str) -> str:
@@ -238,7 +216,7 @@ def could_not_start(locale: Locale, error: object) -> str:
 
 
 def already_ended(locale: Locale, state: JobState) -> str:
-    return text(locale, "training.already_ended", state=state)
+    return text(locale, "training.already_ended", state=state_words(locale, state))
 
 
 def idle_text(locale: Locale, live: ModelInfo | None) -> str:
@@ -250,7 +228,7 @@ def idle_text(locale: Locale, live: ModelInfo | None) -> str:
 
 
 def concluding_text(locale: Locale, state: JobState) -> str:
-    return text(locale, "training.concluding", state=state)
+    return text(locale, "training.concluding", state=state_words(locale, state))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +269,7 @@ def model_embed(live: ModelInfo, locale: Locale) -> discord.Embed:
     training = text(
         locale,
         "training.model_training_value",
-        when=_trained_at(bundle.created_at),
+        when=_trained_at(locale, bundle.created_at),
         epochs=len(bundle.history),
         seconds=duration(metric(metrics, "seconds")),
         batch=train_config.get("batch_size", "?"),
@@ -301,15 +279,17 @@ def model_embed(live: ModelInfo, locale: Locale) -> discord.Embed:
     embed.add_field(name=text(locale, "training.model_training"), inline=False, value=training)
     corpus = f"`{Path(str(train_config.get('corpus', '?'))).name}` · sha256 `{bundle.corpus_sha256[:16]}`"
     if bundle.added_corpora:
-        corpus += text(locale, "training.model_added", files=added_words(bundle.added_corpora))
+        corpus += text(locale, "training.model_added", files=added_words(locale, bundle.added_corpora))
     embed.add_field(name=text(locale, "training.model_corpus"), inline=False, value=corpus[:1024])
     scores = {"bpc": _num(bpc), "static": _num(static), "net": _num(net_bpc), "bar": _num(bar), "verdict": verdict}
     embed.add_field(
         name=text(locale, "training.model_heldout"), inline=False, value=text(locale, "training.model_bpc", **scores)
     )
     if isinstance(metrics.get("judge"), dict):
-        embed.add_field(name=text(locale, "training.model_songs"), inline=False, value=judge_text(metrics["judge"]))
-    embed.set_footer(text=f"bundle {live.bundle_hash[:12]} · {live.path.name}")
+        embed.add_field(
+            name=text(locale, "training.model_songs"), inline=False, value=judge_text(locale, metrics["judge"])
+        )
+    embed.set_footer(text=text(locale, "training.model_footer", hash=live.bundle_hash[:12], file=live.path.name))
     return embed
 
 
@@ -321,37 +301,44 @@ def precision_text(locale: Locale, precision: str | None) -> str:
     return text(locale, "training.model_precision", precision=precision)
 
 
-def judge_text(report: dict[str, Any]) -> str:
+def judge_text(locale: Locale, report: dict[str, Any]) -> str:
     """The song-quality report a bundle keeps, beside the corpus' own figures."""
 
     def pair(key: str, fmt: str) -> str:
         song, corpus = metric(report, key), metric(report, f"corpus_{key}")
         shown = format(song, fmt) if song is not None else "?"
-        return f"{shown} (corpus {format(corpus, fmt) if corpus is not None else '?'})"
+        return text(locale, "judge.pair", song=shown, corpus=format(corpus, fmt) if corpus is not None else "?")
 
-    met, targets = metric(report, "targets_met"), metric(report, "targets")
+    figures = {
+        "rhyme": pair("rhyme", ".0%"),
+        "line_mean": pair("line_mean", ".1f"),
+        "char_auc": _num(metric(report, "char_auc"), 2),
+        "syntax_auc": _num(metric(report, "syntax_auc"), 2),
+        "wordlike": pair("wordlike", ".2f"),
+        "verbatim": pair("verbatim", ".1%"),
+        "novel_ngrams": pair("novel_ngrams", ".1%"),
+        "loops": pair("loops", ".1%"),
+    }
+    lines = [text(locale, "judge.report", **figures)]
     # Bundles judged before the song-level figures existed carry none: leave the line out rather than show "?".
-    as_songs = (
-        f"\nas songs: first line's word returns {pair('seed_returns', '.0%')} · coherence "
-        f"{pair('coherence', '.2f')} · 4-line window AUC {_num(metric(report, 'window_auc'), 2)} · chorus "
-        f"{pair('chorus', '.0%')} · characters in corpus 5-grams {pair('patchwork', '.1%')}"
-        if "seed_returns" in report
-        else ""
-    )
-    return (
-        f"rhyming neighbours {pair('rhyme', '.0%')} · characters per line {pair('line_mean', '.1f')}\n"
-        f"fluency AUC, 0.5 = reads like the corpus: characters {_num(metric(report, 'char_auc'), 2)} · "
-        f"syntax {_num(metric(report, 'syntax_auc'), 2)} · word-likeness {pair('wordlike', '.2f')}\n"
-        f"lines copied {pair('verbatim', '.1%')} · new 8-character phrases {pair('novel_ngrams', '.1%')} · "
-        f"songs that loop {pair('loops', '.1%')}"
-        + as_songs
-        + (f"\n{met:.0f} of {targets:.0f} song targets met" if met is not None and targets else "")
-    )[:1024]
+    if "seed_returns" in report:
+        as_songs = {
+            "seed_returns": pair("seed_returns", ".0%"),
+            "coherence": pair("coherence", ".2f"),
+            "window_auc": _num(metric(report, "window_auc"), 2),
+            "chorus": pair("chorus", ".0%"),
+            "patchwork": pair("patchwork", ".1%"),
+        }
+        lines.append(text(locale, "judge.as_songs", **as_songs))
+    met, targets = metric(report, "targets_met"), metric(report, "targets")
+    if met is not None and targets:
+        lines.append(text(locale, "judge.targets", met=f"{met:.0f}", targets=f"{targets:.0f}"))
+    return "\n".join(lines)[:1024]
 
 
-def _trained_at(created_at: str) -> str:
+def _trained_at(locale: Locale, created_at: str) -> str:
     """A Discord timestamp (shown in each reader's time zone) when the bundle's ISO date parses."""
     try:
         return discord.utils.format_dt(datetime.fromisoformat(created_at), "f")
     except ValueError:
-        return created_at or "unknown date"
+        return created_at or text(locale, "training.model_unknown_date")

@@ -49,9 +49,9 @@ def corpus_env(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     return {"LYRICS_CORPORA": tmp_path / "corpora", "LYRICS_COOLDOWN": 0, **overrides}  # as bot_env, said here
 
 
-async def owner_command(fake: FakeDiscord, name: str, options: dict | None = None) -> Interaction:
+async def owner_command(fake: FakeDiscord, name: str, options: dict | None = None, **kw: Any) -> Interaction:
     # The application's owner, who is also an Administrator here: allowed whichever of the two the check wants.
-    return await fake.send_slash_command(name, options, user=fake.owner, permissions=ADMINISTRATOR)
+    return await fake.send_slash_command(name, options, user=fake.owner, permissions=ADMINISTRATOR, **kw)
 
 
 async def ephemeral_text(inter: Interaction) -> str:
@@ -217,6 +217,20 @@ async def test_every_hostile_file_is_handled(fake_discord: FakeDiscord, start_bo
     assert (folder / "chorus.txt").read_text(encoding="utf-8") == "副歌一直重复副歌一直重复\n"
 
 
+async def test_a_refusal_is_in_the_members_language(fake_discord: FakeDiscord, start_bot, tmp_path) -> None:
+    """The refusal is bot.corpora's (no Discord there): the cog says it in the language of who asked."""
+    async with start_bot(**corpus_env(tmp_path)):
+        blank = fake_discord.upload("blank.txt", "\u3164\u3164\n".encode())
+        refused = await ephemeral_text(await owner_command(fake_discord, "corpus add", {"file": blank}, locale="zh-CN"))
+        why = "有一行含有不可见字符（U+3164 HANGUL FILLER）：请删掉它，输入普通文字。"
+        assert refused == i18n.text("zh-CN", "corpus.not_added", reason=f"`blank.txt` 里没有一行普通文字：{why}"), (
+            refused
+        )
+        gone = await owner_command(fake_discord, "corpus remove", {"name": "nope.txt"}, locale="zh-TW")
+        assert await ephemeral_text(gone) == "沒有叫 `nope.txt` 的新增檔案：`/corpus list` 會列出它們。"
+    assert stored(tmp_path / "corpora") == []
+
+
 async def test_a_file_larger_than_it_says_is_cut_off_at_the_cap(fake_discord: FakeDiscord, start_bot, tmp_path) -> None:
     """Declared 1 KB, served 50 MB (chunked, no length): the bot stops reading a little past 2 MB."""
     async with start_bot(**corpus_env(tmp_path)):
@@ -307,10 +321,11 @@ def test_stored_names_have_no_path_and_no_odd_characters(filename, stem) -> None
 
 def test_what_discord_says_of_a_file_decides_before_downloading() -> None:
     assert check_attachment("a.txt", 10) is None and check_attachment("A.ZIP", MAX_UPLOAD_BYTES) is None
-    assert "at most 2 MB" in check_attachment("a.txt", MAX_UPLOAD_BYTES + 1)
-    assert "is empty" in check_attachment("a.txt", 0)
-    assert "not a .txt file" in check_attachment("a.txt.exe", 10)
-    assert "not a .txt file" in check_attachment("lyrics", 10)
+    assert "at most 2 MB" in str(check_attachment("a.txt", MAX_UPLOAD_BYTES + 1))  # str(): the English
+    assert "is empty" in str(check_attachment("a.txt", 0))
+    assert "not a .txt file" in str(check_attachment("a.txt.exe", 10))
+    assert "not a .txt file" in check_attachment("lyrics", 10).render("en")
+    assert check_attachment("a.txt", 0).render("zh-TW") == "`a.txt` 是空的。"
 
 
 def test_a_file_put_there_by_hand_is_listed_and_trained_on(tmp_path) -> None:

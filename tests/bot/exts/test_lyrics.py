@@ -162,6 +162,17 @@ async def test_invalid_options_are_refused(
     assert await lyrics_bot.store.top_songs(int(fake_discord.guild["id"])) == []
 
 
+async def test_an_invisible_character_is_refused_in_the_members_language(
+    fake_discord: FakeDiscord, lyrics_bot: LyricsBot
+) -> None:
+    inter = await fake_discord.send_slash_command("lyrics", {"seed": "窗外\u3164的麻雀"}, locale="zh-TW")
+    message = await inter.wait_final()
+    assert (
+        message.ephemeral and message.content == "開頭含有不可見字元（U+3164 HANGUL FILLER）：請刪掉它，輸入一般文字。"
+    )
+    assert await lyrics_bot.store.top_songs(int(fake_discord.guild["id"])) == []
+
+
 async def test_mentions_in_the_seed_ping_nobody(fake_discord: FakeDiscord, lyrics_bot: LyricsBot) -> None:
     seed = "@everyone <@&123456789012345678> @here"
     message = await (await fake_discord.send_slash_command("lyrics", {"seed": seed, "length": 5})).wait_final()

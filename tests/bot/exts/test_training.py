@@ -310,11 +310,30 @@ async def test_a_run_speaks_the_language_of_the_owner_who_started_it(
         assert status.ephemeral and status.content.startswith("狀態：執行中。\n**正在训练新模型**"), status.content
         busy = await (await admin_command(fake_discord, "train start", {"epochs": 1})).wait_final()
         assert busy.content.startswith("A training job is already running")  # English for an en-US owner
-        cancel = await admin_command(fake_discord, "train cancel", locale="zh-CN")
-        assert (await cancel.wait_response())["data"]["content"] == "正在取消训练任务……"
-        await cancel.wait_final(until=has("Training cancelled"))
-        await start.wait_final(timeout=10, until=has("Training cancelled"))
+        cancel = await admin_command(fake_discord, "train cancel", locale="zh-TW")
+        assert (await cancel.wait_response())["data"]["content"] == "正在取消訓練任務……"
+        cancelled = await cancel.wait_final(until=has("**訓練已取消**"))  # the canceller's language
+        assert "`/train start resume:true`" in cancelled.content, cancelled.content
+        # The outcome ends the progress message: in the language of the owner who started the run.
+        outcome = await start.wait_final(timeout=10, until=has("**训练已取消**"))
+        assert "/500 个 epoch" in outcome.content and "当前模型继续服务。" in outcome.content, outcome.content
         assert any("/500 个 epoch" in (edit.get("content") or "") for edit in start.edits)
+        # /train status quotes the outcome as it was posted, in the asker's words around it.
+        after = await (await admin_command(fake_discord, "train status", locale="zh-TW")).wait_final()
+        assert after.content.startswith("狀態：已取消。\n**训练已取消**"), after.content
+
+
+async def test_an_out_of_range_option_is_refused_in_the_members_language(
+    fake_discord: FakeDiscord, start_bot, tiny_bundle, tmp_path
+) -> None:
+    """Discord's client enforces the bounds, but a hand-made payload may not: our own check answers, in the
+    member's language, and nothing starts."""
+    async with start_bot(**training_env(live_bundle(tiny_bundle, tmp_path))) as bot:
+        refused = await (await admin_command(fake_discord, "train start", {"epochs": 0}, locale="zh-CN")).wait_final()
+        assert refused.ephemeral and refused.content == "epochs 必须在 1 到 500 之间。", refused.content
+        english = await (await admin_command(fake_discord, "train start", {"epochs": 501})).wait_final()
+        assert english.content == i18n.text("en", "options.range", name="epochs", low=1, high=500)
+        assert cog(bot).run is None
 
 
 async def test_a_cancelled_run_frees_the_slot_at_once(
@@ -465,9 +484,9 @@ def test_texts() -> None:
     assert progress_bar(0.5, width=4) == "██░░" and progress_bar(2.0, width=2) == "██"
     assert (duration(42), duration(185), duration(3720), duration(None)) == ("42s", "3m 05s", "1h 02m", "?")
     status = JobStatus(state=JobState.FAILED, error="boom", stderr_tail=[f"line {i} " + "x" * 100 for i in range(50)])
-    public = failure_text(status)
+    public = failure_text("en", status)
     assert "boom" in public and "line 49" not in public and "```" not in public  # stderr never in public
-    text = stderr_text(status, budget=1000)
+    text = stderr_text("en", status, budget=1000)
     assert len(text) <= 1000 and "line 49" in text and "line 0 " not in text and text.count("```") == 2
 
 
@@ -658,7 +677,7 @@ async def test_model_info_shows_the_song_quality_report(fake_discord: FakeDiscor
 
 def test_the_song_report_of_a_bundle_judged_before_the_song_figures():
     old = {"rhyme": 0.58, "corpus_rhyme": 0.55, "targets_met": 8.0, "targets": 8.0}
-    assert "as songs" not in judge_text(old) and "8 of 8 song targets met" in judge_text(old)
+    assert "as songs" not in judge_text("en", old) and "8 of 8 song targets met" in judge_text("en", old)
     # A figure that meant nothing (NaN, kept as such in the metrics) shows as "?".
-    text = judge_text({**old, "seed_returns": 0.2, "corpus_seed_returns": float("nan")})
+    text = judge_text("en", {**old, "seed_returns": 0.2, "corpus_seed_returns": float("nan")})
     assert "first line's word returns 20% (corpus ?)" in text and "chorus ? (corpus ?)" in text
