@@ -274,7 +274,7 @@ class Sampler:
         self.scorer = LineScorer(weights)
         # The last character of every token, as a rhyme group, for pulling line ends towards the plan.
         self.token_rhyme = [char_rhyme(t[-1]) if t and is_han(t[-1]) else None for t in self.vocab.itos]
-        self.endings = line_endings(bundle.train_ids, self.newline_id, len(self.vocab))
+        self.endings = line_endings(bundle.train_ids, self.newline_id, len(self.vocab), self.vocab.itos)
         self.tokens_by_rhyme: dict[str, torch.Tensor] = {}
         for token_id, group in enumerate(self.token_rhyme):
             # Only words that end lines in the corpus: a rhyme on 的 or 是 is a line cut off, not a rhyme.
@@ -588,7 +588,8 @@ class Sampler:
         else:
             candidates = [song.prefix + r.text for r in rows]
             rhyme = song.rhyme if song.rhymed else None
-            best = rows[self.scorer.best(candidates, song.target, rhyme, song.plan.current.keyword)]
+            endings = [float(self.endings[r.tokens[-1]]) if r.tokens else 0.0 for r in rows]
+            best = rows[self.scorer.best(candidates, song.target, rhyme, song.plan.current.keyword, endings)]
         line = song.prefix + best.text
         tokens = [*best.tokens, self.newline_id]
         for token in tokens:
@@ -636,18 +637,49 @@ class Sampler:
         )
 
 
-def line_endings(train_ids: list[int], newline: int, vocab_size: int, prior_weight: float = 5.0) -> np.ndarray:
+def line_endings(
+    train_ids: list[int], newline: int, vocab_size: int, itos: list[str] | None = None, prior_weight: float = 5.0
+) -> np.ndarray:
     """For each token, log(how often it ends a line / how often tokens do), smoothed towards the average by
     ``prior_weight`` sightings and clipped to [-3, 0]: 的 about -2.4, 不 -3, 离开 (1.2) 0. Only words that rarely
-    end lines are marked: rewarding the common line enders would end lines before their planned length."""
+    end lines are marked: rewarding the common line enders would end lines before their planned length.
+
+    With ``itos``, a one-character token is judged as a character too, by how often a line ends on that character
+    among all its uses, inside words included: 背 is seldom a token of its own, so its token rate says little, but
+    it mostly sits inside 背影 or 背后, and a line that stops on it reads as cut off mid-word (吹动背)."""
     ids = np.asarray(train_ids, dtype=np.int64)
     seen = np.bincount(ids, minlength=vocab_size).astype(np.float64)
     ending = np.bincount(ids[:-1][ids[1:] == newline], minlength=vocab_size).astype(np.float64)
     prior = ending.sum() / max(seen.sum(), 1.0)
     if prior == 0:
         return np.zeros(vocab_size, dtype=np.float32)
+    score = _ending_score(ending, seen, prior, prior_weight)
+    if itos is not None:
+        score = np.minimum(score, _char_ending_score(ids, newline, itos, prior_weight))
+    return score.astype(np.float32)
+
+
+def _ending_score(ending: np.ndarray, seen: np.ndarray, prior: float, prior_weight: float) -> np.ndarray:
     rate = (ending + prior_weight * prior) / (seen + prior_weight)
-    return np.clip(np.log(rate / prior), -3.0, 0.0).astype(np.float32)
+    return np.clip(np.log(rate / prior), -3.0, 0.0)
+
+
+def _char_ending_score(ids: np.ndarray, newline: int, itos: list[str], prior_weight: float) -> np.ndarray:
+    """The ending score of each one-character token's character, counted over the training text's characters."""
+    uses: Counter[str] = Counter()
+    ends: Counter[str] = Counter()
+    for line in "".join(NEWLINE if i == newline else itos[i] for i in ids.tolist()).split(NEWLINE):
+        uses.update(line)
+        if line:
+            ends[line[-1]] += 1
+    prior = sum(ends.values()) / max(sum(uses.values()), 1)
+    score = np.zeros(len(itos), dtype=np.float64)
+    if prior == 0:
+        return score
+    for token, word in enumerate(itos):
+        if len(word) == 1 and word in uses:
+            score[token] = _ending_score(np.array(ends[word], float), np.array(uses[word], float), prior, prior_weight)
+    return score
 
 
 def _with_sections(text: str, starts: list[int]) -> str:

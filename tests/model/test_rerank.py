@@ -28,3 +28,13 @@ def test_the_line_that_carries_its_keyword_wins_among_equals_but_not_over_the_rh
     assert scorer.best(["我在街角等你", "我在烟雨等你"], target=6, rhyme=None, keyword="烟雨") == 1
     # The rhyme weighs more: a keyword does not make up for a missed rhyme.
     assert scorer.best(["我在街角等候", "我在烟雨等你"], target=6, rhyme="ou", keyword="烟雨") == 0
+
+
+def test_a_line_cut_off_mid_word_loses_to_one_that_ends_whole():
+    scorer = LineScorer()
+    # Same length, neither rhymes: the one whose last token seldom ends a corpus line (score -3) loses.
+    assert scorer.best(["吹动你的背", "吹动你的心"], target=5, rhyme=None, endings=[-3.0, 0.0]) == 1
+    # Without ending scores the first among equals wins, as before.
+    assert scorer.best(["吹动你的背", "吹动你的心"], target=5, rhyme=None) == 0
+    # A rhyme still outweighs a poor ending of up to two units (rhyme 4, ending 1.5 a unit).
+    assert scorer.best(["我在街角等你", "等候在街角"], target=5, rhyme="ao", endings=[0.0, -2.0]) == 1

@@ -442,6 +442,20 @@ def test_a_theme_word_is_not_sung_twice_in_one_line(tmp_path):
     assert sum(line.count("瓷器") > 1 for line in lines) <= 0.02 * len(lines)
 
 
+def test_a_character_that_sits_inside_words_is_a_poor_line_ending_even_as_a_rare_token():
+    # 背 is seen as a token of its own once (ending nothing), so its token rate sits near the average; but as a
+    # character it mostly sits inside 背影, which never ends a line here: a line ending on it reads cut off.
+    itos = ["<unk>", "\n", "背影", "离开", "背", "我"]
+    newline = 1
+    ids = [5, 2, 3, newline] * 10 + [4, 3, newline]
+    token_only = line_endings(ids, newline, len(itos))
+    with_chars = line_endings(ids, newline, len(itos), itos)
+    assert token_only[4] > -1.0  # the token alone says little
+    assert with_chars[4] < -1.0  # the character says it seldom ends a line
+    assert with_chars[3] == token_only[3] == 0.0  # a word that ends lines is untouched
+    assert with_chars[5] <= token_only[5]  # never kinder than the token's own rate
+
+
 def test_line_endings_mark_the_words_that_rarely_end_a_line():
     # Token 2 ends every line it is in; 3 never does; 4 is rare (seen once, ending nothing): near the average.
     newline = 1
