@@ -21,7 +21,8 @@ class ScoreWeights:
     rhyme: float = 4.0  # the line ends in the planned rhyme group (when the plan asks for one)
     length: float = 3.0  # per relative distance from the planned length
     keyword: float = 1.0  # the line carries its planned keyword (model.plan), when it has one
-    ending: float = 1.5  # per unit of the last token's line-ending score (model.sample.line_endings, 0 to -3)
+    ending: float = 1.0  # per unit of the last token's line-ending score (model.sample.line_endings, 0 to -3): at most
+    # 3, so a poor ending never outweighs the rhyme
 
 
 class LineScorer:

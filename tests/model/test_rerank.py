@@ -36,5 +36,5 @@ def test_a_line_cut_off_mid_word_loses_to_one_that_ends_whole():
     assert scorer.best(["吹动你的背", "吹动你的心"], target=5, rhyme=None, endings=[-3.0, 0.0]) == 1
     # Without ending scores the first among equals wins, as before.
     assert scorer.best(["吹动你的背", "吹动你的心"], target=5, rhyme=None) == 0
-    # A rhyme still outweighs a poor ending of up to two units (rhyme 4, ending 1.5 a unit).
-    assert scorer.best(["我在街角等你", "等候在街角"], target=5, rhyme="ao", endings=[0.0, -2.0]) == 1
+    # A rhyme outweighs even the poorest ending (rhyme 4, ending 1 a unit, at most 3): an asked rhyme holds.
+    assert scorer.best(["我在街角等你", "等候在街角"], target=5, rhyme="ao", endings=[0.0, -3.0]) == 1
