@@ -26,9 +26,6 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -59,54 +56,9 @@ Period = Literal["week", "month", "all"]
 # How far back a leaderboard looks (None: no limit); its title says so with the text favourites.period_<period>.
 PERIODS: dict[str, timedelta | None] = {"week": timedelta(days=7), "month": timedelta(days=30), "all": None}
 
-# ---------------------------------------------------------------------------------------------
-# keeping the vote label right when clicks overlap
-
-
-@dataclass
-class Burst:
-    """Updates of one song's message whose handling overlaps in time."""
-
-    running: int = 0
-    overlapped: bool = False
-    last: discord.Interaction | None = None  # a click answered by editing the message: its token edits it again
-
-
-class LabelSync:
-    """Makes the vote label end up equal to the stored count, without making clicks wait for each other.
-
-    Each click answers with the count its own toggle saw, so the message shows whichever answer
-    reached Discord last. When updates of a song never overlap (from just before the toggle until
-    Discord confirmed the edit), toggles and edits happen in the same order and the label is right.
-    When some did overlap, the label may be stale, so the last of them re-reads the count and edits
-    the message once more (itself an update: overlapping clicks lead to one more refresh).
-    """
-
-    def __init__(self, refresh: Callable[[int, discord.Interaction], Awaitable[None]]) -> None:
-        self._refresh = refresh
-        self._bursts: dict[int, Burst] = {}
-
-    @asynccontextmanager
-    async def update(self, song_id: int) -> AsyncIterator[Burst]:
-        """Wrap one update of the song's message; set `burst.last` once the message was edited."""
-        burst = self._bursts.setdefault(song_id, Burst())
-        if burst.running:
-            burst.overlapped = True
-        burst.running += 1
-        try:
-            yield burst
-        finally:
-            burst.running -= 1
-            if burst.running == 0:
-                del self._bursts[song_id]
-                if burst.overlapped and burst.last is not None:
-                    await self._refresh_once(song_id, burst.last)
-
-    async def _refresh_once(self, song_id: int, interaction: discord.Interaction) -> None:
-        async with self.update(song_id) as burst:
-            await self._refresh(song_id, interaction)
-            burst.last = interaction
-
+# How often one click re-reads its song after editing the message (see Favourites._settle_label). Each
+# pass beyond the first means another click's edit landed in between; past this, the next click fixes it.
+SETTLE_PASSES = 5
 
 # ---------------------------------------------------------------------------------------------
 # the cog
@@ -121,7 +73,6 @@ class Favourites(
 
     def __init__(self, bot: LyricsBot) -> None:
         self.bot = bot
-        self.labels = LabelSync(self._refresh_song_message)
         self.drainer: DeletionDrainer | None = None
 
     async def cog_load(self) -> None:
@@ -164,13 +115,12 @@ class Favourites(
     # busy database never costs a click Discord's 3 seconds.
 
     async def _vote(self, interaction: discord.Interaction, song_id: int) -> None:
-        async with self.labels.update(song_id) as burst:
-            answer = await defer_if_slow(interaction, self._toggle_vote(interaction, song_id))
-            if isinstance(answer, str):
-                await tell(interaction, answer)
-                return
-            await update(interaction, view=views.song_view(song_id, votes=answer.count))
-            burst.last = interaction
+        answer = await defer_if_slow(interaction, self._toggle_vote(interaction, song_id))
+        if isinstance(answer, str):
+            await tell(interaction, answer)
+            return
+        await update(interaction, view=views.song_view(song_id, votes=answer.count))
+        await self._settle_label(interaction, song_id, shown=answer.count)
 
     async def _toggle_vote(self, interaction: discord.Interaction, song_id: int) -> VoteResult | str:
         """The click's vote in the store, or the refusal to tell the clicker."""
@@ -203,14 +153,12 @@ class Favourites(
         return text(locale, "favourites.unsaved", id=song_id)
 
     async def _delete(self, interaction: discord.Interaction, song_id: int) -> None:
-        async with self.labels.update(song_id) as burst:  # a vote click in flight must not put the buttons back
-            refusal, by = await defer_if_slow(interaction, self._delete_song(interaction, song_id))
-            if refusal is not None:
-                await tell(interaction, refusal)
-                return
-            content = messages.removed_text(interaction.locale, song_id, by)
-            await update(interaction, content=content, embed=None, view=None)
-            burst.last = interaction
+        refusal, by = await defer_if_slow(interaction, self._delete_song(interaction, song_id))
+        if refusal is not None:
+            await tell(interaction, refusal)
+            return
+        content = messages.removed_text(interaction.locale, song_id, by)
+        await update(interaction, content=content, embed=None, view=None)
 
     async def _delete_song(self, interaction: discord.Interaction, song_id: int) -> tuple[str | None, str]:
         """Delete the song if the clicker may: (None, who deleted it: "author" or "admin"), or (the refusal, "")."""
@@ -227,17 +175,30 @@ class Favourites(
         log.info("song %d deleted by user %d (%s)", song_id, interaction.user.id, by)
         return None, by
 
-    async def _refresh_song_message(self, song_id: int, interaction: discord.Interaction) -> None:
-        """Show the song's stored state on its message (see LabelSync), through a click that edited it."""
-        song = await self.bot.store.get_song(song_id)
-        try:
-            if song is None:
-                content = messages.removed_text(interaction.locale, song_id)
-                await interaction.edit_original_response(content=content, embed=None, view=None)
-            else:
+    async def _settle_label(self, interaction: discord.Interaction, song_id: int, shown: int) -> None:
+        """Leave the song's message showing the stored count (or "deleted"), whoever clicked last.
+
+        Each click answers with the count its own toggle saw, and Discord shows whichever edit lands last:
+        when clicks overlap, in this process or in another shard's, that may be an older count. So once its
+        edit has landed, every click re-reads the song and edits again while the message is behind. The edit
+        that lands last was then checked against a read made after it landed, which counts every toggle
+        whose edit landed before it; any later toggle's click edits after it.
+        """
+        for _ in range(SETTLE_PASSES):
+            song = await self.bot.store.get_song(song_id)
+            if song is not None and song.votes == shown:
+                return
+            try:
+                if song is None:  # deleted meanwhile: this click's edit must not have put the buttons back
+                    content = messages.removed_text(interaction.locale, song_id)
+                    await interaction.edit_original_response(content=content, embed=None, view=None)
+                    return
                 await interaction.edit_original_response(view=views.song_view(song_id, votes=song.votes))
-        except discord.HTTPException as exc:  # the label stays a little off; the next click fixes it
-            log.warning("could not refresh the message of song %d: %s", song_id, exc)
+            except discord.HTTPException as exc:  # the label stays a little off; the next click fixes it
+                log.warning("could not refresh the message of song %d: %s", song_id, exc)
+                return
+            shown = song.votes
+        log.info("the vote label of song %d was still moving after %d passes", song_id, SETTLE_PASSES)
 
     # ---- the pager and the forget-me question
 

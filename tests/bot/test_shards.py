@@ -283,6 +283,21 @@ async def test_two_processes_share_postgres_votes_and_the_trained_model(
                 await votes.close()
             await fake.wait_until(lambda: vote_label(song) == "2", timeout=10, what="the label shows 2 votes")
 
+            # Clicks on two shards whose edits land out of order: Carol's (through shard 0) reaches Discord
+            # first but is applied after Bob's later one (through shard 1), so it briefly shows a stale count.
+            # No process saw the two overlap; the label must still end up right.
+            fake.ack_deadline = 30.0  # the callback arrives in time; only its effect is late
+            release = fake.hold("POST", r"/interactions/\d+/[^/]+/callback$", times=1)
+            held = fake.faults[-1]
+            late = await fake.click_button(song, f"song:vote:{sid}", user=carol, shard=0)
+            while held.hits == 0:  # Carol's vote is counted (1 left), and her answer waits at the door
+                await asyncio.sleep(0.05)
+            prompt = await fake.click_button(song, f"song:vote:{sid}", user=bob, shard=1)
+            assert (await prompt.wait_response(timeout=10))["type"] == 7 and vote_label(song) == "0"
+            release.set()
+            assert (await late.wait_response(timeout=10))["type"] == 7
+            await fake.wait_until(lambda: vote_label(song) == "0", timeout=10, what="the late click's label fixed")
+
             # Training started from shard 1's guild runs in the trainer (shard 0), and its model reaches both.
             start = await fake.send_slash_command(
                 "train start", {"epochs": 1, "force": True}, guild_id=one["id"], user=fake.owner
