@@ -38,7 +38,7 @@ from .events import (
     to_json,
 )
 from .fetch import DEADLINE_S, DEFAULT_OUT, DEFAULT_SHA256, DEFAULT_URL, TIMEOUT_S, FetchError, fetch
-from .judge import judge, judge_bundle
+from .judge import SEEDS, judge, judge_bundle
 from .network import DeviceError, pick_device
 from .rhyme import rhyme_name
 from .sample import Sampler, SampleRequest, SamplingError
@@ -106,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--corpus", default="", help="default data/jaychou_lyrics.txt.zip if fetched, else data/sample_lyrics.txt"
     )
     j.add_argument("--songs", type=int, default=60, help="songs to write (default %(default)s)")
+    j.add_argument(
+        "--seeds",
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="the seeds to write from, each in turn (default: the report's own 20); an outside check passes "
+        "seeds the report never uses",
+    )
     j.add_argument("--device", default="cpu")
     j.add_argument(
         "--precision",
@@ -293,7 +301,10 @@ def run_judge(args: argparse.Namespace) -> int:
     corpus = args.corpus or str(default_corpus())
     note_sample(corpus)
     sampler = Sampler.load(args.bundle, device=args.device, precision=args.precision)
-    report = judge(sampler, load_corpus(corpus), args.songs)
+    seeds = tuple(args.seeds) if args.seeds else SEEDS
+    for seed in seeds:  # a bad seed stops the report before any song is written, with the reason
+        SampleRequest(seed=seed).validate()
+    report = judge(sampler, load_corpus(corpus), args.songs, seeds)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:

@@ -99,3 +99,19 @@ def test_judge_reports_on_a_small_corpus(tiny_bundle):
 def test_judge_refuses_too_few_songs(tiny_bundle):
     result = run_cli("judge", tiny_bundle, "--corpus", SAMPLE_CORPUS, "--songs", "3")
     assert result.returncode != 0 and "at least 10" in result.stderr
+
+
+def test_judge_writes_from_the_seeds_it_is_given(tiny_bundle):
+    """An outside check judges on seeds the report never uses: each song starts from one of them."""
+    seeds = ["雨落在", "天的雨"]
+    assert not set(seeds) & set(judge.SEEDS)
+    result = run_cli("judge", tiny_bundle, "--corpus", SAMPLE_CORPUS, "--songs", "10", "--seeds", *seeds, "--json")
+    assert result.returncode == 0, result.stderr
+    examples = json.loads(result.stdout)["examples"]
+    assert examples and all(any(song.startswith(seed) for seed in seeds) for song in examples)
+    assert examples[0].startswith(seeds[0]) and examples[1].startswith(seeds[1])  # each seed in turn
+
+
+def test_judge_refuses_a_bad_seed_before_writing(tiny_bundle):
+    result = run_cli("judge", tiny_bundle, "--corpus", SAMPLE_CORPUS, "--songs", "10", "--seeds", "雨" * 1001)
+    assert result.returncode != 0 and "1001 characters" in result.stderr and "Traceback" not in result.stderr
