@@ -26,6 +26,9 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -56,9 +59,76 @@ Period = Literal["week", "month", "all"]
 # How far back a leaderboard looks (None: no limit); its title says so with the text favourites.period_<period>.
 PERIODS: dict[str, timedelta | None] = {"week": timedelta(days=7), "month": timedelta(days=30), "all": None}
 
-# How often one click re-reads its song after editing the message (see Favourites._settle_label). Each
-# pass beyond the first means another click's edit landed in between; past this, the next click fixes it.
+# ---------------------------------------------------------------------------------------------
+# keeping the vote label right when clicks overlap
+
+# How often a settle re-reads its song after editing the message (see LabelSync). Each pass beyond the first
+# means another click's edit landed in between; past this, the next click fixes the label.
 SETTLE_PASSES = 5
+UNKNOWN = -1  # what a message shows after overlapping edits landed in an unknown order (counts are >= 0)
+
+
+@dataclass
+class Burst:
+    """Updates of one song's message, in this process, whose handling overlaps in time."""
+
+    running: int = 0
+    overlapped: bool = False
+    last: discord.Interaction | None = None  # a click answered by editing the message: its token edits it again
+    shown: int | None = None  # the vote count its edit showed (None: it showed the song deleted)
+
+
+class LabelSync:
+    """Makes the vote label end up equal to the stored count, without making clicks wait for each other.
+
+    Each click answers with the count its own toggle saw, and Discord shows whichever edit lands last: when
+    clicks overlap, in this process or in another shard's, that may be an older count. So the last click of
+    each burst (the updates of a song that overlap in this process) settles the label once every edit of
+    the burst has landed: it re-reads the song and edits the message while it is behind, checking again
+    after each edit. Whichever edit lands last was then checked by its process against a read made after
+    it landed; a toggle after that read edits later still, and settles in turn. A burst of overlapping
+    clicks costs one read and one edit more; a lone click one read.
+    """
+
+    def __init__(self, read: Callable[[int], Awaitable[Song | None]]) -> None:
+        self._read = read
+        self._bursts: dict[int, Burst] = {}
+
+    @asynccontextmanager
+    async def update(self, song_id: int) -> AsyncIterator[Burst]:
+        """Wrap one update of the song's message; set `burst.last` and `burst.shown` once the message was edited."""
+        burst = self._bursts.setdefault(song_id, Burst())
+        if burst.running:
+            burst.overlapped = True
+        burst.running += 1
+        try:
+            yield burst
+        finally:
+            burst.running -= 1
+            if burst.running == 0:
+                del self._bursts[song_id]
+                if burst.last is not None:
+                    # After overlapping edits, which of them shows is unknown: edit in any case.
+                    await self._settle(song_id, burst.last, UNKNOWN if burst.overlapped else burst.shown)
+
+    async def _settle(self, song_id: int, interaction: discord.Interaction, shown: int | None) -> None:
+        try:
+            for _ in range(SETTLE_PASSES):
+                song = await self._read(song_id)
+                if song is None:  # deleted meanwhile: a vote's edit must not have put the buttons back
+                    if shown is not None:
+                        content = messages.removed_text(interaction.locale, song_id)
+                        await interaction.edit_original_response(content=content, embed=None, view=None)
+                    return
+                if song.votes == shown:
+                    return
+                await interaction.edit_original_response(view=views.song_view(song_id, votes=song.votes))
+                shown = song.votes
+        except discord.HTTPException as exc:  # the label stays a little off; the next click fixes it
+            log.warning("could not refresh the message of song %d: %s", song_id, exc)
+            return
+        log.info("the vote label of song %d was still moving after %d passes", song_id, SETTLE_PASSES)
+
 
 # ---------------------------------------------------------------------------------------------
 # the cog
@@ -73,6 +143,7 @@ class Favourites(
 
     def __init__(self, bot: LyricsBot) -> None:
         self.bot = bot
+        self.labels = LabelSync(lambda song_id: self.bot.store.get_song(song_id))
         self.drainer: DeletionDrainer | None = None
 
     async def cog_load(self) -> None:
@@ -115,12 +186,13 @@ class Favourites(
     # busy database never costs a click Discord's 3 seconds.
 
     async def _vote(self, interaction: discord.Interaction, song_id: int) -> None:
-        answer = await defer_if_slow(interaction, self._toggle_vote(interaction, song_id))
-        if isinstance(answer, str):
-            await tell(interaction, answer)
-            return
-        await update(interaction, view=views.song_view(song_id, votes=answer.count))
-        await self._settle_label(interaction, song_id, shown=answer.count)
+        async with self.labels.update(song_id) as burst:
+            answer = await defer_if_slow(interaction, self._toggle_vote(interaction, song_id))
+            if isinstance(answer, str):
+                await tell(interaction, answer)
+                return
+            await update(interaction, view=views.song_view(song_id, votes=answer.count))
+            burst.last, burst.shown = interaction, answer.count
 
     async def _toggle_vote(self, interaction: discord.Interaction, song_id: int) -> VoteResult | str:
         """The click's vote in the store, or the refusal to tell the clicker."""
@@ -153,12 +225,14 @@ class Favourites(
         return text(locale, "favourites.unsaved", id=song_id)
 
     async def _delete(self, interaction: discord.Interaction, song_id: int) -> None:
-        refusal, by = await defer_if_slow(interaction, self._delete_song(interaction, song_id))
-        if refusal is not None:
-            await tell(interaction, refusal)
-            return
-        content = messages.removed_text(interaction.locale, song_id, by)
-        await update(interaction, content=content, embed=None, view=None)
+        async with self.labels.update(song_id) as burst:  # a vote click in flight must not put the buttons back
+            refusal, by = await defer_if_slow(interaction, self._delete_song(interaction, song_id))
+            if refusal is not None:
+                await tell(interaction, refusal)
+                return
+            content = messages.removed_text(interaction.locale, song_id, by)
+            await update(interaction, content=content, embed=None, view=None)
+            burst.last, burst.shown = interaction, None
 
     async def _delete_song(self, interaction: discord.Interaction, song_id: int) -> tuple[str | None, str]:
         """Delete the song if the clicker may: (None, who deleted it: "author" or "admin"), or (the refusal, "")."""
@@ -174,31 +248,6 @@ class Favourites(
         by = "author" if is_author else "admin"
         log.info("song %d deleted by user %d (%s)", song_id, interaction.user.id, by)
         return None, by
-
-    async def _settle_label(self, interaction: discord.Interaction, song_id: int, shown: int) -> None:
-        """Leave the song's message showing the stored count (or "deleted"), whoever clicked last.
-
-        Each click answers with the count its own toggle saw, and Discord shows whichever edit lands last:
-        when clicks overlap, in this process or in another shard's, that may be an older count. So once its
-        edit has landed, every click re-reads the song and edits again while the message is behind. The edit
-        that lands last was then checked against a read made after it landed, which counts every toggle
-        whose edit landed before it; any later toggle's click edits after it.
-        """
-        for _ in range(SETTLE_PASSES):
-            song = await self.bot.store.get_song(song_id)
-            if song is not None and song.votes == shown:
-                return
-            try:
-                if song is None:  # deleted meanwhile: this click's edit must not have put the buttons back
-                    content = messages.removed_text(interaction.locale, song_id)
-                    await interaction.edit_original_response(content=content, embed=None, view=None)
-                    return
-                await interaction.edit_original_response(view=views.song_view(song_id, votes=song.votes))
-            except discord.HTTPException as exc:  # the label stays a little off; the next click fixes it
-                log.warning("could not refresh the message of song %d: %s", song_id, exc)
-                return
-            shown = song.votes
-        log.info("the vote label of song %d was still moving after %d passes", song_id, SETTLE_PASSES)
 
     # ---- the pager and the forget-me question
 
