@@ -36,6 +36,9 @@ TOO_SLOW = i18n.text("en", "errors.too_slow")
 SEED = "窗外的麻雀"
 FOOTER = re.compile(r"temperature (?P<t>[\d.]+) · length (?P<n>\d+) · random seed (?P<r>\d+) · (?P<rhyme>[^\n]+)")
 PLACE = re.compile(r"#(\d+) in the queue")
+# How late a heartbeat may come while songs are written: well under the seconds a batch takes, which a writer
+# blocking the event loop would stall it for.
+HEARTBEAT_SLACK_S = 0.75
 
 
 def standin_engine(sampler: SteppedSampler, **options) -> Engine:
@@ -206,7 +209,9 @@ async def test_concurrent_requests_are_batched_and_heartbeats_stay_on_time(
     interval = fake_discord.heartbeat_interval_ms / 1000
     beats = fake_discord.heartbeats[start - 1 :]
     worst = max(b - a for a, b in itertools.pairwise(beats))
-    assert worst < interval + 0.25, f"heartbeat gap {worst:.2f}s with a {interval}s interval"
+    # Writing on the event loop would stall it for the whole batch (about 2 s on a 2-core CPU); a busy machine
+    # delays a beat by a few hundred ms (0.58 s seen in CI with other work beside it).
+    assert worst < interval + HEARTBEAT_SLACK_S, f"heartbeat gap {worst:.2f}s with a {interval}s interval"
 
 
 async def test_no_model_explains_how_to_train_one(fake_discord: FakeDiscord, start_bot, tmp_path) -> None:
@@ -298,7 +303,7 @@ async def test_a_burst_of_200_is_queued_and_members_see_their_place(fake_discord
     assert all(seen == sorted(seen, reverse=True) for seen in waited)  # a place only ever moves up
     interval = fake_discord.heartbeat_interval_ms / 1000
     worst = max(b - a for a, b in itertools.pairwise(beats))
-    assert worst < interval + 0.5, f"heartbeat gap {worst:.2f}s with a {interval}s interval"
+    assert worst < interval + HEARTBEAT_SLACK_S, f"heartbeat gap {worst:.2f}s with a {interval}s interval"
 
 
 async def test_a_batcher_that_raises_recovers(fake_discord: FakeDiscord, start_bot) -> None:
