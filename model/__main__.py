@@ -300,10 +300,10 @@ def run_judge(args: argparse.Namespace) -> int:
         raise SamplingError(f"--songs must be at least 10 for the fluency tests to mean anything, not {args.songs}")
     corpus = args.corpus or str(default_corpus())
     note_sample(corpus)
-    sampler = Sampler.load(args.bundle, device=args.device, precision=args.precision)
     seeds = tuple(args.seeds) if args.seeds else SEEDS
-    for seed in seeds:  # a bad seed stops the report before any song is written, with the reason
+    for seed in seeds:  # a bad seed stops the report before the bundle is even loaded, with the reason
         SampleRequest(seed=seed).validate()
+    sampler = Sampler.load(args.bundle, device=args.device, precision=args.precision)
     report = judge(sampler, load_corpus(corpus), args.songs, seeds)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))

@@ -115,3 +115,5 @@ def test_judge_writes_from_the_seeds_it_is_given(tiny_bundle):
 def test_judge_refuses_a_bad_seed_before_writing(tiny_bundle):
     result = run_cli("judge", tiny_bundle, "--corpus", SAMPLE_CORPUS, "--songs", "10", "--seeds", "雨" * 1001)
     assert result.returncode != 0 and "1001 characters" in result.stderr and "Traceback" not in result.stderr
+    missing = run_cli("judge", "no-such-bundle.pt", "--corpus", SAMPLE_CORPUS, "--seeds", "雨" * 1001)
+    assert missing.returncode != 0 and "1001 characters" in missing.stderr  # said before loading anything
